@@ -1,0 +1,255 @@
+"""The demo on the embedded default: simulated Stripe history served by the stand-in, every asset
+materialized into SQLite, and the Dagster UI left running. Re-running it is safe (same seed, same ids).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from finance_pipeline.deployment import dagster_home
+from finance_pipeline.settings import PROJECT_ROOT, Settings, get_settings
+
+SERVICES = ("stripe_standin", "dagster")
+
+
+def _run_dir(settings: Settings) -> Path:
+    path = Path(settings.data_dir) / "run"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _start_service(settings: Settings, name: str, cmd: list[str], env: dict[str, str]) -> int:
+    log = open(_run_dir(settings) / f"{name}.log", "ab")  # noqa: SIM115 - the child owns it
+    # Its own session/process group: `dagster dev` ignores signals sent only to the parent.
+    proc = subprocess.Popen(
+        cmd,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        env=env,
+        cwd=PROJECT_ROOT,
+        start_new_session=True,
+    )
+    (_run_dir(settings) / f"{name}.pid").write_text(str(proc.pid))
+    return proc.pid
+
+
+def stop_services(settings: Settings | None = None) -> None:
+    """Stop the demo's background services by process group."""
+    settings = settings or get_settings()
+    for name in SERVICES:
+        pid_file = _run_dir(settings) / f"{name}.pid"
+        if not pid_file.exists():
+            continue
+        pid = int(pid_file.read_text())
+        try:
+            os.killpg(pid, signal.SIGTERM)
+            for _ in range(50):
+                os.killpg(pid, 0)
+                time.sleep(0.1)
+            os.killpg(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        pid_file.unlink(missing_ok=True)
+        print(f"stopped {name} (process group {pid})")
+
+
+def _wait_http(url: str, timeout: float, headers: dict[str, str] | None = None) -> None:
+    deadline = time.time() + timeout
+    last: Exception | None = None
+    while time.time() < deadline:
+        try:
+            req = urllib.request.Request(url, headers=headers or {})
+            with urllib.request.urlopen(req, timeout=5):
+                return
+        except Exception as exc:
+            last = exc
+            time.sleep(0.5)
+    raise RuntimeError(f"{url} did not come up within {timeout:.0f} s: {last}")
+
+
+def _dismiss_first_run_popup(ui: str) -> None:
+    body = json.dumps({"query": "mutation { setNuxSeen }"}).encode()
+    req = urllib.request.Request(
+        f"{ui}/graphql", data=body, headers={"Content-Type": "application/json"}
+    )
+    with contextlib.suppress(Exception):
+        urllib.request.urlopen(req, timeout=10).read()
+
+
+def prepare_demo_data(
+    settings: Settings, *, customers: int, months: int, seed: int, standin_url: str
+) -> tuple[Path, Any]:
+    """Simulate the Stripe history, write the fixture and landing CSVs, register workspaces."""
+    from finance_pipeline.resources import warehouse_for
+    from finance_pipeline.stripe_standin.simulator import simulate
+    from finance_pipeline.tenancy import connect_stripe, create_organization, create_workspace
+
+    demo_dir = Path(settings.data_dir) / "demo"
+    demo_dir.mkdir(parents=True, exist_ok=True)
+    end = datetime.now(UTC).date() - timedelta(days=1)
+    sim = simulate(seed=seed, customers=customers, months=months, end=end)
+    fixture_path = demo_dir / "stripe_fixture.json"
+    sim.write_fixture(fixture_path)
+    sim.write_ground_truth(demo_dir / "ground_truth.json")
+    wh = warehouse_for(settings.resolved_warehouse_url)
+    org = create_organization(wh, "Demo Org", "finance@demo.example", org_id="org_demo")
+    for n, (account_id, account) in enumerate(sorted(sim.fixture["accounts"].items()), start=1):
+        ws = create_workspace(
+            wh,
+            org,
+            f"Demo workspace {n}",
+            workspace_id=f"ws_demo_{n}",
+            reporting_currency="usd",
+            time_zone="UTC",
+            cash_on_hand_micros=1_500_000 * 10**6,
+        )
+        key = next(k for k, v in account["keys"].items() if v.get("permissions") is None)
+        connect_stripe(
+            wh,
+            ws,
+            account_id=account_id,
+            livemode=bool(account.get("livemode")),
+            api_key=key,
+            api_base=standin_url,
+        )
+        landing = settings.resolved_landing_dir / ws
+        landing.mkdir(parents=True, exist_ok=True)
+        if not (landing / PROCESSED_MARKER).exists():
+            sim.write_landing(landing)
+            (landing / PROCESSED_MARKER).write_text(str(seed))
+    return fixture_path, sim
+
+
+PROCESSED_MARKER = ".demo_seed"
+
+
+def _print_sync_summary(settings: Settings) -> None:
+    from finance_pipeline.resources import warehouse_for
+    from finance_pipeline.stripe_sync.health import sync_status
+
+    wh = warehouse_for(settings.resolved_warehouse_url)
+    print("\nStripe sync")
+    for ws in wh.rows("SELECT id, name FROM app.workspaces ORDER BY id"):
+        st = sync_status(wh, ws["id"])
+        print(
+            f"  {ws['id']} ({ws['name']}): health={st['sync_health']} last_sync={st['last_sync']}"
+        )
+        for stream, info in st["streams"].items():
+            print(f"    {stream:<22} {info['objects_total']:>8} rows  {info['status']}")
+    print("\nLanded files")
+    for r in wh.rows(
+        "SELECT workspace_id, file_name, kind, status, inserted, duplicates FROM raw.landing_files"
+        " ORDER BY workspace_id, file_name"
+    ):
+        print(
+            f"  {r['workspace_id']}/{r['file_name']}: {r['status']}, {r['inserted']} new, {r['duplicates']} duplicates"
+        )
+
+
+def run_demo(
+    *, customers: int, months: int, seed: int, standin_port: int, ui_port: int, serve: bool
+) -> int:
+    """The first README command's work, after the environment is bootstrapped."""
+    settings = get_settings()
+    os.environ.setdefault("FP_DEPLOYMENT", "embedded")
+    home = dagster_home(settings)
+    os.environ["DAGSTER_HOME"] = str(home)
+    stop_services(settings)
+    standin_url = f"http://127.0.0.1:{standin_port}"
+    t0 = time.time()
+    print(f"Simulating {customers} customers over {months} months (seed {seed}) ...")
+    fixture_path, sim = prepare_demo_data(
+        settings, customers=customers, months=months, seed=seed, standin_url=standin_url
+    )
+    env = {**os.environ, "DAGSTER_HOME": str(home)}
+    _start_service(
+        settings,
+        "stripe_standin",
+        [
+            sys.executable,
+            "-m",
+            "finance_pipeline.stripe_standin.serve",
+            "--port",
+            str(standin_port),
+            "--fixture",
+            str(fixture_path),
+        ],
+        env,
+    )
+    key = next(
+        k
+        for a in sim.fixture["accounts"].values()
+        for k, v in a["keys"].items()
+        if v.get("permissions") is None
+    )
+    _wait_http(f"{standin_url}/v1/account", 120, {"Authorization": f"Bearer {key}"})
+    print(f"Stripe stand-in serving at {standin_url} ({time.time() - t0:.1f} s)")
+
+    from dagster import DagsterInstance
+
+    from finance_pipeline.definitions import defs
+
+    instance = DagsterInstance.get()
+    for job_name in ("stripe_ingest", "ingest_landing_files"):
+        t = time.time()
+        result = defs.get_job_def(job_name).execute_in_process(
+            instance=instance, raise_on_error=False
+        )
+        state = "succeeded" if result.success else "FAILED"
+        print(f"Job {job_name}: {state} in {time.time() - t:.1f} s (run {result.run_id})")
+        if not result.success:
+            for ev in result.all_events:
+                if ev.is_failure:
+                    print(f"  {ev.message}")
+            return 1
+    _print_sync_summary(settings)
+
+    ui = f"http://127.0.0.1:{ui_port}"
+    if serve:
+        _start_service(
+            settings,
+            "dagster",
+            [
+                sys.executable,
+                "-m",
+                "dagster",
+                "dev",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(ui_port),
+                "-w",
+                str(PROJECT_ROOT / "workspace.yaml"),
+            ],
+            env,
+        )
+        _wait_http(f"{ui}/server_info", 180)
+        _dismiss_first_run_popup(ui)
+    print("\nWhere to look")
+    print(
+        f"  Dagster UI      {ui}  (asset graph: {ui}/asset-groups, runs: {ui}/runs)"
+        + ("" if serve else "  [not started: --no-serve]")
+    )
+    print(f"  Stripe stand-in {standin_url}  (request log: {standin_url}/_standin/requests)")
+    print(f"  Warehouse       {settings.resolved_warehouse_url}")
+    print(
+        f"  Landing folder  {settings.resolved_landing_dir}/<workspace_id>/  (drop CSV files here)"
+    )
+    print(f"  Reports         {settings.resolved_reports_dir}")
+    print(f"  Logs            {_run_dir(settings)}")
+    print("  Stop everything: scripts/demo.sh stop")
+    print(f"\nDemo finished in {time.time() - t0:.0f} s ({date.today().isoformat()}).")
+    if not serve:
+        stop_services(settings)
+    return 0

@@ -1,0 +1,1 @@
+"""Ingestion: Stripe streams and landed CSV files into the raw layer."""

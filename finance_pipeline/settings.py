@@ -1,0 +1,55 @@
+"""One settings object for the whole product, read from env vars (prefix FP_) and an optional .env."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    """Runtime configuration: where the warehouse lives, where files land, and secrets.
+
+    `FP_WAREHOUSE_URL` is the one switch between the embedded default (SQLite) and production
+    (PostgreSQL, e.g. `postgresql+psycopg://user@host/db`).
+    """
+
+    model_config = SettingsConfigDict(env_prefix="FP_", env_file=".env", extra="ignore")
+
+    data_dir: Path = Field(default=PROJECT_ROOT / "data")
+    warehouse_url: str | None = None
+    landing_dir: Path | None = None
+    reports_dir: Path | None = None
+    # Master key (Fernet, urlsafe base64 of 32 bytes) that encrypts stored Stripe keys. When unset,
+    # a key file is created once in data_dir with 0600 permissions (embedded default only).
+    secret_key: SecretStr | None = None
+    stripe_api_version: str = "2026-10-28.endive"
+    # Stripe allows 100 read ops/s live and 25 in test mode; the limiter stays just below.
+    stripe_rate_limit_rps: float = 90.0
+    stripe_max_attempts: int = 8
+    stripe_page_size: int = 100
+
+    @property
+    def resolved_warehouse_url(self) -> str:
+        """The SQLAlchemy URL of the warehouse (SQLite file under data_dir unless set)."""
+        return self.warehouse_url or f"sqlite:///{self.data_dir / 'warehouse.sqlite'}"
+
+    @property
+    def resolved_landing_dir(self) -> Path:
+        """Folder where cost/revenue/FX CSV files are dropped for the landing sensor."""
+        return self.landing_dir or self.data_dir / "landing"
+
+    @property
+    def resolved_reports_dir(self) -> Path:
+        """Folder where CSV/PDF reports are written."""
+        return self.reports_dir or self.data_dir / "reports"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Process-wide settings, read lazily (never at import time)."""
+    return Settings()

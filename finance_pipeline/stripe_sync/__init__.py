@@ -1,0 +1,1 @@
+"""Incremental, checkpointed sync of Stripe objects into `raw.stripe_*` (no Dagster here)."""

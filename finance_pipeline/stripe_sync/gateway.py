@@ -1,0 +1,190 @@
+"""The pipeline's only door to Stripe: a StripeClient behind a rate limiter, backoff and counters."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import stripe
+
+from finance_pipeline.lib.ratelimit import BackoffPolicy, TokenBucket, parse_retry_after
+from finance_pipeline.secrets import mask_key
+
+
+class StripeSyncError(RuntimeError):
+    """A sync that cannot proceed; the message says what to do."""
+
+
+class StripePermissionDenied(StripeSyncError):
+    """A restricted key lacks a permission the sync needs (HTTP 403)."""
+
+
+class StripeAuthFailed(StripeSyncError):
+    """Stripe rejected the key (HTTP 401)."""
+
+
+@dataclass
+class GatewayStats:
+    """Requests, retries and waiting, for run metadata and benchmarks."""
+
+    requests: int = 0
+    retries: int = 0
+    throttled_seconds: float = 0.0
+    errors_by_status: dict[str, int] = field(default_factory=dict)
+
+
+# resource name -> (list path template, retrieve path template)
+RESOURCES: dict[str, tuple[str, str]] = {
+    "customers": ("/v1/customers", "/v1/customers/{id}"),
+    "products": ("/v1/products", "/v1/products/{id}"),
+    "prices": ("/v1/prices", "/v1/prices/{id}"),
+    "coupons": ("/v1/coupons", "/v1/coupons/{id}"),
+    "subscriptions": ("/v1/subscriptions", "/v1/subscriptions/{id}"),
+    "subscription_items": ("/v1/subscription_items", "/v1/subscription_items/{id}"),
+    "invoices": ("/v1/invoices", "/v1/invoices/{id}"),
+    "invoice_lines": ("/v1/invoices/{parent}/lines", ""),
+    "invoice_payments": ("/v1/invoice_payments", "/v1/invoice_payments/{id}"),
+    "charges": ("/v1/charges", "/v1/charges/{id}"),
+    "refunds": ("/v1/refunds", "/v1/refunds/{id}"),
+    "credit_notes": ("/v1/credit_notes", "/v1/credit_notes/{id}"),
+    "credit_note_lines": ("/v1/credit_notes/{parent}/lines", ""),
+    "balance_transactions": ("/v1/balance_transactions", "/v1/balance_transactions/{id}"),
+    "events": ("/v1/events", "/v1/events/{id}"),
+    "account": ("", "/v1/account"),
+}
+
+
+def _service(client: stripe.StripeClient, resource: str) -> Any:
+    v1 = client.v1
+    return {
+        "customers": v1.customers,
+        "products": v1.products,
+        "prices": v1.prices,
+        "coupons": v1.coupons,
+        "subscriptions": v1.subscriptions,
+        "subscription_items": v1.subscription_items,
+        "invoices": v1.invoices,
+        "invoice_payments": v1.invoice_payments,
+        "charges": v1.charges,
+        "refunds": v1.refunds,
+        "credit_notes": v1.credit_notes,
+        "balance_transactions": v1.balance_transactions,
+        "events": v1.events,
+    }[resource]
+
+
+class StripeGateway:
+    """Paced, retrying access to one Stripe account with one key.
+
+    Retries 429 (plain and lock_timeout), 5xx, 409 and connection errors with exponential backoff
+    and jitter, honouring Retry-After; a 401/403 fails at once with a message naming the key.
+    """
+
+    def __init__(
+        self,
+        api_key: str,
+        *,
+        api_base: str | None = None,
+        api_version: str = "2026-10-28.endive",
+        stripe_account: str | None = None,
+        rate_limit_rps: float = 90.0,
+        backoff: BackoffPolicy | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        workspace_id: str = "",
+    ) -> None:
+        kwargs: dict[str, Any] = {"stripe_version": api_version, "max_network_retries": 0}
+        if api_base:
+            kwargs["base_addresses"] = {"api": api_base}
+        if stripe_account:
+            kwargs["stripe_account"] = stripe_account
+        self._client = stripe.StripeClient(api_key, **kwargs)
+        self._key_hint = mask_key(api_key)
+        self._limiter = TokenBucket(
+            rate_limit_rps, burst=max(1.0, rate_limit_rps / 10), sleep=sleep
+        )
+        self._backoff = backoff or BackoffPolicy()
+        self._sleep = sleep
+        self.workspace_id = workspace_id
+        self.stats = GatewayStats()
+
+    @property
+    def key_hint(self) -> str:
+        """The masked key, safe for logs and messages."""
+        return self._key_hint
+
+    def _call(self, resource: str, fn: Callable[[], Any]) -> Any:
+        attempt = 0
+        while True:
+            attempt += 1
+            self.stats.throttled_seconds += self._limiter.acquire()
+            self.stats.requests += 1
+            try:
+                return fn()
+            except stripe.PermissionError as exc:
+                self._count(exc)
+                raise StripePermissionDenied(
+                    f"workspace {self.workspace_id}: Stripe key {self._key_hint} may not read "
+                    f"{resource} (HTTP 403). Grant the restricted key read access to {resource} "
+                    f"in the Stripe dashboard, or connect a key that has it. Stripe said: "
+                    f"{exc.user_message or exc}"
+                ) from exc
+            except stripe.AuthenticationError as exc:
+                self._count(exc)
+                raise StripeAuthFailed(
+                    f"workspace {self.workspace_id}: Stripe rejected key {self._key_hint} "
+                    f"(HTTP 401); reconnect the workspace with a valid key."
+                ) from exc
+            except stripe.StripeError as exc:
+                self._count(exc)
+                if not self._retryable(exc) or attempt >= self._backoff.max_attempts:
+                    raise
+                headers = exc.headers or {}
+                retry_after = parse_retry_after(headers.get("Retry-After"))
+                self.stats.retries += 1
+                self._sleep(self._backoff.delay(attempt, retry_after))
+
+    def _count(self, exc: stripe.StripeError) -> None:
+        key = str(exc.http_status or type(exc).__name__)
+        self.stats.errors_by_status[key] = self.stats.errors_by_status.get(key, 0) + 1
+
+    @staticmethod
+    def _retryable(exc: stripe.StripeError) -> bool:
+        if isinstance(exc, stripe.APIConnectionError):
+            return True
+        headers = exc.headers or {}
+        if str(headers.get("Stripe-Should-Retry", "")).lower() == "true":
+            return True
+        status = exc.http_status or 0
+        return status in (409, 429) or status >= 500
+
+    def list_page(
+        self, resource: str, params: Mapping[str, Any], parent: str | None = None
+    ) -> tuple[list[dict[str, Any]], bool]:
+        """One page of a list endpoint: (objects as dicts, has_more)."""
+
+        def fetch() -> Any:
+            p = dict(params)
+            if resource == "invoice_lines":
+                return self._client.v1.invoices.line_items.list(parent, p)
+            if resource == "credit_note_lines":
+                return self._client.v1.credit_notes.line_items.list(parent, p)
+            return _service(self._client, resource).list(p)
+
+        page = self._call(resource, fetch)
+        return [obj.to_dict() for obj in page.data], bool(page.has_more)
+
+    def retrieve(self, resource: str, object_id: str) -> dict[str, Any] | None:
+        """One object by id, or None when Stripe says it no longer exists (404)."""
+        try:
+            obj = self._call(resource, lambda: _service(self._client, resource).retrieve(object_id))
+        except stripe.InvalidRequestError as exc:
+            if exc.http_status == 404:
+                return None
+            raise
+        return obj.to_dict()
+
+    def account(self) -> dict[str, Any]:
+        """The account the key belongs to (validates a key before it is stored)."""
+        return self._call("account", lambda: self._client.v1.accounts.retrieve_current()).to_dict()

@@ -1,0 +1,194 @@
+"""Organizations, workspaces and their Stripe connections (the `app` layer)."""
+
+from __future__ import annotations
+
+import secrets as _secrets
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from finance_pipeline.lib.money import normalize_currency
+from finance_pipeline.lib.timeutil import zone
+from finance_pipeline.secrets import decrypt_secret, encrypt_secret, mask_key, resolve_key_ref
+from finance_pipeline.settings import Settings
+from finance_pipeline.stripe_sync.engine import Connection
+from finance_pipeline.warehouse.db import Warehouse
+
+# Per-workspace metric switches (metrics.md): defaults here, overrides in settings_json.
+DEFAULT_WORKSPACE_SETTINGS: dict[str, Any] = {
+    "discount_mode": "all_active",
+    "count_paused": False,
+    "past_due_grace_days": None,
+    "week_start": "sunday",
+    "margin_tiers": {"healthy": 50, "at_risk": 20},
+}
+
+
+def new_id(prefix: str) -> str:
+    """A Stripe-style random id such as `ws_3kq...`."""
+    return f"{prefix}_{_secrets.token_hex(10)}"
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """One business or product: its reporting currency, time zone, cash and metric switches."""
+
+    id: str
+    org_id: str
+    name: str
+    reporting_currency: str
+    time_zone: str
+    cash_on_hand_micros: int | None
+    settings: dict[str, Any]
+
+
+def create_organization(
+    wh: Warehouse, name: str, email: str | None = None, org_id: str | None = None
+) -> str:
+    """Create (or keep) an organization; returns its id."""
+    oid = org_id or new_id("org")
+    with wh.begin() as db:
+        wh.insert_new(
+            db,
+            "app.organizations",
+            [{"id": oid, "name": name, "email": email, "created_at": int(time.time())}],
+            key=("id",),
+        )
+    return oid
+
+
+def create_workspace(
+    wh: Warehouse,
+    org_id: str,
+    name: str,
+    *,
+    workspace_id: str | None = None,
+    reporting_currency: str = "usd",
+    time_zone: str = "UTC",
+    cash_on_hand_micros: int | None = None,
+    settings: dict[str, Any] | None = None,
+) -> str:
+    """Create a workspace (idempotent for a given id); validates currency and time zone."""
+    zone(time_zone)
+    wid = workspace_id or new_id("ws")
+    now = int(time.time())
+    with wh.begin() as db:
+        wh.upsert(
+            db,
+            "app.workspaces",
+            [
+                {
+                    "id": wid,
+                    "org_id": org_id,
+                    "name": name,
+                    "reporting_currency": normalize_currency(reporting_currency),
+                    "time_zone": time_zone,
+                    "cash_on_hand_micros": cash_on_hand_micros,
+                    "settings_json": {**DEFAULT_WORKSPACE_SETTINGS, **(settings or {})},
+                    "created_at": now,
+                    "updated_at": now,
+                }
+            ],
+            key=("id",),
+            update=(
+                "name",
+                "reporting_currency",
+                "time_zone",
+                "cash_on_hand_micros",
+                "settings_json",
+                "updated_at",
+            ),
+        )
+    return wid
+
+
+def list_workspaces(wh: Warehouse) -> list[Workspace]:
+    """Every workspace, oldest first."""
+    out = []
+    for r in wh.rows("SELECT * FROM app.workspaces ORDER BY created_at, id"):
+        raw_settings = r["settings_json"]
+        if isinstance(raw_settings, str):
+            import json
+
+            raw_settings = json.loads(raw_settings)
+        out.append(
+            Workspace(
+                id=r["id"],
+                org_id=r["org_id"],
+                name=r["name"],
+                reporting_currency=r["reporting_currency"],
+                time_zone=r["time_zone"],
+                cash_on_hand_micros=r["cash_on_hand_micros"],
+                settings={**DEFAULT_WORKSPACE_SETTINGS, **(raw_settings or {})},
+            )
+        )
+    return out
+
+
+def connect_stripe(
+    wh: Warehouse,
+    workspace_id: str,
+    *,
+    account_id: str,
+    livemode: bool,
+    api_key: str | None = None,
+    key_ref: str | None = None,
+    api_base: str = "https://api.stripe.com",
+    stripe_account_header: str | None = None,
+    settings: Settings | None = None,
+) -> None:
+    """Store a workspace's Stripe connection: the key encrypted, or only a reference to it."""
+    if (api_key is None) == (key_ref is None):
+        raise ValueError("give exactly one of api_key or key_ref")
+    plaintext = api_key if api_key is not None else resolve_key_ref(key_ref or "")
+    if plaintext.startswith(("sk_live_", "rk_live_")) != livemode:
+        raise ValueError(
+            f"key {mask_key(plaintext)} is a {'live' if 'live' in plaintext else 'test'}-mode key "
+            f"but the connection says livemode={livemode}"
+        )
+    now = int(time.time())
+    with wh.begin() as db:
+        wh.upsert(
+            db,
+            "app.stripe_connections",
+            [
+                {
+                    "workspace_id": workspace_id,
+                    "account_id": account_id,
+                    "livemode": livemode,
+                    "api_base": api_base,
+                    "key_ciphertext": encrypt_secret(api_key, settings) if api_key else None,
+                    "key_ref": key_ref,
+                    "key_hint": mask_key(plaintext),
+                    "stripe_account_header": stripe_account_header,
+                    "status": "active",
+                    "created_at": now,
+                    "updated_at": now,
+                }
+            ],
+            key=("workspace_id",),
+        )
+
+
+def stripe_connections(wh: Warehouse, settings: Settings | None = None) -> list[Connection]:
+    """Active Stripe connections with their keys resolved, one per workspace."""
+    out = []
+    for r in wh.rows(
+        "SELECT * FROM app.stripe_connections WHERE status = 'active' ORDER BY workspace_id"
+    ):
+        key = (
+            decrypt_secret(r["key_ciphertext"], settings)
+            if r["key_ciphertext"]
+            else resolve_key_ref(r["key_ref"])
+        )
+        out.append(
+            Connection(
+                workspace_id=r["workspace_id"],
+                account_id=r["account_id"],
+                livemode=bool(r["livemode"]),
+                api_key=key,
+                api_base=r["api_base"],
+                stripe_account_header=r["stripe_account_header"],
+            )
+        )
+    return out

@@ -1,0 +1,92 @@
+"""Shared fixtures: warehouses on SQLite and PostgreSQL (own databases, dropped after), the Stripe stand-in."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from finance_pipeline.warehouse import Warehouse, apply_migrations
+
+pytest_plugins = ["finance_pipeline.stripe_standin.pytest_plugin"]
+
+PG_ADMIN_URL = os.environ.get(
+    "FP_TEST_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+
+
+def _pg_admin() -> sa.Engine | None:
+    for url in (PG_ADMIN_URL, PG_ADMIN_URL.replace("postgres@", "root@")):
+        eng = sa.create_engine(url, isolation_level="AUTOCOMMIT")
+        try:
+            with eng.connect() as c:
+                c.execute(sa.text("SELECT 1"))
+            return eng
+        except sa.exc.OperationalError:
+            eng.dispose()
+    return None
+
+
+@pytest.fixture(scope="session")
+def pg_admin() -> Iterator[sa.Engine]:
+    """An AUTOCOMMIT engine on the server's maintenance DB; CI fails rather than skips without it."""
+    eng = _pg_admin()
+    if eng is None:
+        if os.environ.get("CI"):
+            pytest.fail(
+                "PostgreSQL is not reachable on 127.0.0.1:5432; Postgres tests must run in CI"
+            )
+        pytest.skip("PostgreSQL not reachable (start it with pg_ctlcluster ... main start)")
+    yield eng
+    eng.dispose()
+
+
+@pytest.fixture
+def pg_url(pg_admin: sa.Engine) -> Iterator[str]:
+    """A fresh PostgreSQL database for one test, dropped afterwards."""
+    name = f"fp_test_{uuid.uuid4().hex[:12]}"
+    with pg_admin.connect() as c:
+        c.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    url = pg_admin.url.set(database=name).render_as_string(hide_password=False)
+    yield url
+    with pg_admin.connect() as c:
+        c.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def make_warehouse(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> Warehouse:
+    """A migrated warehouse of the given kind for one test."""
+    if kind == "sqlite":
+        wh = Warehouse(f"sqlite:///{tmp_path / 'warehouse.sqlite'}")
+    else:
+        wh = Warehouse(request.getfixturevalue("pg_url"))
+    apply_migrations(wh)
+    request.addfinalizer(wh.dispose)
+    return wh
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def warehouse(request: pytest.FixtureRequest, tmp_path: Path) -> Warehouse:
+    """A migrated warehouse, once on SQLite and once on PostgreSQL."""
+    return make_warehouse(request.param, tmp_path, request)
+
+
+@pytest.fixture
+def sqlite_warehouse(request: pytest.FixtureRequest, tmp_path: Path) -> Warehouse:
+    """A migrated SQLite warehouse (for tests where the dialect does not matter)."""
+    return make_warehouse("sqlite", tmp_path, request)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Each test gets its own data dir and a fixed master key; no test touches data/."""
+    from finance_pipeline.settings import get_settings
+
+    monkeypatch.setenv("FP_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("FP_SECRET_KEY", "q2h0GjQ9b9cF1vV6m5m7mYQx0Ck1l1z8r2p6u3w4e5Q=")
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()

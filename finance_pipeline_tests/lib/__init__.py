@@ -1,0 +1,1 @@
+"""Tests for the pure logic in finance_pipeline/lib."""

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# The demo on the embedded default (SQLite): generate data, serve the Stripe stand-in, materialize
+# every asset, write reports, and leave the Dagster UI running. `scripts/demo.sh stop` stops it.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+source scripts/bootstrap.sh
+if [ "${1:-}" = "stop" ]; then
+  exec uv run --frozen finance-pipeline stop
+fi
+exec uv run --frozen finance-pipeline demo "$@"

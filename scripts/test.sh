@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The test command: bootstrap, make sure PostgreSQL is up, lint, then the whole suite on SQLite and
+# PostgreSQL. Extra arguments go to pytest (e.g. scripts/test.sh -k mrr).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+source scripts/bootstrap.sh
+
+if ! pg_isready -h 127.0.0.1 -p 5432 -q 2>/dev/null; then
+  echo "test: starting PostgreSQL"
+  pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main start || true
+  for _ in $(seq 1 30); do pg_isready -h 127.0.0.1 -p 5432 -q && break; sleep 1; done
+fi
+
+uv run --frozen ruff check .
+uv run --frozen ruff format --check .
+
+set +e
+uv run --frozen pytest -n 2 --dist loadfile "$@"
+status=$?
+set -e
+if [ "$status" -eq 5 ]; then
+  echo "test: pytest collected no tests"
+  exit 0
+fi
+exit "$status"
