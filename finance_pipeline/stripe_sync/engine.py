@@ -119,6 +119,8 @@ class StripeStreamSync:
             "payload": obj,
             "synced_at": now,
         }
+        if "created" in obj:
+            row["created"] = obj["created"]
         row.update(stripe_extract.EXTRACTORS[obj["object"]](obj))
         row.update(extra)
         return row
@@ -266,6 +268,9 @@ class StripeStreamSync:
 
         if stream.mutable:
             result.refreshed = self._refresh(stream, state, full, now, result)
+        if pass_max is None:
+            # Nothing exists yet: everything created before this pass (minus index lag) is seen.
+            pass_max = now - LOOKBACK_SECONDS
         result.high_water = pass_max
         with self.wh.begin() as db:
             total = db.execute(

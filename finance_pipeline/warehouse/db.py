@@ -11,6 +11,7 @@ import re
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +60,7 @@ class Warehouse:
             raise WarehouseError(
                 f"unsupported warehouse {self.dialect!r}: use sqlite or postgresql"
             )
-        kwargs: dict[str, Any] = {"echo": echo, "future": True}
+        kwargs: dict[str, Any] = {"echo": echo, "future": True, "json_serializer": json_text}
         if self.dialect == "sqlite":
             if self.url.database and self.url.database != ":memory:":
                 Path(self.url.database).parent.mkdir(parents=True, exist_ok=True)
@@ -193,6 +194,18 @@ class Warehouse:
     def dispose(self) -> None:
         """Close pooled connections (tests drop databases afterwards)."""
         self.engine.dispose()
+
+
+def _json_default(value: Any) -> Any:
+    # The Stripe SDK turns `*_decimal` strings into Decimal; store them back as exact strings.
+    if isinstance(value, Decimal):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def json_text(doc: Any) -> str:
+    """JSON for JSON/JSONB columns, with Decimals as exact strings (as Stripe sends them)."""
+    return json.dumps(doc, default=_json_default, separators=(",", ":"))
 
 
 def dumps(doc: Any) -> str:
