@@ -182,7 +182,7 @@ def test_killed_run_resumes_from_checkpoint_and_equals_uninterrupted(
     loaded.clear_requests()
     resumed = StripeStreamSync(warehouse, gw, conn, clock=loaded.now).sync("customers")
     assert resumed.mode == "resumed" and resumed.listed == 130
-    first = [r for r in loaded.requests() if r["path"] == "/v1/customers"][0]
+    first = next(r for r in loaded.requests() if r["path"] == "/v1/customers")
     assert "starting_after" in json.dumps(first)  # it did not start over
     _sync_all(warehouse, loaded, conn)
     reference = _register(sqlite_warehouse, loaded, ws="ws_a")
