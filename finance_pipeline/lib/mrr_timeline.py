@@ -1,0 +1,789 @@
+"""Customer MRR change rows, daily movements and the company roll-forward (metrics.md §4-5).
+
+Cost grows with the number of changes, not with customers x days:
+- `customer_mrr_changes` evaluates a customer only on the local days where one of its breakpoints
+  falls (state edges, trial_end, discount start/end, started/ended, grace expiry, manual windows);
+- `daily_movements` visits those change days plus, for customers in a foreign currency, the days
+  the FX rate changes while they have MRR (fx movements exist exactly on those days, §5);
+- `company_daily` keeps running native totals per currency and converts them once per day.
+
+All amounts are exact `Fraction` micro-units. Round only at the reported grain (`round_micros`).
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
+from datetime import date, timedelta
+from fractions import Fraction
+
+from finance_pipeline.lib.money import normalize_currency
+from finance_pipeline.lib.mrr import (
+    COUNTING_STATUSES,
+    NOT_IN_FORCE,
+    ChurnReason,
+    Settings,
+    SubscriptionState,
+    SubscriptionValue,
+    evaluate_at,
+    in_force_before,
+    round_micros,
+    state_breakpoints,
+)
+from finance_pipeline.lib.timeutil import day_start_ts, local_day
+
+__all__ = [
+    "MANUAL_CUSTOMER",
+    "MANUAL_WINDOW_DAYS",
+    "MOVEMENT_KINDS",
+    "CompanyDay",
+    "ManualRecurring",
+    "Movement",
+    "MrrChange",
+    "PlanDay",
+    "company_daily",
+    "customer_mrr_changes",
+    "daily_movements",
+    "expand_converted_trials",
+    "period_movements",
+    "plan_daily",
+    "round_micros",
+]
+
+MANUAL_CUSTOMER = "manual"
+MANUAL_WINDOW_DAYS = 30
+MANUAL_PLAN = "manual"
+MOVEMENT_KINDS = ("new", "reactivation", "expansion", "contraction", "churn", "fx")
+ONE_DAY = timedelta(days=1)
+
+FxLookup = Callable[[str, date], Fraction | None]
+CustomerKey = tuple[str, str]
+
+
+@dataclass(frozen=True)
+class ManualRecurring:
+    """A manual recurring revenue entry: one month of MRR on days `day` .. `day + 29` (§4).
+
+    `amount_micros` is in micro-units of `currency`; customer None counts under `manual`.
+    """
+
+    workspace_id: str
+    customer_id: str | None
+    day: date
+    currency: str
+    amount_micros: int | Fraction
+    plan_id: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "currency", normalize_currency(self.currency))
+
+
+@dataclass(frozen=True)
+class MrrChange:
+    """A customer's end-of-day MRR state in one currency from `day` until its next row.
+
+    A row exists only where mrr, cmrr, active_subscriptions or the per-plan breakdown change.
+    `by_plan` splits `mrr` by plan (sums to it exactly); `plan_subscriptions` counts counting
+    subscriptions per plan. `churn_reason` is set on the row where mrr drops to 0.
+    """
+
+    workspace_id: str
+    customer_id: str
+    currency: str
+    day: date
+    mrr: Fraction
+    cmrr: Fraction
+    active_subscriptions: int
+    by_plan: dict[str, Fraction] = field(default_factory=dict)
+    plan_subscriptions: dict[str, int] = field(default_factory=dict)
+    churn_reason: ChurnReason | None = None
+
+    def same_values(self, other: MrrChange) -> bool:
+        """True iff both rows carry the same balances (ignores day and churn tag)."""
+        return _values(self) == _values(other)
+
+
+def _values(row: MrrChange | _Agg) -> tuple[object, ...]:
+    return (row.mrr, row.cmrr, row.active_subscriptions, row.by_plan, row.plan_subscriptions)
+
+
+@dataclass
+class _Agg:
+    """Mutable per-currency accumulator for one customer on one day."""
+
+    mrr: Fraction = Fraction(0)
+    cmrr: Fraction = Fraction(0)
+    active_subscriptions: int = 0
+    by_plan: dict[str, Fraction] = field(default_factory=dict)
+    plan_subscriptions: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Movement:
+    """One customer's MRR movement on a day, in reporting-currency micro-units (§5).
+
+    `reason` is `delinquent`/`voluntary` on churn and `rate_gap` on an fx row caused by a missing
+    rate; `unconverted` lists currencies whose amount was left out for lack of a rate (§2).
+    """
+
+    workspace_id: str
+    customer_id: str
+    day: date
+    kind: str
+    amount: Fraction
+    reason: str | None = None
+    unconverted: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class CompanyDay:
+    """Company MRR balance and movement sums on one day, exact, in reporting micro-units.
+
+    `previous_mrr` is MRR(D-1) so the roll-forward identity can be checked on every row.
+    """
+
+    day: date
+    mrr: Fraction
+    previous_mrr: Fraction
+    cmrr: Fraction
+    active_subscriptions: int
+    paying_customers: int
+    new: Fraction
+    expansion: Fraction
+    reactivation: Fraction
+    contraction: Fraction
+    churn: Fraction
+    fx: Fraction
+    new_customers: int
+    reactivated_customers: int
+    churned_customers: int
+    delinquent_churned_customers: int
+    skipped_currencies: tuple[str, ...]
+
+    @property
+    def arr(self) -> Fraction:
+        """ARR = 12 x MRR (§4)."""
+        return 12 * self.mrr
+
+    @property
+    def net_movement(self) -> Fraction:
+        """new + expansion + reactivation - contraction - churn + fx."""
+        return (
+            self.new + self.expansion + self.reactivation - self.contraction - self.churn + self.fx
+        )
+
+    def identity_holds(self) -> bool:
+        """The blocking roll-forward check: MRR(D) = MRR(D-1) + movements, exactly (§5)."""
+        return self.mrr == self.previous_mrr + self.net_movement
+
+
+@dataclass(frozen=True)
+class PlanDay:
+    """A plan's MRR (reporting micro-units) and counting subscriptions on one day."""
+
+    day: date
+    plan: str
+    mrr: Fraction
+    subscriptions: int
+    skipped_currencies: tuple[str, ...]
+
+
+# --------------------------------------------------------------------------------------------
+# Change rows
+# --------------------------------------------------------------------------------------------
+
+
+def expand_converted_trials(states: Iterable[SubscriptionState]) -> list[SubscriptionState]:
+    """Split a `trialing` state at its trial_end when the next state shows the trial converted.
+
+    A trial that converts counts from trial_end (§3), even if the history only saw the new status
+    later (e.g. at the next sync): the gap [trial_end, next.valid_from) takes the next status.
+    """
+    by_sub: dict[tuple[str, str], list[SubscriptionState]] = defaultdict(list)
+    for state in states:
+        by_sub[(state.workspace_id, state.subscription_id)].append(state)
+    out: list[SubscriptionState] = []
+    for seq in by_sub.values():
+        seq.sort(key=lambda s: s.valid_from)
+        for index, state in enumerate(seq):
+            nxt = seq[index + 1] if index + 1 < len(seq) else None
+            te = state.trial_end
+            if (
+                state.status == "trialing"
+                and te is not None
+                and state.valid_to is not None
+                and state.valid_from < te < state.valid_to
+                and nxt is not None
+                and nxt.valid_from == state.valid_to
+                and nxt.status in COUNTING_STATUSES
+            ):
+                out.append(replace(state, valid_to=te))
+                out.append(
+                    replace(
+                        state,
+                        valid_from=te,
+                        status=nxt.status,
+                        past_due_since=nxt.past_due_since,
+                    )
+                )
+            else:
+                out.append(state)
+    return out
+
+
+class _DayClock:
+    """Cached S(D+1) per local day for one time zone."""
+
+    def __init__(self, tz: str) -> None:
+        self.tz = tz
+        self._cache: dict[date, int] = {}
+
+    def end_instant(self, day: date) -> int:
+        value = self._cache.get(day)
+        if value is None:
+            value = day_start_ts(day + ONE_DAY, self.tz)
+            self._cache[day] = value
+        return value
+
+
+@dataclass
+class _SubTimeline:
+    """One subscription's states, sorted, with a bisect index on valid_from."""
+
+    states: list[SubscriptionState]
+    starts: list[int]
+
+    def state_before(self, instant: int) -> SubscriptionState | None:
+        index = bisect.bisect_left(self.starts, instant) - 1
+        if index < 0:
+            return None
+        state = self.states[index]
+        return state if in_force_before(state, instant) else None
+
+
+@dataclass
+class _SubEval:
+    state: SubscriptionState | None
+    value: SubscriptionValue
+
+
+def _sub_churn_reason(previous: _SubEval, current: _SubEval) -> ChurnReason:
+    """Why a subscription that had MRR yesterday has none today."""
+    if current.value.stop_reason == "delinquent":
+        return "delinquent"
+    was_unpaid = previous.state is not None and previous.state.status in ("past_due", "unpaid")
+    ended = current.state is None or current.state.status == "canceled"
+    # A past-due subscription that then ends was cancelled by dunning, not by the customer.
+    return "delinquent" if was_unpaid and ended else "voluntary"
+
+
+class _CustomerEngine:
+    """Evaluates one customer (all its subscriptions and manual entries) on chosen days."""
+
+    def __init__(
+        self,
+        subs: dict[str, _SubTimeline],
+        manual: list[ManualRecurring],
+        settings: Settings,
+        clock: _DayClock,
+    ) -> None:
+        self.subs = subs
+        self.manual = sorted(manual, key=lambda m: m.day)
+        self.manual_days = [m.day for m in self.manual]
+        self.settings = settings
+        self.clock = clock
+
+    def breakpoint_days(self) -> set[date]:
+        days: set[date] = set()
+        tz = self.settings.tz
+        for timeline in self.subs.values():
+            for state in timeline.states:
+                days.update(local_day(p, tz) for p in state_breakpoints(state, self.settings))
+        for entry in self.manual:
+            days.add(entry.day)
+            days.add(entry.day + timedelta(days=MANUAL_WINDOW_DAYS))
+        return days
+
+    def evaluate(self, day: date) -> tuple[dict[str, _Agg], dict[str, _SubEval]]:
+        instant = self.clock.end_instant(day)
+        per_currency: dict[str, _Agg] = {}
+        per_sub: dict[str, _SubEval] = {}
+        for sub_id, timeline in self.subs.items():
+            state = timeline.state_before(instant)
+            value = evaluate_at(state, instant, self.settings) if state else NOT_IN_FORCE
+            per_sub[sub_id] = _SubEval(state, value)
+            if state is None or not value.counts:
+                continue
+            agg = per_currency.setdefault(state.currency, _Agg())
+            agg.mrr += value.mrr
+            agg.cmrr += value.cmrr
+            agg.active_subscriptions += 1
+            for plan, amount in value.by_plan.items():
+                agg.by_plan[plan] = agg.by_plan.get(plan, Fraction(0)) + amount
+            for plan in value.plans:
+                agg.plan_subscriptions[plan] = agg.plan_subscriptions.get(plan, 0) + 1
+        lo = bisect.bisect_left(self.manual_days, day - timedelta(days=MANUAL_WINDOW_DAYS - 1))
+        hi = bisect.bisect_right(self.manual_days, day)
+        for entry in self.manual[lo:hi]:
+            agg = per_currency.setdefault(entry.currency, _Agg())
+            amount = Fraction(entry.amount_micros)
+            agg.mrr += amount
+            agg.cmrr += amount
+            plan = entry.plan_id or MANUAL_PLAN
+            agg.by_plan[plan] = agg.by_plan.get(plan, Fraction(0)) + amount
+        for agg in per_currency.values():
+            agg.by_plan = {k: v for k, v in agg.by_plan.items() if v}
+        return per_currency, per_sub
+
+
+def customer_mrr_changes(
+    states: Iterable[SubscriptionState],
+    manual_recurring: Iterable[ManualRecurring],
+    settings: Settings,
+    start: date | None,
+    end: date,
+) -> list[MrrChange]:
+    """Per-customer, per-currency rows on each local day in [start, end] where the end-of-day MRR,
+    CMRR, counted subscriptions or plan mix change (§4). Sorted by workspace, customer, currency,
+    day.
+
+    With `start`, the baseline is the value on start-1, so the rows equal the full history's rows
+    restricted to the window. Cost grows with breakpoints, not customers x days.
+    """
+    clock = _DayClock(settings.tz)
+    subs_by_customer: dict[CustomerKey, dict[str, list[SubscriptionState]]] = defaultdict(
+        lambda: defaultdict(list)
+    )
+    for state in expand_converted_trials(states):
+        key = (state.workspace_id, state.customer_id)
+        subs_by_customer[key][state.subscription_id].append(state)
+    manual_by_customer: dict[CustomerKey, list[ManualRecurring]] = defaultdict(list)
+    for entry in manual_recurring:
+        key = (entry.workspace_id, entry.customer_id or MANUAL_CUSTOMER)
+        manual_by_customer[key].append(entry)
+
+    rows: list[MrrChange] = []
+    for key in sorted(set(subs_by_customer) | set(manual_by_customer)):
+        timelines: dict[str, _SubTimeline] = {}
+        for sub_id, seq in subs_by_customer.get(key, {}).items():
+            seq.sort(key=lambda s: s.valid_from)
+            for a, b in itertools.pairwise(seq):
+                if a.valid_to is None or a.valid_to > b.valid_from:
+                    raise ValueError(f"subscription {sub_id}: overlapping history intervals")
+            timelines[sub_id] = _SubTimeline(seq, [s.valid_from for s in seq])
+        engine = _CustomerEngine(timelines, manual_by_customer.get(key, []), settings, clock)
+        days = sorted(
+            d for d in engine.breakpoint_days() if d <= end and (start is None or d >= start)
+        )
+        if start is not None:
+            prev_aggs, prev_subs = engine.evaluate(start - ONE_DAY)
+        else:
+            prev_aggs, prev_subs = {}, {}
+        customer_rows: list[MrrChange] = []
+        for day in days:
+            aggs, subs_now = engine.evaluate(day)
+            for currency in sorted(set(aggs) | set(prev_aggs)):
+                cur = aggs.get(currency, _Agg())
+                prev = prev_aggs.get(currency, _Agg())
+                if _values(cur) == _values(prev):
+                    continue
+                reason: ChurnReason | None = None
+                if prev.mrr > 0 and cur.mrr == 0:
+                    reason = _churn_reason(prev_subs, subs_now, currency)
+                customer_rows.append(
+                    MrrChange(
+                        key[0],
+                        key[1],
+                        currency,
+                        day,
+                        cur.mrr,
+                        cur.cmrr,
+                        cur.active_subscriptions,
+                        dict(cur.by_plan),
+                        dict(cur.plan_subscriptions),
+                        reason,
+                    )
+                )
+            prev_aggs, prev_subs = aggs, subs_now
+        customer_rows.sort(key=lambda r: (r.currency, r.day))
+        rows.extend(customer_rows)
+    return rows
+
+
+def _churn_reason(
+    previous: dict[str, _SubEval], current: dict[str, _SubEval], currency: str
+) -> ChurnReason:
+    """Delinquent iff any subscription lost today in this currency stopped for non-payment."""
+    for sub_id, before in previous.items():
+        if before.state is None or before.state.currency != currency or before.value.mrr <= 0:
+            continue
+        now = current.get(sub_id, _SubEval(None, NOT_IN_FORCE))
+        if now.value.mrr == 0 and _sub_churn_reason(before, now) == "delinquent":
+            return "delinquent"
+    return "voluntary"
+
+
+# --------------------------------------------------------------------------------------------
+# Movements
+# --------------------------------------------------------------------------------------------
+
+
+class _Stream:
+    """One customer's change rows in one currency, with a bisect index on day."""
+
+    def __init__(self, rows: list[MrrChange]) -> None:
+        self.rows = sorted(rows, key=lambda r: r.day)
+        self.days = [r.day for r in self.rows]
+        if len(set(self.days)) != len(self.days):
+            raise ValueError("two change rows for the same customer, currency and day")
+
+    def row_on(self, day: date) -> MrrChange | None:
+        index = bisect.bisect_right(self.days, day) - 1
+        return self.rows[index] if index >= 0 else None
+
+    def mrr_on(self, day: date) -> Fraction:
+        row = self.row_on(day)
+        return row.mrr if row is not None else Fraction(0)
+
+
+class _RateBook:
+    """Cached FX rates (reporting units per unit) and the days each currency's rate changes."""
+
+    def __init__(self, fx: FxLookup, reporting_currency: str) -> None:
+        self.fx = fx
+        self.reporting = normalize_currency(reporting_currency)
+        self._rates: dict[tuple[str, date], Fraction | None] = {}
+
+    def rate(self, currency: str, day: date) -> Fraction | None:
+        if currency == self.reporting:
+            return Fraction(1)
+        key = (currency, day)
+        if key not in self._rates:
+            value = self.fx(currency, day)
+            if value is not None:
+                value = Fraction(value)
+                if value <= 0:
+                    raise ValueError(f"FX rate for {currency} on {day} must be positive: {value}")
+            self._rates[key] = value
+        return self._rates[key]
+
+    def change_days(self, currency: str, first: date, last: date) -> list[date]:
+        """Days D in [first, last] with rate(D) != rate(D-1) (a missing rate counts as a value)."""
+        if currency == self.reporting:
+            return []
+        found: list[date] = []
+        previous = self.rate(currency, first - ONE_DAY)
+        day = first
+        while day <= last:
+            current = self.rate(currency, day)
+            if current != previous:
+                found.append(day)
+            previous = current
+            day += ONE_DAY
+        return found
+
+
+def daily_movements(
+    changes: Iterable[MrrChange],
+    fx: FxLookup,
+    reporting_currency: str,
+    *,
+    start: date | None = None,
+    end: date | None = None,
+) -> list[Movement]:
+    """Per-customer daily movements in reporting micro-units, exactly as in §5.
+
+    Needs the customer's full change history (to know "had MRR before"); emits rows for days in
+    [start, end] (end defaults to the last change day). Classification uses native amounts: with
+    p/q yesterday/today and r/r' today's/yesterday's rates, change amounts use r and
+    fx = p x (r - r'); a missing rate contributes 0, so its edges show as fx with reason `rate_gap`.
+    For a multi-currency customer the amounts are summed over currencies. Sorted by day, customer.
+    """
+    streams: dict[CustomerKey, dict[str, _Stream]] = {}
+    grouped: dict[CustomerKey, dict[str, list[MrrChange]]] = defaultdict(lambda: defaultdict(list))
+    all_days: list[date] = []
+    for row in changes:
+        grouped[(row.workspace_id, row.customer_id)][row.currency].append(row)
+        all_days.append(row.day)
+    if not all_days:
+        return []
+    last = end if end is not None else max(all_days)
+    for key, per_currency in grouped.items():
+        streams[key] = {cur: _Stream(rows) for cur, rows in per_currency.items()}
+
+    rates = _RateBook(fx, reporting_currency)
+    first_by_currency: dict[str, date] = {}
+    for per_currency in streams.values():
+        for cur, stream in per_currency.items():
+            if stream.days and (
+                cur not in first_by_currency or stream.days[0] < first_by_currency[cur]
+            ):
+                first_by_currency[cur] = stream.days[0]
+    rate_days = {
+        cur: rates.change_days(cur, first, last) for cur, first in first_by_currency.items()
+    }
+
+    out: list[Movement] = []
+    for key in sorted(streams):
+        out.extend(_customer_movements(key, streams[key], rates, rate_days, start, last))
+    out.sort(key=lambda m: (m.day, m.workspace_id, m.customer_id, MOVEMENT_KINDS.index(m.kind)))
+    return out
+
+
+def _customer_movements(
+    key: CustomerKey,
+    per_currency: dict[str, _Stream],
+    rates: _RateBook,
+    rate_days: dict[str, list[date]],
+    start: date | None,
+    last: date,
+) -> list[Movement]:
+    """Movements of one customer, visiting its change days and in-MRR rate-change days."""
+    change_days = sorted({d for s in per_currency.values() for d in s.days if d <= last})
+    fx_days: set[date] = set()
+    for cur, stream in per_currency.items():
+        days_for_cur = rate_days.get(cur, [])
+        if not days_for_cur:
+            continue
+        for index, row in enumerate(stream.rows):
+            if row.mrr <= 0:
+                continue
+            seg_end = stream.rows[index + 1].day if index + 1 < len(stream.rows) else last
+            lo = bisect.bisect_left(days_for_cur, row.day + ONE_DAY)
+            hi = bisect.bisect_right(days_for_cur, min(seg_end, last))
+            fx_days.update(days_for_cur[lo:hi])
+    out: list[Movement] = []
+    had_mrr = False
+    for day in sorted(set(change_days) | fx_days):
+        emit = start is None or day >= start
+        ps = {cur: s.mrr_on(day - ONE_DAY) for cur, s in per_currency.items()}
+        qs = {cur: s.mrr_on(day) for cur, s in per_currency.items()}
+        if emit:
+            out.extend(_classify(key, day, per_currency, ps, qs, rates, had_mrr))
+        if any(q > 0 for q in qs.values()):
+            had_mrr = True
+    return out
+
+
+def _classify(
+    key: CustomerKey,
+    day: date,
+    per_currency: dict[str, _Stream],
+    ps: dict[str, Fraction],
+    qs: dict[str, Fraction],
+    rates: _RateBook,
+    had_mrr: bool,
+) -> list[Movement]:
+    """§5 for one customer and day; amounts summed over the customer's currencies."""
+    p_at_r = Fraction(0)  # yesterday's MRR at today's rates
+    p_at_prev = Fraction(0)  # yesterday's MRR at yesterday's rates (what MRR(D-1) holds)
+    q_at_r = Fraction(0)
+    gap = False
+    unconverted_q: set[str] = set()
+    unconverted_p: set[str] = set()
+    for cur in per_currency:
+        p, q = ps[cur], qs[cur]
+        r = rates.rate(cur, day)
+        r_prev = rates.rate(cur, day - ONE_DAY)
+        if r is not None:
+            p_at_r += p * r
+            q_at_r += q * r
+        else:
+            if q > 0:
+                unconverted_q.add(cur)
+            if p > 0:
+                unconverted_p.add(cur)
+        if r_prev is not None:
+            p_at_prev += p * r_prev
+        if p > 0 and (r is None) != (r_prev is None):
+            gap = True
+    p_any = any(v > 0 for v in ps.values())
+    q_any = any(v > 0 for v in qs.values())
+    ws, customer = key
+    out: list[Movement] = []
+    if not p_any and q_any:
+        kind = "reactivation" if had_mrr else "new"
+        out.append(Movement(ws, customer, day, kind, q_at_r, None, tuple(sorted(unconverted_q))))
+    elif p_any and not q_any:
+        reasons = [
+            r.churn_reason
+            for s in per_currency.values()
+            if (r := s.row_on(day)) is not None and r.day == day
+        ]
+        reason = "delinquent" if "delinquent" in reasons else "voluntary"
+        out.append(
+            Movement(ws, customer, day, "churn", p_at_r, reason, tuple(sorted(unconverted_p)))
+        )
+    elif p_any and q_any and q_at_r != p_at_r:
+        kind = "expansion" if q_at_r > p_at_r else "contraction"
+        unconverted = tuple(sorted(unconverted_p | unconverted_q))
+        out.append(Movement(ws, customer, day, kind, abs(q_at_r - p_at_r), None, unconverted))
+    fx_amount = p_at_r - p_at_prev
+    if fx_amount:
+        out.append(Movement(ws, customer, day, "fx", fx_amount, "rate_gap" if gap else None))
+    return out
+
+
+def period_movements(movements: Iterable[Movement], start: date, end: date) -> dict[str, Fraction]:
+    """Sum of daily movements per kind over [start, end] (§5: period movements are sums)."""
+    totals = {kind: Fraction(0) for kind in MOVEMENT_KINDS}
+    for m in movements:
+        if start <= m.day <= end:
+            totals[m.kind] += m.amount
+    return totals
+
+
+# --------------------------------------------------------------------------------------------
+# Company and plan summaries
+# --------------------------------------------------------------------------------------------
+
+
+def company_daily(
+    changes: Iterable[MrrChange],
+    movements: Iterable[Movement],
+    days: Iterable[date],
+    fx: FxLookup,
+    reporting_currency: str,
+) -> list[CompanyDay]:
+    """Company MRR, CMRR, counts and movement sums for each requested day (§4-5).
+
+    Native totals per currency are kept running over the change rows and converted once per day,
+    so cost is O(changes + days x currencies). Currencies with MRR but no rate that day are left
+    out and listed in `skipped_currencies` (§2). Paying customers and active subscriptions are
+    counts of native values, independent of rates.
+    """
+    wanted = sorted(set(days))
+    if not wanted:
+        return []
+    rates = _RateBook(fx, reporting_currency)
+    rows = sorted(changes, key=lambda r: r.day)
+    eval_days = sorted(set(wanted) | {d - ONE_DAY for d in wanted})
+
+    mrr_native: dict[str, Fraction] = defaultdict(Fraction)
+    cmrr_native: dict[str, Fraction] = defaultdict(Fraction)
+    current: dict[tuple[str, str, str], MrrChange] = {}
+    positive_streams: dict[CustomerKey, int] = defaultdict(int)
+    active = 0
+    snapshots: dict[date, tuple[Fraction, Fraction, tuple[str, ...], int, int]] = {}
+    index = 0
+    for day in eval_days:
+        while index < len(rows) and rows[index].day <= day:
+            row = rows[index]
+            index += 1
+            skey = (row.workspace_id, row.customer_id, row.currency)
+            ckey = (row.workspace_id, row.customer_id)
+            old = current.get(skey)
+            old_mrr = old.mrr if old else Fraction(0)
+            mrr_native[row.currency] += row.mrr - old_mrr
+            cmrr_native[row.currency] += row.cmrr - (old.cmrr if old else Fraction(0))
+            active += row.active_subscriptions - (old.active_subscriptions if old else 0)
+            positive_streams[ckey] += (row.mrr > 0) - (old_mrr > 0)
+            current[skey] = row
+        mrr = Fraction(0)
+        cmrr = Fraction(0)
+        skipped: list[str] = []
+        for cur in sorted(set(mrr_native) | set(cmrr_native)):
+            rate = rates.rate(cur, day)
+            if rate is None:
+                if mrr_native[cur] or cmrr_native[cur]:
+                    skipped.append(cur)
+                continue
+            mrr += mrr_native[cur] * rate
+            cmrr += cmrr_native[cur] * rate
+        paying = sum(1 for v in positive_streams.values() if v > 0)
+        snapshots[day] = (mrr, cmrr, tuple(skipped), active, paying)
+
+    sums: dict[date, dict[str, Fraction]] = defaultdict(lambda: defaultdict(Fraction))
+    counts: dict[date, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    wanted_set = set(wanted)
+    for m in movements:
+        if m.day not in wanted_set:
+            continue
+        sums[m.day][m.kind] += m.amount
+        if m.kind in ("new", "reactivation", "churn"):
+            counts[m.day][m.kind] += 1
+            if m.kind == "churn" and m.reason == "delinquent":
+                counts[m.day]["delinquent"] += 1
+
+    out: list[CompanyDay] = []
+    for day in wanted:
+        mrr, cmrr, skipped, active_subs, paying = snapshots[day]
+        s = sums[day]
+        c = counts[day]
+        out.append(
+            CompanyDay(
+                day=day,
+                mrr=mrr,
+                previous_mrr=snapshots[day - ONE_DAY][0],
+                cmrr=cmrr,
+                active_subscriptions=active_subs,
+                paying_customers=paying,
+                new=s["new"],
+                expansion=s["expansion"],
+                reactivation=s["reactivation"],
+                contraction=s["contraction"],
+                churn=s["churn"],
+                fx=s["fx"],
+                new_customers=c["new"],
+                reactivated_customers=c["reactivation"],
+                churned_customers=c["churn"],
+                delinquent_churned_customers=c["delinquent"],
+                skipped_currencies=skipped,
+            )
+        )
+    return out
+
+
+def plan_daily(
+    changes: Iterable[MrrChange],
+    days: Iterable[date],
+    fx: FxLookup,
+    reporting_currency: str,
+) -> list[PlanDay]:
+    """Per-plan MRR (reporting micro-units, rate of the day) and subscriptions for each day.
+
+    For the seeds' `plan_id` filter. Plans with neither MRR nor subscriptions that day have no row.
+    """
+    wanted = sorted(set(days))
+    rates = _RateBook(fx, reporting_currency)
+    rows = sorted(changes, key=lambda r: r.day)
+    native: dict[tuple[str, str], Fraction] = defaultdict(Fraction)  # (plan, currency)
+    subs: dict[str, int] = defaultdict(int)
+    current: dict[tuple[str, str, str], MrrChange] = {}
+    out: list[PlanDay] = []
+    index = 0
+    for day in wanted:
+        while index < len(rows) and rows[index].day <= day:
+            row = rows[index]
+            index += 1
+            skey = (row.workspace_id, row.customer_id, row.currency)
+            old = current.get(skey)
+            if old is not None:
+                for plan, amount in old.by_plan.items():
+                    native[(plan, old.currency)] -= amount
+                for plan, n in old.plan_subscriptions.items():
+                    subs[plan] -= n
+            for plan, amount in row.by_plan.items():
+                native[(plan, row.currency)] += amount
+            for plan, n in row.plan_subscriptions.items():
+                subs[plan] += n
+            current[skey] = row
+        totals: dict[str, Fraction] = defaultdict(Fraction)
+        skipped: dict[str, set[str]] = defaultdict(set)
+        for (plan, cur), amount in native.items():
+            if not amount:
+                continue
+            rate = rates.rate(cur, day)
+            if rate is None:
+                skipped[plan].add(cur)
+            else:
+                totals[plan] += amount * rate
+        plans = {p for (p, _c), v in native.items() if v} | {p for p, n in subs.items() if n}
+        for plan in sorted(plans):
+            out.append(
+                PlanDay(day, plan, totals[plan], subs.get(plan, 0), tuple(sorted(skipped[plan])))
+            )
+    return out
