@@ -1,0 +1,391 @@
+"""Alert rules (metrics.md §14, seeds/004) at their exact thresholds; signed webhook delivery."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import threading
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from typing import Any
+
+import pytest
+
+from finance_pipeline.lib.alerts import (
+    ALERT_ID_HEADER,
+    SIGNATURE_HEADER,
+    Alert,
+    AlertThresholds,
+    alert_id,
+    deliver,
+    evaluate_alerts,
+    requests_sender,
+    sign_payload,
+    sync_health,
+    verify_signature,
+)
+from finance_pipeline.lib.margins import TierChange
+
+DAY = date(2026, 2, 28)
+WS = "ws_1"
+M = 1_000_000_000  # 1,000.00 (100,000 cents) in micros
+
+
+def metrics(
+    cash: int | None = None, burn: int = 0, net: int = 0, refunds: int = 0
+) -> dict[str, Any]:
+    return {
+        "cash_on_hand_cents": cash,
+        "recurring_burn_cents_30d": burn,
+        "net_revenue_cents_30d": net,
+        "refunds_cents_30d": refunds,
+    }
+
+
+def evaluate(today: dict[str, Any], prior: dict[str, Any] | None = None, **kw: Any) -> list[Alert]:
+    args: dict[str, Any] = {
+        "mrr_today_micros": 0,
+        "mrr_30_ago_micros": 0,
+        "has_recurring": True,
+        **kw,
+    }
+    return evaluate_alerts(WS, DAY, today, prior, **args)
+
+
+def kinds(alerts: list[Alert]) -> list[tuple[str, str]]:
+    return [(a.type, a.severity) for a in alerts]
+
+
+def test_runway_low_seed_example() -> None:
+    [a] = evaluate(metrics(cash=250_000, burn=100_000))
+    assert (a.type, a.severity) == ("runway_low", "critical")
+    assert a.message == "Runway is below 6 months (2.5)."
+    assert a.payload == {
+        "runway_months": Decimal("2.50"),
+        "cash_on_hand_cents": 250_000,
+        "recurring_burn_cents_30d": 100_000,
+    }
+    assert a.to_dict() == {
+        "id": alert_id(WS, DAY, "runway_low"),
+        "type": "runway_low",
+        "severity": "critical",
+        "message": "Runway is below 6 months (2.5).",
+        "payload": a.payload,
+        "workspace_id": WS,
+        "day": "2026-02-28",
+    }
+
+
+@pytest.mark.parametrize(
+    ("cash", "expected"),
+    [
+        (600_000, []),  # exactly 6 months: not below 6
+        (599_999, [("runway_low", "warn")]),
+        (300_000, [("runway_low", "warn")]),  # exactly 3 months: warn, not critical
+        (299_999, [("runway_low", "critical")]),
+    ],
+)
+def test_runway_thresholds_are_strict(cash: int, expected: list[tuple[str, str]]) -> None:
+    assert kinds(evaluate(metrics(cash=cash, burn=100_000))) == expected
+
+
+def test_no_runway_alert_without_cash_or_burn() -> None:
+    assert evaluate(metrics(cash=None, burn=100_000)) == []
+    assert evaluate(metrics(cash=1, burn=0)) == []
+    assert evaluate(metrics(cash=1, burn=-5)) == []
+
+
+def test_configurable_thresholds() -> None:
+    t = AlertThresholds(runway_warn_months=12, runway_critical_months=9)
+    [a] = evaluate(metrics(cash=1_000_000, burn=100_000), thresholds=t)
+    assert (a.severity, a.message) == ("warn", "Runway is below 12 months (10).")
+
+
+@pytest.mark.parametrize(
+    ("today", "has_recurring", "fires"),
+    [
+        (92 * M // 100, True, False),  # exactly 8 %
+        (92 * M // 100 - 1, True, True),
+        (90 * M // 100, False, False),  # no recurring revenue
+        (M, True, False),
+    ],
+)
+def test_mrr_decline_strictly_above_8_percent(today: int, has_recurring: bool, fires: bool) -> None:
+    alerts = evaluate(
+        metrics(), mrr_today_micros=today, mrr_30_ago_micros=M, has_recurring=has_recurring
+    )
+    assert kinds(alerts) == ([("mrr_decline", "warn")] if fires else [])
+
+
+def test_mrr_decline_message_and_zero_base() -> None:
+    [a] = evaluate(metrics(), mrr_today_micros=9 * M // 10, mrr_30_ago_micros=M)
+    assert a.message == "MRR fell 10% vs 30 days ago."
+    assert a.payload == {
+        "decline_percent": Decimal("10.00"),
+        "mrr_cents": 90_000,
+        "mrr_cents_30d_ago": 100_000,
+    }
+    assert evaluate(metrics(), mrr_today_micros=0, mrr_30_ago_micros=0) == []
+
+
+@pytest.mark.parametrize(
+    ("prior", "today", "fires"),
+    [
+        (100_000, 92_000, False),  # exactly 8 %
+        (100_000, 91_999, True),
+        (100_000, 150_000, False),
+        (0, -10, False),  # no base to fall from
+        (-100, -500, False),
+    ],
+)
+def test_revenue_decline(prior: int, today: int, fires: bool) -> None:
+    alerts = evaluate(metrics(net=today), metrics(net=prior))
+    assert kinds(alerts) == ([("revenue_decline", "warn")] if fires else [])
+
+
+def test_revenue_decline_payload() -> None:
+    [a] = evaluate(metrics(net=75_000), metrics(net=100_000))
+    assert a.message == "Net revenue fell 25% vs the previous 30 days."
+    assert a.payload["decline_percent"] == Decimal("25.00")
+
+
+@pytest.mark.parametrize(
+    ("prior", "today", "fires"),
+    [
+        (-10_000, -20_000, False),  # exactly 2x
+        (-10_000, -20_001, True),
+        (0, -1, True),  # any refund after none
+        (0, 0, False),
+    ],
+)
+def test_refund_spike_strictly_above_twice(prior: int, today: int, fires: bool) -> None:
+    alerts = evaluate(metrics(refunds=today), metrics(refunds=prior))
+    assert kinds(alerts) == ([("refund_spike", "warn")] if fires else [])
+
+
+def test_refund_spike_payload() -> None:
+    [a] = evaluate(metrics(refunds=-23_000), metrics(refunds=-10_000))
+    assert a.message == "Refund volume is 2.3x the previous 30 days."
+    assert a.payload == {
+        "ratio": Decimal("2.30"),
+        "refunds_cents_30d": -23_000,
+        "refunds_cents_prior_30d": -10_000,
+    }
+    [b] = evaluate(metrics(refunds=-1), metrics(refunds=0))
+    assert b.payload["ratio"] is None
+
+
+def test_margin_threshold_crossed() -> None:
+    changes = [
+        TierChange("cus_b", "Beta", "beta", "2026-02", "at_risk", "critical", Decimal("12.50")),
+        TierChange("cus_a", None, "acme", "2026-02", "healthy", "at_risk", Decimal("45.00")),
+        TierChange("cus_c", "New", None, "2026-02", None, "critical", None),  # no previous tier
+        TierChange("cus_d", "Dee", None, "2026-02", "critical", "healthy", Decimal("50.00")),
+        TierChange("cus_e", "Same", None, "2026-02", "healthy", "healthy", Decimal("70.00")),
+    ]
+    alerts = evaluate(metrics(), margin_tier_changes=changes)
+    assert [(a.subject, a.severity) for a in alerts] == [
+        ("cus_a", "warn"),
+        ("cus_b", "critical"),
+        ("cus_d", "warn"),
+    ]
+    assert alerts[0].message == "Margin tier of acme changed from healthy to at_risk (45%)."
+    assert alerts[1].message == "Margin tier of Beta changed from at_risk to critical (12.5%)."
+    assert alerts[1].payload["newTier"] == "critical"
+    assert len({a.id for a in alerts}) == 3
+
+
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [
+        ("healthy", []),
+        (None, []),
+        ("delayed", [("sync_unhealthy", "warn")]),
+        ("error", [("sync_unhealthy", "critical")]),
+        (
+            {"sync_health": "error", "last_sync": "2025-12-04T12:05:00Z"},
+            [("sync_unhealthy", "critical")],
+        ),
+    ],
+)
+def test_sync_unhealthy(status: Any, expected: list[tuple[str, str]]) -> None:
+    alerts = evaluate(metrics(), sync_status=status)
+    assert kinds(alerts) == expected
+    if isinstance(status, dict):
+        assert alerts[0].payload == status
+
+
+def test_unknown_sync_status_is_an_error() -> None:
+    with pytest.raises(ValueError, match="unknown sync health"):
+        evaluate(metrics(), sync_status="slow")
+
+
+def test_sync_health_classification() -> None:
+    due = datetime(2026, 2, 28, 10, tzinfo=UTC)
+    assert sync_health(due, None, due + timedelta(seconds=300)) == "healthy"  # not > 5 min yet
+    assert sync_health(due, None, due + timedelta(seconds=301)) == "delayed"
+    assert sync_health(due, due - timedelta(days=1), due + timedelta(minutes=6)) == "delayed"
+    assert sync_health(due, due + timedelta(minutes=1), due + timedelta(hours=1)) == "healthy"
+    assert sync_health(due, due, due, errored=True) == "error"
+
+
+def test_empty_inputs_and_stable_ids() -> None:
+    assert evaluate(metrics(), None) == []
+    args = {"mrr_today_micros": 1, "mrr_30_ago_micros": M, "sync_status": "error"}
+    first = evaluate(metrics(cash=1, burn=1), metrics(net=5, refunds=0), **args)
+    again = evaluate(metrics(cash=1, burn=1), metrics(net=5, refunds=0), **args)
+    assert first == again
+    assert [a.type for a in first] == [
+        "runway_low",
+        "mrr_decline",
+        "revenue_decline",
+        "sync_unhealthy",
+    ]
+    assert all(a.id.startswith("al_") and len(a.id) == 27 for a in first)
+    assert alert_id(WS, DAY, "runway_low") != alert_id(WS, DAY + timedelta(days=1), "runway_low")
+    assert alert_id(WS, DAY, "x", "cus_1") != alert_id(WS, DAY, "x", "cus_2")
+    assert alert_id(WS, DAY, "x") != alert_id("ws_2", DAY, "x")
+
+
+# --- webhooks ------------------------------------------------------------------------------------
+
+SECRET = "whsec_test"
+
+
+def test_sign_and_verify() -> None:
+    body = b'{"a":1}'
+    header = sign_payload(SECRET, 1_700_000_000, body)
+    expected = hmac.new(b"whsec_test", b'1700000000.{"a":1}', hashlib.sha256).hexdigest()
+    assert header == f"t=1700000000,v1={expected}"
+    assert verify_signature(SECRET, header, body, now=1_700_000_000)
+    assert verify_signature(SECRET, header, body.decode(), now=1_700_000_300)  # at tolerance
+    assert not verify_signature(SECRET, header, body, now=1_700_000_301)  # stale
+    assert not verify_signature(SECRET, header, b'{"a":2}', now=1_700_000_000)  # tampered
+    assert not verify_signature("other", header, body, now=1_700_000_000)
+    assert not verify_signature(SECRET, "garbage", body, now=1_700_000_000)
+    assert not verify_signature(SECRET, "t=abc,v1=00", body, now=1_700_000_000)
+    rotated = f"{header},v1={'0' * 64}"
+    assert verify_signature(SECRET, rotated, body, now=1_700_000_000)
+
+
+def make_alert(kind: str = "runway_low", subject: str = "") -> Alert:
+    return Alert(
+        alert_id(WS, DAY, kind, subject),
+        WS,
+        DAY,
+        kind,
+        "warn",
+        "msg",
+        {"runway_months": Decimal("5.50")},
+        subject,
+    )
+
+
+class FakeSender:
+    def __init__(self, outcomes: list[int | Exception]) -> None:
+        self.outcomes = list(outcomes)
+        self.calls: list[tuple[str, bytes, dict[str, str]]] = []
+
+    def __call__(self, url: str, body: bytes, headers: dict[str, str]) -> int:
+        self.calls.append((url, body, headers))
+        outcome = self.outcomes.pop(0)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+
+def run_deliver(outcomes: list[int | Exception], alerts: list[Alert], delivered: set[str]):
+    sender = FakeSender(outcomes)
+    sleeps: list[float] = []
+    report = deliver(
+        alerts,
+        "https://hooks.example/x",
+        SECRET,
+        sender,
+        delivered,
+        sleep=sleeps.append,
+        clock=lambda: 1_700_000_000.0,
+    )
+    return report, sender, sleeps
+
+
+def test_deliver_retries_5xx_and_connection_errors() -> None:
+    a = make_alert()
+    delivered: set[str] = set()
+    report, sender, sleeps = run_deliver([500, ConnectionError("reset"), 429, 200], [a], delivered)
+    assert report.delivered == [a.id] and report.failed == {}
+    assert report.attempts == {a.id: 4}
+    assert sleeps == [1.0, 2.0, 4.0]
+    assert delivered == {a.id}
+    url, body, headers = sender.calls[-1]
+    assert url == "https://hooks.example/x"
+    assert headers[ALERT_ID_HEADER] == a.id
+    assert verify_signature(SECRET, headers[SIGNATURE_HEADER], body, now=1_700_000_000)
+    event = json.loads(body)
+    assert event["id"] == a.id and event["type"] == "runway_low"
+    assert event["data"]["payload"] == {"runway_months": 5.5}
+
+
+def test_deliver_gives_up_after_max_attempts_and_on_4xx() -> None:
+    a, b = make_alert("runway_low"), make_alert("mrr_decline")
+    delivered: set[str] = set()
+    report, _, sleeps = run_deliver([503] * 5 + [404], [a, b], delivered)
+    assert report.failed == {a.id: "HTTP 503", b.id: "HTTP 404"}
+    assert report.attempts == {a.id: 5, b.id: 1}
+    assert sleeps == [1.0, 2.0, 4.0, 8.0]
+    assert delivered == set() and report.delivered == []
+
+
+def test_deliver_dedupes_by_alert_id() -> None:
+    a, b = make_alert("runway_low"), make_alert("margin_threshold_crossed", "cus_1")
+    delivered = {a.id}
+    report, sender, _ = run_deliver([200, 200], [a, b, b], delivered)
+    assert report.duplicates == [a.id, b.id]
+    assert report.delivered == [b.id]
+    assert len(sender.calls) == 1
+    assert delivered == {a.id, b.id}
+
+
+def test_deliver_survives_a_broken_sender() -> None:
+    a, b = make_alert("runway_low"), make_alert("mrr_decline")
+    report, _, sleeps = run_deliver([RuntimeError("bug"), 200], [a, b], set())
+    assert report.failed == {a.id: "sender error: RuntimeError: bug"}
+    assert report.delivered == [b.id] and sleeps == []
+
+
+@pytest.fixture
+def hook_server() -> Iterator[tuple[str, list[int], list[bool]]]:
+    statuses = [500, 200]
+    verified: list[bool] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            verified.append(verify_signature(SECRET, self.headers[SIGNATURE_HEADER], body))
+            self.send_response(statuses.pop(0))
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}/hook", statuses, verified
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_deliver_with_requests_to_local_server(
+    hook_server: tuple[str, list[int], list[bool]],
+) -> None:
+    url, statuses, verified = hook_server
+    a = make_alert()
+    report = deliver([a], url, SECRET, requests_sender(timeout=5), set(), sleep=lambda s: None)
+    assert report.delivered == [a.id] and report.attempts == {a.id: 2}
+    assert verified == [True, True] and statuses == []
