@@ -98,7 +98,8 @@ def prepare_demo_data(
     demo_dir = Path(settings.data_dir) / "demo"
     demo_dir.mkdir(parents=True, exist_ok=True)
     end = datetime.now(UTC).date() - timedelta(days=1)
-    sim = simulate(seed=seed, customers=customers, months=months, end=end)
+    # Two Stripe accounts -> two workspaces, each with its own key, synced in the same runs.
+    sim = simulate(seed=seed, customers=customers, months=months, end=end, accounts=2)
     fixture_path = demo_dir / "stripe_fixture.json"
     sim.write_fixture(fixture_path)
     sim.write_ground_truth(demo_dir / "ground_truth.json")
