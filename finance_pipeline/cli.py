@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -84,13 +85,6 @@ def cmd_stop(_args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_standin(args: argparse.Namespace) -> int:
-    """Serve the local Stripe stand-in (arguments passed through)."""
-    from finance_pipeline.stripe_standin.serve import main
-
-    return main(args.rest)
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The CLI's argument parser."""
     p = argparse.ArgumentParser(prog="finance-pipeline", description=__doc__)
@@ -113,21 +107,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     d.set_defaults(fn=cmd_demo)
     sub.add_parser("stop", help="stop the demo's background services").set_defaults(fn=cmd_stop)
-    s = sub.add_parser("stripe-standin", help="serve the local Stripe stand-in", add_help=False)
-    s.add_argument("rest", nargs=argparse.REMAINDER)
-    s.set_defaults(fn=cmd_standin)
+    # Handled in main() before parsing; listed here for --help.
+    sub.add_parser("stripe-standin", help="serve the local Stripe stand-in (see its --help)")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `finance-pipeline` command."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["stripe-standin"]:
+        # Everything after the subcommand belongs to the stand-in's own parser (--port, --fixture).
+        from finance_pipeline.stripe_standin.serve import main as standin_main
+
+        return standin_main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         return int(args.fn(args))
     except KeyboardInterrupt:
         return 130
     except Exception as exc:  # operators get one clear line, not a traceback
-        if get_settings() and "FP_DEBUG" in __import__("os").environ:
+        if os.environ.get("FP_DEBUG"):
             raise
         print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1

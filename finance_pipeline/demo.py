@@ -19,7 +19,7 @@ from typing import Any
 from finance_pipeline.deployment import dagster_home
 from finance_pipeline.settings import PROJECT_ROOT, Settings, get_settings
 
-SERVICES = ("stripe_standin", "dagster")
+SERVICES = ("stripe_standin", "dagster_daemon", "dagster_webserver")
 
 
 def _run_dir(settings: Settings) -> Path:
@@ -28,7 +28,9 @@ def _run_dir(settings: Settings) -> Path:
     return path
 
 
-def _start_service(settings: Settings, name: str, cmd: list[str], env: dict[str, str]) -> int:
+def _start_service(
+    settings: Settings, name: str, cmd: list[str], env: dict[str, str], cwd: Path = PROJECT_ROOT
+) -> int:
     log = open(_run_dir(settings) / f"{name}.log", "ab")  # noqa: SIM115 - the child owns it
     # Its own session/process group: `dagster dev` ignores signals sent only to the parent.
     proc = subprocess.Popen(
@@ -37,7 +39,7 @@ def _start_service(settings: Settings, name: str, cmd: list[str], env: dict[str,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
         env=env,
-        cwd=PROJECT_ROOT,
+        cwd=cwd,
         start_new_session=True,
     )
     (_run_dir(settings) / f"{name}.pid").write_text(str(proc.pid))
@@ -218,22 +220,31 @@ def run_demo(
 
     ui = f"http://127.0.0.1:{ui_port}"
     if serve:
+        # The webserver and the daemon (schedules, sensors, run queue) as two services, run from
+        # DAGSTER_HOME so the production dagster.yaml in the project root is not picked up.
+        workspace = str(PROJECT_ROOT / "workspace.yaml")
+        bin_dir = Path(sys.executable).parent
         _start_service(
             settings,
-            "dagster",
+            "dagster_daemon",
+            [str(bin_dir / "dagster-daemon"), "run", "-w", workspace],
+            env,
+            cwd=home,
+        )
+        _start_service(
+            settings,
+            "dagster_webserver",
             [
-                sys.executable,
-                "-m",
-                "dagster",
-                "dev",
+                str(bin_dir / "dagster-webserver"),
                 "-h",
                 "127.0.0.1",
                 "-p",
                 str(ui_port),
                 "-w",
-                str(PROJECT_ROOT / "workspace.yaml"),
+                workspace,
             ],
             env,
+            cwd=home,
         )
         _wait_http(f"{ui}/server_info", 180)
         _dismiss_first_run_popup(ui)
