@@ -28,7 +28,7 @@ def _wait(url: str, key: str) -> None:
             req = urllib.request.Request(f"{url}/v1/account", headers={"Authorization": f"Bearer {key}"})
             urllib.request.urlopen(req, timeout=2).read()
             return
-        except Exception:  # noqa: BLE001 - polling until the server is up
+        except Exception:  # polling until the server is up
             time.sleep(0.2)
     raise RuntimeError("stand-in did not start")
 
