@@ -25,7 +25,9 @@ ROOT = Path(__file__).resolve().parent.parent
 def _wait(url: str, key: str) -> None:
     for _ in range(600):
         try:
-            req = urllib.request.Request(f"{url}/v1/account", headers={"Authorization": f"Bearer {key}"})
+            req = urllib.request.Request(
+                f"{url}/v1/account", headers={"Authorization": f"Bearer {key}"}
+            )
             urllib.request.urlopen(req, timeout=2).read()
             return
         except Exception:  # polling until the server is up
@@ -44,8 +46,13 @@ def run_scenario(args: argparse.Namespace) -> None:
     wh = Warehouse(args.warehouse)
     apply_migrations(wh)
     conn = Connection("ws_bench", args.account, False, args.key, args.url)
-    gw = StripeGateway(args.key, api_base=args.url, rate_limit_rps=args.client_rps,
-                       backoff=BackoffPolicy(max_attempts=20), workspace_id="ws_bench")
+    gw = StripeGateway(
+        args.key,
+        api_base=args.url,
+        rate_limit_rps=args.client_rps,
+        backoff=BackoffPolicy(max_attempts=20),
+        workspace_id="ws_bench",
+    )
     sync = StripeStreamSync(wh, gw, conn, clock=lambda: args.clock)
     t0 = time.perf_counter()
     listed = children = 0
@@ -54,13 +61,22 @@ def run_scenario(args: argparse.Namespace) -> None:
         listed += res.listed + res.refreshed
         children += res.sublist_rows
     elapsed = time.perf_counter() - t0
-    print(json.dumps({
-        "objects": listed, "child_rows": children, "seconds": round(elapsed, 2),
-        "objects_per_s": round(listed / elapsed), "rows_per_s": round((listed + children) / elapsed),
-        "requests": gw.stats.requests, "requests_per_s": round(gw.stats.requests / elapsed, 1),
-        "retries": gw.stats.retries, "errors": gw.stats.errors_by_status,
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
-    }))
+    print(
+        json.dumps(
+            {
+                "objects": listed,
+                "child_rows": children,
+                "seconds": round(elapsed, 2),
+                "objects_per_s": round(listed / elapsed),
+                "rows_per_s": round((listed + children) / elapsed),
+                "requests": gw.stats.requests,
+                "requests_per_s": round(gw.stats.requests / elapsed, 1),
+                "retries": gw.stats.retries,
+                "errors": gw.stats.errors_by_status,
+                "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+            }
+        )
+    )
 
 
 def main() -> int:
@@ -88,31 +104,77 @@ def main() -> int:
     sim = simulate(seed=args.seed, customers=args.customers, months=args.months)
     fixture = tmp / "fixture.json"
     sim.write_fixture(fixture)
-    print(f"simulated {args.customers} customers x {args.months} months in {time.perf_counter() - t:.1f} s")
+    print(
+        f"simulated {args.customers} customers x {args.months} months in {time.perf_counter() - t:.1f} s"
+    )
     [(account, acct)] = list(sim.fixture["accounts"].items())
     key = next(k for k, v in acct["keys"].items() if v.get("permissions") is None)
     url = f"http://127.0.0.1:{args.port}"
     server = subprocess.Popen(
-        [sys.executable, "-m", "finance_pipeline.stripe_standin.serve", "--port", str(args.port),
-         "--fixture", str(fixture)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
+        [
+            sys.executable,
+            "-m",
+            "finance_pipeline.stripe_standin.serve",
+            "--port",
+            str(args.port),
+            "--fixture",
+            str(fixture),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=ROOT,
+    )
     try:
         _wait(url, key)
         results = {}
-        for label, server_rps, client_rps in (("unlimited", None, 1e9), ("limit_100_rps", 100, 100)):
-            body = json.dumps({"rate_limit_rps": server_rps, "rate_limit_burst": 10 if server_rps else None}).encode()
-            urllib.request.urlopen(urllib.request.Request(
-                f"{url}/_standin/faults", data=body, method="POST",
-                headers={"Content-Type": "application/json"}), timeout=10).read()
+        for label, server_rps, client_rps in (
+            ("unlimited", None, 1e9),
+            ("limit_100_rps", 100, 100),
+        ):
+            body = json.dumps(
+                {"rate_limit_rps": server_rps, "rate_limit_burst": 10 if server_rps else None}
+            ).encode()
+            urllib.request.urlopen(
+                urllib.request.Request(
+                    f"{url}/_standin/faults",
+                    data=body,
+                    method="POST",
+                    headers={"Content-Type": "application/json"},
+                ),
+                timeout=10,
+            ).read()
             wh_url = args.warehouse or f"sqlite:///{tmp / (label + '.sqlite')}"
             out = subprocess.run(
-                [sys.executable, __file__, "--child", "--url", url, "--key", key, "--account", account,
-                 "--clock", str(sim.fixture["clock"]), "--client-rps", str(client_rps), "--warehouse", wh_url],
-                capture_output=True, text=True, cwd=ROOT, env={**os.environ}, check=True)
+                [
+                    sys.executable,
+                    __file__,
+                    "--child",
+                    "--url",
+                    url,
+                    "--key",
+                    key,
+                    "--account",
+                    account,
+                    "--clock",
+                    str(sim.fixture["clock"]),
+                    "--client-rps",
+                    str(client_rps),
+                    "--warehouse",
+                    wh_url,
+                ],
+                capture_output=True,
+                text=True,
+                cwd=ROOT,
+                env={**os.environ},
+                check=True,
+            )
             results[label] = json.loads(out.stdout.strip().splitlines()[-1])
             print(label, json.dumps(results[label]))
         bound = 100 * 100
         ratio = results["limit_100_rps"]["objects_per_s"] / bound
-        print(f"under 100 req/s: {results['limit_100_rps']['objects_per_s']} objects/s = {ratio:.2f} of the 10,000 objects/s bound")
+        print(
+            f"under 100 req/s: {results['limit_100_rps']['objects_per_s']} objects/s = {ratio:.2f} of the 10,000 objects/s bound"
+        )
     finally:
         server.terminate()
         server.wait(10)
