@@ -1,32 +1,66 @@
 """The one Dagster entry point (named in workspace.yaml)."""
 
-from __future__ import annotations
+from datetime import timedelta
 
 import dagster as dg
 
+from finance_pipeline.core.assets import fx_rates, ledger, subscription_history
 from finance_pipeline.ingest.landing_assets import landing_files, landing_folder_sensor, landing_job
 from finance_pipeline.ingest.stripe_assets import stripe_assets
+from finance_pipeline.metrics.mrr_assets import mrr_marts
+from finance_pipeline.partitions import daily_partitions
 from finance_pipeline.resources import StripeResource, WarehouseResource
+
+# Late data (a refund, a backdated cancellation) restates the last few days on every refresh.
+RESTATEMENT_DAYS = 3
+
+stripe_ingest = dg.AssetSelection.assets(*stripe_assets)
+core_assets = dg.AssetSelection.assets(fx_rates, ledger, subscription_history)
+mrr = dg.AssetSelection.assets(mrr_marts)
 
 ingest_job = dg.define_asset_job(
     "stripe_ingest",
-    selection=dg.AssetSelection.groups("ingest") - dg.AssetSelection.assets(landing_files),
+    selection=stripe_ingest,
     description="Sync every connected workspace's Stripe data into the raw layer.",
 )
+daily_refresh_job = dg.define_asset_job(
+    "daily_refresh",
+    selection=stripe_ingest | core_assets | mrr,
+    description="Stripe ingest, then core tables, then the MRR marts for the partition range.",
+)
+marts_job = dg.define_asset_job(
+    "rebuild_marts",
+    selection=core_assets | mrr,
+    description="Rebuild core tables and the MRR marts from raw (e.g. a full-history backfill).",
+)
 
-daily_refresh_schedule = dg.ScheduleDefinition(
-    name="daily_refresh",
-    job=ingest_job,
+
+@dg.schedule(
+    job=daily_refresh_job,
     cron_schedule="15 2 * * *",
     execution_timezone="UTC",
     default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="Daily refresh: Stripe ingest, then the marts.",
+    description=f"Daily refresh: ingest, core, and MRR for yesterday plus {RESTATEMENT_DAYS - 1} "
+    "earlier days restated for late data.",
 )
+def daily_refresh(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
+    """One run per day covering the trailing restatement window (a partition range)."""
+    yesterday = (context.scheduled_execution_time - timedelta(days=1)).date()
+    first = yesterday - timedelta(days=RESTATEMENT_DAYS - 1)
+    first = max(first, daily_partitions.start.date())
+    return dg.RunRequest(
+        run_key=f"daily_refresh:{yesterday.isoformat()}",
+        tags={
+            "dagster/asset_partition_range_start": first.isoformat(),
+            "dagster/asset_partition_range_end": yesterday.isoformat(),
+        },
+    )
+
 
 defs = dg.Definitions(
-    assets=[*stripe_assets, landing_files],
-    jobs=[ingest_job, landing_job],
-    schedules=[daily_refresh_schedule],
+    assets=[*stripe_assets, landing_files, fx_rates, ledger, subscription_history, mrr_marts],
+    jobs=[ingest_job, landing_job, daily_refresh_job, marts_job],
+    schedules=[daily_refresh],
     sensors=[landing_folder_sensor],
     resources={"warehouse": WarehouseResource(), "stripe": StripeResource()},
 )

@@ -206,7 +206,7 @@ def run_demo(
     instance = DagsterInstance.get()
     for job_name in ("stripe_ingest", "ingest_landing_files"):
         t = time.time()
-        result = defs.get_job_def(job_name).execute_in_process(
+        result = defs.resolve_job_def(job_name).execute_in_process(
             instance=instance, raise_on_error=False
         )
         state = "succeeded" if result.success else "FAILED"

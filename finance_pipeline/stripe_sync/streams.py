@@ -28,6 +28,8 @@ class Stream:
     resource: str
     mutable: bool
     list_params: dict[str, Any] = field(default_factory=dict)
+    # Expansions on retrieve (the list ones carry a `data.` prefix in list_params).
+    retrieve_params: dict[str, Any] = field(default_factory=dict)
     sublists: tuple[SubList, ...] = ()
     # Statuses that are not final: such objects are re-fetched on every sync until they settle.
     refresh_statuses: tuple[str, ...] = ()
@@ -102,7 +104,9 @@ STREAMS: dict[str, Stream] = {
             "raw.stripe_subscriptions",
             "subscriptions",
             mutable=True,
-            list_params={"status": "all"},
+            # Discount objects (coupon, start, end) are needed for MRR history; Stripe returns ids.
+            list_params={"status": "all", "expand": ["data.discounts"]},
+            retrieve_params={"expand": ["discounts"]},
             sublists=(SUBSCRIPTION_ITEMS,),
             refresh_statuses=("incomplete", "trialing", "past_due"),
             description="Stripe subscriptions of every status, with all their items.",
@@ -115,6 +119,8 @@ STREAMS: dict[str, Stream] = {
             mutable=True,
             sublists=(INVOICE_LINES,),
             refresh_statuses=("draft", "open"),
+            list_params={"expand": ["data.discounts"]},
+            retrieve_params={"expand": ["discounts"]},
             description="Stripe invoices with every line (beyond the 10 embedded).",
         ),
         Stream(

@@ -93,7 +93,11 @@ class Warehouse:
         """Rewrite layer-qualified names in hand-written SQL for this dialect."""
         if not self.is_sqlite:
             return text
-        return _QUALIFIED.sub(lambda m: f"{m.group(1)}__{m.group(2)}", text)
+        # Rewrite outside single-quoted literals only: 'raw.stripe_charges' as a value stays as is.
+        parts = text.split("'")
+        for i in range(0, len(parts), 2):
+            parts[i] = _QUALIFIED.sub(lambda m: f"{m.group(1)}__{m.group(2)}", parts[i])
+        return "'".join(parts)
 
     def text(self, text: str) -> sa.TextClause:
         """`sa.text` of hand-written SQL with layer-qualified names rewritten."""

@@ -1,0 +1,279 @@
+"""Reading raw Stripe rows into history inputs, and (de)serializing core.subscription_history rows."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from decimal import Decimal
+from typing import Any
+
+from finance_pipeline.lib.mrr import (
+    DiscountSpec,
+    PriceSpec,
+    SubscriptionItem,
+    SubscriptionState,
+    TierSpec,
+    TransformQuantity,
+)
+from finance_pipeline.lib.subscription_history import HistoryInputs
+from finance_pipeline.warehouse.db import Warehouse
+
+
+def _payload(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else json.loads(value)
+
+
+def _discount_id(value: Any) -> str | None:
+    return value.get("id") if isinstance(value, Mapping) else value
+
+
+def load_history_inputs(wh: Warehouse, workspace_id: str) -> list[HistoryInputs]:
+    """Everything synced about each subscription of a workspace, grouped per subscription."""
+    q = {"w": workspace_id}
+    subs = [
+        _payload(r["payload"])
+        for r in wh.rows(
+            "SELECT payload FROM raw.stripe_subscriptions WHERE workspace_id = :w ORDER BY id", **q
+        )
+    ]
+    items: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in wh.rows(
+        "SELECT subscription, payload FROM raw.stripe_subscription_items WHERE workspace_id = :w",
+        **q,
+    ):
+        items[r["subscription"]].append(_payload(r["payload"]))
+    events: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    discounts: dict[str, dict[str, Any]] = {}
+    for r in wh.rows(
+        "SELECT object_type, object_id, payload FROM raw.stripe_events WHERE workspace_id = :w"
+        " AND object_type IN ('subscription', 'discount')",
+        **q,
+    ):
+        ev = _payload(r["payload"])
+        if r["object_type"] == "subscription":
+            events[r["object_id"]].append(ev)
+        else:
+            discounts[r["object_id"]] = ev["data"]["object"]
+    lines: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in wh.rows(
+        "SELECT subscription, subscription_item, price, quantity, amount, period_start, period_end,"
+        " proration, payload FROM raw.stripe_invoice_lines"
+        " WHERE workspace_id = :w AND subscription IS NOT NULL",
+        **q,
+    ):
+        row = dict(r)
+        payload = _payload(row.pop("payload"))
+        row["discount_ids"] = [
+            _discount_id(d.get("discount")) for d in payload.get("discount_amounts") or ()
+        ]
+        lines[r["subscription"]].append(row)
+    prices = {
+        r["id"]: _payload(r["payload"])
+        for r in wh.rows("SELECT id, payload FROM raw.stripe_prices WHERE workspace_id = :w", **q)
+    }
+    invoices = {
+        r["id"]: dict(r)
+        for r in wh.rows(
+            "SELECT id, subscription, status, billing_reason, paid_at, payload FROM raw.stripe_invoices"
+            " WHERE workspace_id = :w AND subscription IS NOT NULL",
+            **q,
+        )
+    }
+    for inv in invoices.values():
+        for d in _payload(inv.pop("payload")).get("discounts") or ():
+            if isinstance(d, Mapping):
+                discounts[d["id"]] = dict(d)
+    for sub in subs:
+        for d in sub.get("discounts") or ():
+            if isinstance(d, Mapping):
+                discounts[d["id"]] = dict(d)
+    attempts: dict[str, list[tuple[str, int, bool]]] = defaultdict(list)
+    for r in wh.rows(
+        "SELECT p.invoice, c.created, c.status FROM raw.stripe_invoice_payments p"
+        " JOIN raw.stripe_charges c ON c.workspace_id = p.workspace_id AND c.id = p.charge"
+        " WHERE p.workspace_id = :w",
+        **q,
+    ):
+        inv = invoices.get(r["invoice"])
+        if inv is not None:
+            attempts[inv["subscription"]].append(
+                (r["invoice"], int(r["created"]), r["status"] == "succeeded")
+            )
+    by_sub_invoices: dict[str, dict[str, Any]] = defaultdict(dict)
+    for inv_id, inv in invoices.items():
+        by_sub_invoices[inv["subscription"]][inv_id] = inv
+    return [
+        HistoryInputs(
+            workspace_id=workspace_id,
+            subscription=sub,
+            items=items.get(sub["id"], []),
+            events=events.get(sub["id"], []),
+            lines=lines.get(sub["id"], []),
+            prices=prices,
+            discounts=discounts,
+            attempts=attempts.get(sub["id"], []),
+            invoices=by_sub_invoices.get(sub["id"], {}),
+        )
+        for sub in subs
+    ]
+
+
+def _price_json(p: PriceSpec) -> dict[str, Any]:
+    return {
+        "currency": p.currency,
+        "unit_amount_decimal": p.unit_amount_decimal,
+        "billing_scheme": p.billing_scheme,
+        "tiers_mode": p.tiers_mode,
+        "tiers": [[t.up_to, t.unit_amount_decimal, t.flat_amount_decimal] for t in p.tiers],
+        "transform_quantity": list(p.transform_quantity) if p.transform_quantity else None,
+        "interval": p.interval,
+        "interval_count": p.interval_count,
+        "usage_type": p.usage_type,
+        "tax_behavior": p.tax_behavior,
+        "inclusive_tax_rate_percent": None
+        if p.inclusive_tax_rate_percent is None
+        else str(p.inclusive_tax_rate_percent),
+        "price_id": p.price_id,
+        "product_id": p.product_id,
+    }
+
+
+def _price_from(d: Mapping[str, Any]) -> PriceSpec:
+    return PriceSpec(
+        currency=d["currency"],
+        unit_amount_decimal=d["unit_amount_decimal"],
+        billing_scheme=d["billing_scheme"],
+        tiers_mode=d["tiers_mode"],
+        tiers=tuple(TierSpec(*t) for t in d["tiers"]),
+        transform_quantity=TransformQuantity(*d["transform_quantity"])
+        if d["transform_quantity"]
+        else None,
+        interval=d["interval"],
+        interval_count=d["interval_count"],
+        usage_type=d["usage_type"],
+        tax_behavior=d["tax_behavior"],
+        inclusive_tax_rate_percent=None
+        if d["inclusive_tax_rate_percent"] is None
+        else Decimal(d["inclusive_tax_rate_percent"]),
+        price_id=d["price_id"],
+        product_id=d["product_id"],
+    )
+
+
+def _discounts_json(ds: Iterable[DiscountSpec]) -> list[dict[str, Any]]:
+    return [
+        {
+            "coupon_id": d.coupon_id,
+            "percent_off": None if d.percent_off is None else str(d.percent_off),
+            "amount_off": d.amount_off,
+            "currency": d.currency,
+            "duration": d.duration,
+            "start": d.start,
+            "end": d.end,
+        }
+        for d in ds
+    ]
+
+
+def history_rows(states: Iterable[SubscriptionState]) -> list[dict[str, Any]]:
+    """core.subscription_history rows: one per item per interval ('' item when none)."""
+    out = []
+    for st in states:
+        base = {
+            "workspace_id": st.workspace_id,
+            "subscription_id": st.subscription_id,
+            "valid_from": st.valid_from,
+            "valid_to": st.valid_to,
+            "customer_id": st.customer_id,
+            "currency": st.currency,
+            "status": st.status,
+            "trial_end": st.trial_end,
+            "pause_collection": st.pause_collection,
+            "cancel_scheduled": st.cancel_scheduled,
+            "past_due_since": st.past_due_since,
+            "started_at": st.started_at,
+            "ended_at": st.ended_at,
+            "cancellation_reason": st.cancellation_reason,
+            "discounts_json": _discounts_json(st.discounts),
+        }
+        if not st.items:
+            out.append(
+                {
+                    **base,
+                    "item_id": "",
+                    "price_id": None,
+                    "product_id": None,
+                    "quantity": None,
+                    "price_json": None,
+                }
+            )
+        for it in st.items:
+            out.append(
+                {
+                    **base,
+                    "item_id": it.item_id,
+                    "price_id": it.price.price_id,
+                    "product_id": it.price.product_id,
+                    "quantity": it.quantity,
+                    "price_json": _price_json(it.price),
+                }
+            )
+    return out
+
+
+def states_from_rows(rows: Iterable[Mapping[str, Any]]) -> list[SubscriptionState]:
+    """Reassemble SubscriptionState intervals from core.subscription_history rows."""
+    grouped: dict[tuple[str, str, int], list[Mapping[str, Any]]] = defaultdict(list)
+    for r in rows:
+        grouped[(r["workspace_id"], r["subscription_id"], int(r["valid_from"]))].append(r)
+    out = []
+    for (_ws, _sub, _vf), rs in sorted(grouped.items()):
+        r0 = rs[0]
+        disc = (
+            r0["discounts_json"]
+            if not isinstance(r0["discounts_json"], str)
+            else json.loads(r0["discounts_json"])
+        )
+        items = []
+        for r in sorted(rs, key=lambda x: x["item_id"]):
+            if not r["item_id"]:
+                continue
+            pj = (
+                r["price_json"]
+                if not isinstance(r["price_json"], str)
+                else json.loads(r["price_json"])
+            )
+            items.append(SubscriptionItem(r["item_id"], _price_from(pj), int(r["quantity"])))
+        out.append(
+            SubscriptionState(
+                workspace_id=r0["workspace_id"],
+                subscription_id=r0["subscription_id"],
+                customer_id=r0["customer_id"],
+                currency=r0["currency"],
+                valid_from=int(r0["valid_from"]),
+                valid_to=None if r0["valid_to"] is None else int(r0["valid_to"]),
+                status=r0["status"],
+                items=tuple(items),
+                trial_end=r0["trial_end"],
+                pause_collection=bool(r0["pause_collection"]),
+                cancel_scheduled=bool(r0["cancel_scheduled"]),
+                discounts=tuple(
+                    DiscountSpec(
+                        coupon_id=d["coupon_id"],
+                        percent_off=None if d["percent_off"] is None else Decimal(d["percent_off"]),
+                        amount_off=d["amount_off"],
+                        currency=d["currency"],
+                        duration=d["duration"],
+                        start=d["start"],
+                        end=d["end"],
+                    )
+                    for d in disc
+                ),
+                past_due_since=r0["past_due_since"],
+                started_at=r0["started_at"],
+                ended_at=r0["ended_at"],
+                cancellation_reason=r0["cancellation_reason"],
+            )
+        )
+    return out

@@ -1,0 +1,1 @@
+"""Metric marts: MRR and movements (and, later, CFO metrics and revenue analytics)."""

@@ -1,0 +1,189 @@
+"""MRR marts for one workspace and a window of days, computed from core tables (no Dagster)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from fractions import Fraction
+from typing import Any
+
+from finance_pipeline.core.history_io import states_from_rows
+from finance_pipeline.lib.ledger import fx_lookup
+from finance_pipeline.lib.mrr import Settings, round_micros
+from finance_pipeline.lib.mrr_timeline import (
+    CompanyDay,
+    ManualRecurring,
+    company_daily,
+    customer_mrr_changes,
+    daily_movements,
+    plan_daily,
+)
+from finance_pipeline.tenancy import Workspace
+from finance_pipeline.warehouse.db import Warehouse
+
+MONEY_FIELDS = ("mrr", "cmrr", "new", "expansion", "reactivation", "contraction", "churn", "fx")
+
+
+def _exact(x: Fraction) -> str:
+    return str(x.numerator) if x.denominator == 1 else f"{x.numerator}/{x.denominator}"
+
+
+def mrr_settings(ws: Workspace) -> Settings:
+    """The workspace's metric switches (metrics.md §3-4) as engine settings."""
+    s = ws.settings
+    return Settings(
+        discount_mode=s.get("discount_mode", "all_active"),
+        count_paused=bool(s.get("count_paused", False)),
+        past_due_grace_days=s.get("past_due_grace_days"),
+        tz=ws.time_zone,
+        week_start=s.get("week_start", "sunday"),
+    )
+
+
+@dataclass
+class MrrWindow:
+    """Rows of every MRR mart for one workspace and days [start, end]."""
+
+    changes: list[dict[str, Any]] = field(default_factory=list)
+    movements: list[dict[str, Any]] = field(default_factory=list)
+    daily: list[dict[str, Any]] = field(default_factory=list)
+    plans: list[dict[str, Any]] = field(default_factory=list)
+    identity_failures: list[str] = field(default_factory=list)
+    company: list[CompanyDay] = field(default_factory=list)
+
+
+def compute_mrr_window(wh: Warehouse, ws: Workspace, start: date, end: date) -> MrrWindow:
+    """Change rows, movements, daily and per-plan summaries for days start..end (exact, then rounded)."""
+    states = states_from_rows(
+        wh.rows("SELECT * FROM core.subscription_history WHERE workspace_id = :w", w=ws.id)
+    )
+    manual = [
+        ManualRecurring(
+            ws.id,
+            r["customer_id"],
+            r["day"] if isinstance(r["day"], date) else date.fromisoformat(str(r["day"])),
+            r["currency"],
+            int(r["amount_micros"]),
+        )
+        for r in wh.rows(
+            "SELECT customer_id, day, currency, amount_micros FROM core.ledger WHERE workspace_id = :w"
+            " AND kind = 'manual_revenue' AND subtype = 'recurring'",
+            w=ws.id,
+        )
+    ]
+    fx = fx_lookup(
+        wh.rows(
+            "SELECT base, currency, date, rate FROM core.fx_rates WHERE base = :b",
+            b=ws.reporting_currency,
+        ),
+        ws.reporting_currency,
+    )
+    changes = customer_mrr_changes(states, manual, mrr_settings(ws), None, end)
+    movements = daily_movements(changes, fx, ws.reporting_currency, start=start, end=end)
+    days = [start + timedelta(days=i) for i in range((end - start).days + 1)]
+    company = company_daily(changes, movements, days, fx, ws.reporting_currency)
+    plans = plan_daily(changes, days, fx, ws.reporting_currency)
+    out = MrrWindow(company=company)
+    for c in changes:
+        if start <= c.day <= end:
+            out.changes.append(
+                {
+                    "workspace_id": ws.id,
+                    "customer_id": c.customer_id,
+                    "currency": c.currency,
+                    "day": c.day,
+                    "mrr_micros": round_micros(c.mrr),
+                    "cmrr_micros": round_micros(c.cmrr),
+                    "active_subscriptions": c.active_subscriptions,
+                    "mrr_exact": _exact(c.mrr),
+                    "cmrr_exact": _exact(c.cmrr),
+                    "by_plan_json": {k: _exact(v) for k, v in sorted(c.by_plan.items())},
+                    "churn_reason": c.churn_reason,
+                }
+            )
+    merged: dict[tuple[str, date, str], dict[str, Any]] = {}
+    for m in movements:
+        key = (m.customer_id, m.day, m.kind)
+        row = merged.setdefault(
+            key,
+            {
+                "workspace_id": ws.id,
+                "customer_id": m.customer_id,
+                "day": m.day,
+                "kind": m.kind,
+                "exact": Fraction(0),
+                "reason": m.reason,
+            },
+        )
+        row["exact"] += m.amount
+    for row in merged.values():
+        exact = row.pop("exact")
+        out.movements.append(
+            {**row, "amount_micros": round_micros(exact), "amount_exact": _exact(exact)}
+        )
+    for d in company:
+        if not d.identity_holds():
+            out.identity_failures.append(
+                f"{ws.id} {d.day}: MRR {_exact(d.mrr)} != previous {_exact(d.previous_mrr)} + "
+                f"movements {_exact(d.net_movement)}"
+            )
+        out.daily.append(
+            {
+                "workspace_id": ws.id,
+                "day": d.day,
+                "currency": ws.reporting_currency,
+                **{f"{f}_micros": round_micros(getattr(d, f)) for f in MONEY_FIELDS},
+                "arr_micros": round_micros(d.arr),
+                "active_subscriptions": d.active_subscriptions,
+                "paying_customers": d.paying_customers,
+                "new_customers": d.new_customers,
+                "reactivated_customers": d.reactivated_customers,
+                "churned_customers": d.churned_customers,
+                "delinquent_churned_customers": d.delinquent_churned_customers,
+                "skipped_currencies_json": list(d.skipped_currencies),
+                "exact_json": {
+                    **{f: _exact(getattr(d, f)) for f in MONEY_FIELDS},
+                    "previous_mrr": _exact(d.previous_mrr),
+                },
+            }
+        )
+    for p in plans:
+        out.plans.append(
+            {
+                "workspace_id": ws.id,
+                "day": p.day,
+                "plan_id": p.plan,
+                "currency": ws.reporting_currency,
+                "mrr_micros": round_micros(p.mrr),
+                "subscriptions": p.subscriptions,
+                "mrr_exact": _exact(p.mrr),
+            }
+        )
+    return out
+
+
+def exact(text: str) -> Fraction:
+    """Parse a stored "num/den" exact value."""
+    return Fraction(text)
+
+
+def identity_holds_in_table(wh: Warehouse, workspace_id: str, start: date, end: date) -> list[str]:
+    """Re-verify the roll-forward identity from the stored exact values (used by checks and tests)."""
+    bad = []
+    for r in wh.rows(
+        "SELECT day, exact_json FROM mart.mrr_daily WHERE workspace_id = :w AND day >= :a"
+        " AND day <= :b ORDER BY day",
+        w=workspace_id,
+        a=start,
+        b=end,
+    ):
+        e = r["exact_json"] if isinstance(r["exact_json"], dict) else json.loads(r["exact_json"])
+        net = (
+            sum(Fraction(e[k]) for k in ("new", "expansion", "reactivation", "fx"))
+            - Fraction(e["contraction"])
+            - Fraction(e["churn"])
+        )
+        if Fraction(e["mrr"]) != Fraction(e["previous_mrr"]) + net:
+            bad.append(f"{workspace_id} {r['day']}")
+    return bad
