@@ -55,7 +55,7 @@ def _run(resources, start: str, end: str) -> dg.ExecuteInProcessResult:
 
 
 def test_daily_refresh_builds_marts_with_passing_blocking_checks(synced) -> None:
-    wh, resources, sim = synced
+    wh, resources, _sim = synced
     result = _run(resources, "2026-09-01", END.isoformat())
     assert result.success
     checks = {
