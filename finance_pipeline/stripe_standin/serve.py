@@ -2,6 +2,10 @@
 
     python -m finance_pipeline.stripe_standin.serve --port 12111 --fixture data.json
     python -m finance_pipeline.stripe_standin.serve --port 0 --seed 7 --customers 200 --months 18
+    python -m finance_pipeline.stripe_standin.serve --event-history full --customers 200
+
+``--event-history full`` simulates every event of the history and turns time travel on: the
+account is served as of the stand-in clock, which ``POST /_standin/clock`` moves through it.
 
 Prints the URL and the API keys, then serves until SIGINT/SIGTERM.
 """
@@ -36,12 +40,33 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--customers", type=int, default=50, help="simulated customers")
     p.add_argument("--months", type=int, default=12, help="simulated months of history")
     p.add_argument(
+        "--event-history",
+        choices=("retention", "full"),
+        default="retention",
+        help="simulated events: the last 30 days only (default) or the whole history "
+        "(implies --time-travel)",
+    )
+    p.add_argument(
+        "--time-travel",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="serve the account as of the stand-in clock (default: the fixture's "
+        "'time_travel' key, which full simulated histories set)",
+    )
+    p.add_argument(
+        "--clock",
+        type=int,
+        help="start with the clock frozen at this unix time (e.g. the start of the history)",
+    )
+    p.add_argument(
         "--write-fixture", type=Path, help="also write the served fixture to this JSON file"
     )
     return p
 
 
-def _simulated_fixture(seed: int, customers: int, months: int) -> dict[str, Any]:
+def _simulated_fixture(
+    seed: int, customers: int, months: int, event_history: str = "retention"
+) -> dict[str, Any]:
     try:
         module = importlib.import_module("finance_pipeline.stripe_standin.simulator")
     except ModuleNotFoundError as exc:
@@ -51,7 +76,9 @@ def _simulated_fixture(seed: int, customers: int, months: int) -> dict[str, Any]
             "error: no --fixture given and the simulator module "
             "finance_pipeline.stripe_standin.simulator is not available; pass --fixture PATH"
         ) from None
-    result = module.simulate(seed=seed, customers=customers, months=months)
+    # The default is not passed, so simulators without the option keep working.
+    extra = {} if event_history == "retention" else {"event_history": event_history}
+    result = module.simulate(seed=seed, customers=customers, months=months, **extra)
     return dict(result.fixture)
 
 
@@ -86,10 +113,12 @@ def run(
     args = _parser().parse_args(argv)
     try:
         if args.fixture is not None:
-            store = Store.load(args.fixture, seed=args.seed)
+            store = Store.load(args.fixture, seed=args.seed, time_travel=args.time_travel)
         else:
             store = Store.load(
-                _simulated_fixture(args.seed, args.customers, args.months), seed=args.seed
+                _simulated_fixture(args.seed, args.customers, args.months, args.event_history),
+                seed=args.seed,
+                time_travel=args.time_travel,
             )
     except (OSError, json.JSONDecodeError, StoreError) as exc:
         print(f"error: cannot load fixture: {exc}", file=sys.stderr)
@@ -97,6 +126,8 @@ def run(
     except SystemExit as exc:
         print(exc.code, file=sys.stderr)
         return 2
+    if args.clock is not None:
+        store.clock.set(args.clock)
     if args.write_fixture is not None:
         args.write_fixture.write_text(json.dumps(store.dump()), encoding="utf-8")
 
@@ -118,6 +149,8 @@ def run(
     ).start()
     print(f"stripe stand-in listening on {url}", flush=True)
     print(f"clock: {store.now()} ({'frozen' if store.clock.frozen else 'real time'})")
+    if store.time_travel:
+        print("time travel: on (the account is served as of the clock)")
     for key, info in store.keys().items():
         scope = "full access" if info.permissions is None else ",".join(sorted(info.permissions))
         acct = store.account_info(info.account_id)
@@ -127,7 +160,10 @@ def run(
             else {}
         )
         print(f"key {key} -> account {info.account_id} ({scope}) objects={counts}")
-    print(f"control plane: {url}/_standin/ (clock, faults, requests, dump, load)", flush=True)
+    print(
+        f"control plane: {url}/_standin/ (clock, time_travel, faults, requests, dump, load)",
+        flush=True,
+    )
     if ready is not None:
         ready(standin)
     try:

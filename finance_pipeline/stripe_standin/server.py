@@ -1032,6 +1032,12 @@ def _control_dispatch(
             else:
                 raise ValueError("POST /_standin/clock needs 'now' or 'advance'")
         return {"now": standin.now(), "frozen": standin.store.clock.frozen}
+    if route == "/time_travel":
+        if method == "POST":
+            if "enabled" not in body:
+                raise ValueError("POST /_standin/time_travel needs 'enabled'")
+            standin.set_time_travel(bool(body["enabled"]))
+        return {"enabled": standin.store.time_travel, "now": standin.now()}
     if route == "/faults":
         if method == "POST":
             standin.configure_faults(**body)
@@ -1219,6 +1225,10 @@ class StandIn:
         """Move the clock forward; returns the new now."""
         return self.store.clock.advance(seconds)
 
+    def set_time_travel(self, enabled: bool) -> None:
+        """Serve the account as of the clock (True) or its stored final state (False)."""
+        self.store.set_time_travel(enabled)
+
     def configure_faults(self, **settings: Any) -> dict[str, Any]:
         """Update fault settings (see ``faults.FaultConfig``); returns the full snapshot."""
         self.faults.configure(**settings)
@@ -1304,6 +1314,14 @@ class RemoteStandIn:
     def advance_clock(self, seconds: int) -> int:
         """Advance the remote clock; returns the new now."""
         return int(self._call("POST", "/clock", {"advance": seconds})["now"])
+
+    def set_time_travel(self, enabled: bool) -> None:
+        """Serve the remote account as of its clock (True) or its final state (False)."""
+        self._call("POST", "/time_travel", {"enabled": enabled})
+
+    def time_travel(self) -> bool:
+        """Whether the remote stand-in serves the account as of its clock."""
+        return bool(self._call("GET", "/time_travel")["enabled"])
 
     def configure_faults(self, **settings: Any) -> dict[str, Any]:
         """Update remote fault settings."""

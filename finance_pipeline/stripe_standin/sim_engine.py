@@ -292,6 +292,8 @@ class DiscSim:
     gt_start: int
     gt_end: int | None
     obj: dict[str, Any]
+    # The fixture object of the discount (its events point at it).
+    static: Static | None = None
 
 
 @dataclass(frozen=True)
@@ -379,13 +381,22 @@ class Engine:
     """Runs the simulation of one or more accounts and collects objects, events and timelines."""
 
     def __init__(
-        self, rng: random.Random, ids: Ids, start_ts: int, clock: int, livemode: bool = False
+        self,
+        rng: random.Random,
+        ids: Ids,
+        start_ts: int,
+        clock: int,
+        livemode: bool = False,
+        *,
+        full_history: bool = False,
     ) -> None:
         self.rng = rng
         self.ids = ids
         self.start_ts = start_ts
         self.clock = clock
         self.livemode = livemode
+        # Keep every event of the whole history (not only the 30 days Stripe retains).
+        self.full_history = full_history
         self.objects: dict[str, list[Any]] = {}
         self.events: list[tuple[int, int, str, Versioned, int]] = []
         self._event_keys: set[tuple[int, str, int]] = set()
@@ -398,8 +409,8 @@ class Engine:
         self.owner[id(obj)] = account
 
     def event(self, t: int, type_: str, obj: Versioned, idx: int) -> None:
-        """Log an event; it is rendered later only if inside the 30-day retention window."""
-        if t > self.clock or t < self.clock - EVENT_RETENTION:
+        """Log an event; kept only inside the 30-day retention window unless ``full_history``."""
+        if not self.full_history and (t > self.clock or t < self.clock - EVENT_RETENTION):
             return
         key = (id(obj), type_, t)
         if key in self._event_keys:
@@ -803,13 +814,23 @@ class SubSim(Versioned):
             subscription=self.id,
         )
         coupon.stripe["times_redeemed"] += 1
-        d = DiscSim(did, coupon, t, stripe_end, gt_start, gt_end, obj)
+        static = Static(obj, t)
+        d = DiscSim(did, coupon, t, stripe_end, gt_start, gt_end, obj, static)
         self.discounts.append(d)
         self.all_discounts.append(d)
-        self.eng.add(self.account, Static(obj, t))
+        self.eng.add(self.account, static)
+        if self.eng.full_history:
+            self.eng.event(t, "customer.discount.created", static, 0)
         if stripe_end is not None:
             self.schedule(stripe_end, "discount_end", d)
         return d
+
+    def _discounts_removed(self, t: int, removed: list[DiscSim]) -> None:
+        # Only the full history reports removals; the retained window must stay as it was.
+        if self.eng.full_history:
+            for d in removed:
+                if d.static is not None:
+                    self.eng.event(t, "customer.discount.deleted", d.static, 0)
 
     def percent_now(self) -> Fraction:
         """The percent-off of the attached discount (0 if none), for prorations."""
@@ -1298,11 +1319,14 @@ class SubSim(Versioned):
             return
         prev = self.period
         # A once discount covered exactly the period that just ended.
-        self.discounts = [
+        done = [
             d
             for d in self.discounts
-            if not (d.coupon.model.duration == "once" and d.gt_end is not None and d.gt_end <= t)
+            if d.coupon.model.duration == "once" and d.gt_end is not None and d.gt_end <= t
         ]
+        if done:
+            self._discounts_removed(t, done)
+            self.discounts = [d for d in self.discounts if all(d is not x for x in done)]
         self.k += 1
         self.period = (t, self.boundary(self.k + 1))
         specs = self.period_lines(self.period)
@@ -1404,6 +1428,7 @@ class SubSim(Versioned):
         if d in self.discounts:
             self.discounts.remove(d)
             if not self.ended:
+                self._discounts_removed(t, [d])
                 self.commit(t)
 
     def on_resume(self, t: int) -> None:

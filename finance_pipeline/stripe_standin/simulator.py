@@ -22,18 +22,34 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from finance_pipeline.lib.money import minor_unit_exponent, parse_decimal_amount
 from finance_pipeline.lib.timeutil import day_start_ts
 
 from . import shapes
 from .sim_catalog import Catalog, build_catalog, local_amount
-from .sim_engine import DAY, SCRIPTS, CustomerSim, Engine, Ids, Static, SubSim, run_customer
+from .sim_engine import (
+    DAY,
+    SCRIPTS,
+    ChargeSim,
+    CustomerSim,
+    Engine,
+    Ids,
+    InvoiceSim,
+    Static,
+    SubSim,
+    Versioned,
+    run_customer,
+)
 from .sim_model import ManualRecurring, SubTimeline
 from .sim_truth import GroundTruth, compute_ground_truth, gc_paused
 
-__all__ = ["LANDING_HEADERS", "Simulation", "fx_table", "simulate"]
+__all__ = ["LANDING_HEADERS", "EventHistory", "Simulation", "fx_table", "simulate"]
+
+#: ``retention``: events of the last 30 days before the clock only (what Stripe still serves);
+#: ``full``: every event of the whole history, for a time-travelling stand-in.
+EventHistory = Literal["retention", "full"]
 
 #: Approximate USD value of one unit of each currency at the start of the history.
 USD_VALUE = {
@@ -226,6 +242,7 @@ class Simulation:
     fixture: dict[str, Any]
     ground_truth: GroundTruth
     landing: dict[str, list[dict[str, str]]] = field(default_factory=dict)
+    event_history: EventHistory = "retention"
 
     @property
     def timelines(self) -> dict[str, SubTimeline]:
@@ -244,7 +261,11 @@ class Simulation:
         # Streamed object by object: a 10k-customer history is >1 GB of JSON, which should not
         # exist twice in memory.
         with out.open("w", encoding="utf-8") as fh:
-            fh.write('{"clock":' + dumps(self.fixture["clock"]) + ',"accounts":{')
+            fh.write('{"clock":' + dumps(self.fixture["clock"]))
+            for k, v in self.fixture.items():
+                if k not in ("clock", "accounts"):
+                    fh.write("," + dumps(k) + ":" + dumps(v))
+            fh.write(',"accounts":{')
             for i, (acct, body) in enumerate(self.fixture["accounts"].items()):
                 head = "".join(f"{dumps(k)}:{dumps(v)}," for k, v in body.items() if k != "objects")
                 fh.write(("," if i else "") + dumps(acct) + ":{" + head + '"objects":[')
@@ -283,14 +304,30 @@ def simulate(
     currencies: tuple[str, ...] = ("usd", "eur", "gbp", "jpy"),
     reporting_currency: str = "usd",
     tz: str = "UTC",
+    event_history: EventHistory = "retention",
 ) -> Simulation:
     """Generate ``customers`` customers over ``months`` months ending on local day ``end``.
 
     The clock is the last second of ``end`` in ``tz``; the history starts on the day after
-    ``end - months``. Customers are spread over ``accounts`` accounts.
+    ``end - months``. Customers are spread over ``accounts`` accounts. ``event_history="full"``
+    emits every event of the whole history (a ``*.created`` event per object, an update event per
+    change) and marks the fixture ``"time_travel": true`` so the stand-in serves the account as
+    of its clock; the objects themselves are the same as with ``"retention"``.
     """
+    if event_history not in ("retention", "full"):
+        raise ValueError(f"event_history must be 'retention' or 'full', not {event_history!r}")
     with gc_paused():
-        return _simulate(seed, customers, months, end, accounts, currencies, reporting_currency, tz)
+        return _simulate(
+            seed,
+            customers,
+            months,
+            end,
+            accounts,
+            currencies,
+            reporting_currency,
+            tz,
+            event_history,
+        )
 
 
 def _simulate(
@@ -302,6 +339,7 @@ def _simulate(
     currencies: tuple[str, ...],
     reporting_currency: str,
     tz: str,
+    event_history: EventHistory = "retention",
 ) -> Simulation:
     currencies = tuple(c.lower() for c in currencies)
     reporting_currency = reporting_currency.lower()
@@ -312,7 +350,7 @@ def _simulate(
     clock = day_start_ts(end + timedelta(days=1), tz) - 1
     rng = random.Random(seed)
     ids = Ids(seed)
-    eng = Engine(rng, ids, start_ts, clock)
+    eng = Engine(rng, ids, start_ts, clock, full_history=event_history == "full")
 
     acct_ids = [ids("acct")[:21] for _ in range(max(1, accounts))]
     catalogs: dict[str, Catalog] = {}
@@ -427,6 +465,7 @@ def _simulate(
         fixture=fixture,
         ground_truth=truth,
         landing=landing,
+        event_history=event_history,
     )
 
 
@@ -456,6 +495,9 @@ def _assemble(
             inv.status == "open" and inv.attempt_count > 0 for inv in cust.invoices
         )
 
+    if eng.full_history:
+        _complete_history(eng, catalogs, customers, subs)
+
     key_rng = random.Random(seed * 31 + 5)
     accounts: dict[str, Any] = {}
     for acct in acct_ids:
@@ -479,15 +521,49 @@ def _assemble(
         }
 
     sub_owner = {id(s): s.account for s in subs}
+    # Full history: the events of one version share one copy of it (a long history would
+    # otherwise hold several copies of every invoice with all its lines).
+    shared: dict[tuple[int, int], Any] | None = {} if eng.full_history else None
+    renders: dict[tuple[int, int], dict[str, Any]] = {}
+
+    def render(obj: Versioned, idx: int) -> dict[str, Any]:
+        if shared is None:
+            return obj.render(idx)
+        out = renders.get((id(obj), idx))
+        if out is None:
+            out = renders[(id(obj), idx)] = obj.render(idx)
+        return out
+
     for t, _seq, type_, obj, idx in sorted(eng.events, key=lambda e: (e[0], e[1])):
         acct = sub_owner.get(id(obj)) or eng.owner.get(id(obj))
         if acct is None:
             continue
-        data = obj.render(idx)
+        data = render(obj, idx)
         prev = None
         if type_.endswith(".updated") and idx > 0:
-            before = obj.render(idx - 1)
+            before = render(obj, idx - 1)
             prev = {k: before[k] for k in data if k in before and before[k] != data[k]}
+        if shared is not None:
+            copy_ = shared.get((id(obj), idx))
+            if copy_ is None:
+                copy_ = shared[(id(obj), idx)] = pickle.loads(pickle.dumps(data, -1))
+            body: dict[str, Any] = {"object": copy_}
+            if prev is not None:
+                body["previous_attributes"] = pickle.loads(pickle.dumps(prev, -1))
+            accounts[acct]["objects"].append(
+                {
+                    "id": ids("evt"),
+                    "object": "event",
+                    "api_version": shapes.API_VERSION,
+                    "created": t,
+                    "data": body,
+                    "livemode": False,
+                    "pending_webhooks": 0,
+                    "request": {"id": None, "idempotency_key": None},
+                    "type": type_,
+                }
+            )
+            continue
         # Events carry their own copy of the object as it was (pickle is a fast deep copy).
         accounts[acct]["objects"].append(
             {
@@ -506,7 +582,119 @@ def _assemble(
                 "type": type_,
             }
         )
+    if eng.full_history:
+        return {"clock": eng.clock, "time_travel": True, "accounts": accounts}
     return {"clock": eng.clock, "accounts": accounts}
+
+
+class _CustomerHistory(Versioned):
+    """The customer fields that invoicing changes over time: currency, next number, delinquent."""
+
+    def __init__(self, final: dict[str, Any], versions: list[tuple[int, Any]]) -> None:
+        super().__init__()
+        self.final = final
+        self.versions = versions
+
+    def render_snapshot(self, snap: Any) -> dict[str, Any]:
+        """The customer as it was in a recorded version."""
+        currency, next_seq, delinquent = snap
+        return {
+            **self.final,
+            "currency": currency,
+            "next_invoice_sequence": next_seq,
+            "delinquent": delinquent,
+        }
+
+
+def _customer_history(cust: CustomerSim) -> _CustomerHistory:
+    """Replay the customer's invoices: currency from the first invoice, one number per
+    finalized invoice, delinquent while an attempted invoice is open."""
+    deltas: list[tuple[int, int, int]] = []  # (instant, finalized +1, delinquent +-1)
+    for inv in cust.invoices:
+        if inv.finalized_at is not None:
+            deltas.append((inv.finalized_at, 1, 0))
+        was = False
+        for t, snap in inv.versions:
+            now = snap[0] == "open" and snap[5] > 0  # status, attempt_count
+            if now != was:
+                deltas.append((t, 0, 1 if now else -1))
+                was = now
+    first_invoice = min((inv.created for inv in cust.invoices), default=None)
+    if first_invoice is not None:
+        deltas.append((first_invoice, 0, 0))
+    deltas.sort()
+    versions: list[tuple[int, Any]] = [(cust.created, (None, 1, False))]
+    finalized = open_attempted = 0
+    for i, (t, fin, dl) in enumerate(deltas):
+        finalized += fin
+        open_attempted += dl
+        if i + 1 < len(deltas) and deltas[i + 1][0] == t:
+            continue
+        currency = cust.currency if first_invoice is not None and t >= first_invoice else None
+        state = (currency, finalized + 1, open_attempted > 0)
+        if state != versions[-1][1]:
+            versions.append((t, state))
+    return _CustomerHistory(cust.obj, versions)
+
+
+def _default_event(obj: Versioned, idx: int) -> str | None:
+    """The event type Stripe sends for a version no simulated action reported (None: none)."""
+    if isinstance(obj, SubSim):
+        return "customer.subscription.created" if idx == 0 else "customer.subscription.updated"
+    if isinstance(obj, InvoiceSim):
+        return "invoice.created" if idx == 0 else "invoice.updated"
+    if isinstance(obj, ChargeSim):
+        if idx == 0:
+            return "charge.succeeded" if obj.base["status"] == "succeeded" else "charge.failed"
+        return "charge.updated"
+    if isinstance(obj, Static):
+        kind = obj.obj.get("object")
+        if kind == "invoice_payment":
+            # Stripe has no event for a canceled (failed) invoice payment.
+            return "invoice_payment.paid" if obj.obj.get("status") == "paid" else None
+        # Balance transactions have no events at all.
+        return {
+            "refund": "refund.created",
+            "credit_note": "credit_note.created",
+            "discount": "customer.discount.created",
+        }.get(str(kind))
+    return None
+
+
+def _complete_history(
+    eng: Engine,
+    catalogs: dict[str, Catalog],
+    customers: list[CustomerSim],
+    subs: list[SubSim],
+) -> None:
+    """Full history: add the catalogue's and customers' events, then an event for every
+    recorded version of every object that no simulated action reported."""
+    for acct, cat in catalogs.items():
+        for kind, objs in (
+            ("product", cat.products),
+            ("price", [e.stripe for e in cat.prices]),
+            ("coupon", [c.stripe for c in cat.coupons]),
+        ):
+            for o in objs:
+                st = Static(o, o["created"])
+                eng.owner[id(st)] = acct
+                eng.event(o["created"], f"{kind}.created", st, 0)
+    for cust in customers:
+        hist = _customer_history(cust)
+        eng.owner[id(hist)] = cust.account
+        for idx in range(1, len(hist.versions)):
+            eng.event(hist.versions[idx][0], "customer.updated", hist, idx)
+    covered: dict[int, set[int]] = {}
+    for _t, _seq, _type, obj, idx in eng.events:
+        covered.setdefault(id(obj), set()).add(idx)
+    every: list[Versioned] = [*subs, *(o for objs in eng.objects.values() for o in objs)]
+    for obj in every:
+        have = covered.get(id(obj), set())
+        for idx, (t, _snap) in enumerate(obj.versions):
+            if idx not in have:
+                type_ = _default_event(obj, idx)
+                if type_ is not None:
+                    eng.event(t, type_, obj, idx)
 
 
 # --------------------------------------------------------------------------- landing folder

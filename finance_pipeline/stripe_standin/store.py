@@ -3,6 +3,12 @@
 Objects are indexed per account and type in Stripe's list order (``created`` desc, then insertion
 order desc) so list pages, cursors and ``created`` windows cost O(log n + page size). Serialized
 JSON per object is cached until the object changes. All methods are thread-safe.
+
+Time travel (``Store(time_travel=True)`` or fixture key ``"time_travel": true``): the read path
+serves each account as it was at the store clock. Objects created later do not exist, events
+after the clock are invisible, and an object with events is the ``data.object`` of its latest
+event at or before the clock. Per account, the events' snapshots are indexed by object and time
+(built lazily, dropped on any change), so a lookup is a dict access plus a bisect.
 """
 
 from __future__ import annotations
@@ -181,6 +187,31 @@ class AccountData:
     item_parent: dict[str, str] = field(default_factory=dict)
     cache: dict[str, bytes] = field(default_factory=dict)
     next_seq: int = 0
+    # Time-travel index (built on first use while time travel is on; None after any change).
+    history: _History | None = None
+
+
+_ABSENT: dict[str, Any] = {}
+
+
+@dataclass
+class _History:
+    """An account's objects through time, as recorded by its events (for time travel).
+
+    ``snapshots[oid]`` holds the object's events ordered by (created, insertion) and their
+    ``created`` values for bisecting. ``index`` lists per type the live objects plus deleted ones
+    whose deletion event is known (they exist before it). Derived objects (balance transactions
+    whose status depends on the clock, states before an object's first event) are made once and
+    kept here, so their serialized JSON can be cached by identity.
+    """
+
+    snapshots: dict[str, tuple[list[int], list[dict[str, Any]]]]
+    index: dict[str, _TypeIndex]
+    keys: dict[str, tuple[int, int]]
+    item_parent: dict[str, str]
+    derived: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    rendered: dict[int, tuple[Mapping[str, Any], bytes]] = field(default_factory=dict)
+    cache: tuple[int, dict[str, dict[str, Any]]] = (-1, {})
 
 
 def _sort_key(obj: Mapping[str, Any], seq: int) -> tuple[int, int]:
@@ -213,24 +244,50 @@ def _permissions(raw: Any) -> frozenset[str] | None:
 class Store:
     """All stand-in state: ``Store.load(doc_or_path)``, or ``Store()`` plus ``add_account``."""
 
-    def __init__(self, clock: Clock | int | None = None, *, seed: int = 0) -> None:
+    def __init__(
+        self, clock: Clock | int | None = None, *, seed: int = 0, time_travel: bool = False
+    ) -> None:
         self.clock = clock if isinstance(clock, Clock) else Clock(clock)
         self._accounts: dict[str, AccountData] = {}
         self._keys: dict[str, KeyInfo] = {}
         self._lock = threading.RLock()
         self._rand = random.Random(seed)
+        self._time_travel = bool(time_travel)
+
+    @property
+    def time_travel(self) -> bool:
+        """True when API reads show every account as of the store clock (not its final state)."""
+        return self._time_travel
+
+    def set_time_travel(self, enabled: bool) -> None:
+        """Serve accounts as of the clock (True) or in their stored final state (False)."""
+        self._time_travel = bool(enabled)
 
     # ------------------------------------------------------------------ loading / dumping
 
     @classmethod
-    def load(cls, doc_or_path: Mapping[str, Any] | str | Path, *, seed: int = 0) -> Store:
-        """A new store holding a fixture document (dict, or path to a JSON file)."""
+    def load(
+        cls,
+        doc_or_path: Mapping[str, Any] | str | Path,
+        *,
+        seed: int = 0,
+        time_travel: bool | None = None,
+    ) -> Store:
+        """A new store holding a fixture document (dict, or path to a JSON file).
+
+        ``time_travel`` None follows the fixture's ``"time_travel"`` key (default off).
+        """
         store = cls(seed=seed)
         store.restore(doc_or_path)
+        if time_travel is not None:
+            store.set_time_travel(time_travel)
         return store
 
     def restore(self, doc_or_path: Mapping[str, Any] | str | Path) -> None:
-        """Replace all accounts, keys, objects and the clock with a fixture document."""
+        """Replace all accounts, keys, objects and the clock with a fixture document.
+
+        A ``"time_travel"`` key in the document sets the flag; without one it is left as is.
+        """
         doc = _read_doc(doc_or_path)
         with self._lock:
             self._accounts.clear()
@@ -247,6 +304,8 @@ class Store:
         with self._lock:
             if set_clock and doc.get("clock") is not None:
                 self.clock.set(doc["clock"])
+            if "time_travel" in doc:
+                self.set_time_travel(bool(doc["time_travel"]))
             for acct_id, spec in accounts.items():
                 self.add_account(
                     acct_id,
@@ -277,6 +336,8 @@ class Store:
             doc: dict[str, Any] = {"accounts": accounts}
             if self.clock.frozen:
                 doc["clock"] = self.clock.now()
+            if self._time_travel:
+                doc["time_travel"] = True
             return doc
 
     # ------------------------------------------------------------------ accounts and keys
@@ -373,6 +434,7 @@ class Store:
         """Bulk add (or replace, if ``replace``) objects without events; returns the count."""
         with self._lock:
             acct = self._account(account_id)
+            acct.history = None
             # New objects are indexed in one sort at the end (fixtures hold 10^5 objects).
             fresh: dict[str, dict[str, tuple[int, int]]] = {}
             count = 0
@@ -486,6 +548,7 @@ class Store:
             old = acct.objects.get(object_id)
             if old is None or object_id in acct.deleted:
                 raise StoreError(f"no object {object_id!r} in account {account_id}")
+            acct.history = None
             self._unindex(acct, object_id)
             acct.objects[object_id] = {"id": object_id, "object": old["object"], "deleted": True}
             acct.deleted.add(object_id)
@@ -546,14 +609,31 @@ class Store:
     # ------------------------------------------------------------------ read path (server)
 
     def lookup(self, account_id: str, object_id: str) -> dict[str, Any] | None:
-        """The stored object (not a copy; callers must not mutate), subscription items included."""
+        """The object as served (not a copy; callers must not mutate), subscription items included.
+
+        Under time travel: the object as of the clock (None if it did not exist yet).
+        """
         acct = self._accounts.get(account_id)
         if acct is None:
             return None
+        if self._time_travel:
+            return self._lookup_as_of(acct, object_id, self.clock.now())
         obj = acct.objects.get(object_id)
         if obj is None and object_id in acct.item_parent:
             return self._find_item(acct, object_id)
         return obj
+
+    def as_of(
+        self, account_id: str, object_id: str, at: int | None = None
+    ) -> dict[str, Any] | None:
+        """A copy of the object as it was at ``at`` (default: the clock), from its events.
+
+        Works whether or not time travel is on; None when the object did not exist then.
+        """
+        with self._lock:
+            acct = self._account(account_id)
+            obj = self._lookup_as_of(acct, object_id, self.clock.now() if at is None else int(at))
+            return copy.deepcopy(obj) if obj is not None else None
 
     def page(
         self,
@@ -568,43 +648,72 @@ class Store:
     ) -> tuple[list[dict[str, Any]], bool]:
         """One list page in Stripe order and whether more matching objects follow.
 
+        Under time travel the page is taken from the account as of the clock: objects created
+        later are left out and ``predicate`` sees each object's state at the clock.
         Raises UnknownCursor(cursor) when a cursor is not an object of this type.
         """
         with self._lock:
             acct = self._account(account_id)
-            idx = acct.index.get(object_type) or _TypeIndex()
-            lo, hi = idx.window(created)
-            objects = acct.objects
+            fetch: Callable[[str], dict[str, Any] | None]
+            if self._time_travel:
+                clock = self.clock.now()
+                hist = self._history(acct)
+                idx = hist.index.get(object_type) or _TypeIndex()
+                window = dict(created or {})
+                window["lte"] = min(window.get("lte", clock), clock)
+                lo, hi = idx.window(window)
+
+                def fetch(oid: str) -> dict[str, Any] | None:
+                    obj = self._state_at(acct, hist, oid, clock)
+                    return None if obj is None or obj.get("deleted") else obj
+
+            else:
+                hist = None
+                idx = acct.index.get(object_type) or _TypeIndex()
+                lo, hi = idx.window(created)
+                fetch = acct.objects.__getitem__
+            ids = idx.ids
             if ending_before is not None:
-                pos = self._cursor_position(acct, idx, object_type, ending_before)
+                pos = self._cursor_position(acct, hist, idx, object_type, ending_before)
                 out: list[dict[str, Any]] = []
                 i = min(hi, pos) - 1
                 while i >= lo and len(out) <= limit:
-                    obj = objects[idx.ids[i]]
-                    if predicate is None or predicate(obj):
+                    obj = fetch(ids[i])
+                    if obj is not None and (predicate is None or predicate(obj)):
                         out.append(obj)
                     i -= 1
                 has_more = len(out) > limit
                 return list(reversed(out[:limit])), has_more
             if starting_after is not None:
-                pos = self._cursor_position(acct, idx, object_type, starting_after)
+                pos = self._cursor_position(acct, hist, idx, object_type, starting_after)
                 lo = max(lo, pos + 1)
             out = []
             i = lo
             while i < hi and len(out) <= limit:
-                obj = objects[idx.ids[i]]
-                if predicate is None or predicate(obj):
+                obj = fetch(ids[i])
+                if obj is not None and (predicate is None or predicate(obj)):
                     out.append(obj)
                 i += 1
             return out[:limit], len(out) > limit
 
     def _cursor_position(
-        self, acct: AccountData, idx: _TypeIndex, object_type: str, cursor: str
+        self,
+        acct: AccountData,
+        hist: _History | None,
+        idx: _TypeIndex,
+        object_type: str,
+        cursor: str,
     ) -> int:
-        obj = acct.objects.get(cursor)
-        if obj is None or obj.get("object") != object_type or cursor in acct.deleted:
+        if hist is None:
+            obj = acct.objects.get(cursor)
+        else:
+            obj = self._state_at(acct, hist, cursor, self.clock.now())
+        if obj is None or obj.get("object") != object_type or obj.get("deleted"):
             raise UnknownCursor(cursor)
-        pos = idx.position(_sort_key(obj, acct.seq[cursor]))
+        key = None if hist is None else hist.keys.get(cursor)
+        if key is None:
+            key = _sort_key(acct.objects[cursor], acct.seq[cursor])
+        pos = idx.position(key)
         if pos is None:
             raise UnknownCursor(cursor)
         return pos
@@ -652,6 +761,17 @@ class Store:
         oid = obj.get("id")
         if acct is None or obj.get("object") == "subscription_item" or not isinstance(oid, str):
             return _dumps(self.render(obj))
+        if acct.objects.get(oid) is not obj:
+            hist = acct.history
+            if hist is None or not self._time_travel:
+                return _dumps(self.render(obj))
+            # A past state: an event snapshot or a derived object, both kept by the history.
+            hit = hist.rendered.get(id(obj))
+            if hit is not None and hit[0] is obj:
+                return hit[1]
+            body = _dumps(self.render(obj))
+            hist.rendered[id(obj)] = (obj, body)
+            return body
         cached = acct.cache.get(oid)
         if cached is None:
             cached = _dumps(self.render(obj))
@@ -664,6 +784,7 @@ class Store:
         """Serialize every live object now (else each is serialized on first read); returns count.
 
         Useful before benchmarks: the first full read of a large fixture then runs at cached speed.
+        Under time travel it also builds the accounts' history indexes.
         """
         with self._lock:
             targets = [
@@ -671,6 +792,10 @@ class Store:
                 for acct in self._accounts.values()
                 if account_id is None or acct.id == account_id
             ]
+            if self._time_travel:
+                for acct in self._accounts.values():
+                    if account_id is None or acct.id == account_id:
+                        self._history(acct)
         count = 0
         for acct_id, objs in targets:
             for obj in objs:
@@ -678,6 +803,141 @@ class Store:
                     self.rendered_json(acct_id, obj)
                     count += 1
         return count
+
+    # ------------------------------------------------------------------ time travel
+
+    def _history(self, acct: AccountData) -> _History:
+        hist = acct.history
+        if hist is not None:
+            return hist
+        with self._lock:
+            if acct.history is None:
+                acct.history = self._build_history(acct)
+            return acct.history
+
+    def _build_history(self, acct: AccountData) -> _History:
+        found: dict[str, list[tuple[int, int, dict[str, Any]]]] = {}
+        events = acct.index.get("event")
+        for eid in events.ids if events is not None else ():
+            ev = acct.objects[eid]
+            inner = (ev.get("data") or {}).get("object")
+            if isinstance(inner, Mapping) and isinstance(inner.get("id"), str):
+                found.setdefault(inner["id"], []).append(
+                    (int(ev.get("created") or 0), acct.seq[eid], ev)
+                )
+        snapshots: dict[str, tuple[list[int], list[dict[str, Any]]]] = {}
+        item_parent = dict(acct.item_parent)
+        for oid, entries in found.items():
+            entries.sort(key=lambda e: (e[0], e[1]))
+            snapshots[oid] = ([e[0] for e in entries], [e[2] for e in entries])
+            for _, _, ev in entries:
+                inner = ev["data"]["object"]
+                if inner.get("object") == "subscription":
+                    for item in (inner.get("items") or {}).get("data") or []:
+                        if isinstance(item, Mapping) and isinstance(item.get("id"), str):
+                            item_parent.setdefault(item["id"], oid)
+        # Deleted objects stay listable until their deletion event.
+        keys: dict[str, tuple[int, int]] = {}
+        extra: dict[str, list[tuple[tuple[int, int], str]]] = {}
+        for oid in acct.deleted:
+            snaps = snapshots.get(oid)
+            if snaps is None or not _is_deletion(snaps[1][-1]):
+                continue
+            first = snaps[1][0]["data"]["object"]
+            born = first.get("created")
+            key = (-int(born if isinstance(born, int) else snaps[0][0]), -acct.seq[oid])
+            keys[oid] = key
+            extra.setdefault(str(first.get("object")), []).append((key, oid))
+        index = dict(acct.index)
+        for otype, entries in extra.items():
+            base = acct.index.get(otype) or _TypeIndex()
+            merged = sorted([*zip(base.keys, base.ids, strict=True), *entries])
+            full = _TypeIndex()
+            full.keys = [k for k, _ in merged]
+            full.ids = [i for _, i in merged]
+            index[otype] = full
+        return _History(snapshots=snapshots, index=index, keys=keys, item_parent=item_parent)
+
+    def _lookup_as_of(self, acct: AccountData, object_id: str, at: int) -> dict[str, Any] | None:
+        hist = self._history(acct)
+        if object_id not in acct.objects and object_id in hist.item_parent:
+            sub = self._state_at(acct, hist, hist.item_parent[object_id], at)
+            if sub is None or sub.get("deleted"):
+                return None
+            for item in (sub.get("items") or {}).get("data") or []:
+                if item.get("id") == object_id:
+                    return item
+            return None
+        return self._state_at(acct, hist, object_id, at)
+
+    def _state_at(
+        self, acct: AccountData, hist: _History, oid: str, at: int
+    ) -> dict[str, Any] | None:
+        """The object as it was at ``at`` (cached per clock value), or None if not born yet."""
+        memo_at, memo = hist.cache
+        if memo_at != at:
+            memo = {}
+            hist.cache = (at, memo)
+        hit = memo.get(oid)
+        if hit is None:
+            found = self._resolve(acct, hist, oid, at)
+            hit = memo[oid] = _ABSENT if found is None else found
+        return None if hit is _ABSENT else hit
+
+    def _resolve(
+        self, acct: AccountData, hist: _History, oid: str, at: int
+    ) -> dict[str, Any] | None:
+        obj = acct.objects.get(oid)
+        if obj is None:
+            return None
+        if obj.get("object") == "event":
+            return obj if int(obj.get("created") or 0) <= at else None
+        snaps = hist.snapshots.get(oid)
+        if snaps is None:
+            if obj.get("deleted"):
+                return obj  # deleted without an event: no known lifetime, deleted at any clock
+            created = obj.get("created")
+            if isinstance(created, int) and created > at:
+                return None
+            return self._at_clock(hist, obj, at)
+        times, events = snaps
+        i = bisect.bisect_right(times, at) - 1
+        if i < 0:
+            first = events[0]["data"]
+            born = first["object"].get("created")
+            if born is None:
+                born = times[0]
+            if int(born) > at:
+                return None
+            # Older than its first event: undo that event's previous_attributes.
+            key = (oid, "before_first")
+            before = hist.derived.get(key)
+            if before is None:
+                before = dict(first["object"])
+                before.update(first.get("previous_attributes") or {})
+                hist.derived[key] = before
+            return self._at_clock(hist, before, at)
+        # Deleted by its last event from then on; deleted without an event: at any clock.
+        if obj.get("deleted") and (i == len(events) - 1 or not _is_deletion(events[-1])):
+            return obj
+        return self._at_clock(hist, events[i]["data"]["object"], at)
+
+    @staticmethod
+    def _at_clock(hist: _History, obj: dict[str, Any], at: int) -> dict[str, Any]:
+        """Fields that follow from the clock alone: a balance transaction becomes available."""
+        if obj.get("object") != "balance_transaction":
+            return obj
+        available_on = obj.get("available_on")
+        if obj.get("status") not in ("pending", "available") or not isinstance(available_on, int):
+            return obj
+        status = "available" if available_on <= at else "pending"
+        if obj["status"] == status:
+            return obj
+        key = (str(obj.get("id")), status)
+        variant = hist.derived.get(key)
+        if variant is None:
+            variant = hist.derived[key] = {**obj, "status": status}
+        return variant
 
     # ------------------------------------------------------------------ internals
 
@@ -746,6 +1006,12 @@ class Store:
         """Account records (internal; read-only)."""
         with self._lock:
             yield from list(self._accounts.values())
+
+
+def _is_deletion(event: Mapping[str, Any]) -> bool:
+    """An event that removes its object (``customer.subscription.deleted`` only cancels)."""
+    inner = (event.get("data") or {}).get("object") or {}
+    return str(event.get("type", "")).endswith(".deleted") and inner.get("object") != "subscription"
 
 
 def redact_key(key: str) -> str:
