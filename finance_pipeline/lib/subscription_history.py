@@ -121,13 +121,18 @@ class _Snap:
     obj: Obj
 
 
-def _items_of(obj: Obj, fallback: Sequence[Obj] | None = None) -> list[Obj]:
+def _items_of(obj: Obj, fallback: Sequence[Obj] | None = None, at: int | None = None) -> list[Obj]:
     embedded = obj.get("items") or {}
     data = list(embedded.get("data") or [])
     if embedded.get("has_more") and fallback:
-        # Events embed at most 10 items; beyond that the current full list is the best evidence.
+        # Events embed at most 10 items; beyond that the current full list is the best evidence,
+        # limited to items that already existed at the snapshot's instant.
         known = {i["id"] for i in data}
-        data += [i for i in fallback if i["id"] not in known]
+        data += [
+            i
+            for i in fallback
+            if i["id"] not in known and (at is None or int(i.get("created") or 0) <= at)
+        ]
     return data
 
 
@@ -203,7 +208,7 @@ class _Builder:
         self, obj: Obj, start: int, end: int | None, past_due_since: int | None
     ) -> SubscriptionState:
         items = []
-        for it in _items_of(obj, self.inp.items):
+        for it in _items_of(obj, self.inp.items, start):
             spec = self.price(
                 it.get("price"), it.get("tax_rates") or self.item_tax_rates.get(it["id"], ())
             )

@@ -77,7 +77,7 @@ def _value_on(series: list[tuple[date, Fraction]], day: date) -> Fraction:
     return value
 
 
-@pytest.mark.parametrize("seed", [3])
+@pytest.mark.parametrize("seed", [3, 11])
 def test_replayed_pipeline_equals_ground_truth_every_customer_every_day(
     warehouse: Warehouse, seed: int
 ) -> None:
