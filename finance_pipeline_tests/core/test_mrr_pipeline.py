@@ -150,3 +150,45 @@ def test_incremental_window_equals_full_rebuild(synced) -> None:
         )
         == wh_rows_moves
     )
+
+
+def test_retention_rates_for_any_period_come_from_the_marts(synced) -> None:
+    """metrics.md §6 over a period read back from the marts, checked against stored exact values."""
+    import json
+    from fractions import Fraction
+
+    from finance_pipeline.metrics.retention_io import PeriodNotMaterialized, retention_for_period
+
+    wh, resources, _sim = synced
+    assert _run(resources, "2026-05-01", END.isoformat()).success
+    got = retention_for_period(wh, "ws1", "usd", date(2026, 9, 1), date(2026, 9, 30))
+    opening = wh.rows(
+        "SELECT exact_json FROM mart.mrr_daily WHERE workspace_id = 'ws1' AND day = :d",
+        d=date(2026, 8, 31),
+    )[0]["exact_json"]
+    opening_mrr = Fraction((opening if isinstance(opening, dict) else json.loads(opening))["mrr"])
+    assert got.starting_customers > 5 and got.mrr_start == opening_mrr
+    moves = {k: Fraction(0) for k in ("churn", "contraction", "expansion", "reactivation")}
+    for r in wh.rows(
+        "SELECT kind, amount_exact FROM mart.mrr_movements WHERE workspace_id = 'ws1'"
+        " AND day >= :a AND day <= :b",
+        a=date(2026, 9, 1),
+        b=date(2026, 9, 30),
+    ):
+        if r["kind"] in moves:
+            moves[r["kind"]] += Fraction(r["amount_exact"])
+    assert got.gross_mrr_churn_rate == (moves["churn"] + moves["contraction"]) / opening_mrr
+    assert (
+        got.net_mrr_churn_rate
+        == (moves["churn"] + moves["contraction"] - moves["expansion"] - moves["reactivation"])
+        / opening_mrr
+    )
+    assert got.logo_churn_rate == Fraction(got.churned_customers, got.starting_customers)
+    assert (
+        got.nrr == got.mrr_end_cohort / got.mrr_start
+        and got.grr == got.mrr_retained / got.mrr_start
+    )
+    with pytest.raises(PeriodNotMaterialized, match="backfill"):
+        retention_for_period(wh, "ws1", "usd", date(2024, 1, 1), date(2024, 1, 31))
+    with pytest.raises(ValueError, match="before its start"):
+        retention_for_period(wh, "ws1", "usd", date(2026, 9, 30), date(2026, 9, 1))

@@ -1,0 +1,90 @@
+"""Churn and retention rates (metrics.md §6) for any period, read from the MRR marts."""
+
+from __future__ import annotations
+
+import json
+from datetime import date, timedelta
+from fractions import Fraction
+
+from finance_pipeline.lib.ledger import fx_lookup
+from finance_pipeline.lib.mrr_timeline import Movement, MrrChange
+from finance_pipeline.lib.retention import RetentionRates, period_retention
+from finance_pipeline.warehouse.db import Warehouse
+
+
+class PeriodNotMaterialized(ValueError):
+    """The marts do not cover the days a period needs; a backfill must run first."""
+
+
+def retention_for_period(
+    wh: Warehouse, workspace_id: str, reporting_currency: str, start: date, end: date
+) -> RetentionRates:
+    """Logo churn, GRR/NRR and MRR churn rates for [start, end] from mart.mrr_changes/movements."""
+    if end < start:
+        raise ValueError(f"period end {end} is before its start {start}")
+    needed = [start - timedelta(days=1), end]
+    have = {
+        str(r["day"])
+        for r in wh.rows(
+            "SELECT day FROM mart.mrr_daily WHERE workspace_id = :w AND (day = :a OR day = :b)",
+            w=workspace_id,
+            a=needed[0],
+            b=needed[1],
+        )
+    }
+    missing = [str(d) for d in needed if str(d) not in have]
+    if missing:
+        raise PeriodNotMaterialized(
+            f"MRR marts of {workspace_id} do not cover {', '.join(missing)}; backfill those "
+            "partitions (mart/mrr_daily) first"
+        )
+    changes = [
+        MrrChange(
+            workspace_id=workspace_id,
+            customer_id=r["customer_id"],
+            currency=r["currency"],
+            day=_day(r["day"]),
+            mrr=Fraction(r["mrr_exact"]),
+            cmrr=Fraction(r["cmrr_exact"]),
+            active_subscriptions=int(r["active_subscriptions"]),
+            by_plan={k: Fraction(v) for k, v in _json(r["by_plan_json"]).items()},
+            churn_reason=r["churn_reason"],
+        )
+        for r in wh.rows(
+            "SELECT * FROM mart.mrr_changes WHERE workspace_id = :w AND day <= :b ORDER BY day",
+            w=workspace_id,
+            b=end,
+        )
+    ]
+    movements = [
+        Movement(
+            workspace_id,
+            r["customer_id"],
+            _day(r["day"]),
+            r["kind"],
+            Fraction(r["amount_exact"]),
+            r["reason"],
+        )
+        for r in wh.rows(
+            "SELECT * FROM mart.mrr_movements WHERE workspace_id = :w AND day >= :a AND day <= :b",
+            w=workspace_id,
+            a=start,
+            b=end,
+        )
+    ]
+    fx = fx_lookup(
+        wh.rows(
+            "SELECT base, currency, date, rate FROM core.fx_rates WHERE base = :b",
+            b=reporting_currency,
+        ),
+        reporting_currency,
+    )
+    return period_retention(changes, movements, fx, reporting_currency, start, end)
+
+
+def _day(value: object) -> date:
+    return value if isinstance(value, date) else date.fromisoformat(str(value))
+
+
+def _json(value: object) -> dict:
+    return value if isinstance(value, dict) else json.loads(str(value))
