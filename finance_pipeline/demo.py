@@ -276,7 +276,7 @@ def run_demo(
         run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
     )
     print(
-        f"\nJob rebuild_marts (full history, one run): "
+        f"\nJob rebuild_marts ({first_day}..{last_day}, one run): "
         f"{'succeeded' if result.success else 'FAILED'} in {time.time() - t:.1f} s"
     )
     if not result.success:
