@@ -24,6 +24,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
+from finance_pipeline.lib.ingest_validation import CSV_HEADERS
 from finance_pipeline.lib.money import minor_unit_exponent, parse_decimal_amount
 from finance_pipeline.lib.timeutil import day_start_ts
 
@@ -77,41 +78,8 @@ SEGMENTS = {
     "api": 9,
     "teampack": 10,
 }
-LANDING_HEADERS = {
-    "costs": [
-        "external_id",
-        "name",
-        "amount",
-        "currency",
-        "category",
-        "is_recurring",
-        "note",
-        "date",
-        "customer_tag",
-    ],
-    "expenses": ["external_id", "subtype", "amount_cents", "currency", "occurred_at", "vendor"],
-    "usage_costs": [
-        "external_id",
-        "customer_tag",
-        "model",
-        "cost_microdollars",
-        "request_count",
-        "occurred_at",
-        "currency",
-    ],
-    "revenue": [
-        "external_id",
-        "type",
-        "subtype",
-        "amount",
-        "currency",
-        "date",
-        "customer_id",
-        "source",
-        "note",
-    ],
-    "fx_rates": ["date", "currency", "rate", "base"],
-}
+# The landing CSV contract is the validator's: the simulator writes exactly what the pipeline reads.
+LANDING_HEADERS = {kind: list(cols) for kind, cols in CSV_HEADERS.items()}
 _NAME_A = [
     "Acme",
     "Globex",
