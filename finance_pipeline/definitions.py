@@ -4,9 +4,13 @@ from datetime import timedelta
 
 import dagster as dg
 
+from finance_pipeline.alerts.assets import alerts
 from finance_pipeline.core.assets import fx_rates, ledger, subscription_history
+from finance_pipeline.forecasting.assets import forecasts
 from finance_pipeline.ingest.landing_assets import landing_files, landing_folder_sensor, landing_job
 from finance_pipeline.ingest.stripe_assets import stripe_assets
+from finance_pipeline.margins.assets import customer_margins_monthly, recognized_revenue_monthly
+from finance_pipeline.metrics.cfo_assets import cfo_marts
 from finance_pipeline.metrics.mrr_assets import mrr_marts
 from finance_pipeline.partitions import daily_partitions
 from finance_pipeline.resources import StripeResource, WarehouseResource
@@ -17,6 +21,7 @@ RESTATEMENT_DAYS = 3
 stripe_ingest = dg.AssetSelection.assets(*stripe_assets)
 core_assets = dg.AssetSelection.assets(fx_rates, ledger, subscription_history)
 mrr = dg.AssetSelection.assets(mrr_marts)
+cfo = dg.AssetSelection.assets(cfo_marts, alerts)
 
 ingest_job = dg.define_asset_job(
     "stripe_ingest",
@@ -25,14 +30,40 @@ ingest_job = dg.define_asset_job(
 )
 daily_refresh_job = dg.define_asset_job(
     "daily_refresh",
-    selection=stripe_ingest | core_assets | mrr,
-    description="Stripe ingest, then core tables, then the MRR marts for the partition range.",
+    selection=stripe_ingest | core_assets | mrr | cfo,
+    description="Stripe ingest, then core tables, then the MRR, CFO, revenue and alert marts for "
+    "the partition range.",
 )
 marts_job = dg.define_asset_job(
     "rebuild_marts",
-    selection=core_assets | mrr,
-    description="Rebuild core tables and the MRR marts from raw (e.g. a full-history backfill).",
+    selection=core_assets | mrr | cfo,
+    description="Rebuild core tables and the daily marts from raw (e.g. a full-history backfill).",
 )
+
+
+monthly_job = dg.define_asset_job(
+    "monthly_margins_and_forecasts",
+    selection=dg.AssetSelection.assets(
+        recognized_revenue_monthly, customer_margins_monthly, forecasts
+    ),
+    description="Recognized revenue, customer margins and the default forecast for a month.",
+)
+
+
+@dg.schedule(
+    job=monthly_job,
+    cron_schedule="0 4 1 * *",
+    execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="On the 1st, after the daily refresh: margins and forecast of the month just closed.",
+)
+def monthly_margins(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
+    """One run for the month that just ended."""
+    month_start = (context.scheduled_execution_time.replace(day=1) - timedelta(days=1)).replace(
+        day=1
+    )
+    key = month_start.strftime("%Y-%m-%d")
+    return dg.RunRequest(run_key=f"monthly_margins:{key}", partition_key=key)
 
 
 @dg.schedule(
@@ -58,9 +89,21 @@ def daily_refresh(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
 
 
 defs = dg.Definitions(
-    assets=[*stripe_assets, landing_files, fx_rates, ledger, subscription_history, mrr_marts],
-    jobs=[ingest_job, landing_job, daily_refresh_job, marts_job],
-    schedules=[daily_refresh],
+    assets=[
+        *stripe_assets,
+        landing_files,
+        fx_rates,
+        ledger,
+        subscription_history,
+        mrr_marts,
+        cfo_marts,
+        alerts,
+        recognized_revenue_monthly,
+        customer_margins_monthly,
+        forecasts,
+    ],
+    jobs=[ingest_job, landing_job, daily_refresh_job, marts_job, monthly_job],
+    schedules=[daily_refresh, monthly_margins],
     sensors=[landing_folder_sensor],
     resources={"warehouse": WarehouseResource(), "stripe": StripeResource()},
 )

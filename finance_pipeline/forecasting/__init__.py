@@ -1,0 +1,1 @@
+"""Default monthly forecasts (metrics.md §12)."""

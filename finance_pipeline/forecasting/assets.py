@@ -1,0 +1,199 @@
+"""Each workspace's default forecast per month (metrics.md §12, seeds/004 forecast shape).
+
+For the month partition M, as_of is M's last day. Start values: MRR(as_of) from mart.mrr_daily, the
+workspace's cash on hand, and the recurring expenses (expenses and fees that are not one-time) of
+the 30 local days ending as_of from core.ledger. Assumptions come from history
+(`lib.forecast.history_assumptions` over the trailing 3 complete months). A workspace without cash
+or without enough history gets no default forecast; the reason is in the run's metadata.
+"""
+
+import time
+import uuid
+from datetime import date, timedelta
+from typing import Any
+
+import dagster as dg
+import sqlalchemy as sa
+
+from finance_pipeline.lib.forecast import (
+    ForecastValidationError,
+    MonthAggregate,
+    forecast,
+    history_assumptions,
+    last_complete_month,
+    month_label,
+)
+from finance_pipeline.lib.money import round_half_away
+from finance_pipeline.margins.assets import RECOGNIZED_KEY, _plain
+from finance_pipeline.partitions import monthly_partitions
+from finance_pipeline.resources import WarehouseResource
+from finance_pipeline.tenancy import Workspace, list_workspaces
+from finance_pipeline.warehouse.db import Warehouse
+
+FORECASTS_KEY = dg.AssetKey(["mart", "forecasts"])
+HORIZON_MONTHS = 12
+DEFAULT_NAME = "Default forecast"
+_ID_NS = uuid.UUID("0b7a4f52-9a3e-4c55-8f0e-2d6c1e7b9a41")
+
+
+def _month_bounds(month: str) -> tuple[date, date]:
+    first = date(int(month[:4]), int(month[5:]), 1)
+    nxt = date(first.year + (first.month == 12), first.month % 12 + 1, 1)
+    return first, nxt - timedelta(days=1)
+
+
+def _mrr_row(wh: Warehouse, ws_id: str, day: date) -> dict[str, Any] | None:
+    rows = wh.rows(
+        "SELECT mrr_micros, paying_customers FROM mart.mrr_daily WHERE workspace_id = :w"
+        " AND day = (SELECT MAX(day) FROM mart.mrr_daily WHERE workspace_id = :w AND day <= :d)",
+        w=ws_id,
+        d=day,
+    )
+    return rows[0] if rows else None
+
+
+def month_aggregate(wh: Warehouse, ws_id: str, month: str) -> MonthAggregate:
+    """History of one month for the default assumptions (§12)."""
+    first, last = _month_bounds(month)
+    start = _mrr_row(wh, ws_id, first - timedelta(days=1)) or {}
+    moves = wh.rows(
+        "SELECT COALESCE(SUM(new_micros + expansion_micros + reactivation_micros), 0) AS up,"
+        " COALESCE(SUM(churned_customers), 0) AS churned FROM mart.mrr_daily"
+        " WHERE workspace_id = :w AND day >= :a AND day <= :b",
+        w=ws_id,
+        a=first,
+        b=last,
+    )[0]
+    recognized = wh.scalar(
+        "SELECT COALESCE(SUM(amount_reporting_micros), 0) FROM core.recognized_revenue_monthly"
+        " WHERE workspace_id = :w AND month = :m AND amount_reporting_micros IS NOT NULL",
+        w=ws_id,
+        m=month,
+    )
+    cogs = wh.scalar(
+        "SELECT COALESCE(SUM(amount_reporting_micros), 0) FROM core.ledger WHERE workspace_id = :w"
+        " AND kind IN ('expense', 'fee') AND category = 'COGS' AND day >= :a AND day <= :b",
+        w=ws_id,
+        a=first,
+        b=last,
+    )
+    return MonthAggregate(
+        month=month,
+        start_mrr_micros=int(start.get("mrr_micros") or 0),
+        new_expansion_reactivation_micros=int(moves["up"]),
+        customers_at_start=int(start.get("paying_customers") or 0),
+        customers_churned=int(moves["churned"]),
+        recognized_revenue_micros=int(recognized or 0),
+        cogs_micros=int(cogs or 0),
+    )
+
+
+def recurring_expenses_30d(wh: Warehouse, ws_id: str, as_of: date) -> int:
+    """Expenses and fees of the 30 local days ending as_of, one-time expenses excluded (§9)."""
+    return int(
+        wh.scalar(
+            "SELECT COALESCE(SUM(amount_reporting_micros), 0) FROM core.ledger"
+            " WHERE workspace_id = :w AND kind IN ('expense', 'fee')"
+            " AND (subtype IS NULL OR subtype NOT IN ('one_time_expense', 'one_time'))"
+            " AND day >= :a AND day <= :b",
+            w=ws_id,
+            a=as_of - timedelta(days=29),
+            b=as_of,
+        )
+        or 0
+    )
+
+
+def default_forecast(wh: Warehouse, ws: Workspace, as_of: date) -> dict[str, Any]:
+    """The request and response of a workspace's default forecast at as_of (raises on no data)."""
+    last = last_complete_month(as_of)
+    first = date(int(last[:4]), int(last[5:]), 1)
+    history = history_assumptions(
+        [month_aggregate(wh, ws.id, month_label(first, -k)) for k in range(3)], as_of
+    )
+    mrr = _mrr_row(wh, ws.id, as_of) or {}
+    request = {"as_of": as_of.isoformat(), "horizon_months": HORIZON_MONTHS, "name": DEFAULT_NAME}
+    cash_cents = (
+        None
+        if ws.cash_on_hand_micros is None
+        else round_half_away(ws.cash_on_hand_micros, 10_000) // 10_000
+    )
+    response = forecast(
+        request,
+        start_mrr_micros=int(mrr.get("mrr_micros") or 0),
+        cash_on_hand_cents=cash_cents,
+        monthly_recurring_expenses_micros=recurring_expenses_30d(wh, ws.id, as_of),
+        history=history,
+        today=as_of,
+    )
+    return {"request": request, "response": response}
+
+
+@dg.asset(
+    key=FORECASTS_KEY,
+    deps=[
+        dg.AssetKey(["mart", "mrr_daily"]),
+        dg.AssetKey(["mart", "mrr_movements"]),
+        dg.AssetKey(["core", "ledger"]),
+        RECOGNIZED_KEY,
+    ],
+    partitions_def=monthly_partitions,
+    group_name="forecasts",
+    kinds={"sql", "python"},
+    description="Each workspace's default 12-month forecast (base/best/worst) as of the month's "
+    "last day, with history-derived assumptions (metrics.md §12).",
+)
+def forecasts(
+    context: dg.AssetExecutionContext, warehouse: WarehouseResource
+) -> dg.MaterializeResult:
+    """Compute and store the default forecast of every workspace, replacing the month's default."""
+    wh = warehouse.get()
+    window = context.partition_time_window
+    as_of = window.end.date() - timedelta(days=1)
+    month = f"{as_of.year:04d}-{as_of.month:02d}"
+    month_start = date(as_of.year, as_of.month, 1)
+    written: dict[str, str] = {}
+    skipped: dict[str, str] = {}
+    now = int(time.time())
+    rows = []
+    for ws in list_workspaces(wh):
+        try:
+            fc = default_forecast(wh, ws, as_of)
+        except ForecastValidationError as exc:
+            skipped[ws.id] = f"{exc.code}: {exc.message}"
+            continue
+        fid = "fc_" + uuid.uuid5(_ID_NS, f"{ws.id}\x1f{month}").hex
+        fc["response"]["id"] = fid
+        rows.append(
+            {
+                "id": fid,
+                "workspace_id": ws.id,
+                "name": DEFAULT_NAME,
+                "as_of": as_of,
+                "horizon_months": HORIZON_MONTHS,
+                "request_json": fc["request"],
+                "response_json": _plain(fc["response"]),
+                "created_at": now,
+                "is_default": True,
+            }
+        )
+        written[ws.id] = fid
+    with wh.begin() as db:
+        for ws in list_workspaces(wh):
+            db.execute(
+                wh.text(
+                    "DELETE FROM mart.forecasts WHERE workspace_id = :w AND is_default = :t"
+                    " AND as_of >= :a AND as_of <= :b"
+                ),
+                {"w": ws.id, "t": True, "a": month_start, "b": as_of},
+            )
+        if rows:
+            db.execute(sa.insert(wh.table("mart.forecasts")), rows)
+    return dg.MaterializeResult(
+        metadata={
+            "as_of": as_of.isoformat(),
+            "forecasts_written": len(rows),
+            "written": dg.MetadataValue.json(written),
+            "skipped": dg.MetadataValue.json(skipped),
+        }
+    )

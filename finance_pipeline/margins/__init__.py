@@ -1,0 +1,1 @@
+"""Recognized revenue and customer margins (metrics.md §8, §11)."""

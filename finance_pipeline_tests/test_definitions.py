@@ -1,0 +1,42 @@
+"""The Dagster project as a data engineer sees it: it loads, everything that must run unattended is
+RUNNING by default, schedules ask for the right partitions, and every asset is documented."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import dagster as dg
+
+from finance_pipeline.definitions import RESTATEMENT_DAYS, daily_refresh, defs, monthly_margins
+
+
+def test_definitions_load_and_every_asset_has_group_kinds_and_description() -> None:
+    graph = defs.resolve_asset_graph()
+    keys = list(graph.get_all_asset_keys())
+    assert len(keys) >= 30
+    for key in keys:
+        node = graph.get(key)
+        assert node.group_name and node.group_name != "default", key
+        assert node.description, key
+        assert node.kinds, key
+
+
+def test_automation_is_running_by_default() -> None:
+    for schedule in defs.schedules or []:
+        assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING, schedule.name
+    for sensor in defs.sensors or []:
+        assert sensor.default_status == dg.DefaultSensorStatus.RUNNING, sensor.name
+
+
+def test_daily_refresh_restates_a_trailing_window() -> None:
+    ctx = dg.build_schedule_context(scheduled_execution_time=datetime(2026, 11, 23, 2, 15, tzinfo=UTC))
+    req = daily_refresh(ctx)
+    assert req.tags["dagster/asset_partition_range_end"] == "2026-11-22"
+    assert req.tags["dagster/asset_partition_range_start"] == "2026-11-20"
+    assert RESTATEMENT_DAYS == 3 and req.run_key == "daily_refresh:2026-11-22"
+
+
+def test_monthly_schedule_closes_the_previous_month() -> None:
+    ctx = dg.build_schedule_context(scheduled_execution_time=datetime(2027, 1, 1, 4, tzinfo=UTC))
+    req = monthly_margins(ctx)
+    assert req.partition_key == "2026-12-01" and req.run_key == "monthly_margins:2026-12-01"
