@@ -29,7 +29,9 @@ def test_automation_is_running_by_default() -> None:
 
 
 def test_daily_refresh_restates_a_trailing_window() -> None:
-    ctx = dg.build_schedule_context(scheduled_execution_time=datetime(2026, 11, 23, 2, 15, tzinfo=UTC))
+    ctx = dg.build_schedule_context(
+        scheduled_execution_time=datetime(2026, 11, 23, 2, 15, tzinfo=UTC)
+    )
     req = daily_refresh(ctx)
     assert req.tags["dagster/asset_partition_range_end"] == "2026-11-22"
     assert req.tags["dagster/asset_partition_range_start"] == "2026-11-20"
