@@ -19,7 +19,7 @@ from typing import Any
 from finance_pipeline.deployment import dagster_home
 from finance_pipeline.settings import PROJECT_ROOT, Settings, get_settings
 
-DEMO_MART_DAYS = 62
+DEMO_MART_DAYS = 35
 SERVICES = ("stripe_standin", "dagster_daemon", "dagster_webserver")
 
 
@@ -202,6 +202,24 @@ def _print_roll_forward(settings: Settings, last_day: date) -> None:
         )
 
 
+def _print_cfo(settings: Settings, day: date) -> None:
+    """The CFO headline of the last day, per workspace."""
+    from finance_pipeline.resources import warehouse_for
+
+    wh = warehouse_for(settings.resolved_warehouse_url)
+    for r in wh.rows(
+        "SELECT * FROM mart.cfo_metrics_daily WHERE day = :d ORDER BY workspace_id", d=day
+    ):
+        cur = r["currency"].upper()
+        print(
+            f"\nCFO metrics {day}, {r['workspace_id']}: net revenue 30d "
+            f"{r['net_revenue_cents_30d'] / 100:,.2f} {cur}, burn 30d {r['burn_cents_30d'] / 100:,.2f} "
+            f"{cur}, runway {r['runway_months'] or 'n/a'} months"
+        )
+    n = wh.scalar("SELECT COUNT(*) FROM mart.alerts WHERE day = :d", d=day)
+    print(f"Alerts on {day}: {n}")
+
+
 def run_demo(
     *, customers: int, months: int, seed: int, standin_port: int, ui_port: int, serve: bool
 ) -> int:
@@ -282,6 +300,23 @@ def run_demo(
     if not result.success:
         return 1
     _print_roll_forward(settings, last_day)
+
+    # The month just closed: recognized revenue, customer margins and the default forecast.
+    closed = (last_day.replace(day=1) - timedelta(days=1)).replace(day=1)
+    t = time.time()
+    result = defs.resolve_job_def("monthly_margins_and_forecasts").execute_in_process(
+        instance=instance,
+        raise_on_error=False,
+        partition_key=closed.isoformat(),
+        run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+    )
+    print(
+        f"\nJob monthly_margins_and_forecasts ({closed:%Y-%m}): "
+        f"{'succeeded' if result.success else 'FAILED'} in {time.time() - t:.1f} s"
+    )
+    if not result.success:
+        return 1
+    _print_cfo(settings, last_day)
 
     ui = f"http://127.0.0.1:{ui_port}"
     if serve:

@@ -129,19 +129,26 @@ def default_forecast(wh: Warehouse, ws: Workspace, as_of: date) -> dict[str, Any
     return {"request": request, "response": response}
 
 
-@dg.asset(
-    key=FORECASTS_KEY,
-    deps=[
-        dg.AssetKey(["mart", "mrr_daily"]),
-        dg.AssetKey(["mart", "mrr_movements"]),
-        dg.AssetKey(["core", "ledger"]),
-        RECOGNIZED_KEY,
+@dg.multi_asset(
+    name="forecasts",
+    specs=[
+        dg.AssetSpec(
+            FORECASTS_KEY,
+            deps=[
+                dg.AssetKey(["mart", "mrr_daily"]),
+                dg.AssetKey(["mart", "mrr_movements"]),
+                dg.AssetKey(["core", "ledger"]),
+                RECOGNIZED_KEY,
+            ],
+            partitions_def=monthly_partitions,
+            group_name="forecasts",
+            kinds={"sql", "python"},
+            description="Each workspace's default 12-month forecast (base/best/worst) as of the "
+            "month's last day, with history-derived assumptions (metrics.md §12).",
+        )
     ],
-    partitions_def=monthly_partitions,
-    group_name="forecasts",
-    kinds={"sql", "python"},
-    description="Each workspace's default 12-month forecast (base/best/worst) as of the month's "
-    "last day, with history-derived assumptions (metrics.md §12).",
+    # Same policy as the margins it runs with, so a monthly job has one backfill policy.
+    backfill_policy=dg.BackfillPolicy.single_run(),
 )
 def forecasts(
     context: dg.AssetExecutionContext, warehouse: WarehouseResource
@@ -149,35 +156,41 @@ def forecasts(
     """Compute and store the default forecast of every workspace, replacing the month's default."""
     wh = warehouse.get()
     window = context.partition_time_window
-    as_of = window.end.date() - timedelta(days=1)
-    month = f"{as_of.year:04d}-{as_of.month:02d}"
-    month_start = date(as_of.year, as_of.month, 1)
     written: dict[str, str] = {}
     skipped: dict[str, str] = {}
     now = int(time.time())
     rows = []
-    for ws in list_workspaces(wh):
-        try:
-            fc = default_forecast(wh, ws, as_of)
-        except ForecastValidationError as exc:
-            skipped[ws.id] = f"{exc.code}: {exc.message}"
-            continue
-        fid = "fc_" + uuid.uuid5(_ID_NS, f"{ws.id}\x1f{month}").hex
-        fc["response"]["id"] = fid
-        rows.append(
-            {
-                "id": fid,
-                "workspace_id": ws.id,
-                "name": DEFAULT_NAME,
-                "as_of": as_of,
-                "horizon_months": HORIZON_MONTHS,
-                "request_json": fc["request"],
-                "response_json": _plain(fc["response"]),
-                "created_at": now,
-                "is_default": True,
-            }
-        )
-        written[ws.id] = fid
+    months: list[tuple[date, date]] = []
+    cursor = window.start.date()
+    while cursor < window.end.date():
+        nxt = (cursor.replace(day=28) + timedelta(days=4)).replace(day=1)
+        months.append((cursor, nxt - timedelta(days=1)))  # (month start, as_of = last day)
+        cursor = nxt
+    for _month_start, as_of in months:
+        month = f"{as_of.year:04d}-{as_of.month:02d}"
+        for ws in list_workspaces(wh):
+            try:
+                fc = default_forecast(wh, ws, as_of)
+            except ForecastValidationError as exc:
+                skipped[f"{ws.id} {month}"] = f"{exc.code}: {exc.message}"
+                continue
+            fid = "fc_" + uuid.uuid5(_ID_NS, f"{ws.id}\x1f{month}").hex
+            fc["response"]["id"] = fid
+            rows.append(
+                {
+                    "id": fid,
+                    "workspace_id": ws.id,
+                    "name": DEFAULT_NAME,
+                    "as_of": as_of,
+                    "horizon_months": HORIZON_MONTHS,
+                    "request_json": fc["request"],
+                    "response_json": _plain(fc["response"]),
+                    "created_at": now,
+                    "is_default": True,
+                }
+            )
+            written[f"{ws.id} {month}"] = fid
+    first, last = months[0][0], months[-1][1]
     with wh.begin() as db:
         for ws in list_workspaces(wh):
             db.execute(
@@ -185,15 +198,17 @@ def forecasts(
                     "DELETE FROM mart.forecasts WHERE workspace_id = :w AND is_default = :t"
                     " AND as_of >= :a AND as_of <= :b"
                 ),
-                {"w": ws.id, "t": True, "a": month_start, "b": as_of},
+                {"w": ws.id, "t": True, "a": first, "b": last},
             )
         if rows:
             db.execute(sa.insert(wh.table("mart.forecasts")), rows)
+    as_of = last
     return dg.MaterializeResult(
+        asset_key=FORECASTS_KEY,
         metadata={
             "as_of": as_of.isoformat(),
             "forecasts_written": len(rows),
             "written": dg.MetadataValue.json(written),
             "skipped": dg.MetadataValue.json(skipped),
-        }
+        },
     )
