@@ -24,6 +24,20 @@ def _payload(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else json.loads(value)
 
 
+def _json_field(wh: Warehouse, key: str) -> str:
+    """SQL for one top-level field of the stored payload (JSON text or NULL).
+
+    Invoice and line payloads are large (an invoice embeds its lines); decoding them whole to
+    read one field was a hotspot of the history rebuild.
+    """
+    return f"json_extract(payload, '$.{key}')" if wh.is_sqlite else f"payload -> '{key}'"
+
+
+def _json_value(value: Any) -> Any:
+    # SQLite returns arrays and objects as JSON text, PostgreSQL (jsonb) as decoded values.
+    return json.loads(value) if isinstance(value, str) else value
+
+
 def _discount_id(value: Any) -> str | None:
     return value.get("id") if isinstance(value, Mapping) else value
 
@@ -58,15 +72,13 @@ def load_history_inputs(wh: Warehouse, workspace_id: str) -> list[HistoryInputs]
     lines: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in wh.rows(
         "SELECT subscription, subscription_item, price, quantity, amount, period_start, period_end,"
-        " proration, payload FROM raw.stripe_invoice_lines"
-        " WHERE workspace_id = :w AND subscription IS NOT NULL",
+        f" proration, {_json_field(wh, 'discount_amounts')} AS discount_amounts"
+        " FROM raw.stripe_invoice_lines WHERE workspace_id = :w AND subscription IS NOT NULL",
         **q,
     ):
         row = dict(r)
-        payload = _payload(row.pop("payload"))
-        row["discount_ids"] = [
-            _discount_id(d.get("discount")) for d in payload.get("discount_amounts") or ()
-        ]
+        amounts = _json_value(row.pop("discount_amounts"))
+        row["discount_ids"] = [_discount_id(d.get("discount")) for d in amounts or ()]
         lines[r["subscription"]].append(row)
     prices = {
         r["id"]: _payload(r["payload"])
@@ -75,13 +87,14 @@ def load_history_inputs(wh: Warehouse, workspace_id: str) -> list[HistoryInputs]
     invoices = {
         r["id"]: dict(r)
         for r in wh.rows(
-            "SELECT id, subscription, status, billing_reason, paid_at, payload FROM raw.stripe_invoices"
+            "SELECT id, subscription, status, billing_reason, paid_at,"
+            f" {_json_field(wh, 'discounts')} AS discounts FROM raw.stripe_invoices"
             " WHERE workspace_id = :w AND subscription IS NOT NULL",
             **q,
         )
     }
     for inv in invoices.values():
-        for d in _payload(inv.pop("payload")).get("discounts") or ():
+        for d in _json_value(inv.pop("discounts")) or ():
             if isinstance(d, Mapping):
                 discounts[d["id"]] = dict(d)
     for sub in subs:
@@ -103,6 +116,14 @@ def load_history_inputs(wh: Warehouse, workspace_id: str) -> list[HistoryInputs]
     by_sub_invoices: dict[str, dict[str, Any]] = defaultdict(dict)
     for inv_id, inv in invoices.items():
         by_sub_invoices[inv["subscription"]][inv_id] = inv
+    # Discounts are grouped per subscription, in their workspace order: the history builder scans
+    # every discount it is given for each interval, and handing it the whole workspace's made the
+    # rebuild grow with subscriptions x discounts.
+    owned: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
+    for did, d in discounts.items():
+        owner = _ref_id(d.get("subscription"))
+        if owner is not None:
+            owned[owner][did] = d
     return [
         HistoryInputs(
             workspace_id=workspace_id,
@@ -111,12 +132,43 @@ def load_history_inputs(wh: Warehouse, workspace_id: str) -> list[HistoryInputs]
             events=events.get(sub["id"], []),
             lines=lines.get(sub["id"], []),
             prices=prices,
-            discounts=discounts,
+            discounts=_discounts_for(sub, events.get(sub["id"], ()), owned, discounts),
             attempts=attempts.get(sub["id"], []),
             invoices=by_sub_invoices.get(sub["id"], {}),
         )
         for sub in subs
     ]
+
+
+def _ref_id(value: Any) -> str | None:
+    """An expandable reference's id (as `subscription_history` reads it)."""
+    if value is None:
+        return None
+    return value.get("id") if isinstance(value, Mapping) else str(value)
+
+
+def _discounts_for(
+    sub: Mapping[str, Any],
+    events: Iterable[Mapping[str, Any]],
+    owned: Mapping[str, Mapping[str, dict[str, Any]]],
+    every: Mapping[str, dict[str, Any]],
+) -> dict[str, dict[str, Any]]:
+    """The discounts the history of one subscription can use: those attached to it, plus any
+    other one its current payload or events name by id (a customer-level discount)."""
+    out = dict(owned.get(sub["id"], {}))
+    named = [sub.get("discounts")]
+    for ev in events:
+        data = ev.get("data") or {}
+        named.append((data.get("object") or {}).get("discounts"))
+        named.append((data.get("previous_attributes") or {}).get("discounts"))
+    for refs in named:
+        for ref in refs or ():
+            if isinstance(ref, Mapping):
+                continue  # expanded: used as it is, never looked up
+            key = str(ref)
+            if key not in out and key in every:
+                out[key] = every[key]
+    return out
 
 
 def _price_json(p: PriceSpec) -> dict[str, Any]:

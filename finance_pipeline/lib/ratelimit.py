@@ -14,7 +14,11 @@ from dataclasses import dataclass, field
 
 
 class TokenBucket:
-    """Allows `rate` acquisitions per second on average with bursts up to `burst`; thread-safe."""
+    """Allows `rate` acquisitions per second on average with bursts up to `burst`; thread-safe.
+
+    Waiters reserve their slot under the lock, so concurrent callers are spaced `1 / rate` apart
+    instead of waking together. `hold` stops everyone for a while (a server's Retry-After).
+    """
 
     def __init__(
         self,
@@ -31,6 +35,7 @@ class TokenBucket:
         self._tokens = self.burst
         self._clock = clock
         self._sleep = sleep
+        # Tokens accrue from here on; a hold moves it into the future.
         self._last = clock()
         self._lock = threading.Lock()
         self.waited_seconds = 0.0
@@ -39,14 +44,31 @@ class TokenBucket:
         """Block until `tokens` are available; returns the seconds waited."""
         with self._lock:
             now = self._clock()
-            self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate)
-            self._last = now
+            if now > self._last:
+                self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate)
+                self._last = now
             self._tokens -= tokens
-            wait = -self._tokens / self.rate if self._tokens < 0 else 0.0
+            wait = self._last - now
+            if self._tokens < 0:
+                wait += -self._tokens / self.rate
         if wait > 0:
             self._sleep(wait)
-            self.waited_seconds += wait
-        return wait
+            with self._lock:
+                self.waited_seconds += wait
+            return wait
+        return 0.0
+
+    def hold(self, seconds: float) -> None:
+        """Let nobody through for `seconds` from now, then resume at `rate` with no burst."""
+        if seconds <= 0:
+            return
+        with self._lock:
+            now = self._clock()
+            if now > self._last:
+                self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate)
+            self._last = max(self._last, now + seconds)
+            # Slots already reserved stay reserved (after the hold); nothing is saved up.
+            self._tokens = min(self._tokens, 0.0)
 
 
 @dataclass

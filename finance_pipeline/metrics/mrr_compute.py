@@ -10,7 +10,7 @@ from typing import Any
 
 from finance_pipeline.core.history_io import states_from_rows
 from finance_pipeline.lib.ledger import fx_lookup
-from finance_pipeline.lib.mrr import Settings, round_micros
+from finance_pipeline.lib.mrr import Settings
 from finance_pipeline.lib.mrr_timeline import (
     CompanyDay,
     ManualRecurring,
@@ -23,6 +23,19 @@ from finance_pipeline.tenancy import Workspace
 from finance_pipeline.warehouse.db import Warehouse
 
 MONEY_FIELDS = ("mrr", "cmrr", "new", "expansion", "reactivation", "contraction", "churn", "fx")
+
+
+def _round_micros(value: Fraction | int) -> int:
+    """Exact micro-units -> whole micro-units, half away from zero (as `lib.mrr.round_micros`).
+
+    Integer arithmetic on numerator and denominator: the marts round every movement and plan row,
+    and Fraction arithmetic made this a hotspot of a full-history rebuild.
+    """
+    n, d = value.numerator, value.denominator  # d > 0
+    q, r = divmod(-n if n < 0 else n, d)
+    if 2 * r >= d:
+        q += 1
+    return -q if n < 0 else q
 
 
 def _exact(x: Fraction) -> str:
@@ -83,7 +96,6 @@ def compute_mrr_window(wh: Warehouse, ws: Workspace, start: date, end: date) -> 
     movements = daily_movements(changes, fx, ws.reporting_currency, start=start, end=end)
     days = [start + timedelta(days=i) for i in range((end - start).days + 1)]
     company = company_daily(changes, movements, days, fx, ws.reporting_currency)
-    plans = plan_daily(changes, days, fx, ws.reporting_currency)
     out = MrrWindow(company=company)
     for c in changes:
         if start <= c.day <= end:
@@ -93,8 +105,8 @@ def compute_mrr_window(wh: Warehouse, ws: Workspace, start: date, end: date) -> 
                     "customer_id": c.customer_id,
                     "currency": c.currency,
                     "day": c.day,
-                    "mrr_micros": round_micros(c.mrr),
-                    "cmrr_micros": round_micros(c.cmrr),
+                    "mrr_micros": _round_micros(c.mrr),
+                    "cmrr_micros": _round_micros(c.cmrr),
                     "active_subscriptions": c.active_subscriptions,
                     "mrr_exact": _exact(c.mrr),
                     "cmrr_exact": _exact(c.cmrr),
@@ -102,26 +114,31 @@ def compute_mrr_window(wh: Warehouse, ws: Workspace, start: date, end: date) -> 
                     "churn_reason": c.churn_reason,
                 }
             )
-    merged: dict[tuple[str, date, str], dict[str, Any]] = {}
+    # One row per customer, day and kind; the first movement's reason names it. Most keys have a
+    # single movement, so amounts are added only when a key repeats.
+    merged: dict[tuple[str, date, str], list[Any]] = {}
     for m in movements:
         key = (m.customer_id, m.day, m.kind)
-        row = merged.setdefault(
-            key,
+        acc = merged.get(key)
+        if acc is None:
+            merged[key] = [m, m.amount]
+        else:
+            acc[1] += m.amount
+    for m, exact in merged.values():
+        out.movements.append(
             {
                 "workspace_id": ws.id,
                 "customer_id": m.customer_id,
                 "day": m.day,
                 "kind": m.kind,
-                "exact": Fraction(0),
                 "reason": m.reason,
-            },
+                "amount_micros": _round_micros(exact),
+                "amount_exact": _exact(exact),
+            }
         )
-        row["exact"] += m.amount
-    for row in merged.values():
-        exact = row.pop("exact")
-        out.movements.append(
-            {**row, "amount_micros": round_micros(exact), "amount_exact": _exact(exact)}
-        )
+    # Movements are the bulk of a long window: drop them before the plan summary is built, so
+    # the engine's objects and the mart rows are not all held at the peak.
+    del movements, merged
     for d in company:
         if not d.identity_holds():
             out.identity_failures.append(
@@ -133,8 +150,8 @@ def compute_mrr_window(wh: Warehouse, ws: Workspace, start: date, end: date) -> 
                 "workspace_id": ws.id,
                 "day": d.day,
                 "currency": ws.reporting_currency,
-                **{f"{f}_micros": round_micros(getattr(d, f)) for f in MONEY_FIELDS},
-                "arr_micros": round_micros(d.arr),
+                **{f"{f}_micros": _round_micros(getattr(d, f)) for f in MONEY_FIELDS},
+                "arr_micros": _round_micros(d.arr),
                 "active_subscriptions": d.active_subscriptions,
                 "paying_customers": d.paying_customers,
                 "new_customers": d.new_customers,
@@ -148,14 +165,14 @@ def compute_mrr_window(wh: Warehouse, ws: Workspace, start: date, end: date) -> 
                 },
             }
         )
-    for p in plans:
+    for p in plan_daily(changes, days, fx, ws.reporting_currency):
         out.plans.append(
             {
                 "workspace_id": ws.id,
                 "day": p.day,
                 "plan_id": p.plan,
                 "currency": ws.reporting_currency,
-                "mrr_micros": round_micros(p.mrr),
+                "mrr_micros": _round_micros(p.mrr),
                 "subscriptions": p.subscriptions,
                 "mrr_exact": _exact(p.mrr),
             }

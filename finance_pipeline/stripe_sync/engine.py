@@ -11,18 +11,26 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterable
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
 from finance_pipeline.lib import stripe_extract
 from finance_pipeline.stripe_sync.gateway import StripeGateway, StripeSyncError
 from finance_pipeline.stripe_sync.streams import STREAMS, Stream, SubList
-from finance_pipeline.warehouse.db import Warehouse
+from finance_pipeline.warehouse.db import Warehouse, json_doc
+
+T = TypeVar("T")
+# Reads of truncated sub-lists under way: (position of the parent, sub-list) -> all its items.
+Remote = dict[tuple[int, SubList], Future[list[dict[str, Any]]]]
 
 EVENT_RETENTION_SECONDS = 30 * 86400
+# Bind parameters per stale-children DELETE: far below SQLite's and PostgreSQL's limits.
+_STALE_PARAMS = 5000
 # Re-read a little earlier than Stripe's retention so clock skew cannot open a gap.
 FULL_RESYNC_AFTER_SECONDS = EVENT_RETENTION_SECONDS - 86400
 # Stripe's list index can lag creation by a few minutes.
@@ -62,6 +70,39 @@ class StreamResult:
         return self.listed + self.refreshed
 
 
+class _Fetcher:
+    """Runs Stripe reads on worker threads while the caller extracts and writes.
+
+    Results come back through futures in the order the caller asks for them, so the outcome is
+    the same as reading sequentially; `future.result()` re-raises a worker's exception unchanged
+    (same type, same message). `close` waits for reads still in flight, so no request of a sync
+    outlives it. With `workers=0` every read runs at once in the caller's thread.
+    """
+
+    def __init__(self, workers: int) -> None:
+        self._pool = (
+            ThreadPoolExecutor(max_workers=workers, thread_name_prefix="stripe-fetch")
+            if workers > 0
+            else None
+        )
+
+    def submit(self, fn: Callable[..., T], *args: Any) -> Future[T]:
+        """Start `fn(*args)`; the future holds its result or its exception."""
+        if self._pool is not None:
+            return self._pool.submit(fn, *args)
+        fut: Future[T] = Future()
+        try:
+            fut.set_result(fn(*args))
+        except BaseException as exc:
+            fut.set_exception(exc)
+        return fut
+
+    def close(self) -> None:
+        """Drop reads not started yet and wait for those in flight (their results are unused)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+
 class StripeStreamSync:
     """Syncs streams of one workspace into the warehouse."""
 
@@ -74,6 +115,7 @@ class StripeStreamSync:
         page_size: int = 100,
         clock: Callable[[], float] = time.time,
         stop_after_pages: int | None = None,
+        fetch_workers: int = 4,
     ) -> None:
         self.wh = wh
         self.gw = gateway
@@ -82,6 +124,8 @@ class StripeStreamSync:
         self.clock = clock
         # Test hook: simulate a run killed after N committed pages.
         self.stop_after_pages = stop_after_pages
+        # Reads in flight besides the next page (sub-lists, refreshes); 0 = fully sequential.
+        self.fetch_workers = fetch_workers
 
     # ---- state -------------------------------------------------------------------------------
     def _state(self, stream: str) -> dict[str, Any]:
@@ -104,7 +148,13 @@ class StripeStreamSync:
             )
 
     # ---- rows --------------------------------------------------------------------------------
-    def _row(self, obj: dict[str, Any], now: int, **extra: Any) -> dict[str, Any]:
+    def _row(
+        self,
+        obj: dict[str, Any],
+        now: int,
+        parent_column: str | None = None,
+        parent_id: str | None = None,
+    ) -> dict[str, Any]:
         if bool(obj.get("livemode", self.conn.livemode)) != self.conn.livemode:
             raise StripeSyncError(
                 f"workspace {self.conn.workspace_id}: Stripe returned a "
@@ -116,13 +166,15 @@ class StripeStreamSync:
             "id": obj["id"],
             "account_id": self.conn.account_id,
             "livemode": self.conn.livemode,
-            "payload": obj,
+            # Encoded once here; the warehouse stores the text as it is.
+            "payload": json_doc(obj),
             "synced_at": now,
         }
         if "created" in obj:
             row["created"] = obj["created"]
         row.update(stripe_extract.EXTRACTORS[obj["object"]](obj))
-        row.update(extra)
+        if parent_column is not None:
+            row[parent_column] = parent_id
         return row
 
     def _complete_sublist(self, parent: dict[str, Any], sub: SubList) -> list[dict[str, Any]]:
@@ -143,22 +195,55 @@ class StripeStreamSync:
             items.extend(page)
         return items
 
+    def _read_sublists(
+        self, stream: Stream, objects: list[dict[str, Any]], fetcher: _Fetcher
+    ) -> Remote:
+        """Start reading the rest of every sub-list Stripe cut at 10, keyed by object position."""
+        remote: Remote = {}
+        for i, obj in enumerate(objects):
+            if obj.get("object") != stream.object_type:
+                continue
+            for sub in stream.sublists:
+                if (obj.get(sub.key) or {}).get("has_more"):
+                    remote[(i, sub)] = fetcher.submit(self._complete_sublist, obj, sub)
+        return remote
+
+    def _read_page(
+        self, stream: Stream, params: dict[str, Any], fetcher: _Fetcher
+    ) -> tuple[list[dict[str, Any]], bool, Remote]:
+        """One list page, with the reads of its truncated sub-lists already under way."""
+        page, has_more = self.gw.list_page(stream.resource, params)
+        return page, has_more, self._read_sublists(stream, page, fetcher)
+
+    def _read_object(
+        self, stream: Stream, object_id: str, fetcher: _Fetcher
+    ) -> tuple[dict[str, Any] | None, Remote]:
+        """One object by id (None once deleted), with its truncated sub-lists under way."""
+        obj = self.gw.retrieve(stream.resource, object_id)
+        return obj, ({} if obj is None else self._read_sublists(stream, [obj], fetcher))
+
     def _rows_for(
-        self, stream: Stream, objects: Iterable[dict[str, Any]], now: int
+        self, stream: Stream, objects: list[dict[str, Any]], now: int, remote: Remote
     ) -> tuple[list[dict[str, Any]], dict[SubList, tuple[list[str], list[dict[str, Any]]]]]:
+        # Rows come out in document order and the first failure in that order is the one
+        # raised, as when every sub-list was read in turn.
         rows = []
         subrows: dict[SubList, tuple[list[str], list[dict[str, Any]]]] = {
             s: ([], []) for s in stream.sublists
         }
-        for obj in objects:
+        for i, obj in enumerate(objects):
             if obj.get("object") != stream.object_type:
                 continue
             rows.append(self._row(obj, now))
             for sub in stream.sublists:
                 parents, children = subrows[sub]
                 parents.append(obj["id"])
-                for child in self._complete_sublist(obj, sub):
-                    children.append(self._row(child, now, **{sub.parent_column: obj["id"]}))
+                fut = remote.get((i, sub))
+                items = (
+                    fut.result() if fut is not None else (obj.get(sub.key) or {}).get("data") or []
+                )
+                for child in items:
+                    children.append(self._row(child, now, sub.parent_column, obj["id"]))
         return rows, subrows
 
     def _write(
@@ -173,26 +258,38 @@ class StripeStreamSync:
         for sub, (parents, children) in subrows.items():
             if not parents:
                 continue
-            # A child no longer on its parent (a removed item, a draft line) must not linger.
-            tbl = self.wh.table(sub.table)
-            keep = {c["id"] for c in children}
-            for start in range(0, len(parents), 500):
-                chunk = parents[start : start + 500]
-                existing = db.execute(
-                    sa.select(tbl.c.id).where(
-                        tbl.c.workspace_id == self.conn.workspace_id,
-                        tbl.c[sub.parent_column].in_(chunk),
-                    )
-                ).scalars()
-                stale = [i for i in existing if i not in keep]
-                if stale:
-                    db.execute(
-                        sa.delete(tbl).where(
-                            tbl.c.workspace_id == self.conn.workspace_id, tbl.c.id.in_(stale)
-                        )
-                    )
+            self._delete_stale_children(db, sub, parents, children)
             written += self.wh.upsert(db, sub.table, children, key=("workspace_id", "id"))
         return written
+
+    def _delete_stale_children(
+        self,
+        db: sa.Connection,
+        sub: SubList,
+        parents: list[str],
+        children: list[dict[str, Any]],
+    ) -> None:
+        """Delete stored children of `parents` that are no longer on them (a removed item, a
+        draft's replaced line), in one statement per batch of parents, without reading ids back."""
+        tbl = self.wh.table(sub.table)
+        column = sub.parent_column
+        kept: dict[str, list[str]] = {}
+        for child in children:
+            kept.setdefault(child[column], []).append(child["id"])
+        batch: list[str] = []
+        keep: list[str] = []
+        for i, parent in enumerate(parents):
+            batch.append(parent)
+            keep.extend(kept.get(parent, ()))
+            if i + 1 == len(parents) or len(batch) + len(keep) >= _STALE_PARAMS:
+                db.execute(
+                    sa.delete(tbl).where(
+                        tbl.c.workspace_id == self.conn.workspace_id,
+                        tbl.c[column].in_(batch),
+                        tbl.c.id.not_in(keep),
+                    )
+                )
+                batch, keep = [], []
 
     # ---- sync --------------------------------------------------------------------------------
     def sync(self, stream_name: str) -> StreamResult:
@@ -226,48 +323,66 @@ class StripeStreamSync:
         # Events seen before the pass started are the ones the refresh below must cover.
         events_hw = self._events_high_water() if stream.mutable else None
 
-        has_more = True
-        while has_more:
+        def list_params(after: str | None) -> dict[str, Any]:
             params: dict[str, Any] = {"limit": self.page_size, **stream.list_params}
             if lower is not None:
                 params["created"] = {"gte": lower}
-            if starting_after:
-                params["starting_after"] = starting_after
-            page, has_more = self.gw.list_page(stream.resource, params)
-            if not page:
-                has_more = False
-            rows, subrows = self._rows_for(stream, page, now)
-            if page:
-                starting_after = page[-1]["id"]
-                page_max = max(int(o.get("created") or 0) for o in page)
-                pass_max = page_max if pass_max is None else max(pass_max, page_max)
-            with self.wh.begin() as db:
-                result.sublist_rows += self._write(db, stream, rows, subrows)
-                self._save_state(
-                    db,
-                    stream.name,
-                    cursor_json={
-                        "lower": lower,
-                        "starting_after": starting_after,
-                        "pass_max": pass_max,
-                        "full": full,
-                    }
-                    if has_more
-                    else None,
-                    last_attempt_at=now,
-                    status="running",
-                )
-            result.listed += len(rows)
-            result.pages += 1
-            if (
-                self.stop_after_pages is not None
-                and result.pages >= self.stop_after_pages
-                and has_more
-            ):
-                raise KeyboardInterrupt("stopped after page (test hook)")
+            if after:
+                params["starting_after"] = after
+            return params
 
-        if stream.mutable:
-            result.refreshed = self._refresh(stream, state, full, now, result)
+        # One thread for the next page plus `fetch_workers` for sub-lists and refreshes.
+        fetcher = _Fetcher(1 + self.fetch_workers if self.fetch_workers > 0 else 0)
+        try:
+            next_page = fetcher.submit(
+                self._read_page, stream, list_params(starting_after), fetcher
+            )
+            has_more = True
+            while has_more:
+                page, has_more, remote = next_page.result()
+                if not page:
+                    has_more = False
+                if has_more:
+                    # Page N+1 starts at page N's last id: read it while page N is written.
+                    next_page = fetcher.submit(
+                        self._read_page, stream, list_params(page[-1]["id"]), fetcher
+                    )
+                rows, subrows = self._rows_for(stream, page, now, remote)
+                if page:
+                    starting_after = page[-1]["id"]
+                    page_max = max(int(o.get("created") or 0) for o in page)
+                    pass_max = page_max if pass_max is None else max(pass_max, page_max)
+                with self.wh.begin() as db:
+                    result.sublist_rows += self._write(db, stream, rows, subrows)
+                    # The checkpoint committed with page N's rows is page N's own cursor.
+                    self._save_state(
+                        db,
+                        stream.name,
+                        cursor_json={
+                            "lower": lower,
+                            "starting_after": starting_after,
+                            "pass_max": pass_max,
+                            "full": full,
+                        }
+                        if has_more
+                        else None,
+                        last_attempt_at=now,
+                        status="running",
+                    )
+                result.listed += len(rows)
+                result.pages += 1
+                if (
+                    self.stop_after_pages is not None
+                    and result.pages >= self.stop_after_pages
+                    and has_more
+                ):
+                    raise KeyboardInterrupt("stopped after page (test hook)")
+
+            if stream.mutable:
+                result.refreshed = self._refresh(stream, state, full, now, result, fetcher)
+        finally:
+            fetcher.close()
+
         if pass_max is None:
             # Nothing exists yet: everything created before this pass (minus index lag) is seen.
             pass_max = now - LOOKBACK_SECONDS
@@ -313,7 +428,13 @@ class StripeStreamSync:
         )
 
     def _refresh(
-        self, stream: Stream, state: dict[str, Any], full: bool, now: int, result: StreamResult
+        self,
+        stream: Stream,
+        state: dict[str, Any],
+        full: bool,
+        now: int,
+        result: StreamResult,
+        fetcher: _Fetcher,
     ) -> int:
         ids: list[str] = []
         if not full:
@@ -343,21 +464,39 @@ class StripeStreamSync:
                 )
         refreshed = 0
         batch: list[dict[str, Any]] = []
-        for object_id in sorted(set(ids)):
-            obj = self.gw.retrieve(stream.resource, object_id)
+        remote: Remote = {}
+        # A bounded window of retrieves in flight, consumed in id order.
+        todo = iter(sorted(set(ids)))
+        window: deque[tuple[str, Future[tuple[dict[str, Any] | None, Remote]]]] = deque()
+        depth = max(1, 2 * self.fetch_workers)
+        while True:
+            while len(window) < depth:
+                object_id = next(todo, None)
+                if object_id is None:
+                    break
+                window.append(
+                    (object_id, fetcher.submit(self._read_object, stream, object_id, fetcher))
+                )
+            if not window:
+                break
+            object_id, fut = window.popleft()
+            obj, subs = fut.result()
             if obj is None:
                 result.notes.append(f"{object_id} no longer exists in Stripe; kept as last seen")
                 continue
+            remote.update({(len(batch), sub): f for (_, sub), f in subs.items()})
             batch.append(obj)
             if len(batch) >= 100:
-                refreshed += self._write_batch(stream, batch, now)
-                batch = []
+                refreshed += self._write_batch(stream, batch, now, remote)
+                batch, remote = [], {}
         if batch:
-            refreshed += self._write_batch(stream, batch, now)
+            refreshed += self._write_batch(stream, batch, now, remote)
         return refreshed
 
-    def _write_batch(self, stream: Stream, objects: list[dict[str, Any]], now: int) -> int:
-        rows, subrows = self._rows_for(stream, objects, now)
+    def _write_batch(
+        self, stream: Stream, objects: list[dict[str, Any]], now: int, remote: Remote
+    ) -> int:
+        rows, subrows = self._rows_for(stream, objects, now, remote)
         with self.wh.begin() as db:
             self._write(db, stream, rows, subrows)
         return len(rows)

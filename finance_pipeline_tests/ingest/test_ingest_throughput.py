@@ -1,0 +1,419 @@
+"""The fast ingestion paths keep the sync's behaviour: prefetching and parallel sub-list reads give
+the same rows, checkpoints and exceptions as sequential reads; the driver-level upsert stores what
+the SQLAlchemy Core upsert stored; the limiter spaces requests and honours Retry-After."""
+
+from __future__ import annotations
+
+import json
+import threading
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+import stripe
+
+from finance_pipeline.lib.ratelimit import BackoffPolicy, TokenBucket
+from finance_pipeline.stripe_standin import shapes
+from finance_pipeline.stripe_standin.pytest_plugin import TestStandIn
+from finance_pipeline.stripe_sync import engine as engine_mod
+from finance_pipeline.stripe_sync.engine import Connection, StripeStreamSync
+from finance_pipeline.stripe_sync.gateway import StripeGateway, StripePermissionDenied
+from finance_pipeline.stripe_sync.streams import STREAMS
+from finance_pipeline.warehouse import Warehouse, WarehouseError, apply_migrations
+from finance_pipeline.warehouse.db import JsonText, json_doc, json_text
+from finance_pipeline_tests.ingest import stripe_dataset
+from finance_pipeline_tests.ingest.test_stripe_sync import _register, warehouse_snapshot
+
+NOW = 1_800_000_000
+
+
+@pytest.fixture
+def loaded(stripe_standin: TestStandIn) -> TestStandIn:
+    stripe_standin.add_many(stripe_dataset.build())
+    return stripe_standin
+
+
+def _gateway(standin: TestStandIn, conn: Connection, cls: type = StripeGateway) -> Any:
+    return cls(
+        conn.api_key,
+        api_base=standin.url,
+        rate_limit_rps=10_000,
+        backoff=BackoffPolicy(base_seconds=0.001, max_seconds=0.01, max_attempts=3),
+        workspace_id=conn.workspace_id,
+    )
+
+
+def _cursor(wh: Warehouse, stream: str) -> dict[str, Any]:
+    raw = wh.scalar(
+        "SELECT cursor_json FROM raw.sync_state WHERE workspace_id = 'ws_a' AND stream = :s",
+        s=stream,
+    )
+    return raw if isinstance(raw, dict) else json.loads(raw)
+
+
+# ---- prefetch: same rows, same checkpoints, same exceptions ----------------------------------
+
+
+def test_parallel_reads_give_the_same_rows_and_requests_as_sequential(
+    loaded: TestStandIn, warehouse: Warehouse, tmp_path: Path
+) -> None:
+    sequential = Warehouse(f"sqlite:///{tmp_path / 'sequential.sqlite'}")
+    apply_migrations(sequential)
+    outcomes = []
+    for wh, workers in ((sequential, 0), (warehouse, 4)):
+        conn = _register(wh, loaded)
+        loaded.clear_requests()
+        sync = StripeStreamSync(
+            wh, _gateway(loaded, conn), conn, clock=loaded.now, fetch_workers=workers
+        )
+        results = {name: sync.sync(name) for name in STREAMS}
+        paths = sorted(r["path"] for r in loaded.requests())
+        outcomes.append((warehouse_snapshot(wh, "ws_a"), paths, results))
+    (seq_snap, seq_paths, seq_res), (par_snap, par_paths, par_res) = outcomes
+    assert par_snap == seq_snap
+    assert par_paths == seq_paths
+    # The truncated sub-lists were completed through their own endpoints, in both modes.
+    assert "/v1/invoices/in_00011/lines" in par_paths
+    assert "/v1/credit_notes/cn_00011/lines" in par_paths
+    assert par_paths.count("/v1/subscription_items") == 1
+    for name in STREAMS:
+        assert (par_res[name].listed, par_res[name].sublist_rows, par_res[name].pages) == (
+            seq_res[name].listed,
+            seq_res[name].sublist_rows,
+            seq_res[name].pages,
+        )
+    assert par_res["invoices"].sublist_rows == 229 * 2 + 25
+    sequential.dispose()
+
+
+def test_kill_after_two_pages_commits_page_two_cursor_with_prefetch_running(
+    warehouse: Warehouse, loaded: TestStandIn
+) -> None:
+    conn = _register(warehouse, loaded)
+    gw = _gateway(loaded, conn)
+    killed = StripeStreamSync(warehouse, gw, conn, clock=loaded.now, stop_after_pages=2)
+    with pytest.raises(KeyboardInterrupt):
+        killed.sync("customers")
+    # Newest first: page 1 is cus_00229..cus_00130, page 2 cus_00129..cus_00030; page 3 had
+    # been prefetched but nothing of it was committed.
+    assert warehouse.scalar("SELECT COUNT(*) FROM raw.stripe_customers") == 200
+    assert warehouse.scalar("SELECT MIN(id) FROM raw.stripe_customers") == "cus_00030"
+    cursor = _cursor(warehouse, "customers")
+    assert cursor["starting_after"] == "cus_00030" and cursor["full"] is True
+    resumed = StripeStreamSync(warehouse, gw, conn, clock=loaded.now).sync("customers")
+    assert (resumed.mode, resumed.listed) == ("resumed", 30)
+
+
+class _FailsOnPage:
+    """A gateway whose list read of `resource` fails on page `page` with `exc`."""
+
+    def __init__(self, resource: str, page: int, exc: Exception) -> None:
+        self.resource, self.page, self.exc, self.calls = resource, page, exc, 0
+
+    def wrap(self, gw: StripeGateway) -> StripeGateway:
+        inner = gw.list_page
+
+        def list_page(resource: str, params: Any, parent: str | None = None) -> Any:
+            if resource == self.resource:
+                self.calls += 1
+                if self.calls == self.page:
+                    raise self.exc
+            return inner(resource, params, parent)
+
+        gw.list_page = list_page  # type: ignore[method-assign]
+        return gw
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        StripePermissionDenied("key may not read customers (HTTP 403)"),
+        stripe.APIError("An unknown error occurred", http_status=500),
+    ],
+    ids=["403", "500"],
+)
+def test_a_failed_prefetch_raises_what_a_sequential_read_raises(
+    loaded: TestStandIn, exc: Exception, tmp_path: Path
+) -> None:
+    seen = []
+    for workers in (0, 4):
+        wh = Warehouse(f"sqlite:///{tmp_path / f'w{workers}.sqlite'}")
+        apply_migrations(wh)
+        conn = _register(wh, loaded)
+        gw = _FailsOnPage("customers", 2, exc).wrap(_gateway(loaded, conn))
+        sync = StripeStreamSync(wh, gw, conn, clock=loaded.now, fetch_workers=workers)
+        with pytest.raises(type(exc)) as info:
+            sync.sync("customers")
+        seen.append((type(info.value), str(info.value)))
+        # Page 1 and its checkpoint are committed; the failed page 2 wrote nothing.
+        assert _cursor(wh, "customers")["starting_after"] == "cus_00130"
+        assert wh.scalar("SELECT COUNT(*) FROM raw.stripe_customers") == 100
+        wh.dispose()
+    assert seen[0] == seen[1] == (type(exc), str(exc))
+
+
+def test_a_failed_sublist_read_raises_before_its_page_commits(
+    sqlite_warehouse: Warehouse, loaded: TestStandIn
+) -> None:
+    conn = _register(sqlite_warehouse, loaded)
+    exc = StripePermissionDenied("key may not read invoice_lines (HTTP 403)")
+    gw = _FailsOnPage("invoice_lines", 1, exc).wrap(_gateway(loaded, conn))
+    sync = StripeStreamSync(sqlite_warehouse, gw, conn, clock=loaded.now)
+    with pytest.raises(StripePermissionDenied, match="invoice_lines"):
+        sync.sync("invoices")
+    # in_00011 (25 lines) is on page 3 of invoices (in_00029..in_00000): pages 1-2 committed.
+    assert sqlite_warehouse.scalar("SELECT COUNT(*) FROM raw.stripe_invoices") == 200
+    assert _cursor(sqlite_warehouse, "invoices")["starting_after"] == "in_00030"
+
+
+# ---- stale children --------------------------------------------------------------------------
+
+
+def test_children_no_longer_on_their_parent_are_deleted_in_batches(
+    warehouse: Warehouse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(engine_mod, "_STALE_PARAMS", 3)  # force several DELETE batches
+    sub_stream = STREAMS["subscriptions"]
+    [items_sub] = sub_stream.sublists
+
+    def item(i: str, sub: str) -> dict[str, Any]:
+        return shapes.make_subscription_item(
+            i,
+            subscription=sub,
+            price=shapes.make_price("price_x", product="prod_x", unit_amount=100, created=1),
+            created=1,
+            current_period_start=1,
+            current_period_end=2,
+        )
+
+    def write(ws: str, children: dict[str, list[str]]) -> None:
+        sync = StripeStreamSync(warehouse, None, Connection(ws, "acct_1", False, "sk"))  # type: ignore[arg-type]
+        rows = [
+            sync._row(shapes.make_subscription(p, customer="cus_1", created=1, items=[]), NOW)
+            for p in children
+        ]
+        kids = [
+            sync._row(item(c, p), NOW, "subscription", p) for p, cs in children.items() for c in cs
+        ]
+        with warehouse.begin() as db:
+            sync._write(db, sub_stream, rows, {items_sub: (list(children), kids)})
+
+    write("ws_a", {"sub_a": ["si_1", "si_2", "si_3"], "sub_b": ["si_4"], "sub_c": ["si_5"]})
+    write("ws_b", {"sub_a": ["si_2"]})
+    write("ws_a", {"sub_a": ["si_1", "si_3"], "sub_b": [], "sub_c": ["si_5", "si_6"]})
+    rows = warehouse.rows(
+        "SELECT workspace_id, id, subscription FROM raw.stripe_subscription_items "
+        "ORDER BY workspace_id, id"
+    )
+    assert [(r["workspace_id"], r["id"], r["subscription"]) for r in rows] == [
+        ("ws_a", "si_1", "sub_a"),
+        ("ws_a", "si_3", "sub_a"),
+        ("ws_a", "si_5", "sub_c"),
+        ("ws_a", "si_6", "sub_c"),
+        ("ws_b", "si_2", "sub_a"),  # another workspace's child of the same id is untouched
+    ]
+
+
+# ---- driver-level upsert ---------------------------------------------------------------------
+
+
+def _state_row(stream: str, cursor: Any, **extra: Any) -> dict[str, Any]:
+    return {"workspace_id": "ws_u", "stream": stream, "cursor_json": cursor, **extra}
+
+
+def _stored_state(wh: Warehouse) -> dict[str, Any]:
+    rows = wh.rows(
+        "SELECT stream, cursor_json, status, last_error FROM raw.sync_state "
+        "WHERE workspace_id = 'ws_u' ORDER BY stream"
+    )
+    out = {}
+    for r in rows:
+        doc = r["cursor_json"]
+        out[r["stream"]] = (json.loads(doc) if isinstance(doc, str) else doc, r["status"])
+    return out
+
+
+def test_upsert_stores_what_the_sqlalchemy_core_upsert_stores(warehouse: Warehouse) -> None:
+    doc = {"b": 1, "a": [1, 2.5, None, "é"], "amount_decimal": Decimal("12.3400")}
+    key = ("workspace_id", "stream")
+    with warehouse.begin() as db:
+        for name, path in (("fast", warehouse.upsert), ("core", warehouse._upsert_core)):
+            kwargs = {"update": None} if path == warehouse._upsert_core else {}
+            path(db, "raw.sync_state", [_state_row(f"{name}_dict", doc)], key, **kwargs)
+            path(db, "raw.sync_state", [_state_row(f"{name}_none", None)], key, **kwargs)
+            path(db, "raw.sync_state", [_state_row(f"{name}_text", json_doc(doc))], key, **kwargs)
+    stored = _stored_state(warehouse)
+    expected_doc = {"b": 1, "a": [1, 2.5, None, "é"], "amount_decimal": "12.3400"}
+    for kind in ("dict", "none", "text"):
+        assert stored[f"fast_{kind}"] == stored[f"core_{kind}"]
+    assert stored["fast_dict"][0] == stored["fast_text"][0] == expected_doc
+    assert stored["fast_none"][0] is None
+    if warehouse.is_sqlite:
+        raw = warehouse.scalar("SELECT cursor_json FROM raw.sync_state WHERE stream = 'fast_text'")
+        assert (
+            raw == json_text(doc) == '{"b":1,"a":[1,2.5,null,"\\u00e9"],"amount_decimal":"12.3400"}'
+        )
+
+
+def test_upsert_replaces_updates_only_named_columns_and_does_nothing_on_key_only_rows(
+    warehouse: Warehouse,
+) -> None:
+    key = ("workspace_id", "stream")
+    with warehouse.begin() as db:
+        assert (
+            warehouse.upsert(
+                db,
+                "raw.sync_state",
+                [_state_row("s1", {"v": 1}, status="ok"), _state_row("s2", None, status="ok")],
+                key,
+            )
+            == 2
+        )
+        # A later row with the same key wins, as with one statement per row.
+        warehouse.upsert(
+            db,
+            "raw.sync_state",
+            [_state_row("s1", {"v": 2}, status="running"), _state_row("s1", {"v": 3}, status="x")],
+            key,
+        )
+        warehouse.upsert(
+            db,
+            "raw.sync_state",
+            [_state_row("s2", {"v": 9}, status="error")],
+            key,
+            update=("status",),
+        )
+        warehouse.upsert(
+            db, "raw.sync_state", [{"workspace_id": "ws_u", "stream": "s1"}], key
+        )  # nothing to update: kept as is
+    assert _stored_state(warehouse) == {"s1": ({"v": 3}, "x"), "s2": (None, "error")}
+
+
+def test_upsert_refuses_rows_with_missing_columns_or_unknown_ones(
+    sqlite_warehouse: Warehouse,
+) -> None:
+    key = ("workspace_id", "stream")
+    wh = sqlite_warehouse
+    with pytest.raises(WarehouseError, match="lacks column 'status'"), wh.begin() as db:
+        wh.upsert(
+            db,
+            "raw.sync_state",
+            [_state_row("s1", None, status="ok"), _state_row("s2", None)],
+            key,
+        )
+    with pytest.raises(WarehouseError, match="no column"), wh.begin() as db:
+        wh.upsert(db, "raw.sync_state", [_state_row("s", None, nope=1)], key)
+    assert sqlite_warehouse.scalar("SELECT COUNT(*) FROM raw.sync_state") == 0
+
+
+def test_json_doc_is_json_text_marked_as_encoded() -> None:
+    doc = {"id": "in_1", "lines": {"data": [{"amount": 5}]}, "x": Decimal("0.5")}
+    encoded = json_doc(doc)
+    assert type(encoded) is JsonText
+    assert (
+        encoded
+        == json_text(doc)
+        == json.dumps(doc, default=str, separators=(",", ":")).replace('"x":0.5', '"x":"0.5"')
+    )
+
+
+# ---- rate limiting ---------------------------------------------------------------------------
+
+
+class _FakeTime:
+    def __init__(self) -> None:
+        self.now = 100.0
+        self.slept: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(round(seconds, 6))
+
+
+def test_token_bucket_with_burst_one_spaces_every_request() -> None:
+    t = _FakeTime()
+    bucket = TokenBucket(100, burst=1, clock=t.clock, sleep=t.sleep)
+    waits = [round(bucket.acquire(), 6) for _ in range(4)]  # no time passes: reservations
+    assert waits == [0.0, 0.01, 0.02, 0.03]
+    t.now += 1.0  # a long idle period saves up one request, not more
+    assert [round(bucket.acquire(), 6) for _ in range(2)] == [0.0, 0.01]
+
+
+def test_token_bucket_hold_stops_everyone_then_resumes_without_burst() -> None:
+    t = _FakeTime()
+    bucket = TokenBucket(100, burst=5, clock=t.clock, sleep=t.sleep)
+    bucket.hold(1.0)
+    assert [round(bucket.acquire(), 6) for _ in range(3)] == [1.01, 1.02, 1.03]
+    t.now += 2.0
+    assert round(bucket.acquire(), 6) == 0.0  # after the hold, the bucket refills as usual
+    bucket.hold(0.5)
+    bucket.hold(0.2)  # a shorter hold never shortens a longer one
+    assert round(bucket.acquire(), 6) == 0.51
+    assert bucket.waited_seconds == pytest.approx(1.01 + 1.02 + 1.03 + 0.51)
+
+
+def test_token_bucket_is_exact_under_concurrent_callers() -> None:
+    t = _FakeTime()
+    bucket = TokenBucket(50, burst=1, clock=t.clock, sleep=t.sleep)
+    got: list[float] = []
+    lock = threading.Lock()
+
+    def worker() -> None:
+        for _ in range(25):
+            w = round(bucket.acquire(), 6)
+            with lock:
+                got.append(w)
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    # 100 reservations at 50/s with no time passing: one slot each, 20 ms apart.
+    assert sorted(got) == [round(i * 0.02, 6) for i in range(100)]
+
+
+def test_gateway_honours_retry_after_for_every_thread(
+    stripe_standin: TestStandIn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stripe_standin.add_many(stripe_dataset.build(3))
+    stripe_standin.configure_faults(rate_limit_rps=1, rate_limit_burst=1)
+    slept: list[float] = []
+    gw = StripeGateway(
+        stripe_standin.api_key,
+        api_base=stripe_standin.url,
+        rate_limit_rps=1000,
+        backoff=BackoffPolicy(base_seconds=0.001, max_seconds=5, max_attempts=1),
+        sleep=slept.append,
+    )
+    holds: list[float] = []
+    monkeypatch.setattr(gw._limiter, "hold", holds.append)
+    gw.list_page("customers", {"limit": 1})
+    with pytest.raises(stripe.RateLimitError):
+        gw.list_page("customers", {"limit": 1})  # max_attempts=1: no retry, no hold
+    assert holds == []
+    gw._backoff = BackoffPolicy(base_seconds=0.001, max_seconds=5, max_attempts=2)
+    with pytest.raises(stripe.RateLimitError):
+        gw.list_page("customers", {"limit": 1})
+    stripe_standin.reset_faults()
+    # The stand-in answered 429 with Retry-After: 1; the gateway held the shared limiter and
+    # slept that long itself.
+    assert holds == [1.0] and slept[-1] == 1.0
+    assert gw.stats.errors_by_status["429"] == 3 and gw.stats.retries == 1
+
+
+def test_gateway_decodes_pages_into_the_same_plain_data_as_raw_request(
+    loaded: TestStandIn,
+) -> None:
+    gw = StripeGateway(loaded.api_key, api_base=loaded.url, rate_limit_rps=10_000)
+    assert gw._requestor is not None  # the pinned SDK still offers the fast path
+    page, has_more = gw.list_page("invoices", {"limit": 3})
+    raw = gw._client.raw_request("get", "/v1/invoices", limit=3).data
+    assert type(page[0]) is dict and type(page[0]["lines"]) is dict
+    assert json.dumps(page) == json.dumps(raw["data"]) and has_more is raw["has_more"] is True
+    assert gw.retrieve("invoices", "in_99999") is None  # a 404 still maps to "gone"
+    with pytest.raises(StripePermissionDenied):
+        StripeGateway(loaded.restricted_key, api_base=loaded.url).list_page("charges", {})
