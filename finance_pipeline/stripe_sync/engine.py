@@ -219,7 +219,8 @@ class StripeStreamSync:
         self, stream: Stream, object_id: str, fetcher: _Fetcher
     ) -> tuple[dict[str, Any] | None, Remote]:
         """One object by id (None once deleted), with its truncated sub-lists under way."""
-        obj = self.gw.retrieve(stream.resource, object_id)
+        # Same expansions as the list read, so a refreshed object keeps e.g. its discount objects.
+        obj = self.gw.retrieve(stream.resource, object_id, stream.retrieve_params)
         return obj, ({} if obj is None else self._read_sublists(stream, [obj], fetcher))
 
     def _rows_for(

@@ -203,10 +203,12 @@ class StripeGateway:
         page = self._get(resource, path, params)
         return list(page.get("data") or []), bool(page.get("has_more"))
 
-    def retrieve(self, resource: str, object_id: str) -> dict[str, Any] | None:
-        """One object by id, or None when Stripe says it no longer exists (404)."""
+    def retrieve(
+        self, resource: str, object_id: str, params: Mapping[str, Any] | None = None
+    ) -> dict[str, Any] | None:
+        """One object by id (with `params` such as expansions), or None when it no longer exists."""
         try:
-            return self._get(resource, RESOURCES[resource][1].format(id=object_id), {})
+            return self._get(resource, RESOURCES[resource][1].format(id=object_id), params or {})
         except stripe.InvalidRequestError as exc:
             if exc.http_status == 404:
                 return None

@@ -308,3 +308,22 @@ def test_client_limiter_keeps_under_server_rate_limit(
     StripeStreamSync(sqlite_warehouse, gw, conn, clock=loaded.now).sync("customers")
     loaded.reset_faults()
     assert gw.stats.requests >= 3 and gw.stats.errors_by_status.get("429", 0) == 0
+
+
+def test_refreshed_subscriptions_keep_their_expanded_discounts(
+    sqlite_warehouse: Warehouse, loaded: TestStandIn
+) -> None:
+    conn = _register(sqlite_warehouse, loaded)
+    _sync_all(sqlite_warehouse, loaded, conn)
+    loaded.advance_clock(3600)
+    loaded.update(
+        loaded.account_id,
+        "sub_00001",
+        {"cancel_at_period_end": True},
+        "customer.subscription.updated",
+    )
+    loaded.clear_requests()
+    out = _sync_all(sqlite_warehouse, loaded, conn)
+    assert out["results"]["subscriptions"].refreshed == 1
+    retrieve = [r for r in loaded.requests() if r["path"] == "/v1/subscriptions/sub_00001"]
+    assert retrieve and "discounts" in json.dumps(retrieve[0]["query"])
