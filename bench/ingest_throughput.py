@@ -19,6 +19,7 @@ import gc
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -222,6 +223,7 @@ def main() -> int:
         "--client-burst", type=float, default=None, help="client limiter burst (gateway default)"
     )
     p.add_argument("--fetch-workers", type=int, default=4)
+    p.add_argument("--keep", action="store_true", help="keep the temporary fixture and warehouses")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--url", default="")
     p.add_argument("--key", default="")
@@ -326,6 +328,10 @@ def main() -> int:
     finally:
         server.terminate()
         server.wait(10)
+        if args.keep:
+            print(f"kept {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
     return 0
 
 
