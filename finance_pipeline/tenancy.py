@@ -21,6 +21,12 @@ DEFAULT_WORKSPACE_SETTINGS: dict[str, Any] = {
     "past_due_grace_days": None,
     "week_start": "sunday",
     "margin_tiers": {"healthy": 50, "at_risk": 20},
+    # Thresholds of the alert rules (metrics.md §14); absent keys take lib.alerts defaults.
+    "alert_thresholds": {},
+    # Set through alerts.delivery.set_alert_webhook (the secret is stored encrypted).
+    "alert_webhook": None,
+    # Auto-match proposals at or above this confidence are stored accepted (None: all pending).
+    "mapping_auto_accept_confidence": None,
 }
 
 

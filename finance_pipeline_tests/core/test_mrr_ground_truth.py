@@ -11,61 +11,27 @@ import pytest
 import sqlalchemy as sa
 
 from finance_pipeline.core.history_io import history_rows, load_history_inputs
-from finance_pipeline.ingest.landing import pending_files, process_file
 from finance_pipeline.lib.subscription_history import build_history
-from finance_pipeline.lib.timeutil import day_start_ts
 from finance_pipeline.metrics.mrr_compute import compute_mrr_window
-from finance_pipeline.settings import get_settings
-from finance_pipeline.stripe_standin.server import StandIn
-from finance_pipeline.stripe_standin.simulator import simulate
-from finance_pipeline.stripe_sync.engine import Connection, StripeStreamSync
-from finance_pipeline.stripe_sync.gateway import StripeGateway
-from finance_pipeline.stripe_sync.streams import STREAMS
-from finance_pipeline.tenancy import create_organization, create_workspace, list_workspaces
+from finance_pipeline.tenancy import list_workspaces
 from finance_pipeline.warehouse import Warehouse
-
-END = date(2026, 10, 31)
-MONTHS = 8
-SYNC_EVERY_DAYS = 25
+from finance_pipeline_tests.core.replay import END, replay
 
 
 def _replay(wh: Warehouse, seed: int, customers: int):
-    sim = simulate(seed=seed, customers=customers, months=MONTHS, end=END, event_history="full")
-    [(acct, a)] = sim.fixture["accounts"].items()
-    key = next(iter(a["keys"]))
-    standin = StandIn(sim.fixture)
-    url = standin.start()
-    org = create_organization(wh, "o", org_id="o")
-    create_workspace(wh, org, "w", workspace_id="ws1")
-    landing = get_settings().resolved_landing_dir
-    landing.mkdir(parents=True)
-    sim.write_landing(landing)
-    for path in pending_files(landing):
-        if path.name.startswith("fx_rates"):
-            assert process_file(wh, path, landing).status == "accepted"
-    first = END - timedelta(days=MONTHS * 31)
-    gw = StripeGateway(key, api_base=url, rate_limit_rps=1e9, workspace_id="ws1")
-    sync = StripeStreamSync(wh, gw, Connection("ws1", acct, False, key, url), clock=standin.now)
-    t = day_start_ts(first)
-    try:
-        while True:
-            standin.set_clock(t)
-            for name in STREAMS:
-                sync.sync(name)
-            if t >= sim.fixture["clock"]:
-                break
-            t = min(t + SYNC_EVERY_DAYS * 86400, sim.fixture["clock"])
-    finally:
-        standin.stop()
+    run = replay(wh, seed, customers, {"ws1": {}})
     rows = [
-        r for inp in load_history_inputs(wh, "ws1") for r in history_rows(build_history(inp, t))
+        r
+        for inp in load_history_inputs(wh, "ws1")
+        for r in history_rows(build_history(inp, run.clock))
     ]
     with wh.begin() as db:
         db.execute(sa.insert(wh.table("core.subscription_history")), rows)
         db.execute(
             wh.text("INSERT INTO core.fx_rates SELECT base, currency, date, rate FROM raw.fx_rates")
         )
-    return sim, acct, first, compute_mrr_window(wh, list_workspaces(wh)[0], first, END)
+    window = compute_mrr_window(wh, list_workspaces(wh)[0], run.first, END)
+    return run.sim, run.account, run.first, window
 
 
 def _value_on(series: list[tuple[date, Fraction]], day: date) -> Fraction:
