@@ -1,22 +1,48 @@
 """mart.alerts, partitioned by day: the alerts active on each day of the window (metrics.md §14).
 
 Each day's set is recomputed and replaces the stored one (ids are deterministic), so a re-run never
-duplicates and an alert that stopped firing disappears. Margin tier changes and Stripe sync health
-are not wired in yet: those rules see no input here and never fire from this asset.
+duplicates and an alert that stopped firing disappears. Besides the CFO-metric rules:
+
+- margin_threshold_crossed fires on the first local day of a month, for each customer whose health
+  tier in the month just closed differs from the month before, as stored in
+  mart.customer_margins_monthly (a monthly partition is complete only once its month is over; the
+  month-end close writes it on the 1st, before the daily refresh of the 2nd evaluates the 1st). A
+  customer new in the closed month, or a month not materialized, gives no alert.
+- sync_unhealthy is a present-tense fact: raw.sync_state keeps only each stream's latest state and
+  raw.sync_runs is not written by the sync engine, so the health of a past day cannot be rebuilt
+  exactly. It is evaluated now, for the window's last day only, and only when that day is the
+  workspace's current or previous local day (the daily refresh's latest partition); workspaces
+  without an active Stripe connection have no sync health. A restated day that is no longer
+  current keeps the sync_unhealthy rows observed while it was.
+
+Webhooks (optional per workspace, see alerts/delivery.py): after the alerts are stored, the alerts of
+the window's last day, when that day is current, are POSTed signed; ids already delivered are
+skipped (app.alert_deliveries), so re-runs and backfills do not re-send. Delivery failures never
+fail the run: they show in metadata and in the WARN check `webhook_delivered`.
 """
 
 import time
+import warnings
 from collections import Counter
-from datetime import date, timedelta
+from collections.abc import Callable, Iterable, Iterator
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import dagster as dg
 
-from finance_pipeline.lib.alerts import Alert, evaluate_alerts
+from finance_pipeline.alerts.delivery import WebhookConfigError, deliver_alerts, webhook_config
+from finance_pipeline.lib.alerts import Alert, AlertThresholds, evaluate_alerts, sync_health
 from finance_pipeline.lib.cfo_daily import as_date, thresholds_from_settings
+from finance_pipeline.lib.margins import TierChange, shift_month, tier_changes
+from finance_pipeline.lib.recognition import month_key
+from finance_pipeline.lib.timeutil import local_day
+from finance_pipeline.margins.assets import MARGINS_KEY
 from finance_pipeline.metrics.cfo_assets import days_between, metrics_for_days
 from finance_pipeline.partitions import daily_partitions
 from finance_pipeline.resources import WarehouseResource
+from finance_pipeline.secrets import SecretError
+from finance_pipeline.stripe_sync.health import DEFAULT_SCHEDULE_SECONDS, sync_status
 from finance_pipeline.tenancy import Workspace, list_workspaces
 from finance_pipeline.warehouse.db import Warehouse
 
@@ -29,6 +55,8 @@ _RULE_FIELDS = (
     "refunds_cents_30d",
 )
 PRIOR_DAYS = 30
+# The instant sync health and a day's liveness are judged at (tests pin it).
+clock: Callable[[], float] = time.time
 
 
 def _stored_metrics(wh: Warehouse, ws_id: str, start: date, end: date) -> dict[date, dict]:
@@ -58,19 +86,126 @@ def _mrr_micros(wh: Warehouse, ws_id: str, start: date, end: date) -> dict[date,
     }
 
 
-def evaluate_window(wh: Warehouse, ws: Workspace, start: date, end: date) -> list[Alert]:
+def is_live_day(day: date, time_zone: str, now: float) -> bool:
+    """True when `day` is the workspace's current or previous local day at `now` (the daily
+    refresh's latest partition is yesterday): the days whose present-tense facts are still true."""
+    return day >= local_day(now, time_zone) - timedelta(days=1)
+
+
+def margin_tier_changes(
+    wh: Warehouse, ws_id: str, days: Iterable[date]
+) -> dict[date, list[TierChange]]:
+    """Tier changes each first-of-month day reports: the month just closed vs the month before.
+
+    Read from mart.customer_margins_monthly; months not stored have no rows, so their customers
+    count as absent (no previous tier: no alert) and an empty workspace reports nothing.
+    """
+    closes = {d: month_key(d - timedelta(days=1)) for d in days if d.day == 1}
+    if not closes:
+        return {}
+    rows = wh.rows(
+        "SELECT month, stripe_customer_id, customer_name, tag_value, margin_percent, health_tier"
+        " FROM mart.customer_margins_monthly"
+        " WHERE workspace_id = :w AND month >= :a AND month <= :b ORDER BY month, sort_order",
+        w=ws_id,
+        a=shift_month(min(closes.values()), -1),
+        b=max(closes.values()),
+    )
+    by_month: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        # The margin_table `customers` shape lib.margins.tier_changes reads.
+        by_month.setdefault(r["month"], []).append(
+            {
+                "stripeCustomerId": r["stripe_customer_id"],
+                "customerName": r["customer_name"],
+                "tagValue": r["tag_value"],
+                "healthTier": r["health_tier"],
+                "marginPercent": None
+                if r["margin_percent"] is None
+                else Decimal(str(r["margin_percent"])),
+            }
+        )
+    return {
+        d: tier_changes(by_month.get(shift_month(m, -1), []), by_month.get(m, []), period=m)
+        for d, m in closes.items()
+    }
+
+
+def _iso(ts: int) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def stripe_sync_health(
+    wh: Warehouse, ws: Workspace, thresholds: AlertThresholds, now: float
+) -> dict[str, Any] | None:
+    """The seeds/000 sync-status object of `ws` at `now`, its health judged with the workspace's
+    `sync_delay_seconds` past the next scheduled sync; None without an active Stripe connection."""
+    conn = wh.rows(
+        "SELECT created_at FROM app.stripe_connections WHERE workspace_id = :w AND status = 'active'",
+        w=ws.id,
+    )
+    if not conn:
+        return None
+    status = sync_status(wh, ws.id, now=int(now))
+    last = status["last_sync"]
+    last_ts = int(datetime.fromisoformat(last.replace("Z", "+00:00")).timestamp()) if last else None
+    # The next sync is due one schedule after the last complete one (or when the connection was
+    # made, for a workspace that never completed a sync).
+    due = int(conn[0]["created_at"]) if last_ts is None else last_ts + DEFAULT_SCHEDULE_SECONDS
+    health = sync_health(
+        datetime.fromtimestamp(due, UTC),
+        None if last_ts is None else datetime.fromtimestamp(last_ts, UTC),
+        datetime.fromtimestamp(now, UTC),
+        errored=status["sync_health"] == "error",
+        delay_seconds=thresholds.sync_delay_seconds,
+    )
+    if health == "error":
+        reason = status["health_reason"]
+    elif health == "delayed":
+        reason = (
+            f"no complete sync since {_iso(last_ts)}, next was due {_iso(due)}"
+            if last_ts is not None
+            else f"no complete sync since the connection at {_iso(due)}"
+        )
+    else:
+        reason = None
+    keep = (
+        "last_sync",
+        "invoices_synced",
+        "failed_payments",
+        "pending_webhooks",
+        "last_webhook_event",
+    )
+    return {
+        **{k: status[k] for k in keep},
+        "sync_health": health,
+        "health_reason": reason,
+        "next_sync_due": _iso(due),
+        "delay_threshold_seconds": thresholds.sync_delay_seconds,
+    }
+
+
+def evaluate_window(
+    wh: Warehouse, ws: Workspace, start: date, end: date, now: float | None = None
+) -> list[Alert]:
     """Every alert of `ws` on each day start..end (§14), from the stored marts.
 
     Days whose metrics are not stored (D-30 before the materialized history) are computed from
     core.ledger. MRR of a day without a mart.mrr_daily row is 0; mrr_decline is evaluated when either
-    end of the comparison has recurring revenue (a drop to zero is a 100 % decline).
+    end of the comparison has recurring revenue (a drop to zero is a 100 % decline). Sync health
+    (read at `now`, default the current time) applies to `end` only, when `end` is a live day.
     """
+    now = clock() if now is None else now
     thresholds = thresholds_from_settings(ws.settings)
     lo = start - timedelta(days=PRIOR_DAYS)
     metrics: dict[date, Any] = _stored_metrics(wh, ws.id, lo, end)
     missing = [d for d in days_between(lo, end) if d not in metrics]
     metrics.update(metrics_for_days(wh, ws, missing))
     mrr = _mrr_micros(wh, ws.id, lo, end)
+    tiers: dict[date, list[TierChange]] = margin_tier_changes(wh, ws.id, days_between(start, end))
+    sync = (
+        stripe_sync_health(wh, ws, thresholds, now) if is_live_day(end, ws.time_zone, now) else None
+    )
     alerts: list[Alert] = []
     for d in days_between(start, end):
         prior = d - timedelta(days=PRIOR_DAYS)
@@ -83,8 +218,8 @@ def evaluate_window(wh: Warehouse, ws: Workspace, start: date, end: date) -> lis
             now_mrr,
             old_mrr,
             has_recurring=now_mrr > 0 or old_mrr > 0,
-            margin_tier_changes=(),
-            sync_status=None,
+            margin_tier_changes=tiers.get(d, ()),
+            sync_status=sync if d == end else None,
             thresholds=thresholds,
         )
     return alerts
@@ -105,48 +240,125 @@ def alert_row(alert: Alert, created_at: int) -> dict[str, Any]:
     }
 
 
+SYNC_TYPE = "sync_unhealthy"
+
+
+def _deliver(
+    wh: Warehouse, workspaces: list[Workspace], found: dict[str, list[Alert]], end: date, now: float
+) -> tuple[dict[str, Any], list[tuple[str, str, str]]]:
+    """Send each opted-in workspace's alerts of `end` (when live); never raises.
+
+    Returns a per-workspace summary and the failures as (workspace, alert id, reason).
+    """
+    summary: dict[str, Any] = {}
+    failures: list[tuple[str, str, str]] = []
+    for ws in workspaces:
+        try:
+            config = webhook_config(ws.settings)
+        except (WebhookConfigError, SecretError) as exc:
+            failures.append((ws.id, "-", f"webhook configuration: {exc}"))
+            continue
+        if config is None:
+            continue
+        if not is_live_day(end, ws.time_zone, now):
+            summary[ws.id] = {"skipped": f"window ends {end}, not the workspace's current day"}
+            continue
+        latest = [a for a in found.get(ws.id, []) if a.day == end]
+        try:
+            report = deliver_alerts(wh, ws.id, latest, config)
+        except Exception as exc:  # e.g. the delivery log write: stored alerts must stand regardless
+            failures.append((ws.id, "-", f"delivery: {type(exc).__name__}: {exc}"))
+            continue
+        summary[ws.id] = {
+            "delivered": len(report.delivered),
+            "already_delivered": len(report.duplicates),
+            "failed": len(report.failed),
+        }
+        failures += [(ws.id, aid, reason) for aid, reason in report.failed.items()]
+    return summary, failures
+
+
+# Days of the first month map to a month before the history: allowed (no margins, no alert). The
+# flag is beta in Dagster 1.13; acknowledged here so imports stay free of warnings.
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", dg.BetaWarning)
+    _PREVIOUS_MONTH = dg.TimeWindowPartitionMapping(
+        start_offset=-1, end_offset=-1, allow_nonexistent_upstream_partitions=True
+    )
+
+
 @dg.multi_asset(
     name="alerts",
     specs=[
         dg.AssetSpec(
             ALERTS_KEY,
-            description="Alerts active per workspace and local day: runway_low, mrr_decline, "
-            "revenue_decline, refund_spike (§14); each day's set replaced on re-evaluation.",
+            description="Alerts active per workspace and local day (§14): runway_low, mrr_decline, "
+            "revenue_decline, refund_spike; margin_threshold_crossed on the 1st for the month just "
+            "closed; sync_unhealthy on the current day. Each day's set replaced on re-evaluation; "
+            "the latest day's alerts optionally sent to the workspace's signed webhook, once.",
             group_name="alerts",
             kinds={"sql", "python"},
-            deps=[dg.AssetKey(["mart", "cfo_metrics_daily"]), dg.AssetKey(["mart", "mrr_daily"])],
+            deps=[
+                dg.AssetKey(["mart", "cfo_metrics_daily"]),
+                dg.AssetKey(["mart", "mrr_daily"]),
+                # A day reads the margins of the month before its own (the month closed on the 1st).
+                dg.AssetDep(MARGINS_KEY, partition_mapping=_PREVIOUS_MONTH),
+            ],
             partitions_def=daily_partitions,
+        )
+    ],
+    check_specs=[
+        dg.AssetCheckSpec(
+            "webhook_delivered",
+            asset=ALERTS_KEY,
+            blocking=False,
+            description="Every alert of the window's latest day reached the webhook of each "
+            "workspace that configured one. WARN only: the alerts are stored either way, and a "
+            "failed alert is sent again when its day is re-run while still the latest.",
         )
     ],
     backfill_policy=dg.BackfillPolicy.single_run(),
     can_subset=False,
 )
-def alerts(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
-    """Evaluate the alert rules on every day of the window and replace the stored sets."""
+def alerts(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> Iterator:
+    """Evaluate the alert rules on every day of the window, replace the stored sets, then deliver."""
     wh = warehouse.get()
     window = context.partition_time_window
     start = window.start.date()
     end = window.end.date() - timedelta(days=1)
+    now = clock()
     workspaces = list_workspaces(wh)
-    found = {ws.id: evaluate_window(wh, ws, start, end) for ws in workspaces}
-    now = int(time.time())
+    found = {ws.id: evaluate_window(wh, ws, start, end, now) for ws in workspaces}
+    live = {ws.id: is_live_day(end, ws.time_zone, now) for ws in workspaces}
     with wh.begin() as db:
         for ws_id, ws_alerts in found.items():
+            # sync_unhealthy rows of days not re-observed now stay: they record what was seen
+            # while those days were current.
+            keep_sync = " AND (type <> :s OR day = :e)" if live[ws_id] else " AND type <> :s"
             db.execute(
                 wh.text(
                     "DELETE FROM mart.alerts WHERE workspace_id = :w AND day >= :a AND day <= :b"
+                    + keep_sync
                 ),
-                {"w": ws_id, "a": start, "b": end},
+                {"w": ws_id, "a": start, "b": end, "s": SYNC_TYPE, "e": end},
             )
             if ws_alerts:
-                db.execute(wh.table("mart.alerts").insert(), [alert_row(a, now) for a in ws_alerts])
+                db.execute(
+                    wh.table("mart.alerts").insert(), [alert_row(a, int(now)) for a in ws_alerts]
+                )
+    # Alerts are committed first: a failing endpoint cannot lose them.
+    delivery, failures = _deliver(wh, workspaces, found, end, now)
     counts = Counter((a.type, a.severity) for al in found.values() for a in al)
     latest = [a for al in found.values() for a in al if a.day == end]
     preview = "\n".join(
         ["| workspace | type | severity | message |", "|---|---|---|---|"]
         + [f"| {a.workspace_id} | {a.type} | {a.severity} | {a.message} |" for a in latest[:50]]
     )
-    return dg.MaterializeResult(
+    failure_md = "\n".join(
+        ["| workspace | alert | reason |", "|---|---|---|"]
+        + [f"| {w} | {aid} | {reason} |" for w, aid, reason in failures[:50]]
+    )
+    yield dg.MaterializeResult(
         asset_key=ALERTS_KEY,
         metadata={
             "days": (end - start).days + 1,
@@ -156,5 +368,19 @@ def alerts(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> d
                 {f"{t}/{s}": n for (t, s), n in sorted(counts.items())}
             ),
             "active_on_last_day": dg.MetadataValue.md(preview),
+            "webhook": dg.MetadataValue.json(delivery),
+            "webhook_failures": len(failures),
+        },
+    )
+    yield dg.AssetCheckResult(
+        asset_key=ALERTS_KEY,
+        check_name="webhook_delivered",
+        passed=not failures,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={
+            "workspaces_with_webhook": len(delivery),
+            "delivered": sum(v.get("delivered", 0) for v in delivery.values()),
+            "failed": len(failures),
+            "failures": dg.MetadataValue.md(failure_md),
         },
     )
