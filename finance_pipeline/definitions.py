@@ -4,6 +4,7 @@ from datetime import timedelta
 
 import dagster as dg
 
+from finance_pipeline.advisory.assets import advisory_memos
 from finance_pipeline.alerts.assets import alerts
 from finance_pipeline.core.assets import fx_rates, ledger, subscription_history
 from finance_pipeline.forecasting.assets import forecasts
@@ -21,7 +22,7 @@ RESTATEMENT_DAYS = 3
 stripe_ingest = dg.AssetSelection.assets(*stripe_assets)
 core_assets = dg.AssetSelection.assets(fx_rates, ledger, subscription_history)
 mrr = dg.AssetSelection.assets(mrr_marts)
-cfo = dg.AssetSelection.assets(cfo_marts, alerts)
+cfo = dg.AssetSelection.assets(cfo_marts, alerts, advisory_memos)
 
 ingest_job = dg.define_asset_job(
     "stripe_ingest",
@@ -98,6 +99,7 @@ defs = dg.Definitions(
         mrr_marts,
         cfo_marts,
         alerts,
+        advisory_memos,
         recognized_revenue_monthly,
         customer_margins_monthly,
         forecasts,

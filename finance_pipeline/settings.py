@@ -32,6 +32,14 @@ class Settings(BaseSettings):
     stripe_rate_limit_rps: float = 90.0
     stripe_max_attempts: int = 8
     stripe_page_size: int = 100
+    # Advisory memos: an OpenAI-compatible chat-completions endpoint (FP_AI_BASE_URL such as
+    # https://router.huggingface.co/v1, FP_AI_API_KEY, FP_AI_MODEL). All unset: the rule-based
+    # writer only. ai_provider_name is what memos report as `provider` (e.g. "huggingface").
+    ai_base_url: str | None = None
+    ai_api_key: SecretStr | None = None
+    ai_model: str | None = None
+    ai_provider_name: str = "openai_compatible"
+    ai_timeout_seconds: float = 20.0
 
     @property
     def resolved_warehouse_url(self) -> str:

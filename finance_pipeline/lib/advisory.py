@@ -179,6 +179,23 @@ class OpenAICompatibleProvider:
         return parse_memo_answer(content)
 
 
+@dataclass(frozen=True, slots=True)
+class NotCalledProvider:
+    """Stands in for the AI on days it is deliberately not asked (the older days of a backfill).
+
+    write_memo then records the rule-based memo with ai_error {type "skipped", code, reason}.
+    """
+
+    reason: str
+    code: str = "ai_not_called"
+    name: str = "not_called"
+    model: str | None = None
+
+    def write(self, grounding: Mapping[str, Any]) -> MemoDraft:
+        """Never calls anything: the caller chose the rule-based writer for this memo."""
+        raise MemoProviderError("skipped", self.code, self.reason)
+
+
 # --- rule-based writer ---------------------------------------------------------------------------
 
 
