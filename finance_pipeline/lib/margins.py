@@ -10,9 +10,18 @@ Decisions:
 - Tiers are decided on the exact margin percent (49.999 % is at_risk even though it prints 50.00).
 - Negative revenue (a month of refunds) is `critical` with a null margin percent.
 - The projection is clamped at 100 % (costs are never negative, so a margin cannot exceed it).
-- Auto-match confidence: tag == Stripe id 1.0; tag == customer email (case-insensitive) 0.9;
-  normalized name equality 0.8, where normalizing keeps only lower-cased letters and digits
-  ("Acme Corp" ~ "acme-corp").
+- Auto-match signals and confidence (a pair scores its strongest signal, `MATCH_CONFIDENCE`):
+  `exact_id` tag == Stripe id, 1.0; `metadata` the customer's Stripe metadata under the tag key
+  ("customer") equals the tag, 0.95; `email` tag == customer email (case-insensitive), 0.9;
+  `name` normalized name equality, 0.8, where normalizing keeps only lower-cased letters and digits
+  ("Acme Corp" ~ "acme-corp"); `email_domain` the tag is the email's domain or its company label
+  ("beta.co", "beta" for billing@beta.co; free-mail domains never count), 0.7.
+- A pair is proposed only when each side is the other's single best candidate. Ties are
+  ambiguous and propose nothing (a person maps by hand), so no cost can be attributed twice.
+- Never proposed: a tag already mapped manually or by an accepted auto match, a customer already
+  holding such a mapping for the tag key (one mapping per customer and key, seeds/003 upsert key),
+  a (customer, tag) pair someone rejected. Pending rows are the proposer's own output and are
+  recomputed, so re-running with the same inputs gives the same proposals and ids.
 """
 
 from __future__ import annotations
@@ -21,6 +30,7 @@ import csv
 import io
 import math
 import re
+import unicodedata
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -34,6 +44,43 @@ from finance_pipeline.lib.money import micros_to_decimal, percent, round_half_aw
 TIER_ORDER = {"healthy": 0, "at_risk": 1, "critical": 2}
 _PERIOD_RE = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
 _AUTO_MATCH_NS = uuid.UUID("6f0c8f1e-5a37-4d7e-9a51-3c1b1f9e2a10")
+DEFAULT_TAG_KEY = "customer"
+# Confidence of each auto-match signal (metrics.md §11: exact id 1.0, email and name lower).
+MATCH_CONFIDENCE: dict[str, float] = {
+    "exact_id": 1.0,
+    "metadata": 0.95,
+    "email": 0.9,
+    "name": 0.8,
+    "email_domain": 0.7,
+}
+# Shared mailbox providers: their domain says nothing about which company a customer is.
+FREE_MAIL_DOMAINS = frozenset(
+    {
+        "aol.com",
+        "fastmail.com",
+        "gmail.com",
+        "gmx.com",
+        "gmx.de",
+        "googlemail.com",
+        "hey.com",
+        "hotmail.com",
+        "icloud.com",
+        "live.com",
+        "mail.com",
+        "me.com",
+        "msn.com",
+        "outlook.com",
+        "pm.me",
+        "proton.me",
+        "protonmail.com",
+        "qq.com",
+        "yahoo.com",
+        "yandex.ru",
+        "zoho.com",
+    }
+)
+# Leading labels of a mail host that are not the company ("billing.acme.com" -> "acme").
+_GENERIC_LABELS = frozenset({"www", "mail", "email", "billing", "accounts", "info", "corp"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +105,7 @@ class StripeCustomer:
     name: str | None = None
     email: str | None = None
     avatar_url: str | None = None
+    metadata: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +129,13 @@ class CustomerMapping:
     status: str = "accepted"
     id: str | None = None
     confidence: float | None = None
+    tag_key: str = DEFAULT_TAG_KEY
+    match_reason: str | None = None
+
+    @property
+    def decided(self) -> bool:
+        """True for a mapping a person owns (manual, or an accepted auto match)."""
+        return self.match_type == "manual" or self.status == "accepted"
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,15 +147,18 @@ class AutoMatchProposal:
     customer_name: str | None
     tag_value: str
     confidence: float
+    match_reason: str | None = None
+    tag_key: str = DEFAULT_TAG_KEY
 
     def to_dict(self) -> dict[str, Any]:
-        """The seeds/003 pendingAutoMatches item."""
+        """The seeds/003 pendingAutoMatches item (plus matchReason: which signal matched)."""
         return {
             "id": self.id,
             "stripeCustomerId": self.stripe_customer_id,
             "customerName": self.customer_name,
             "tagValue": self.tag_value,
             "confidence": self.confidence,
+            "matchReason": self.match_reason,
         }
 
 
@@ -191,8 +249,12 @@ def linear_projection(points: Sequence[tuple[int, Fraction]], at: int) -> Fracti
 
 
 def normalize_name(value: str | None) -> str:
-    """Lower-cased letters and digits only, for name/tag matching ("Acme Corp" -> "acmecorp")."""
-    return re.sub(r"[^0-9a-z]", "", (value or "").lower())
+    """Lower-cased letters and digits only, for name/tag matching ("Acme Corp" -> "acmecorp").
+
+    Accents are folded first ("Müller" -> "muller") so a tag typed without them still matches.
+    """
+    folded = unicodedata.normalize("NFKD", value or "").lower()
+    return re.sub(r"[^0-9a-z]", "", folded)
 
 
 def resolve_tags(mappings: Iterable[CustomerMapping]) -> dict[str, str]:
@@ -216,38 +278,119 @@ def resolve_tags(mappings: Iterable[CustomerMapping]) -> dict[str, str]:
     return {**auto, **manual}
 
 
+def proposal_id(
+    stripe_customer_id: str, tag_value: str, tag_key: str = DEFAULT_TAG_KEY, scope: str = ""
+) -> str:
+    """Deterministic id of an auto-match proposal: a UUID5 of (scope, key, customer, tag).
+
+    `scope` is the workspace id for stored rows, so two workspaces never share an id.
+    """
+    name = "\x1f".join((scope, tag_key, stripe_customer_id, tag_value))
+    return str(uuid.uuid5(_AUTO_MATCH_NS, name))
+
+
+def _domain_keys(email: str | None) -> set[str]:
+    """Normalized forms of an email's domain that a tag may equal ("beta.co" -> betaco, beta)."""
+    if not email or "@" not in email:
+        return set()
+    domain = email.strip().lower().rpartition("@")[2].strip(".")
+    if not domain or domain in FREE_MAIL_DOMAINS:
+        return set()
+    keys = {normalize_name(domain)}
+    # Every label but the top-level one, skipping mail-host prefixes and 1-2 letter labels
+    # ("co" of acme.co.uk), so "acme" matches billing@mail.acme.co.uk.
+    keys |= {
+        normalize_name(label)
+        for label in domain.split(".")[:-1]
+        if label not in _GENERIC_LABELS and len(normalize_name(label)) >= 3
+    }
+    keys.discard("")
+    return keys
+
+
+def match_signal(
+    customer: StripeCustomer, tag_value: str, tag_key: str = DEFAULT_TAG_KEY
+) -> tuple[float, str] | None:
+    """The strongest signal tying a cost tag to a Stripe customer: (confidence, reason) or None."""
+    tag = tag_value.strip()
+    if not tag:
+        return None
+    if customer.id == tag:
+        return MATCH_CONFIDENCE["exact_id"], "exact_id"
+    meta = (customer.metadata or {}).get(tag_key)
+    if isinstance(meta, str) and meta.strip() and meta.strip() == tag:
+        return MATCH_CONFIDENCE["metadata"], "metadata"
+    if customer.email and customer.email.strip().lower() == tag.lower():
+        return MATCH_CONFIDENCE["email"], "email"
+    norm_tag = normalize_name(tag)
+    if norm_tag and normalize_name(customer.name) == norm_tag:
+        return MATCH_CONFIDENCE["name"], "name"
+    if norm_tag and norm_tag in _domain_keys(customer.email):
+        return MATCH_CONFIDENCE["email_domain"], "email_domain"
+    return None
+
+
+def _unique_best(scores: Mapping[str, float]) -> str | None:
+    """The single key with the highest score, or None when the best score is shared."""
+    if not scores:
+        return None
+    best = max(scores.values())
+    winners = [k for k, v in scores.items() if v == best]
+    return winners[0] if len(winners) == 1 else None
+
+
 def propose_auto_matches(
     customers: Iterable[StripeCustomer],
     tag_values: Iterable[str],
     mappings: Iterable[CustomerMapping] = (),
+    rejected: Iterable[tuple[str, str]] = (),
+    *,
+    tag_key: str = DEFAULT_TAG_KEY,
+    scope: str = "",
 ) -> list[AutoMatchProposal]:
-    """Pending auto-match proposals for tags that have no mapping at all (best confidence per tag).
+    """Pending auto-match proposals (metrics.md §11), sorted by tag then customer.
 
-    When several customers tie at a tag's best confidence, all are proposed (a person chooses).
-    Proposal ids are deterministic UUIDs of (customer, tag), so re-proposing is idempotent.
+    Candidates exclude tags and customers that a decided mapping (manual or accepted) of `tag_key`
+    already holds, and the (customer id, tag) pairs in `rejected`; pending mappings are ignored
+    (they are this function's earlier output). A pair is proposed when the customer is the tag's
+    single best candidate and the tag is the customer's single best candidate (see the module
+    docstring for the signals). Pure and deterministic: same inputs, same proposals and ids.
     """
-    mapped = {m.tag_value for m in mappings}
-    custs = sorted(customers, key=lambda c: c.id)
-    proposals: list[AutoMatchProposal] = []
-    for tag in sorted({t for t in tag_values if t and t not in mapped}):
-        scored: list[tuple[float, StripeCustomer]] = []
-        for c in custs:
-            if c.id == tag:
-                score = 1.0
-            elif c.email and c.email.strip().lower() == tag.strip().lower():
-                score = 0.9
-            elif normalize_name(c.name) and normalize_name(c.name) == normalize_name(tag):
-                score = 0.8
-            else:
+    decided = [m for m in mappings if m.decided and m.tag_key == tag_key]
+    taken_tags = {m.tag_value for m in decided}
+    taken_customers = {m.stripe_customer_id for m in decided}
+    refused = set(rejected)
+    custs = {c.id: c for c in customers if c.id and c.id not in taken_customers}
+    tags = {t for t in tag_values if t and t.strip() and t not in taken_tags}
+    by_tag: dict[str, dict[str, float]] = {}
+    by_customer: dict[str, dict[str, float]] = {}
+    reasons: dict[tuple[str, str], str] = {}
+    for tag in sorted(tags):
+        for cid in sorted(custs):
+            if (cid, tag) in refused:
                 continue
-            scored.append((score, c))
-        if not scored:
+            signal = match_signal(custs[cid], tag, tag_key)
+            if signal is None:
+                continue
+            by_tag.setdefault(tag, {})[cid] = signal[0]
+            by_customer.setdefault(cid, {})[tag] = signal[0]
+            reasons[(cid, tag)] = signal[1]
+    proposals: list[AutoMatchProposal] = []
+    for tag in sorted(by_tag):
+        cid = _unique_best(by_tag[tag])
+        if cid is None or _unique_best(by_customer[cid]) != tag:
             continue
-        best = max(s for s, _ in scored)
-        for s, c in scored:
-            if s == best:
-                pid = str(uuid.uuid5(_AUTO_MATCH_NS, f"{c.id}\x1f{tag}"))
-                proposals.append(AutoMatchProposal(pid, c.id, c.name, tag, s))
+        proposals.append(
+            AutoMatchProposal(
+                proposal_id(cid, tag, tag_key, scope),
+                cid,
+                custs[cid].name,
+                tag,
+                by_tag[tag][cid],
+                reasons[(cid, tag)],
+                tag_key,
+            )
+        )
     return proposals
 
 
@@ -452,10 +595,14 @@ def unmatched_report(
     revenue: Mapping[tuple[str, str], int],
     costs: Iterable[CostRecord],
     mappings: Iterable[CustomerMapping] = (),
+    rejected: Iterable[tuple[str, str]] = (),
+    *,
+    scope: str = "",
 ) -> dict[str, Any]:
     """The seeds/003 GET /api/margins/unmatched `data`: totals over all the months given.
 
-    pendingAutoMatches holds stored pending auto mappings plus fresh proposals for unmapped tags.
+    pendingAutoMatches holds stored pending auto mappings plus fresh proposals for unmapped tags
+    (never a rejected (customer id, tag) pair).
     """
     customers = list(customers)
     mappings = list(mappings)
@@ -488,18 +635,27 @@ def unmatched_report(
     unmapped.sort(key=lambda r: (-r["totalCostMicrodollars"], r["tagValue"]))
     pending = [
         AutoMatchProposal(
-            m.id or str(uuid.uuid5(_AUTO_MATCH_NS, f"{m.stripe_customer_id}\x1f{m.tag_value}")),
+            m.id or proposal_id(m.stripe_customer_id, m.tag_value, m.tag_key, scope),
             m.stripe_customer_id,
             by_id[m.stripe_customer_id].name if m.stripe_customer_id in by_id else None,
             m.tag_value,
             m.confidence if m.confidence is not None else 0.0,
+            m.match_reason,
+            m.tag_key,
         )
-        for m in mappings
-        if m.match_type == "auto"
-        and m.status == "pending"
-        and m.tag_value not in att.tag_to_customer
+        for m in sorted(mappings, key=lambda m: (m.tag_value, m.stripe_customer_id))
+        if not m.decided and m.tag_value not in att.tag_to_customer
     ]
-    pending += propose_auto_matches(customers, att.unmapped.keys(), mappings)
+    # Fresh proposals only where no stored pending row speaks for the tag or the customer.
+    pending_tags = {p.tag_value for p in pending}
+    pending_customers = {p.stripe_customer_id for p in pending}
+    pending += [
+        p
+        for p in propose_auto_matches(
+            customers, att.unmapped.keys(), mappings, rejected, scope=scope
+        )
+        if p.tag_value not in pending_tags and p.stripe_customer_id not in pending_customers
+    ]
     return {
         "unmatchedStripeCustomers": unmatched,
         "unmappedTagValues": unmapped,

@@ -12,7 +12,9 @@ rate is kept in native currency only and counted in `skipped_lines`.
 
 `mart/customer_margins_monthly` is partitioned by month: each workspace's margin table is computed
 with `lib.margins.margin_table` and the month is replaced in one transaction, after checking that
-its revenue equals the recognized revenue of the month.
+its revenue equals the recognized revenue of the month. Each run first stores the current auto-match
+proposals (`margins.mappings.refresh_auto_matches`, pending until a person accepts them); costs are
+attributed through decided mappings only (manual, or auto and accepted).
 """
 
 import json
@@ -27,10 +29,7 @@ import sqlalchemy as sa
 
 from finance_pipeline.lib.ledger import fx_lookup
 from finance_pipeline.lib.margins import (
-    CostRecord,
-    CustomerMapping,
     MarginThresholds,
-    StripeCustomer,
     margin_table,
     shift_month,
     unmatched_report,
@@ -38,6 +37,13 @@ from finance_pipeline.lib.margins import (
 from finance_pipeline.lib.money import minor_to_micros, round_half_away
 from finance_pipeline.lib.recognition import month_key, month_split
 from finance_pipeline.lib.timeutil import local_day
+from finance_pipeline.margins.mappings import (
+    cost_records,
+    refresh_auto_matches,
+    rejected_pairs,
+    stored_mappings,
+    stripe_customers,
+)
 from finance_pipeline.partitions import monthly_partitions
 from finance_pipeline.resources import WarehouseResource
 from finance_pipeline.tenancy import Workspace, list_workspaces
@@ -47,7 +53,6 @@ RECOGNIZED_KEY = dg.AssetKey(["core", "recognized_revenue_monthly"])
 MARGINS_KEY = dg.AssetKey(["mart", "customer_margins_monthly"])
 # Months before the partition month read for the sparkline projection (§11: up to 6 months).
 HISTORY_MONTHS = 5
-COST_SOURCES = ("raw.usage_costs", "raw.cost_records")
 
 
 def _json(value: Any) -> Any:
@@ -222,33 +227,6 @@ def _thresholds(ws: Workspace) -> MarginThresholds:
     )
 
 
-def _mappings(
-    wh: Warehouse, ws_id: str, customers: list[StripeCustomer], tags: set[str]
-) -> list[CustomerMapping]:
-    """Stored mappings plus implicit accepted exact-id matches (tag == Stripe id, confidence 1)."""
-    stored = [
-        CustomerMapping(
-            stripe_customer_id=r["stripe_customer_id"],
-            tag_value=r["tag_value"],
-            match_type=r["match_type"],
-            status=r["status"],
-            id=r["id"],
-            confidence=None if r["confidence"] is None else float(r["confidence"]),
-        )
-        for r in wh.rows(
-            "SELECT * FROM app.customer_mappings WHERE workspace_id = :w ORDER BY id", w=ws_id
-        )
-    ]
-    mapped = {m.tag_value for m in stored}
-    ids = {c.id for c in customers}
-    exact = [
-        CustomerMapping(t, t, match_type="auto", status="accepted", confidence=1.0)
-        for t in sorted(tags)
-        if t in ids and t not in mapped
-    ]
-    return stored + exact
-
-
 def compute_margins(wh: Warehouse, ws: Workspace, month: str) -> dict[str, Any]:
     """The margin table, unmatched report and recognized total of one workspace and month."""
     first = shift_month(month, -HISTORY_MONTHS)
@@ -272,50 +250,22 @@ def compute_margins(wh: Warehouse, ws: Workspace, month: str) -> dict[str, Any]:
     y, m = int(first[:4]), int(first[5:])
     last_y, last_m = int(month[:4]), int(month[5:])
     end_excl = date(last_y + (last_m == 12), last_m % 12 + 1, 1)
-    cost_rows = wh.rows(
-        "SELECT l.day, l.customer_id, l.amount_reporting_micros, l.currency, l.description,"
-        " l.source_table, u.request_count, u.model"
-        " FROM core.ledger l LEFT JOIN raw.usage_costs u ON l.source_table = 'raw.usage_costs'"
-        " AND u.workspace_id = l.workspace_id AND u.external_id = l.source_id"
-        " WHERE l.workspace_id = :w AND l.kind = 'expense'"
-        " AND l.source_table IN ('raw.usage_costs', 'raw.cost_records')"
-        " AND l.day >= :a AND l.day < :b ORDER BY l.entry_id",
-        w=ws.id,
-        a=date(y, m, 1),
-        b=end_excl,
-    )
-    costs: list[CostRecord] = []
-    for c in cost_rows:
-        period = month_key(_as_date(c["day"]))
-        if c["amount_reporting_micros"] is None:
-            if period == month:
-                skipped[c["currency"]] = skipped.get(c["currency"], 0) + 1
-            continue
-        costs.append(
-            CostRecord(
-                tag_value=c["customer_id"] or None,
-                period=period,
-                cost_micros=int(c["amount_reporting_micros"]),
-                model=c["model"],
-                request_count=int(c["request_count"] or 0),
-            )
-        )
-    customers = [
-        StripeCustomer(r["id"], r["name"], r["email"])
-        for r in wh.rows(
-            "SELECT id, name, email FROM raw.stripe_customers WHERE workspace_id = :w"
-            " AND deleted = :f ORDER BY id",
-            w=ws.id,
-            f=False,
-        )
-    ]
-    mappings = _mappings(wh, ws.id, customers, {c.tag_value for c in costs if c.tag_value})
+    with wh.engine.connect() as conn:
+        costs, skipped_costs = cost_records(conn, wh, ws.id, date(y, m, 1), end_excl)
+        customers = stripe_customers(conn, wh, ws.id)
+        # Only decided mappings (manual, accepted auto) attribute cost; pending ones wait (§11).
+        mappings = stored_mappings(conn, wh, ws.id)
+        rejected = rejected_pairs(conn, wh, ws.id)
+    for cur, n in skipped_costs.get(month, {}).items():
+        skipped[cur] = skipped.get(cur, 0) + n
     table = margin_table(
         month, revenue, costs, customers, mappings, _thresholds(ws), skipped_currencies=skipped
     )
     month_revenue = {k: v for k, v in revenue.items() if k[1] == month}
     month_costs = [c for c in costs if c.period == month]
-    unmatched = unmatched_report(customers, month_revenue, month_costs, mappings)
+    unmatched = unmatched_report(
+        customers, month_revenue, month_costs, mappings, rejected, scope=ws.id
+    )
     recognized_total = sum(month_revenue.values())
     return {"table": table, "unmatched": unmatched, "recognized_total": recognized_total}
 
@@ -401,7 +351,11 @@ def customer_margins_monthly(
     while cur < end:
         months.append(cur)
         cur = shift_month(cur, 1)
-    results = {(ws.id, m): compute_margins(wh, ws, m) for ws in list_workspaces(wh) for m in months}
+    workspaces = list_workspaces(wh)
+    # Auto-match proposals first (seeds/003 revenue sync "autoMatchesCreated"): stored as pending,
+    # they show in the unmatched lists and count only once a person accepts them.
+    refreshed = {ws.id: refresh_auto_matches(wh, ws) for ws in workspaces}
+    results = {(ws.id, m): compute_margins(wh, ws, m) for ws in workspaces for m in months}
     mismatches = [
         f"{ws_id} {m}: margins {r['table']['summary']['totalRevenueMicrodollars']}"
         f" != recognized {r['recognized_total']}"
@@ -461,6 +415,8 @@ def customer_margins_monthly(
     meta["critical_count"] = sum(r["table"]["summary"]["criticalCount"] for r in results.values())
     meta["at_risk_count"] = sum(r["table"]["summary"]["atRiskCount"] for r in results.values())
     meta["rows_written"] = sum(len(r["table"]["customers"]) for r in results.values())
+    meta["auto_matches_created"] = sum(r.created for r in refreshed.values())
+    meta["auto_matches_pending"] = sum(r.pending for r in refreshed.values())
     meta["margins"] = dg.MetadataValue.md("\n".join(lines))
     yield dg.MaterializeResult(asset_key=MARGINS_KEY, metadata=meta)
     yield dg.AssetCheckResult(

@@ -329,17 +329,17 @@ def test_proposals_confidence_and_ties() -> None:
         StripeCustomer("ops@acme.com", "Whatever"),
     ]
     props = propose_auto_matches(customers, ["acme corp", "OPS@acme.com", "ops@acme.com", "zzz"])
-    got = [(p.tag_value, p.stripe_customer_id, p.confidence) for p in props]
-    assert got == [
-        ("OPS@acme.com", "cus_1", 0.9),
-        ("acme corp", "cus_1", 0.8),
-        ("acme corp", "cus_2", 0.8),
-        ("ops@acme.com", "ops@acme.com", 1.0),  # the exact id beats the email match
-    ]
-    again = propose_auto_matches(customers, ["acme corp"])
-    assert [p.id for p in again] == [props[1].id, props[2].id]
-    # A tag with any mapping (even pending) is not proposed again.
-    assert propose_auto_matches(customers, ["acme corp"], [CustomerMapping("x", "acme corp")]) == []
+    got = [(p.tag_value, p.stripe_customer_id, p.confidence, p.match_reason) for p in props]
+    # "acme corp" ties cus_1 and cus_2 (0.8); cus_1's email matches two tags (0.9 each): both
+    # ambiguous. The exact id beats cus_1's email match on "ops@acme.com".
+    assert got == [("ops@acme.com", "ops@acme.com", 1.0, "exact_id")]
+    again = propose_auto_matches(customers[::-1], ["zzz", "ops@acme.com"])
+    assert [p.id for p in again] == [props[0].id]
+    # A tag with a decided mapping is not proposed again; a pending one is recomputed.
+    decided = [CustomerMapping("x", "ops@acme.com")]
+    assert propose_auto_matches(customers, ["ops@acme.com"], decided) == []
+    pending = [CustomerMapping("ops@acme.com", "ops@acme.com", "auto", "pending")]
+    assert propose_auto_matches(customers, ["ops@acme.com"], pending) == props
 
 
 def test_tier_changes() -> None:

@@ -88,12 +88,21 @@ def seed(wh: Warehouse) -> None:
 
     September 2026: cus_a 100.00 revenue (120.00 line - 20.00 discount) vs 50.00 cost via manual
     tag "acme" (exactly 50 %); cus_b 100.00 (no period: paid day) vs 80.00 via exact-id tag (exactly
-    20 %); cus_split 0.01 over Sep 29 - Oct 1 (2 days Sep, 1 day Oct); cus_c cost 5.00, no revenue;
+    20 %, auto-accepted by the workspace switch); cus_split 0.01 over Sep 29 - Oct 1 (2 days Sep,
+    1 day Oct); cus_c cost 5.00 via exact-id tag, no revenue;
     tag "mystery" unmapped (7.00, 42 requests); an untagged COGS cost record 3.00; an open invoice
     (ignored) and a refund of cus_b on Oct 3 (negative, own day).
     """
     org = create_organization(wh, "o", org_id="o")
-    create_workspace(wh, org, "w", workspace_id="ws1", cash_on_hand_micros=1_000_000_000_000)
+    # Exact-id auto matches (tag == Stripe id, confidence 1) are accepted by the workspace switch.
+    create_workspace(
+        wh,
+        org,
+        "w",
+        workspace_id="ws1",
+        cash_on_hand_micros=1_000_000_000_000,
+        settings={"mapping_auto_accept_confidence": 1},
+    )
     create_workspace(wh, org, "e", workspace_id="ws_empty")
     ws = "ws1"
     _insert(
