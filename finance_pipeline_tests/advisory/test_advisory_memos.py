@@ -20,10 +20,10 @@ from finance_pipeline.alerts.assets import alerts
 from finance_pipeline.lib.advisory import write_memo
 from finance_pipeline.lib.alerts import alert_id
 from finance_pipeline.metrics.cfo_assets import cfo_marts
-from finance_pipeline.resources import WarehouseResource
 from finance_pipeline.settings import Settings, get_settings
 from finance_pipeline.tenancy import create_organization, create_workspace
 from finance_pipeline.warehouse import Warehouse
+from finance_pipeline_tests.dagster_runs import materialize_days
 from finance_pipeline_tests.metrics.test_cfo_revenue_alerts import _ledger, _mrr
 
 AS_OF = date(2026, 2, 28)
@@ -86,15 +86,7 @@ def _seed(wh: Warehouse, ws: str = "ws_seed", cash_cents: int = 5_000_000) -> No
 def _run(
     wh: Warehouse, start: date, end: date, assets: list | None = None
 ) -> dg.ExecuteInProcessResult:
-    return dg.materialize(
-        assets or [cfo_marts, alerts, advisory_memos],
-        resources={"warehouse": WarehouseResource(url=wh.url.render_as_string(False))},
-        tags={
-            "dagster/asset_partition_range_start": start.isoformat(),
-            "dagster/asset_partition_range_end": end.isoformat(),
-        },
-        instance=dg.DagsterInstance.ephemeral(),
-    )
+    return materialize_days(assets or [cfo_marts, alerts, advisory_memos], wh, start, end, True)
 
 
 def _json(value: Any) -> Any:

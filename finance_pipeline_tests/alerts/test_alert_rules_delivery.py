@@ -29,10 +29,10 @@ from finance_pipeline.lib.alerts import (
     alert_id,
     verify_signature,
 )
-from finance_pipeline.resources import WarehouseResource
 from finance_pipeline.stripe_sync.streams import STREAMS
 from finance_pipeline.tenancy import connect_stripe, create_organization, create_workspace
 from finance_pipeline.warehouse import Warehouse
+from finance_pipeline_tests.dagster_runs import materialize_days
 
 C = 10_000  # micros per cent
 MARCH_1 = date(2026, 3, 1)
@@ -61,16 +61,7 @@ def _workspace(wh: Warehouse, ws: str, cash_cents: int | None = None, **settings
 
 
 def _run(wh: Warehouse, start: date, end: date) -> dg.ExecuteInProcessResult:
-    return dg.materialize(
-        [alerts],
-        resources={"warehouse": WarehouseResource(url=wh.url.render_as_string(False))},
-        tags={
-            "dagster/asset_partition_range_start": start.isoformat(),
-            "dagster/asset_partition_range_end": end.isoformat(),
-        },
-        instance=dg.DagsterInstance.ephemeral(),
-        raise_on_error=False,
-    )
+    return materialize_days([alerts], wh, start, end)
 
 
 def _json(value: Any) -> Any:

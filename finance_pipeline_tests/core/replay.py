@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, timedelta
+from fractions import Fraction
 from typing import Any
 
 from finance_pipeline.ingest.landing import pending_files, process_file
@@ -75,3 +76,13 @@ def replay(
     finally:
         standin.stop()
     return Replay(sim, acct, first, sim.fixture["clock"])
+
+
+def value_on(series: list[tuple[date, Fraction]], day: date) -> Fraction:
+    """The value of a change-row series (sorted by day) on `day`: the last change on or before it."""
+    value = Fraction(0)
+    for d, v in series:
+        if d > day:
+            break
+        value = v
+    return value

@@ -15,7 +15,7 @@ from finance_pipeline.lib.subscription_history import build_history
 from finance_pipeline.metrics.mrr_compute import compute_mrr_window
 from finance_pipeline.tenancy import list_workspaces
 from finance_pipeline.warehouse import Warehouse
-from finance_pipeline_tests.core.replay import END, replay
+from finance_pipeline_tests.core.replay import END, replay, value_on
 
 
 def _replay(wh: Warehouse, seed: int, customers: int):
@@ -32,15 +32,6 @@ def _replay(wh: Warehouse, seed: int, customers: int):
         )
     window = compute_mrr_window(wh, list_workspaces(wh)[0], run.first, END)
     return run.sim, run.account, run.first, window
-
-
-def _value_on(series: list[tuple[date, Fraction]], day: date) -> Fraction:
-    value = Fraction(0)
-    for d, v in series:
-        if d > day:
-            break
-        value = v
-    return value
 
 
 @pytest.mark.parametrize("seed", [3, 11])
@@ -60,8 +51,8 @@ def test_replayed_pipeline_equals_ground_truth_every_customer_every_day(
         (c, first + timedelta(days=i))
         for c in set(expected) | set(got)
         for i in range((END - first).days + 1)
-        if _value_on(expected.get(c, []), first + timedelta(days=i))
-        != _value_on(got.get(c, []), first + timedelta(days=i))
+        if value_on(expected.get(c, []), first + timedelta(days=i))
+        != value_on(got.get(c, []), first + timedelta(days=i))
     ]
     assert mismatches == []
     # Movements per customer and day, fx included (reporting currency, exact).

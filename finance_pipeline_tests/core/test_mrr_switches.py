@@ -9,13 +9,10 @@ from datetime import date, timedelta
 from fractions import Fraction
 from typing import Any
 
-import dagster as dg
-
 from finance_pipeline.core.assets import fx_rates, ledger, subscription_history
 from finance_pipeline.lib.timeutil import day_start_ts
 from finance_pipeline.metrics.mrr_assets import mrr_marts
 from finance_pipeline.metrics.mrr_compute import exact
-from finance_pipeline.resources import WarehouseResource
 from finance_pipeline.stripe_standin.sim_model import SubState, SubTimeline
 from finance_pipeline.stripe_standin.sim_truth import (
     COUNTING_STATUSES,
@@ -24,7 +21,8 @@ from finance_pipeline.stripe_standin.sim_truth import (
     state_mrr_micros,
 )
 from finance_pipeline.warehouse import Warehouse
-from finance_pipeline_tests.core.replay import END, replay
+from finance_pipeline_tests.core.replay import END, replay, value_on
+from finance_pipeline_tests.dagster_runs import materialize_days
 
 GRACE_DAYS = 3
 WORKSPACES: dict[str, dict[str, Any]] = {
@@ -79,26 +77,10 @@ def _stored_series(wh: Warehouse, ws_id: str) -> dict[str, list[tuple[date, Frac
     return series
 
 
-def _value_on(series: list[tuple[date, Fraction]], day: date) -> Fraction:
-    value = Fraction(0)
-    for d, v in series:
-        if d > day:
-            break
-        value = v
-    return value
-
-
 def test_switches_change_the_marts_exactly_as_metrics_md_says(warehouse: Warehouse) -> None:
     run = replay(warehouse, seed=3, customers=40, workspaces=WORKSPACES)
-    result = dg.materialize(
-        [fx_rates, ledger, subscription_history, mrr_marts],
-        resources={"warehouse": WarehouseResource(url=warehouse.url.render_as_string(False))},
-        instance=dg.DagsterInstance.ephemeral(),
-        tags={
-            "dagster/asset_partition_range_start": run.first.isoformat(),
-            "dagster/asset_partition_range_end": END.isoformat(),
-        },
-    )
+    assets = [fx_rates, ledger, subscription_history, mrr_marts]
+    result = materialize_days(assets, warehouse, run.first, END)
     assert result.success
     timelines = [
         tl for tl in run.sim.ground_truth.timelines.values() if tl.account_id == run.account
@@ -122,7 +104,7 @@ def test_switches_change_the_marts_exactly_as_metrics_md_says(warehouse: Warehou
             (ws_id, c, d)
             for c in customers
             for d in days
-            if _value_on(stored.get(c, []), d) != expected.get((c, d), Fraction(0))
+            if value_on(stored.get(c, []), d) != expected.get((c, d), Fraction(0))
         ]
         assert mismatches[:5] == [], f"{len(mismatches)} customer-days differ in {ws_id}"
     assert differs["ws_default"] == 0

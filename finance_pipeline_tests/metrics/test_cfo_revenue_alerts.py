@@ -9,7 +9,6 @@ from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
 
-import dagster as dg
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -26,9 +25,9 @@ from finance_pipeline.lib.cfo_metrics import LedgerEntry, cfo_metrics
 from finance_pipeline.lib.revenue_analytics import revenue_analytics
 from finance_pipeline.metrics import cfo_assets
 from finance_pipeline.metrics.cfo_assets import cfo_marts
-from finance_pipeline.resources import WarehouseResource
 from finance_pipeline.tenancy import create_organization, create_workspace
 from finance_pipeline.warehouse import Warehouse
+from finance_pipeline_tests.dagster_runs import materialize_days
 
 AS_OF = date(2026, 2, 28)
 C = 10_000  # micros per cent
@@ -108,16 +107,7 @@ def _workspace(wh: Warehouse, ws: str, cash_cents: int | None, **settings: Any) 
 
 
 def _run(wh: Warehouse, start: date, end: date, assets: list | None = None) -> Any:
-    return dg.materialize(
-        assets or [cfo_marts, alerts],
-        resources={"warehouse": WarehouseResource(url=wh.url.render_as_string(False))},
-        tags={
-            "dagster/asset_partition_range_start": start.isoformat(),
-            "dagster/asset_partition_range_end": end.isoformat(),
-        },
-        instance=dg.DagsterInstance.ephemeral(),
-        raise_on_error=False,
-    )
+    return materialize_days(assets or [cfo_marts, alerts], wh, start, end)
 
 
 def _json(value: Any) -> Any:
