@@ -38,24 +38,7 @@ def retention_for_period(
             f"MRR marts of {workspace_id} do not cover {', '.join(missing)}; backfill those "
             "partitions (mart/mrr_daily) first"
         )
-    changes = [
-        MrrChange(
-            workspace_id=workspace_id,
-            customer_id=r["customer_id"],
-            currency=r["currency"],
-            day=_day(r["day"]),
-            mrr=Fraction(r["mrr_exact"]),
-            cmrr=Fraction(r["cmrr_exact"]),
-            active_subscriptions=int(r["active_subscriptions"]),
-            by_plan={k: Fraction(v) for k, v in _json(r["by_plan_json"]).items()},
-            churn_reason=r["churn_reason"],
-        )
-        for r in wh.rows(
-            "SELECT * FROM mart.mrr_changes WHERE workspace_id = :w AND day <= :b ORDER BY day",
-            w=workspace_id,
-            b=end,
-        )
-    ]
+    changes = load_mrr_changes(wh, workspace_id, end)
     movements = [
         Movement(
             workspace_id,
@@ -80,6 +63,28 @@ def retention_for_period(
         reporting_currency,
     )
     return period_retention(changes, movements, fx, reporting_currency, start, end)
+
+
+def load_mrr_changes(wh: Warehouse, workspace_id: str, end: date) -> list[MrrChange]:
+    """The workspace's stored per-customer MRR change rows up to `end`, with exact values."""
+    return [
+        MrrChange(
+            workspace_id=workspace_id,
+            customer_id=r["customer_id"],
+            currency=r["currency"],
+            day=_day(r["day"]),
+            mrr=Fraction(r["mrr_exact"]),
+            cmrr=Fraction(r["cmrr_exact"]),
+            active_subscriptions=int(r["active_subscriptions"]),
+            by_plan={k: Fraction(v) for k, v in _json(r["by_plan_json"]).items()},
+            churn_reason=r["churn_reason"],
+        )
+        for r in wh.rows(
+            "SELECT * FROM mart.mrr_changes WHERE workspace_id = :w AND day <= :b ORDER BY day",
+            w=workspace_id,
+            b=end,
+        )
+    ]
 
 
 def _day(value: object) -> date:
