@@ -287,6 +287,10 @@ def run_demo(
     first_day = (
         first_partition_with_data(warehouse_for(settings.resolved_warehouse_url)) or last_day
     )
+    # One planned event per asset for the whole range instead of one per asset and day: on the
+    # SQLite instance that halves the events stored (measured 8,064 planned of 13,938). The cost,
+    # partitions not marked failed if this run fails, does not apply: the demo stops on failure.
+    os.environ["DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS"] = "true"
     t = time.time()
     result = defs.resolve_job_def("rebuild_marts").execute_in_process(
         instance=instance,
@@ -301,6 +305,7 @@ def run_demo(
         f"\nJob rebuild_marts ({first_day}..{last_day}, one run): "
         f"{'succeeded' if result.success else 'FAILED'} in {time.time() - t:.1f} s"
     )
+    del os.environ["DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS"]
     if not result.success:
         return 1
     _print_roll_forward(settings, last_day)
