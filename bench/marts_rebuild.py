@@ -63,12 +63,6 @@ PG_ADMIN_URL = os.environ.get(
 # The daily schedule restates yesterday and the 2 days before it (definitions.RESTATEMENT_DAYS).
 RESTATEMENT_DAYS = 3
 WRITE_BATCH = 1000
-# Not in the migrations: without it SQLite answers the ledger's reconciliation join
-# (charges LEFT JOIN invoice_payments ON charge) by scanning every payment for every charge.
-CHARGE_INDEX = (
-    "CREATE INDEX IF NOT EXISTS stripe_invoice_payments_charge"
-    " ON raw.stripe_invoice_payments (workspace_id, charge)"
-)
 
 
 # ------------------------------------------------------------------------------------- memory
@@ -218,9 +212,6 @@ def prepare(args: argparse.Namespace) -> None:
         del sim
         gc.collect()
     for wh in whs:
-        if args.charge_index:
-            with wh.begin() as db:
-                db.execute(wh.text(CHARGE_INDEX))
         if not wh.is_sqlite:
             # Statistics as autovacuum would have them on a long-lived database.
             with wh.engine.execution_options(isolation_level="AUTOCOMMIT").connect() as c:
@@ -567,7 +558,6 @@ def driver(args: argparse.Namespace) -> None:
         "end": str(END),
         "months": args.months,
         "events": args.events,
-        "charge_index": args.charge_index,
         "sizes": {},
     }
     created: list[str] = []
@@ -614,7 +604,6 @@ def driver(args: argparse.Namespace) -> None:
                         str(args.chunk),
                         "--events",
                         args.events,
-                        *(["--charge-index"] if args.charge_index else []),
                         *[x for u in urls.values() for x in ("--url", u)],
                     ],
                     log,
@@ -671,7 +660,6 @@ def main(argv: list[str] | None = None) -> None:
         p.add_argument("--seed", type=int, default=11)
         p.add_argument("--chunk", type=int, default=10_000)
         p.add_argument("--events", default="retention")
-        p.add_argument("--charge-index", action="store_true")
         p.add_argument("--mode", default="full")
         p.add_argument("--instance", default="memory")
         p.add_argument("--first-day", dest="first_day")
@@ -696,11 +684,6 @@ def main(argv: list[str] | None = None) -> None:
         default="retention",
         choices=("retention", "full"),
         help="stored Stripe events: last 30 days (first sync) or the whole history",
-    )
-    p.add_argument(
-        "--charge-index",
-        action="store_true",
-        help="add an index on raw.stripe_invoice_payments (workspace_id, charge) after loading",
     )
     p.add_argument("--dagster-size", type=int, default=0, help="size to run the Dagster job at")
     p.add_argument("--dagster-instances", default="memory", help="memory and/or sqlite")

@@ -21,7 +21,7 @@ from decimal import Decimal
 from fractions import Fraction
 from typing import Any
 
-from finance_pipeline.lib.money import minor_to_micros, round_half_away
+from finance_pipeline.lib.money import minor_to_micros
 from finance_pipeline.lib.timeutil import local_day
 
 Row = Mapping[str, Any]
@@ -88,6 +88,7 @@ class LedgerBuilder:
         self.tz = tz
         self.rate = rate
         self.rows: list[LedgerRow] = []
+        self._rate_texts: dict[Fraction, str] = {}
 
     def add(
         self,
@@ -107,7 +108,16 @@ class LedgerBuilder:
     ) -> None:
         """Add one entry; amounts are exact micro-units, rounded once here to whole micro-units."""
         rate = self.rate(currency, day)
-        native = round_half_away(Fraction(amount))
+        exact = Fraction(amount)
+        native = _round_exact(exact)
+        if rate is None:
+            reporting = rate_text = None
+        else:
+            reporting = native if rate == 1 else _round_exact(exact * rate)
+            rate_text = self._rate_texts.get(rate)
+            if rate_text is None:
+                # One rate per currency and day serves many entries.
+                rate_text = self._rate_texts[rate] = _rate_text(rate)
         self.rows.append(
             LedgerRow(
                 workspace_id=self.workspace_id,
@@ -120,11 +130,9 @@ class LedgerBuilder:
                 customer_id=customer_id,
                 amount_micros=native,
                 currency=currency,
-                amount_reporting_micros=None
-                if rate is None
-                else round_half_away(Fraction(amount) * rate),
+                amount_reporting_micros=reporting,
                 reporting_currency=self.reporting,
-                fx_rate=None if rate is None else _rate_text(rate),
+                fx_rate=rate_text,
                 source_table=source_table,
                 source_id=source_id,
                 description=description,
@@ -266,6 +274,18 @@ class LedgerBuilder:
 
 def _day(value: Any) -> date:
     return value if isinstance(value, date) else date.fromisoformat(str(value))
+
+
+def _round_exact(value: Fraction) -> int:
+    """`round_half_away(value)` with integer arithmetic on numerator and denominator.
+
+    Every ledger row rounds twice; Fraction arithmetic made that a hotspot of the rebuild.
+    """
+    n, d = value.numerator, value.denominator  # d > 0
+    q, r = divmod(-n if n < 0 else n, d)
+    if 2 * r >= d:
+        q += 1
+    return -q if n < 0 else q
 
 
 def _rate_text(rate: Fraction) -> str:

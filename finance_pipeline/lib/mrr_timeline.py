@@ -58,6 +58,8 @@ MANUAL_WINDOW_DAYS = 30
 MANUAL_PLAN = "manual"
 MOVEMENT_KINDS = ("new", "reactivation", "expansion", "contraction", "churn", "fx")
 ONE_DAY = timedelta(days=1)
+_ZERO = Fraction(0)
+_ONE = Fraction(1)
 
 FxLookup = Callable[[str, date], Fraction | None]
 CustomerKey = tuple[str, str]
@@ -456,10 +458,20 @@ class _RateBook:
         self.fx = fx
         self.reporting = normalize_currency(reporting_currency)
         self._rates: dict[tuple[str, date], Fraction | None] = {}
+        self._deltas: dict[tuple[str, date], Fraction] = {}
+
+    def delta(self, currency: str, day: date) -> Fraction:
+        """rate(D) - rate(D-1), both present (cached: every customer in a currency needs it)."""
+        key = (currency, day)
+        value = self._deltas.get(key)
+        if value is None:
+            value = self.rate(currency, day) - self.rate(currency, day - ONE_DAY)  # type: ignore[operator]
+            self._deltas[key] = value
+        return value
 
     def rate(self, currency: str, day: date) -> Fraction | None:
         if currency == self.reporting:
-            return Fraction(1)
+            return _ONE
         key = (currency, day)
         if key not in self._rates:
             value = self.fx(currency, day)
@@ -529,8 +541,15 @@ def daily_movements(
     out: list[Movement] = []
     for key in sorted(streams):
         out.extend(_customer_movements(key, streams[key], rates, rate_days, start, last))
-    out.sort(key=lambda m: (m.day, m.workspace_id, m.customer_id, MOVEMENT_KINDS.index(m.kind)))
+    # Customers come in (workspace, customer) order and each one's movements by day, in
+    # MOVEMENT_KINDS order within a day (a kind, then fx): a stable sort on the day alone gives
+    # the (day, workspace, customer, kind) order without building a key tuple per movement.
+    out.sort(key=_movement_day)
     return out
+
+
+def _movement_day(m: Movement) -> date:
+    return m.day
 
 
 def _customer_movements(
@@ -555,10 +574,22 @@ def _customer_movements(
             lo = bisect.bisect_left(days_for_cur, row.day + ONE_DAY)
             hi = bisect.bisect_right(days_for_cur, min(seg_end, last))
             fx_days.update(days_for_cur[lo:hi])
+    if start is not None:
+        # Rate-only days before the window emit nothing and cannot change `had_mrr` (see below).
+        fx_days = {d for d in fx_days if d >= start}
+    change_set = set(change_days)
     out: list[Movement] = []
     had_mrr = False
-    for day in sorted(set(change_days) | fx_days):
+    for day in sorted(change_set | fx_days):
         emit = start is None or day >= start
+        if day not in change_set:
+            # No change row today in any currency, so p = q everywhere: §5 leaves only fx. Any
+            # q > 0 today was set by an earlier change day, which already set `had_mrr`.
+            if emit:
+                fx = _fx_only(key, day, per_currency, rates)
+                if fx is not None:
+                    out.append(fx)
+            continue
         ps = {cur: s.mrr_on(day - ONE_DAY) for cur, s in per_currency.items()}
         qs = {cur: s.mrr_on(day) for cur, s in per_currency.items()}
         if emit:
@@ -566,6 +597,43 @@ def _customer_movements(
         if any(q > 0 for q in qs.values()):
             had_mrr = True
     return out
+
+
+def _fx_only(
+    key: CustomerKey, day: date, per_currency: dict[str, _Stream], rates: _RateBook
+) -> Movement | None:
+    """§5 on a day without change rows: the fx movement p x (r - r'), summed over currencies.
+
+    Equal to `_classify` with q = p (no new, churn, expansion or contraction then). A currency
+    whose rate is missing on one of the two days contributes its converted side only and tags
+    the row `rate_gap`.
+    """
+    amount: Fraction | None = None
+    gap = False
+    yesterday = day - ONE_DAY
+    for cur, stream in per_currency.items():
+        p = stream.mrr_on(yesterday)
+        if not p:
+            continue  # contributes 0 and cannot open a gap
+        r = rates.rate(cur, day)
+        r_prev = rates.rate(cur, yesterday)
+        if r is not None and r_prev is not None:
+            if r == r_prev:
+                continue
+            term = p * rates.delta(cur, day)
+        elif r is not None:
+            term = p * r
+            gap = gap or p > 0
+        elif r_prev is not None:
+            term = -(p * r_prev)
+            gap = gap or p > 0
+        else:
+            continue
+        amount = term if amount is None else amount + term
+    if not amount:
+        return None
+    ws, customer = key
+    return Movement(ws, customer, day, "fx", amount, "rate_gap" if gap else None)
 
 
 def _classify(
@@ -749,6 +817,7 @@ def plan_daily(
     """
     wanted = sorted(set(days))
     rates = _RateBook(fx, reporting_currency)
+    reporting = rates.reporting
     rows = sorted(changes, key=lambda r: r.day)
     native: dict[tuple[str, str], Fraction] = defaultdict(Fraction)  # (plan, currency)
     subs: dict[str, int] = defaultdict(int)
@@ -771,19 +840,34 @@ def plan_daily(
             for plan, n in row.plan_subscriptions.items():
                 subs[plan] += n
             current[skey] = row
-        totals: dict[str, Fraction] = defaultdict(Fraction)
-        skipped: dict[str, set[str]] = defaultdict(set)
+        # Most plans have one currency, most often the reporting one: no multiplication by a
+        # rate of 1 and no addition to a zero, which made this loop a hotspot of a long window.
+        totals: dict[str, Fraction] = {}
+        skipped: dict[str, set[str]] = {}
+        plans = {p for p, n in subs.items() if n}
         for (plan, cur), amount in native.items():
             if not amount:
                 continue
-            rate = rates.rate(cur, day)
-            if rate is None:
-                skipped[plan].add(cur)
+            plans.add(plan)
+            if cur == reporting:
+                value = amount
             else:
-                totals[plan] += amount * rate
-        plans = {p for (p, _c), v in native.items() if v} | {p for p, n in subs.items() if n}
+                rate = rates.rate(cur, day)
+                if rate is None:
+                    skipped.setdefault(plan, set()).add(cur)
+                    continue
+                value = amount * rate
+            total = totals.get(plan)
+            totals[plan] = value if total is None else total + value
         for plan in sorted(plans):
+            gaps = skipped.get(plan)
             out.append(
-                PlanDay(day, plan, totals[plan], subs.get(plan, 0), tuple(sorted(skipped[plan])))
+                PlanDay(
+                    day,
+                    plan,
+                    totals.get(plan, _ZERO),
+                    subs.get(plan, 0),
+                    tuple(sorted(gaps)) if gaps else (),
+                )
             )
     return out

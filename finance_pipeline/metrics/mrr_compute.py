@@ -14,6 +14,7 @@ from finance_pipeline.lib.mrr import Settings
 from finance_pipeline.lib.mrr_timeline import (
     CompanyDay,
     ManualRecurring,
+    Movement,
     company_daily,
     customer_mrr_changes,
     daily_movements,
@@ -114,31 +115,23 @@ def compute_mrr_window(wh: Warehouse, ws: Workspace, start: date, end: date) -> 
                     "churn_reason": c.churn_reason,
                 }
             )
-    # One row per customer, day and kind; the first movement's reason names it. Most keys have a
-    # single movement, so amounts are added only when a key repeats.
-    merged: dict[tuple[str, date, str], list[Any]] = {}
-    for m in movements:
-        key = (m.customer_id, m.day, m.kind)
-        acc = merged.get(key)
-        if acc is None:
-            merged[key] = [m, m.amount]
-        else:
-            acc[1] += m.amount
-    for m, exact in merged.values():
-        out.movements.append(
-            {
-                "workspace_id": ws.id,
-                "customer_id": m.customer_id,
-                "day": m.day,
-                "kind": m.kind,
-                "reason": m.reason,
-                "amount_micros": _round_micros(exact),
-                "amount_exact": _exact(exact),
-            }
-        )
-    # Movements are the bulk of a long window: drop them before the plan summary is built, so
-    # the engine's objects and the mart rows are not all held at the peak.
-    del movements, merged
+    # One row per customer, day and kind; the first movement's reason names it. Movements come
+    # sorted by day, customer and kind, so a repeated key is adjacent and is merged in one pass
+    # (no dict of every key). Each movement is released once its row is built, so the engine's
+    # objects and the mart rows are not all held at the peak.
+    pending: list[Any] | None = None  # [first movement, exact sum]
+    for i, m in enumerate(movements):
+        movements[i] = None  # type: ignore[call-overload]
+        if pending is not None:
+            first = pending[0]
+            if first.day == m.day and first.customer_id == m.customer_id and first.kind == m.kind:
+                pending[1] += m.amount
+                continue
+            out.movements.append(_movement_row(ws.id, first, pending[1]))
+        pending = [m, m.amount]
+    if pending is not None:
+        out.movements.append(_movement_row(ws.id, pending[0], pending[1]))
+    del movements
     for d in company:
         if not d.identity_holds():
             out.identity_failures.append(
@@ -178,6 +171,18 @@ def compute_mrr_window(wh: Warehouse, ws: Workspace, start: date, end: date) -> 
             }
         )
     return out
+
+
+def _movement_row(workspace_id: str, m: Movement, exact: Fraction) -> dict[str, Any]:
+    return {
+        "workspace_id": workspace_id,
+        "customer_id": m.customer_id,
+        "day": m.day,
+        "kind": m.kind,
+        "reason": m.reason,
+        "amount_micros": _round_micros(exact),
+        "amount_exact": _exact(exact),
+    }
 
 
 def exact(text: str) -> Fraction:
