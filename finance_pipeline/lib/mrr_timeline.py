@@ -3,9 +3,12 @@
 Cost grows with the number of changes, not with customers x days:
 - `customer_mrr_changes` evaluates a customer only on the local days where one of its breakpoints
   falls (state edges, trial_end, discount start/end, started/ended, grace expiry, manual windows);
-- `daily_movements` visits those change days plus, for customers in a foreign currency, the days
-  the FX rate changes while they have MRR (fx movements exist exactly on those days, §5);
-- `company_daily` keeps running native totals per currency and converts them once per day.
+- `daily_movements` visits those change days; with `include_fx` also, for customers in a foreign
+  currency, the days the FX rate changes while they have MRR (a customer's fx movements exist
+  exactly on those days, §5), which is customers x days, so the marts do not store them;
+- `company_daily` keeps running native totals per currency, converts them once per day, and takes
+  the fx movement per currency from them: sum over customers of p x (r - r') = P x (r - r'), where
+  P is the currency's native MRR on D-1 (cost: currencies x days).
 
 All amounts are exact `Fraction` micro-units. Round only at the reported grain (`round_micros`).
 """
@@ -40,6 +43,7 @@ __all__ = [
     "MANUAL_WINDOW_DAYS",
     "MOVEMENT_KINDS",
     "CompanyDay",
+    "CurrencyFx",
     "ManualRecurring",
     "Movement",
     "MrrChange",
@@ -141,6 +145,21 @@ class Movement:
 
 
 @dataclass(frozen=True)
+class CurrencyFx:
+    """The fx movement of one currency's customers on a day (§5 summed over them, exact).
+
+    `amount = previous_native x rate - previous_native x previous_rate`, a missing rate counting
+    as 0 on its side (the customers' amounts then show as a `rate_gap`).
+    """
+
+    currency: str
+    previous_native: Fraction
+    previous_rate: Fraction | None
+    rate: Fraction | None
+    amount: Fraction
+
+
+@dataclass(frozen=True)
 class CompanyDay:
     """Company MRR balance and movement sums on one day, exact, in reporting micro-units.
 
@@ -164,6 +183,7 @@ class CompanyDay:
     churned_customers: int
     delinquent_churned_customers: int
     skipped_currencies: tuple[str, ...]
+    fx_by_currency: tuple[CurrencyFx, ...] = ()
 
     @property
     def arr(self) -> Fraction:
@@ -505,6 +525,7 @@ def daily_movements(
     *,
     start: date | None = None,
     end: date | None = None,
+    include_fx: bool = True,
 ) -> list[Movement]:
     """Per-customer daily movements in reporting micro-units, exactly as in §5.
 
@@ -513,6 +534,8 @@ def daily_movements(
     p/q yesterday/today and r/r' today's/yesterday's rates, change amounts use r and
     fx = p x (r - r'); a missing rate contributes 0, so its edges show as fx with reason `rate_gap`.
     For a multi-currency customer the amounts are summed over currencies. Sorted by day, customer.
+    Without `include_fx` only new, expansion, reactivation, contraction and churn are produced, on
+    change days only: `company_daily` gives the fx movement per currency.
     """
     streams: dict[CustomerKey, dict[str, _Stream]] = {}
     grouped: dict[CustomerKey, dict[str, list[MrrChange]]] = defaultdict(lambda: defaultdict(list))
@@ -534,13 +557,17 @@ def daily_movements(
                 cur not in first_by_currency or stream.days[0] < first_by_currency[cur]
             ):
                 first_by_currency[cur] = stream.days[0]
-    rate_days = {
-        cur: rates.change_days(cur, first, last) for cur, first in first_by_currency.items()
-    }
+    rate_days = (
+        {cur: rates.change_days(cur, first, last) for cur, first in first_by_currency.items()}
+        if include_fx
+        else {}
+    )
 
     out: list[Movement] = []
     for key in sorted(streams):
-        out.extend(_customer_movements(key, streams[key], rates, rate_days, start, last))
+        out.extend(
+            _customer_movements(key, streams[key], rates, rate_days, start, last, include_fx)
+        )
     # Customers come in (workspace, customer) order and each one's movements by day, in
     # MOVEMENT_KINDS order within a day (a kind, then fx): a stable sort on the day alone gives
     # the (day, workspace, customer, kind) order without building a key tuple per movement.
@@ -559,6 +586,7 @@ def _customer_movements(
     rate_days: dict[str, list[date]],
     start: date | None,
     last: date,
+    include_fx: bool = True,
 ) -> list[Movement]:
     """Movements of one customer, visiting its change days and in-MRR rate-change days."""
     change_days = sorted({d for s in per_currency.values() for d in s.days if d <= last})
@@ -593,7 +621,7 @@ def _customer_movements(
         ps = {cur: s.mrr_on(day - ONE_DAY) for cur, s in per_currency.items()}
         qs = {cur: s.mrr_on(day) for cur, s in per_currency.items()}
         if emit:
-            out.extend(_classify(key, day, per_currency, ps, qs, rates, had_mrr))
+            out.extend(_classify(key, day, per_currency, ps, qs, rates, had_mrr, include_fx))
         if any(q > 0 for q in qs.values()):
             had_mrr = True
     return out
@@ -644,6 +672,7 @@ def _classify(
     qs: dict[str, Fraction],
     rates: _RateBook,
     had_mrr: bool,
+    include_fx: bool = True,
 ) -> list[Movement]:
     """§5 for one customer and day; amounts summed over the customer's currencies."""
     p_at_r = Fraction(0)  # yesterday's MRR at today's rates
@@ -690,7 +719,7 @@ def _classify(
         unconverted = tuple(sorted(unconverted_p | unconverted_q))
         out.append(Movement(ws, customer, day, kind, abs(q_at_r - p_at_r), None, unconverted))
     fx_amount = p_at_r - p_at_prev
-    if fx_amount:
+    if include_fx and fx_amount:
         out.append(Movement(ws, customer, day, "fx", fx_amount, "rate_gap" if gap else None))
     return out
 
@@ -721,7 +750,9 @@ def company_daily(
     Native totals per currency are kept running over the change rows and converted once per day,
     so cost is O(changes + days x currencies). Currencies with MRR but no rate that day are left
     out and listed in `skipped_currencies` (§2). Paying customers and active subscriptions are
-    counts of native values, independent of rates.
+    counts of native values, independent of rates. The fx movement comes from the native totals
+    per currency (exactly the sum of the customers' fx movements); fx rows in `movements`, if
+    any, are not added again.
     """
     wanted = sorted(set(days))
     if not wanted:
@@ -736,6 +767,7 @@ def company_daily(
     positive_streams: dict[CustomerKey, int] = defaultdict(int)
     active = 0
     snapshots: dict[date, tuple[Fraction, Fraction, tuple[str, ...], int, int]] = {}
+    natives: dict[date, dict[str, Fraction]] = {}
     index = 0
     for day in eval_days:
         while index < len(rows) and rows[index].day <= day:
@@ -763,12 +795,13 @@ def company_daily(
             cmrr += cmrr_native[cur] * rate
         paying = sum(1 for v in positive_streams.values() if v > 0)
         snapshots[day] = (mrr, cmrr, tuple(skipped), active, paying)
+        natives[day] = {cur: v for cur, v in mrr_native.items() if v}
 
     sums: dict[date, dict[str, Fraction]] = defaultdict(lambda: defaultdict(Fraction))
     counts: dict[date, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     wanted_set = set(wanted)
     for m in movements:
-        if m.day not in wanted_set:
+        if m.day not in wanted_set or m.kind == "fx":
             continue
         sums[m.day][m.kind] += m.amount
         if m.kind in ("new", "reactivation", "churn"):
@@ -781,6 +814,7 @@ def company_daily(
         mrr, cmrr, skipped, active_subs, paying = snapshots[day]
         s = sums[day]
         c = counts[day]
+        fx_rows = _currency_fx(natives[day - ONE_DAY], day, rates)
         out.append(
             CompanyDay(
                 day=day,
@@ -794,15 +828,33 @@ def company_daily(
                 reactivation=s["reactivation"],
                 contraction=s["contraction"],
                 churn=s["churn"],
-                fx=s["fx"],
+                fx=sum((f.amount for f in fx_rows), _ZERO),
                 new_customers=c["new"],
                 reactivated_customers=c["reactivation"],
                 churned_customers=c["churn"],
                 delinquent_churned_customers=c["delinquent"],
                 skipped_currencies=skipped,
+                fx_by_currency=fx_rows,
             )
         )
     return out
+
+
+def _currency_fx(
+    previous: dict[str, Fraction], day: date, rates: _RateBook
+) -> tuple[CurrencyFx, ...]:
+    """§5's fx movement of each currency with MRR on D-1: P x r - P x r', a missing rate as 0."""
+    out: list[CurrencyFx] = []
+    yesterday = day - ONE_DAY
+    for cur in sorted(previous):
+        if cur == rates.reporting:
+            continue
+        p = previous[cur]
+        r, r_prev = rates.rate(cur, day), rates.rate(cur, yesterday)
+        amount = (p * r if r is not None else _ZERO) - (p * r_prev if r_prev is not None else _ZERO)
+        if amount:
+            out.append(CurrencyFx(cur, p, r_prev, r, amount))
+    return tuple(out)
 
 
 def plan_daily(

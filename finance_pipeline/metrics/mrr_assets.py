@@ -106,9 +106,7 @@ def mrr_marts(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
                     ),
                     {"w": ws_id, "a": start, "b": end},
                 )
-                rows = getattr(res, key)
-                if rows:
-                    db.execute(wh.table(table).insert(), rows)
+                wh.insert(db, table, getattr(res, key))
     # Headline numbers finance reads in the UI: the last day's MRR and the window's movements.
     lines = [
         "| workspace | MRR | ARR | subs | paying | new | expansion | reactivation | contraction | churn | fx |",

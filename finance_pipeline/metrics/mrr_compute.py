@@ -94,7 +94,11 @@ def compute_mrr_window(wh: Warehouse, ws: Workspace, start: date, end: date) -> 
         ws.reporting_currency,
     )
     changes = customer_mrr_changes(states, manual, mrr_settings(ws), None, end)
-    movements = daily_movements(changes, fx, ws.reporting_currency, start=start, end=end)
+    # Customers' fx movements are customers x days: the marts keep fx per currency and day in
+    # mart.mrr_daily (fx_by_currency_json), which sums to the same amount exactly (§5).
+    movements = daily_movements(
+        changes, fx, ws.reporting_currency, start=start, end=end, include_fx=False
+    )
     days = [start + timedelta(days=i) for i in range((end - start).days + 1)]
     company = company_daily(changes, movements, days, fx, ws.reporting_currency)
     out = MrrWindow(company=company)
@@ -152,6 +156,18 @@ def compute_mrr_window(wh: Warehouse, ws: Workspace, start: date, end: date) -> 
                 "churned_customers": d.churned_customers,
                 "delinquent_churned_customers": d.delinquent_churned_customers,
                 "skipped_currencies_json": list(d.skipped_currencies),
+                "fx_by_currency_json": {
+                    f.currency: {
+                        "previous_mrr_native": _exact(f.previous_native),
+                        "previous_rate": None
+                        if f.previous_rate is None
+                        else _exact(f.previous_rate),
+                        "rate": None if f.rate is None else _exact(f.rate),
+                        "fx": _exact(f.amount),
+                        "fx_micros": _round_micros(f.amount),
+                    }
+                    for f in d.fx_by_currency
+                },
                 "exact_json": {
                     **{f: _exact(getattr(d, f)) for f in MONEY_FIELDS},
                     "previous_mrr": _exact(d.previous_mrr),

@@ -181,6 +181,9 @@ class Warehouse:
         upd = tuple(update) if update is not None else None
         plan = self._upsert_plan(qualified, columns, tuple(key), upd)
         if plan is None:
+            if not key:
+                conn.execute(self.table(qualified).insert(), list(rows))
+                return len(rows)
             return self._upsert_core(conn, qualified, rows, key, upd)
         getter, converters = plan.getter, plan.converters
         total = 0
@@ -241,7 +244,8 @@ class Warehouse:
                 f"({', '.join(prep.quote(c.name) for c in cols)}) VALUES "
             )
             row = f"({', '.join(mark for _ in cols)})"
-            tail = f" ON CONFLICT ({conflict}) {action}"
+            # No key: a plain insert (into a window the caller has just cleared).
+            tail = f" ON CONFLICT ({conflict}) {action}" if key else ""
             converters = []
             for i, col in enumerate(cols):
                 process = col.type._cached_bind_processor(dialect)
@@ -306,6 +310,11 @@ class Warehouse:
             conn.execute(stmt, plain[start : start + _UPSERT_CHUNK])
             total += len(plain[start : start + _UPSERT_CHUNK])
         return total
+
+    def insert(self, conn: Connection, qualified: str, rows: Sequence[Mapping[str, Any]]) -> int:
+        """Insert rows through the cached driver-level statement (no per-row SQLAlchemy work);
+        every row must have the first one's columns. For bulk rewrites of a cleared window."""
+        return self.upsert(conn, qualified, rows, key=())
 
     def insert_new(
         self,

@@ -11,6 +11,8 @@ import pytest
 import sqlalchemy as sa
 
 from finance_pipeline.core.history_io import history_rows, load_history_inputs
+from finance_pipeline.lib.ledger import fx_lookup
+from finance_pipeline.lib.mrr_timeline import MrrChange, daily_movements
 from finance_pipeline.lib.subscription_history import build_history
 from finance_pipeline.metrics.mrr_compute import compute_mrr_window
 from finance_pipeline.tenancy import list_workspaces
@@ -28,7 +30,10 @@ def _replay(wh: Warehouse, seed: int, customers: int):
     with wh.begin() as db:
         db.execute(sa.insert(wh.table("core.subscription_history")), rows)
         db.execute(
-            wh.text("INSERT INTO core.fx_rates SELECT base, currency, date, rate FROM raw.fx_rates")
+            wh.text(
+                "INSERT INTO core.fx_rates (base, currency, date, rate)"
+                " SELECT base, currency, date, rate FROM raw.fx_rates"
+            )
         )
     window = compute_mrr_window(wh, list_workspaces(wh)[0], run.first, END)
     return run.sim, run.account, run.first, window
@@ -55,18 +60,38 @@ def test_replayed_pipeline_equals_ground_truth_every_customer_every_day(
         != value_on(got.get(c, []), first + timedelta(days=i))
     ]
     assert mismatches == []
-    # Movements per customer and day, fx included (reporting currency, exact).
+    # Movements per customer and day (reporting currency, exact). The marts store fx per currency
+    # and day; each customer's fx comes from the library on the same change rows.
     want: dict[tuple[str, date, str], Fraction] = {}
     for account, customer, day, kind, amount, _tag in sim.ground_truth.movements:
         if account == acct and first <= day <= END:
-            want[(customer, day, kind)] = want.get((customer, day, kind), Fraction(0)) + Fraction(
-                amount
-            )
+            key = (customer, day, kind)
+            want[key] = want.get(key, Fraction(0)) + Fraction(amount)
     have = {
         (m["customer_id"], m["day"], m["kind"]): Fraction(m["amount_exact"])
         for m in window.movements
     }
+    assert not any(kind == "fx" for _c, _d, kind in have)
+    changes = [
+        MrrChange("ws1", r["customer_id"], r["currency"], r["day"], Fraction(r["mrr_exact"]),
+                  Fraction(r["cmrr_exact"]), r["active_subscriptions"])
+        for r in window.changes
+    ]  # fmt: skip
+    rate = fx_lookup(
+        warehouse.rows("SELECT base, currency, date, rate FROM core.fx_rates WHERE base = 'usd'"),
+        "usd",
+    )
+    for m in daily_movements(changes, rate, "usd", start=first, end=END):
+        if m.kind == "fx":
+            have[(m.customer_id, m.day, m.kind)] = m.amount
     want = {k: v for k, v in want.items() if v}
     have = {k: v for k, v in have.items() if v}
-    assert len(want) > 100 and have == want
+    assert len(want) > 100 and sum(k[2] == "fx" for k in want) > 100 and have == want
+    # The company's fx per day (stored per currency) equals the truth's, and the identity holds.
+    fx_days = 0
+    for d in window.company:
+        assert d.fx == sum((f.amount for f in d.fx_by_currency), Fraction(0))
+        assert d.fx == sim.ground_truth.fx_total(d.day), d.day
+        fx_days += bool(d.fx)
+    assert fx_days > 100
     assert window.identity_failures == []

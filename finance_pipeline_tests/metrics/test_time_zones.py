@@ -745,11 +745,27 @@ def test_mrr_converts_at_the_local_days_rate(built: Warehouse) -> None:
     assert ch[d(2026, 1, 18)] == (0, 0, 0, 0, 0, 0, 0)
     assert [m for m in _movements(built, "ws_ch") if m[0] < d(2026, 2, 1)] == [
         (d(2026, 1, 14), "cus_f", "new", 55_000_000),
-        (d(2026, 1, 15), "cus_f", "fx", 5_000_000),
-        (d(2026, 1, 16), "cus_f", "fx", 2_500_000),
         (d(2026, 1, 17), "cus_f", "churn", 65_000_000),
-        (d(2026, 1, 17), "cus_f", "fx", 2_500_000),
     ]
+    # The fx movements are stored per currency: EUR MRR of D-1 (50 EUR) x (r - r').
+    fx = {
+        r["day"] if isinstance(r["day"], date) else date.fromisoformat(r["day"]): (
+            r["fx_by_currency_json"]
+            if isinstance(r["fx_by_currency_json"], dict)
+            else json.loads(r["fx_by_currency_json"])
+        )
+        for r in built.rows(
+            "SELECT day, fx_by_currency_json FROM mart.mrr_daily WHERE workspace_id = 'ws_ch'"
+            " AND day BETWEEN '2026-01-13' AND '2026-01-18'"
+        )
+    }
+    eur = {day: v["eur"] for day, v in fx.items() if v}
+    assert {day: (v["previous_mrr_native"], v["previous_rate"], v["rate"], v["fx_micros"])
+            for day, v in eur.items()} == {
+        d(2026, 1, 15): ("50000000", "11/10", "6/5", 5_000_000),
+        d(2026, 1, 16): ("50000000", "6/5", "5/4", 2_500_000),
+        d(2026, 1, 17): ("50000000", "5/4", "13/10", 2_500_000),
+    }  # fmt: skip
 
 
 def _points(result: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
