@@ -7,8 +7,9 @@ import json
 from collections import defaultdict
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import Any
 
-from finance_pipeline.core.history_io import states_from_rows
+from finance_pipeline.core.history_io import rows_in, states_from_rows
 from finance_pipeline.lib.money import minor_to_micros
 from finance_pipeline.lib.mrr import Settings, evaluate_at, monthly_factor
 from finance_pipeline.warehouse.db import Warehouse
@@ -24,13 +25,52 @@ class LineMismatch:
     mrr_micros: Fraction
 
 
+def _json_list(value: Any) -> list[dict[str, Any]]:
+    # SQLite gives JSON text, PostgreSQL decoded values; absent fields are NULL.
+    if value is None:
+        return []
+    return json.loads(value) if isinstance(value, str) else list(value)
+
+
 def invoice_mrr_mismatches(
-    wh: Warehouse, workspace_id: str, settings: Settings
+    wh: Warehouse,
+    workspace_id: str,
+    settings: Settings,
+    periods_from: int | None = None,
+    periods_to: int | None = None,
 ) -> tuple[int, list[LineMismatch]]:
-    """(periods compared, mismatches) over every non-proration, non-metered subscription period."""
+    """(periods compared, mismatches) over the non-proration, non-metered subscription periods
+    starting in [periods_from, periods_to) (epoch seconds; every period when omitted), so a daily
+    run checks its window's renewals, not the whole history."""
+    window = ""
+    params: dict[str, Any] = {"w": workspace_id, "f": False}
+    if periods_from is not None:
+        window += " AND l.period_start >= :pa"
+        params["pa"] = periods_from
+    if periods_to is not None:
+        window += " AND l.period_start < :pb"
+        params["pb"] = periods_to
+    lines = wh.rows(
+        "SELECT l.subscription, l.price, l.amount, l.currency, l.period_start, i.status, "
+        f"{wh.json_field('l.payload', 'discount_amounts')} AS discount_amounts, "
+        f"{wh.json_field('l.payload', 'taxes')} AS taxes"
+        " FROM raw.stripe_invoice_lines l JOIN raw.stripe_invoices i"
+        " ON i.workspace_id = l.workspace_id AND i.id = l.invoice"
+        " WHERE l.workspace_id = :w AND l.subscription IS NOT NULL AND l.proration = :f" + window,
+        **params,
+    )
+    subscriptions = {ln["subscription"] for ln in lines}
+    if not subscriptions:
+        return 0, []
     states = defaultdict(list)
     for st in states_from_rows(
-        wh.rows("SELECT * FROM core.subscription_history WHERE workspace_id = :w", w=workspace_id)
+        rows_in(
+            wh,
+            "SELECT * FROM core.subscription_history WHERE workspace_id = :w",
+            "subscription_id",
+            subscriptions if window else None,
+            w=workspace_id,
+        )
     ):
         states[st.subscription_id].append(st)
     prices = {
@@ -42,24 +82,14 @@ def invoice_mrr_mismatches(
         )
     }
     periods: dict[tuple[str, int], Fraction] = defaultdict(Fraction)
-    for ln in wh.rows(
-        "SELECT l.subscription, l.price, l.amount, l.currency, l.period_start, l.payload,"
-        " i.status FROM raw.stripe_invoice_lines l JOIN raw.stripe_invoices i"
-        " ON i.workspace_id = l.workspace_id AND i.id = l.invoice"
-        " WHERE l.workspace_id = :w AND l.subscription IS NOT NULL AND l.proration = :f",
-        w=workspace_id,
-        f=False,
-    ):
+    for ln in lines:
         price = prices.get(ln["price"])
         if price is None or price["usage_type"] == "metered" or ln["status"] in ("void", "draft"):
             continue
-        payload = ln["payload"] if isinstance(ln["payload"], dict) else json.loads(ln["payload"])
-        net = int(ln["amount"]) - sum(
-            int(d["amount"]) for d in payload.get("discount_amounts") or ()
-        )
+        net = int(ln["amount"]) - sum(int(d["amount"]) for d in _json_list(ln["discount_amounts"]))
         net -= sum(
             int(t.get("amount") or 0)
-            for t in payload.get("taxes") or ()
+            for t in _json_list(ln["taxes"])
             if t.get("tax_behavior") == "inclusive"
         )
         factor = monthly_factor(

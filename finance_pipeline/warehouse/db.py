@@ -311,6 +311,11 @@ class Warehouse:
             total += len(plain[start : start + _UPSERT_CHUNK])
         return total
 
+    def json_field(self, column: str, key: str) -> str:
+        """SQL for one top-level field of a JSON column (JSON text on SQLite, jsonb on PostgreSQL;
+        NULL when absent): reading a field of a large payload without decoding it whole."""
+        return f"json_extract({column}, '$.{key}')" if self.is_sqlite else f"{column} -> '{key}'"
+
     def insert(self, conn: Connection, qualified: str, rows: Sequence[Mapping[str, Any]]) -> int:
         """Insert rows through the cached driver-level statement (no per-row SQLAlchemy work);
         every row must have the first one's columns. For bulk rewrites of a cleared window."""

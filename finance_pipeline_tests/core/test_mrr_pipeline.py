@@ -10,12 +10,19 @@ import pytest
 
 from finance_pipeline.definitions import defs
 from finance_pipeline.ingest.landing import pending_files, process_file
-from finance_pipeline.metrics.mrr_compute import identity_holds_in_table
+from finance_pipeline.lib.timeutil import day_start_ts
+from finance_pipeline.metrics.mrr_compute import identity_holds_in_table, mrr_settings
+from finance_pipeline.metrics.reconcile import invoice_mrr_mismatches
 from finance_pipeline.resources import WarehouseResource
 from finance_pipeline.settings import get_settings
 from finance_pipeline.stripe_standin.server import StandIn
 from finance_pipeline.stripe_standin.simulator import simulate
-from finance_pipeline.tenancy import connect_stripe, create_organization, create_workspace
+from finance_pipeline.tenancy import (
+    connect_stripe,
+    create_organization,
+    create_workspace,
+    list_workspaces,
+)
 from finance_pipeline.warehouse import Warehouse
 
 END = date(2026, 10, 31)
@@ -192,3 +199,37 @@ def test_retention_rates_for_any_period_come_from_the_marts(synced) -> None:
         retention_for_period(wh, "ws1", "usd", date(2024, 1, 1), date(2024, 1, 31))
     with pytest.raises(ValueError, match="before its start"):
         retention_for_period(wh, "ws1", "usd", date(2026, 9, 30), date(2026, 9, 1))
+
+
+def test_invoice_check_reads_the_windows_renewals_and_finds_a_wrong_line(synced) -> None:
+    """The WARN check compares each period's invoiced amount with MRR; a daily run checks only
+    the periods starting in its window, and a line that disagrees is reported."""
+    wh, resources, _sim = synced
+    assert _run(resources, "2026-09-01", END.isoformat()).success
+    ws = list_workspaces(wh)[0]
+    october = (day_start_ts(date(2026, 10, 1)), day_start_ts(date(2026, 11, 1)))
+    n_all, bad_all = invoice_mrr_mismatches(wh, "ws1", mrr_settings(ws))
+    n_oct, bad_oct = invoice_mrr_mismatches(wh, "ws1", mrr_settings(ws), *october)
+    assert 0 < n_oct < n_all
+    assert {b.period_start for b in bad_oct} <= {b.period_start for b in bad_all}
+    line = wh.rows(
+        "SELECT l.id, l.subscription, l.period_start FROM raw.stripe_invoice_lines l"
+        " JOIN raw.stripe_prices p ON p.workspace_id = l.workspace_id AND p.id = l.price"
+        " WHERE l.workspace_id = 'ws1' AND l.proration = :f AND p.usage_type = 'licensed'"
+        " AND l.period_start >= :a AND l.period_start < :b ORDER BY l.id",
+        f=False,
+        a=october[0],
+        b=october[1],
+    )[0]
+    with wh.begin() as db:
+        db.execute(
+            wh.text("UPDATE raw.stripe_invoice_lines SET amount = amount + 100 WHERE id = :i"),
+            {"i": line["id"]},
+        )
+    _n, bad = invoice_mrr_mismatches(wh, "ws1", mrr_settings(ws), *october)
+    assert (line["subscription"], line["period_start"]) in {
+        (b.subscription_id, b.period_start) for b in bad
+    }
+    september = (day_start_ts(date(2026, 9, 1)), october[0])
+    _n, bad = invoice_mrr_mismatches(wh, "ws1", mrr_settings(ws), *september)
+    assert line["period_start"] not in {b.period_start for b in bad}
