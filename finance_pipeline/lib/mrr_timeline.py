@@ -18,7 +18,7 @@ from __future__ import annotations
 import bisect
 import itertools
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
 from fractions import Fraction
@@ -48,8 +48,10 @@ __all__ = [
     "Movement",
     "MrrChange",
     "PlanDay",
+    "WindowChanges",
     "company_daily",
     "customer_mrr_changes",
+    "customer_mrr_window",
     "daily_movements",
     "expand_converted_trials",
     "period_movements",
@@ -361,6 +363,77 @@ class _CustomerEngine:
         return per_currency, per_sub
 
 
+def _customer_engines(
+    states: Iterable[SubscriptionState],
+    manual_recurring: Iterable[ManualRecurring],
+    settings: Settings,
+) -> Iterator[tuple[CustomerKey, _CustomerEngine]]:
+    """One evaluation engine per customer, in (workspace, customer) order."""
+    clock = _DayClock(settings.tz)
+    subs_by_customer: dict[CustomerKey, dict[str, list[SubscriptionState]]] = defaultdict(
+        lambda: defaultdict(list)
+    )
+    for state in expand_converted_trials(states):
+        key = (state.workspace_id, state.customer_id)
+        subs_by_customer[key][state.subscription_id].append(state)
+    manual_by_customer: dict[CustomerKey, list[ManualRecurring]] = defaultdict(list)
+    for entry in manual_recurring:
+        key = (entry.workspace_id, entry.customer_id or MANUAL_CUSTOMER)
+        manual_by_customer[key].append(entry)
+    for key in sorted(set(subs_by_customer) | set(manual_by_customer)):
+        timelines: dict[str, _SubTimeline] = {}
+        for sub_id, seq in subs_by_customer.get(key, {}).items():
+            seq.sort(key=lambda s: s.valid_from)
+            for a, b in itertools.pairwise(seq):
+                if a.valid_to is None or a.valid_to > b.valid_from:
+                    raise ValueError(f"subscription {sub_id}: overlapping history intervals")
+            timelines[sub_id] = _SubTimeline(seq, [s.valid_from for s in seq])
+        yield key, _CustomerEngine(timelines, manual_by_customer.get(key, []), settings, clock)
+
+
+def _change_rows(
+    key: CustomerKey,
+    engine: _CustomerEngine,
+    days: Iterable[date],
+    prev_aggs: dict[str, _Agg],
+    prev_subs: dict[str, _SubEval],
+) -> list[MrrChange]:
+    """The customer's rows on `days` (ascending) where a currency's values differ from the day
+    before's (`prev_*`: the values on the day before the first one)."""
+    customer_rows: list[MrrChange] = []
+    for day in days:
+        aggs, subs_now = engine.evaluate(day)
+        for currency in sorted(set(aggs) | set(prev_aggs)):
+            cur = aggs.get(currency, _Agg())
+            prev = prev_aggs.get(currency, _Agg())
+            if _values(cur) == _values(prev):
+                continue
+            reason: ChurnReason | None = None
+            if prev.mrr > 0 and cur.mrr == 0:
+                reason = _churn_reason(prev_subs, subs_now, currency)
+            customer_rows.append(_row(key, currency, day, cur, reason))
+        prev_aggs, prev_subs = aggs, subs_now
+    customer_rows.sort(key=lambda r: (r.currency, r.day))
+    return customer_rows
+
+
+def _row(
+    key: CustomerKey, currency: str, day: date, agg: _Agg, reason: ChurnReason | None = None
+) -> MrrChange:
+    return MrrChange(
+        key[0],
+        key[1],
+        currency,
+        day,
+        agg.mrr,
+        agg.cmrr,
+        agg.active_subscriptions,
+        dict(agg.by_plan),
+        dict(agg.plan_subscriptions),
+        reason,
+    )
+
+
 def customer_mrr_changes(
     states: Iterable[SubscriptionState],
     manual_recurring: Iterable[ManualRecurring],
@@ -375,28 +448,8 @@ def customer_mrr_changes(
     With `start`, the baseline is the value on start-1, so the rows equal the full history's rows
     restricted to the window. Cost grows with breakpoints, not customers x days.
     """
-    clock = _DayClock(settings.tz)
-    subs_by_customer: dict[CustomerKey, dict[str, list[SubscriptionState]]] = defaultdict(
-        lambda: defaultdict(list)
-    )
-    for state in expand_converted_trials(states):
-        key = (state.workspace_id, state.customer_id)
-        subs_by_customer[key][state.subscription_id].append(state)
-    manual_by_customer: dict[CustomerKey, list[ManualRecurring]] = defaultdict(list)
-    for entry in manual_recurring:
-        key = (entry.workspace_id, entry.customer_id or MANUAL_CUSTOMER)
-        manual_by_customer[key].append(entry)
-
     rows: list[MrrChange] = []
-    for key in sorted(set(subs_by_customer) | set(manual_by_customer)):
-        timelines: dict[str, _SubTimeline] = {}
-        for sub_id, seq in subs_by_customer.get(key, {}).items():
-            seq.sort(key=lambda s: s.valid_from)
-            for a, b in itertools.pairwise(seq):
-                if a.valid_to is None or a.valid_to > b.valid_from:
-                    raise ValueError(f"subscription {sub_id}: overlapping history intervals")
-            timelines[sub_id] = _SubTimeline(seq, [s.valid_from for s in seq])
-        engine = _CustomerEngine(timelines, manual_by_customer.get(key, []), settings, clock)
+    for key, engine in _customer_engines(states, manual_recurring, settings):
         days = sorted(
             d for d in engine.breakpoint_days() if d <= end and (start is None or d >= start)
         )
@@ -404,35 +457,52 @@ def customer_mrr_changes(
             prev_aggs, prev_subs = engine.evaluate(start - ONE_DAY)
         else:
             prev_aggs, prev_subs = {}, {}
-        customer_rows: list[MrrChange] = []
-        for day in days:
-            aggs, subs_now = engine.evaluate(day)
-            for currency in sorted(set(aggs) | set(prev_aggs)):
-                cur = aggs.get(currency, _Agg())
-                prev = prev_aggs.get(currency, _Agg())
-                if _values(cur) == _values(prev):
-                    continue
-                reason: ChurnReason | None = None
-                if prev.mrr > 0 and cur.mrr == 0:
-                    reason = _churn_reason(prev_subs, subs_now, currency)
-                customer_rows.append(
-                    MrrChange(
-                        key[0],
-                        key[1],
-                        currency,
-                        day,
-                        cur.mrr,
-                        cur.cmrr,
-                        cur.active_subscriptions,
-                        dict(cur.by_plan),
-                        dict(cur.plan_subscriptions),
-                        reason,
-                    )
-                )
-            prev_aggs, prev_subs = aggs, subs_now
-        customer_rows.sort(key=lambda r: (r.currency, r.day))
-        rows.extend(customer_rows)
+        rows.extend(_change_rows(key, engine, days, prev_aggs, prev_subs))
     return rows
+
+
+@dataclass
+class WindowChanges:
+    """What a window of days needs from the history, evaluated on the window's days only.
+
+    `rows`: change rows on days in [start, end]; `opening`: each customer's nonzero values on
+    start-1 as rows dated start-1 (the running totals and movements start from them);
+    `had_mrr_before`: customers with MRR on some day before start (reactivation vs new, §5).
+    """
+
+    rows: list[MrrChange]
+    opening: list[MrrChange]
+    had_mrr_before: set[CustomerKey]
+
+
+def customer_mrr_window(
+    states: Iterable[SubscriptionState],
+    manual_recurring: Iterable[ManualRecurring],
+    settings: Settings,
+    start: date,
+    end: date,
+) -> WindowChanges:
+    """`customer_mrr_changes` for [start, end] plus the opening state on start-1, evaluating each
+    customer on the window's breakpoint days (and, for "had MRR before", its earlier breakpoints
+    only until the first with MRR), so a daily run does not replay every customer's history."""
+    out = WindowChanges([], [], set())
+    before = start - ONE_DAY
+    for key, engine in _customer_engines(states, manual_recurring, settings):
+        breakpoints = sorted(engine.breakpoint_days())
+        prev_aggs, prev_subs = engine.evaluate(before)
+        for currency, agg in sorted(prev_aggs.items()):
+            if _values(agg) != _values(_Agg()):
+                out.opening.append(_row(key, currency, before, agg))
+        had = any(a.mrr > 0 for a in prev_aggs.values())
+        for day in breakpoints:
+            if had or day >= before:
+                break
+            had = any(a.mrr > 0 for a in engine.evaluate(day)[0].values())
+        if had:
+            out.had_mrr_before.add(key)
+        days = [d for d in breakpoints if start <= d <= end]
+        out.rows.extend(_change_rows(key, engine, days, prev_aggs, prev_subs))
+    return out
 
 
 def _churn_reason(
@@ -526,6 +596,7 @@ def daily_movements(
     start: date | None = None,
     end: date | None = None,
     include_fx: bool = True,
+    had_mrr_before: set[CustomerKey] | None = None,
 ) -> list[Movement]:
     """Per-customer daily movements in reporting micro-units, exactly as in §5.
 
@@ -535,7 +606,8 @@ def daily_movements(
     fx = p x (r - r'); a missing rate contributes 0, so its edges show as fx with reason `rate_gap`.
     For a multi-currency customer the amounts are summed over currencies. Sorted by day, customer.
     Without `include_fx` only new, expansion, reactivation, contraction and churn are produced, on
-    change days only: `company_daily` gives the fx movement per currency.
+    change days only: `company_daily` gives the fx movement per currency. `had_mrr_before` names
+    customers known to have had MRR before the earliest of their rows given (a window's opening).
     """
     streams: dict[CustomerKey, dict[str, _Stream]] = {}
     grouped: dict[CustomerKey, dict[str, list[MrrChange]]] = defaultdict(lambda: defaultdict(list))
@@ -566,7 +638,16 @@ def daily_movements(
     out: list[Movement] = []
     for key in sorted(streams):
         out.extend(
-            _customer_movements(key, streams[key], rates, rate_days, start, last, include_fx)
+            _customer_movements(
+                key,
+                streams[key],
+                rates,
+                rate_days,
+                start,
+                last,
+                include_fx,
+                had_mrr_before is not None and key in had_mrr_before,
+            )
         )
     # Customers come in (workspace, customer) order and each one's movements by day, in
     # MOVEMENT_KINDS order within a day (a kind, then fx): a stable sort on the day alone gives
@@ -587,6 +668,7 @@ def _customer_movements(
     start: date | None,
     last: date,
     include_fx: bool = True,
+    had_mrr: bool = False,
 ) -> list[Movement]:
     """Movements of one customer, visiting its change days and in-MRR rate-change days."""
     change_days = sorted({d for s in per_currency.values() for d in s.days if d <= last})
@@ -607,7 +689,6 @@ def _customer_movements(
         fx_days = {d for d in fx_days if d >= start}
     change_set = set(change_days)
     out: list[Movement] = []
-    had_mrr = False
     for day in sorted(change_set | fx_days):
         emit = start is None or day >= start
         if day not in change_set:

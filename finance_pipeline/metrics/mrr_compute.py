@@ -16,7 +16,7 @@ from finance_pipeline.lib.mrr_timeline import (
     ManualRecurring,
     Movement,
     company_daily,
-    customer_mrr_changes,
+    customer_mrr_window,
     daily_movements,
     plan_daily,
 )
@@ -93,16 +93,25 @@ def compute_mrr_window(wh: Warehouse, ws: Workspace, start: date, end: date) -> 
         ),
         ws.reporting_currency,
     )
-    changes = customer_mrr_changes(states, manual, mrr_settings(ws), None, end)
+    # Each customer is evaluated on the window's days from its state on start-1, so a daily run
+    # costs the window's changes, not a replay of every customer's history.
+    window = customer_mrr_window(states, manual, mrr_settings(ws), start, end)
+    changes = window.opening + window.rows
     # Customers' fx movements are customers x days: the marts keep fx per currency and day in
     # mart.mrr_daily (fx_by_currency_json), which sums to the same amount exactly (§5).
     movements = daily_movements(
-        changes, fx, ws.reporting_currency, start=start, end=end, include_fx=False
+        changes,
+        fx,
+        ws.reporting_currency,
+        start=start,
+        end=end,
+        include_fx=False,
+        had_mrr_before=window.had_mrr_before,
     )
     days = [start + timedelta(days=i) for i in range((end - start).days + 1)]
     company = company_daily(changes, movements, days, fx, ws.reporting_currency)
     out = MrrWindow(company=company)
-    for c in changes:
+    for c in window.rows:
         if start <= c.day <= end:
             out.changes.append(
                 {

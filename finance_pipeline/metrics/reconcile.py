@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
-from finance_pipeline.core.history_io import rows_in, states_from_rows
+from finance_pipeline.core.history_io import states_from_rows
 from finance_pipeline.lib.money import minor_to_micros
 from finance_pipeline.lib.mrr import Settings, evaluate_at, monthly_factor
 from finance_pipeline.warehouse.db import Warehouse
@@ -64,8 +64,7 @@ def invoice_mrr_mismatches(
         return 0, []
     states = defaultdict(list)
     for st in states_from_rows(
-        rows_in(
-            wh,
+        wh.rows_in(
             "SELECT * FROM core.subscription_history WHERE workspace_id = :w",
             "subscription_id",
             subscriptions if window else None,

@@ -10,7 +10,7 @@ import json
 import operator
 import re
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
@@ -39,6 +39,8 @@ class JsonText(str):
 
 # Rows per executemany call: bounds the parameter list a driver holds at once.
 _UPSERT_CHUNK = 1000
+# Bind parameters per IN list: far below SQLite's and PostgreSQL's limits.
+_IN_CHUNK = 500
 
 
 @dataclass(frozen=True)
@@ -350,6 +352,22 @@ class Warehouse:
         """Run a query with layer-qualified names and return plain dict rows."""
         with self.engine.connect() as conn:
             return [dict(r._mapping) for r in conn.execute(self.text(sql), params)]
+
+    def rows_in(
+        self, sql: str, column: str, ids: Collection[str] | None, **params: Any
+    ) -> list[dict[str, Any]]:
+        """`sql` (ending in a WHERE clause) for every row, or, given `ids`, for the rows whose
+        `column` is one of them, read in chunks of bind parameters (no order: callers sort)."""
+        if ids is None:
+            return self.rows(sql, **params)
+        out: list[dict[str, Any]] = []
+        todo = sorted(set(ids))
+        for start in range(0, len(todo), _IN_CHUNK):
+            names = {f"in_{i}": v for i, v in enumerate(todo[start : start + _IN_CHUNK])}
+            out += self.rows(
+                f"{sql} AND {column} IN ({', '.join(':' + n for n in names)})", **params, **names
+            )
+        return out
 
     def dispose(self) -> None:
         """Close pooled connections (tests drop databases afterwards)."""

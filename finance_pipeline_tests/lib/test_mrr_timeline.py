@@ -33,6 +33,7 @@ from finance_pipeline.lib.mrr_timeline import (
     MrrChange,
     company_daily,
     customer_mrr_changes,
+    customer_mrr_window,
     daily_movements,
     period_movements,
     plan_daily,
@@ -729,6 +730,22 @@ def test_engine_matches_brute_force_and_section5_invariants_metrics_5(scenario, 
     # A window restates exactly the full history's rows in that window.
     a = data.draw(st.sampled_from(day_range(D0, D1)), label="window start")
     assert customer_mrr_changes(states, manual, cfg, a, D1) == [r for r in changes if r.day >= a]
+    # The windowed engine (opening state on a-1, "had MRR before") gives the same rows, the same
+    # non-fx movements and the same company days as the full history, on the window's days.
+    window = customer_mrr_window(states, manual, cfg, a, D1)
+    assert window.rows == [r for r in changes if r.day >= a]
+    full_moves = daily_movements(changes, fx, "usd", start=a, end=D1, include_fx=False)
+    opened = window.opening + window.rows
+    moves = daily_movements(
+        opened, fx, "usd", start=a, end=D1, include_fx=False, had_mrr_before=window.had_mrr_before
+    )
+    assert moves == full_moves
+    assert company_daily(opened, moves, day_range(a, D1), fx, "usd") == company_daily(
+        changes, full_moves, day_range(a, D1), fx, "usd"
+    )
+    assert plan_daily(opened, day_range(a, D1), fx, "usd") == plan_daily(
+        changes, day_range(a, D1), fx, "usd"
+    )
 
     movements = daily_movements(changes, fx, "usd", end=D1)
     for kind in sorted({m.kind for m in movements} | {m.reason or "" for m in movements} - {""}):
