@@ -39,6 +39,14 @@ marts_job = dg.define_asset_job(
     "rebuild_marts",
     selection=core_assets | mrr | cfo,
     description="Rebuild core tables and the daily marts from raw (e.g. a full-history backfill).",
+    # The core tables are rebuilt wholly from raw here (the daily refresh builds them from the
+    # changes since their last build); a run may override it in its run config.
+    config={
+        "ops": {
+            "core__ledger": {"config": {"full_rebuild": True}},
+            "core__subscription_history": {"config": {"full_rebuild": True}},
+        }
+    },
 )
 
 

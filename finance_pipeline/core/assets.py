@@ -1,16 +1,29 @@
-"""Core assets: FX rates, the cash ledger and subscription history, each rebuilt from raw."""
+"""Core assets: FX rates, and the cash ledger and subscription history, built from what changed in
+raw since their last build (or wholly, on request)."""
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator, Mapping
 
 import dagster as dg
 import sqlalchemy as sa
+from pydantic import Field
 
 from finance_pipeline.core.history_io import history_rows, load_history_inputs
+from finance_pipeline.core.incremental import (
+    HISTORY_SOURCES,
+    LEDGER_SOURCES,
+    MANUAL_TABLES,
+    BuildPlan,
+    history_changes,
+    ledger_changes,
+    ledger_entry_ids,
+    plan_build,
+    save_state,
+)
 from finance_pipeline.lib.ledger import LedgerBuilder, fx_lookup
-from finance_pipeline.lib.subscription_history import build_history
+from finance_pipeline.lib.subscription_history import build_history_until
 from finance_pipeline.resources import WarehouseResource
-from finance_pipeline.tenancy import list_workspaces
+from finance_pipeline.tenancy import Workspace, list_workspaces
 from finance_pipeline.warehouse.db import Warehouse
 
 RAW_STRIPE = [
@@ -20,14 +33,6 @@ RAW_STRIPE = [
     "stripe_invoice_payments",
     "stripe_balance_transactions",
 ]
-
-
-def _replace_workspace(
-    wh: Warehouse, db: sa.Connection, table: str, workspace_id: str, rows: list[dict]
-) -> None:
-    db.execute(wh.text(f"DELETE FROM {table} WHERE workspace_id = :w"), {"w": workspace_id})
-    if rows:
-        db.execute(sa.insert(wh.table(table)), rows)
 
 
 @dg.asset(
@@ -43,8 +48,8 @@ def fx_rates(warehouse: WarehouseResource) -> dg.MaterializeResult:
         db.execute(wh.text("DELETE FROM core.fx_rates"))
         db.execute(
             wh.text(
-                "INSERT INTO core.fx_rates (base, currency, date, rate)"
-                " SELECT base, currency, date, rate FROM raw.fx_rates"
+                "INSERT INTO core.fx_rates (base, currency, date, rate, ingested_at)"
+                " SELECT base, currency, date, rate, ingested_at FROM raw.fx_rates"
             )
         )
     summary = wh.rows(
@@ -63,8 +68,16 @@ def fx_rates(warehouse: WarehouseResource) -> dg.MaterializeResult:
     )
 
 
-def _ledger_rows(wh: Warehouse, ws) -> list[dict]:
+def _ledger_rows(
+    wh: Warehouse, ws: Workspace, only: Mapping[str, Collection[str]] | None = None
+) -> list[dict]:
+    """The workspace's ledger rows: all of them, or only those of the source objects in `only`
+    (source table -> ids), computed exactly as in the full build."""
     q = {"w": ws.id}
+
+    def ids(table: str) -> Collection[str] | None:
+        return None if only is None else only.get(table, ())
+
     rates = fx_lookup(
         wh.rows(
             "SELECT base, currency, date, rate FROM core.fx_rates WHERE base = :b",
@@ -73,35 +86,53 @@ def _ledger_rows(wh: Warehouse, ws) -> list[dict]:
         ws.reporting_currency,
     )
     b = LedgerBuilder(ws.id, ws.reporting_currency, ws.time_zone, rates)
-    invoice_for_charge = {
-        r["charge"]: r
-        for r in wh.rows(
-            "SELECT p.charge, i.total, i.total_excluding_tax FROM raw.stripe_invoice_payments p"
-            " JOIN raw.stripe_invoices i ON i.workspace_id = p.workspace_id AND i.id = p.invoice"
-            " WHERE p.workspace_id = :w AND p.charge IS NOT NULL",
-            **q,
+    charge_sql = (
+        "SELECT id, created, amount, currency, status, customer FROM raw.stripe_charges"
+        " WHERE workspace_id = :w"
+    )
+    charges = wh.rows_in(charge_sql, "id", ids("raw.stripe_charges"), **q)
+    refunds = wh.rows_in(
+        "SELECT id, created, amount, currency, status, charge FROM raw.stripe_refunds"
+        " WHERE workspace_id = :w",
+        "id",
+        ids("raw.stripe_refunds"),
+        **q,
+    )
+    refunded: list[dict] = []
+    if only is not None:
+        # A refund's entry reads its charge's tax ratio and customer: those charges come along.
+        have = {c["id"] for c in charges}
+        refunded = wh.rows_in(
+            charge_sql, "id", {r["charge"] for r in refunds if r["charge"]} - have, **q
         )
-    }
+    payments = wh.rows_in(
+        "SELECT p.id, p.charge, i.total, i.total_excluding_tax FROM raw.stripe_invoice_payments p"
+        " JOIN raw.stripe_invoices i ON i.workspace_id = p.workspace_id AND i.id = p.invoice"
+        " WHERE p.workspace_id = :w AND p.charge IS NOT NULL",
+        "p.charge",
+        None if only is None else {c["id"] for c in charges} | {c["id"] for c in refunded},
+        **q,
+    )
+    # Several payments of one charge: the last by id gives the invoice, whatever the read.
+    invoice_for_charge = {r["charge"]: r for r in sorted(payments, key=lambda r: r["id"])}
     b.stripe(
-        wh.rows(
-            "SELECT id, created, amount, currency, status, customer FROM raw.stripe_charges WHERE workspace_id = :w",
-            **q,
-        ),
-        wh.rows(
-            "SELECT id, created, amount, currency, status, charge FROM raw.stripe_refunds WHERE workspace_id = :w",
-            **q,
-        ),
+        charges,
+        refunds,
         invoice_for_charge,
-        wh.rows(
-            "SELECT id, created, fee, currency FROM raw.stripe_balance_transactions WHERE workspace_id = :w",
+        wh.rows_in(
+            "SELECT id, created, fee, currency FROM raw.stripe_balance_transactions"
+            " WHERE workspace_id = :w",
+            "id",
+            ids("raw.stripe_balance_transactions"),
             **q,
         ),
+        refunded_charges=refunded,
     )
     b.manual(
-        wh.rows("SELECT * FROM raw.manual_revenue WHERE workspace_id = :w", **q),
-        wh.rows("SELECT * FROM raw.cost_records WHERE workspace_id = :w", **q),
-        wh.rows("SELECT * FROM raw.expense_events WHERE workspace_id = :w", **q),
-        wh.rows("SELECT * FROM raw.usage_costs WHERE workspace_id = :w", **q),
+        *[
+            wh.rows_in(f"SELECT * FROM {t} WHERE workspace_id = :w", "external_id", ids(t), **q)
+            for t in MANUAL_TABLES
+        ]
     )
     # LedgerRow holds scalars only: a shallow copy of its fields is what `asdict` returns, without
     # the recursive deep copy that made this a hotspot of the rebuild.
@@ -168,6 +199,65 @@ def reconcile_ledger_with_raw(rows: Callable[..., list[dict]]) -> list[str]:
     return problems
 
 
+class CoreBuildConfig(dg.Config):
+    """How a core asset is built: from the changes since its last build, or wholly from raw."""
+
+    full_rebuild: bool = Field(
+        default=False,
+        description="Rebuild every workspace from all of raw instead of only what changed since "
+        "the last build (a backfill or a repair; incremental and full give the same rows).",
+    )
+
+
+def _now() -> int:
+    """The build instant (a function, so tests can pin it)."""
+    return int(time.time())
+
+
+def _delete_in(
+    wh: Warehouse,
+    db: sa.Connection,
+    table: str,
+    column: str,
+    workspace_id: str,
+    ids: Collection[str],
+) -> int:
+    """Delete a workspace's rows whose `column` is one of `ids`; returns rows deleted."""
+    todo = sorted(set(ids))
+    deleted = 0
+    for start in range(0, len(todo), 500):
+        chunk = todo[start : start + 500]
+        names = {f"i{i}": v for i, v in enumerate(chunk)}
+        result = db.execute(
+            wh.text(
+                f"DELETE FROM {table} WHERE workspace_id = :w"
+                f" AND {column} IN ({', '.join(':' + n for n in names)})"
+            ),
+            {"w": workspace_id, **names},
+        )
+        deleted += max(result.rowcount or 0, 0)
+    return deleted
+
+
+def _mode(plans: list[BuildPlan]) -> str:
+    modes = {p.mode for p in plans}
+    return modes.pop() if len(modes) == 1 else ("mixed" if modes else "incremental")
+
+
+def _plans_md(plans: list[BuildPlan], counts: dict[str, dict[str, int]]) -> str:
+    lines = [
+        "| workspace | mode | why | objects changed | rows deleted | rows rebuilt |",
+        "|---|---|---|---|---|---|",
+    ]
+    for p in plans:
+        c = counts[p.workspace_id]
+        lines.append(
+            f"| {p.workspace_id} | {p.mode} | {p.reason} | {c['objects']} | {c['deleted']} |"
+            f" {c['inserted']} |"
+        )
+    return "\n".join(lines)
+
+
 @dg.asset(
     key=["core", "ledger"],
     deps=[dg.AssetKey(["raw", t]) for t in RAW_STRIPE]
@@ -188,22 +278,52 @@ def reconcile_ledger_with_raw(rows: Callable[..., list[dict]]) -> list[str]:
         )
     ],
 )
-def ledger(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> Iterator:
+def ledger(
+    context: dg.AssetExecutionContext, config: CoreBuildConfig, warehouse: WarehouseResource
+) -> Iterator:
     """One row per money movement (metrics.md §7): tax-exclusive cash revenue, refunds on their own
-    day, fees and every expense, in native and reporting currency (FX of the local day)."""
+    day, fees and every expense, in native and reporting currency (FX of the local day).
+
+    Incremental: per workspace, only the entries of source objects changed since the last build
+    (and of (currency, day)s whose FX rate arrived since) are rebuilt; a full rebuild when asked,
+    on the first build, or after the reporting currency or time zone changed."""
     wh = warehouse.get()
-    totals: dict[str, int] = {}
-    skipped: dict[str, int] = {}
+    now = _now()
+    plans: list[BuildPlan] = []
+    work: list[tuple[BuildPlan, dict[str, set[str]] | None, list[dict]]] = []
+    # Read first (watermarks, then changes, then rows), write after, all in one transaction.
+    for ws in list_workspaces(wh):
+        plan = plan_build(
+            wh, ws, "core.ledger", LEDGER_SOURCES, fx=True, force_full=config.full_rebuild
+        )
+        changes = None if plan.mode == "full" else ledger_changes(wh, ws, plan)
+        rows = _ledger_rows(wh, ws, changes)
+        plans.append(plan)
+        work.append((plan, changes, rows))
+    counts: dict[str, dict[str, int]] = {}
     with wh.begin() as db:
-        for ws in list_workspaces(wh):
-            rows = _ledger_rows(wh, ws)
-            _replace_workspace(wh, db, "core.ledger", ws.id, rows)
-            for r in rows:
-                if r["amount_reporting_micros"] is None:
-                    skipped[r["currency"]] = skipped.get(r["currency"], 0) + 1
-                else:
-                    totals[r["kind"]] = totals.get(r["kind"], 0) + r["amount_reporting_micros"]
-        # Validate inside the transaction: a failed reconciliation rolls the rebuild back.
+        for plan, changes, rows in work:
+            if changes is None:
+                deleted = db.execute(
+                    wh.text("DELETE FROM core.ledger WHERE workspace_id = :w"),
+                    {"w": plan.workspace_id},
+                ).rowcount
+                objects = len(rows)
+            else:
+                deleted = _delete_in(
+                    wh, db, "core.ledger", "entry_id", plan.workspace_id, ledger_entry_ids(changes)
+                )
+                objects = sum(len(v) for v in changes.values())
+            if rows:
+                db.execute(sa.insert(wh.table("core.ledger")), rows)
+            save_state(db, wh, "core.ledger", plan, now)
+            counts[plan.workspace_id] = {
+                "objects": objects,
+                "deleted": max(deleted or 0, 0),
+                "inserted": len(rows),
+            }
+        # Validate the whole table inside the transaction: a failed reconciliation rolls the
+        # build back, incremental or not.
         problems = reconcile_ledger_with_raw(
             lambda sql, **p: [dict(r._mapping) for r in db.execute(wh.text(sql), p)]
         )
@@ -214,9 +334,28 @@ def ledger(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> I
                     "problems": dg.MetadataValue.md("\n".join(f"- {p}" for p in problems[:50]))
                 },
             )
+    totals = {
+        r["kind"]: int(r["total"])
+        for r in wh.rows(
+            "SELECT kind, SUM(amount_reporting_micros) AS total FROM core.ledger"
+            " WHERE amount_reporting_micros IS NOT NULL GROUP BY kind ORDER BY kind"
+        )
+    }
+    skipped = {
+        r["currency"]: int(r["n"])
+        for r in wh.rows(
+            "SELECT currency, COUNT(*) AS n FROM core.ledger"
+            " WHERE amount_reporting_micros IS NULL GROUP BY currency ORDER BY currency"
+        )
+    }
     yield dg.MaterializeResult(
         metadata={
             "rows": int(wh.scalar("SELECT COUNT(*) FROM core.ledger") or 0),
+            "mode": _mode(plans),
+            "objects_changed": sum(c["objects"] for c in counts.values()),
+            "rows_deleted": sum(c["deleted"] for c in counts.values()),
+            "rows_rebuilt": sum(c["inserted"] for c in counts.values()),
+            "workspaces": dg.MetadataValue.md(_plans_md(plans, counts)),
             **{f"total_{k}_reporting_micros": v for k, v in sorted(totals.items())},
             "skipped_currencies": dg.MetadataValue.json(skipped),
         }
@@ -246,18 +385,80 @@ def ledger(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> I
     group_name="core",
     kinds={"sql", "python"},
 )
-def subscription_history(warehouse: WarehouseResource) -> dg.MaterializeResult:
+def subscription_history(
+    config: CoreBuildConfig, warehouse: WarehouseResource
+) -> dg.MaterializeResult:
     """Each subscription item's state over time (price, quantity, status, trial, pause, discounts,
-    scheduled cancellation) as half-open intervals, from events, the synced state and invoices (§4)."""
+    scheduled cancellation) as half-open intervals, from events, the synced state and invoices (§4).
+
+    Incremental: only the subscriptions of customers with a changed subscription, item, event,
+    invoice, line, payment or charge (or a changed price they name), and those whose history was
+    valid only until a past instant, are rebuilt; a full rebuild when asked or on the first build."""
     wh = warehouse.get()
-    now = int(time.time())
-    n_subs = n_rows = 0
+    now = _now()
+    plans: list[BuildPlan] = []
+    work: list[tuple[BuildPlan, set[str] | None, list[dict], list[dict]]] = []
+    n_subs = 0
+    for ws in list_workspaces(wh):
+        plan = plan_build(
+            wh,
+            ws,
+            "core.subscription_history",
+            HISTORY_SOURCES,
+            fx=False,
+            force_full=config.full_rebuild,
+        )
+        changed = None if plan.mode == "full" else history_changes(wh, ws, plan, now)
+        rows: list[dict] = []
+        due: list[dict] = []
+        for inp in load_history_inputs(wh, ws.id, changed):
+            states, due_at = build_history_until(inp, now)
+            rows += history_rows(states)
+            if due_at is not None:
+                due.append(
+                    {
+                        "workspace_id": ws.id,
+                        "subscription_id": inp.subscription["id"],
+                        "due_at": due_at,
+                    }
+                )
+            n_subs += 1
+        plans.append(plan)
+        work.append((plan, changed, rows, due))
+    counts: dict[str, dict[str, int]] = {}
     with wh.begin() as db:
-        for ws in list_workspaces(wh):
-            rows = []
-            for inp in load_history_inputs(wh, ws.id):
-                rows += history_rows(build_history(inp, now))
-                n_subs += 1
-            _replace_workspace(wh, db, "core.subscription_history", ws.id, rows)
-            n_rows += len(rows)
-    return dg.MaterializeResult(metadata={"subscriptions": n_subs, "rows": n_rows})
+        for plan, changed, rows, due in work:
+            w = plan.workspace_id
+            if changed is None:
+                deleted = db.execute(
+                    wh.text("DELETE FROM core.subscription_history WHERE workspace_id = :w"),
+                    {"w": w},
+                ).rowcount
+                db.execute(
+                    wh.text("DELETE FROM core.subscription_history_due WHERE workspace_id = :w"),
+                    {"w": w},
+                )
+                objects = len({r["subscription_id"] for r in rows})
+            else:
+                deleted = _delete_in(
+                    wh, db, "core.subscription_history", "subscription_id", w, changed
+                )
+                _delete_in(wh, db, "core.subscription_history_due", "subscription_id", w, changed)
+                objects = len(changed)
+            if rows:
+                db.execute(sa.insert(wh.table("core.subscription_history")), rows)
+            if due:
+                db.execute(sa.insert(wh.table("core.subscription_history_due")), due)
+            save_state(db, wh, "core.subscription_history", plan, now)
+            counts[w] = {"objects": objects, "deleted": max(deleted or 0, 0), "inserted": len(rows)}
+    return dg.MaterializeResult(
+        metadata={
+            "subscriptions": n_subs,
+            "rows": int(wh.scalar("SELECT COUNT(*) FROM core.subscription_history") or 0),
+            "mode": _mode(plans),
+            "objects_changed": sum(c["objects"] for c in counts.values()),
+            "rows_deleted": sum(c["deleted"] for c in counts.values()),
+            "rows_rebuilt": sum(c["inserted"] for c in counts.values()),
+            "workspaces": dg.MetadataValue.md(_plans_md(plans, counts)),
+        }
+    )

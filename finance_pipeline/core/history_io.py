@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from decimal import Decimal
 from typing import Any
 
@@ -24,15 +24,6 @@ def _payload(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else json.loads(value)
 
 
-def _json_field(wh: Warehouse, key: str) -> str:
-    """SQL for one top-level field of the stored payload (JSON text or NULL).
-
-    Invoice and line payloads are large (an invoice embeds its lines); decoding them whole to
-    read one field was a hotspot of the history rebuild.
-    """
-    return f"json_extract(payload, '$.{key}')" if wh.is_sqlite else f"payload -> '{key}'"
-
-
 def _json_value(value: Any) -> Any:
     # SQLite returns arrays and objects as JSON text, PostgreSQL (jsonb) as decoded values.
     return json.loads(value) if isinstance(value, str) else value
@@ -42,41 +33,75 @@ def _discount_id(value: Any) -> str | None:
     return value.get("id") if isinstance(value, Mapping) else value
 
 
-def load_history_inputs(wh: Warehouse, workspace_id: str) -> list[HistoryInputs]:
-    """Everything synced about each subscription of a workspace, grouped per subscription."""
+def load_history_inputs(
+    wh: Warehouse, workspace_id: str, subscription_ids: Collection[str] | None = None
+) -> list[HistoryInputs]:
+    """Everything synced about each subscription of a workspace, grouped per subscription.
+
+    With `subscription_ids`, only those subscriptions; each one's inputs are then exactly those a
+    whole-workspace read gives it provided the set holds every subscription of their customers
+    (a discount or an invoice line never crosses customers). Rows are put in id order whatever
+    the read, so both reads hand the history builder the same sequences.
+    """
     q = {"w": workspace_id}
-    subs = [
-        _payload(r["payload"])
-        for r in wh.rows(
-            "SELECT payload FROM raw.stripe_subscriptions WHERE workspace_id = :w ORDER BY id", **q
-        )
-    ]
+    subs = sorted(
+        (
+            _payload(r["payload"])
+            for r in wh.rows_in(
+                "SELECT payload FROM raw.stripe_subscriptions WHERE workspace_id = :w",
+                "id",
+                subscription_ids,
+                **q,
+            )
+        ),
+        key=lambda p: p["id"],
+    )
     items: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for r in wh.rows(
-        "SELECT subscription, payload FROM raw.stripe_subscription_items WHERE workspace_id = :w",
-        **q,
+    for r in sorted(
+        wh.rows_in(
+            "SELECT id, subscription, payload FROM raw.stripe_subscription_items"
+            " WHERE workspace_id = :w",
+            "subscription",
+            subscription_ids,
+            **q,
+        ),
+        key=lambda r: r["id"],
     ):
         items[r["subscription"]].append(_payload(r["payload"]))
     events: dict[str, list[dict[str, Any]]] = defaultdict(list)
     discounts: dict[str, dict[str, Any]] = {}
-    for r in wh.rows(
-        "SELECT object_type, object_id, payload FROM raw.stripe_events WHERE workspace_id = :w"
-        " AND object_type IN ('subscription', 'discount')",
+    # Every discount event (they are few): the last one of a discount gives its object.
+    event_rows = wh.rows(
+        "SELECT id, created, object_type, object_id, payload FROM raw.stripe_events"
+        " WHERE workspace_id = :w AND object_type = 'discount'",
         **q,
-    ):
+    ) + wh.rows_in(
+        "SELECT id, created, object_type, object_id, payload FROM raw.stripe_events"
+        " WHERE workspace_id = :w AND object_type = 'subscription'",
+        "object_id",
+        subscription_ids,
+        **q,
+    )
+    for r in sorted(event_rows, key=lambda r: (int(r["created"]), r["id"])):
         ev = _payload(r["payload"])
         if r["object_type"] == "subscription":
             events[r["object_id"]].append(ev)
         else:
             discounts[r["object_id"]] = ev["data"]["object"]
     lines: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for r in wh.rows(
-        "SELECT subscription, subscription_item, price, quantity, amount, period_start, period_end,"
-        f" proration, {_json_field(wh, 'discount_amounts')} AS discount_amounts"
-        " FROM raw.stripe_invoice_lines WHERE workspace_id = :w AND subscription IS NOT NULL",
-        **q,
+    for r in sorted(
+        wh.rows_in(
+            "SELECT id, subscription, subscription_item, price, quantity, amount, period_start,"
+            f" period_end, proration, {wh.json_field('payload', 'discount_amounts')} AS discount_amounts"
+            " FROM raw.stripe_invoice_lines WHERE workspace_id = :w AND subscription IS NOT NULL",
+            "subscription",
+            subscription_ids,
+            **q,
+        ),
+        key=lambda r: r["id"],
     ):
         row = dict(r)
+        del row["id"]
         amounts = _json_value(row.pop("discount_amounts"))
         row["discount_ids"] = [_discount_id(d.get("discount")) for d in amounts or ()]
         lines[r["subscription"]].append(row)
@@ -86,11 +111,16 @@ def load_history_inputs(wh: Warehouse, workspace_id: str) -> list[HistoryInputs]
     }
     invoices = {
         r["id"]: dict(r)
-        for r in wh.rows(
-            "SELECT id, subscription, status, billing_reason, paid_at,"
-            f" {_json_field(wh, 'discounts')} AS discounts FROM raw.stripe_invoices"
-            " WHERE workspace_id = :w AND subscription IS NOT NULL",
-            **q,
+        for r in sorted(
+            wh.rows_in(
+                "SELECT id, subscription, status, billing_reason, paid_at,"
+                f" {wh.json_field('payload', 'discounts')} AS discounts FROM raw.stripe_invoices"
+                " WHERE workspace_id = :w AND subscription IS NOT NULL",
+                "subscription",
+                subscription_ids,
+                **q,
+            ),
+            key=lambda r: r["id"],
         )
     }
     for inv in invoices.values():
@@ -102,10 +132,12 @@ def load_history_inputs(wh: Warehouse, workspace_id: str) -> list[HistoryInputs]
             if isinstance(d, Mapping):
                 discounts[d["id"]] = dict(d)
     attempts: dict[str, list[tuple[str, int, bool]]] = defaultdict(list)
-    for r in wh.rows(
+    for r in wh.rows_in(
         "SELECT p.invoice, c.created, c.status FROM raw.stripe_invoice_payments p"
         " JOIN raw.stripe_charges c ON c.workspace_id = p.workspace_id AND c.id = p.charge"
         " WHERE p.workspace_id = :w",
+        "p.invoice",
+        None if subscription_ids is None else list(invoices),
         **q,
     ):
         inv = invoices.get(r["invoice"])

@@ -28,6 +28,23 @@ Row = Mapping[str, Any]
 # (currency, day) -> reporting units per unit, or None when unknown.
 RateLookup = Callable[[str, date], Fraction | None]
 
+# Each source object yields at most one entry, named `<prefix>:<source id>`: an incremental build
+# deletes and rebuilds the entries of changed source objects by these names.
+ENTRY_PREFIX: dict[str, str] = {
+    "raw.stripe_charges": "gross",
+    "raw.stripe_refunds": "refund",
+    "raw.stripe_balance_transactions": "fee",
+    "raw.manual_revenue": "manual_revenue",
+    "raw.cost_records": "cost",
+    "raw.expense_events": "expense",
+    "raw.usage_costs": "usage",
+}
+
+
+def ledger_entry_id(source_table: str, source_id: str) -> str:
+    """The ledger entry id of a source object (whether or not it yields an entry)."""
+    return f"{ENTRY_PREFIX[source_table]}:{source_id}"
+
 
 @dataclass(frozen=True)
 class LedgerRow:
@@ -145,10 +162,19 @@ class LedgerBuilder:
         refunds: Iterable[Row],
         invoice_for_charge: Mapping[str, Row],
         balance_transactions: Iterable[Row],
+        refunded_charges: Iterable[Row] = (),
     ) -> None:
-        """Charges, refunds and fees from Stripe raw rows."""
+        """Charges, refunds and fees from Stripe raw rows.
+
+        `refunded_charges` are charges whose refunds are among `refunds` but which get no entry
+        here themselves (an incremental build of a refund): they give the refund its tax ratio
+        and customer, as every charge does in a full build.
+        """
         charge_ratio: dict[str, Fraction] = {}
         charge_customer: dict[str, str | None] = {}
+        for ch in refunded_charges:
+            charge_ratio[ch["id"]] = tax_exclusive_ratio(invoice_for_charge.get(ch["id"]))
+            charge_customer[ch["id"]] = ch.get("customer")
         for ch in charges:
             ratio = tax_exclusive_ratio(invoice_for_charge.get(ch["id"]))
             charge_ratio[ch["id"]] = ratio
@@ -156,7 +182,7 @@ class LedgerBuilder:
             if ch.get("status") != "succeeded":
                 continue
             self.add(
-                entry_id=f"gross:{ch['id']}",
+                entry_id=ledger_entry_id("raw.stripe_charges", ch["id"]),
                 day=local_day(int(ch["created"]), self.tz),
                 occurred_at=int(ch["created"]),
                 kind="gross_revenue",
@@ -172,7 +198,7 @@ class LedgerBuilder:
                 continue
             ratio = charge_ratio.get(rf.get("charge") or "", Fraction(1))
             self.add(
-                entry_id=f"refund:{rf['id']}",
+                entry_id=ledger_entry_id("raw.stripe_refunds", rf["id"]),
                 day=local_day(int(rf["created"]), self.tz),
                 occurred_at=int(rf["created"]),
                 kind="refund",
@@ -188,7 +214,7 @@ class LedgerBuilder:
             if fee == 0:
                 continue
             self.add(
-                entry_id=f"fee:{bt['id']}",
+                entry_id=ledger_entry_id("raw.stripe_balance_transactions", bt["id"]),
                 day=local_day(int(bt["created"]), self.tz),
                 occurred_at=int(bt["created"]),
                 kind="fee",
@@ -211,7 +237,7 @@ class LedgerBuilder:
         for r in revenue:
             refund = r["type"] == "refund"
             self.add(
-                entry_id=f"manual_revenue:{r['external_id']}",
+                entry_id=ledger_entry_id("raw.manual_revenue", r["external_id"]),
                 day=_day(r["date"]),
                 occurred_at=None,
                 kind="refund" if refund else "manual_revenue",
@@ -226,7 +252,7 @@ class LedgerBuilder:
             )
         for c in cost_records:
             self.add(
-                entry_id=f"cost:{c['external_id']}",
+                entry_id=ledger_entry_id("raw.cost_records", c["external_id"]),
                 day=_day(c["date"]),
                 occurred_at=None,
                 kind="expense",
@@ -241,7 +267,7 @@ class LedgerBuilder:
             )
         for e in expense_events:
             self.add(
-                entry_id=f"expense:{e['external_id']}",
+                entry_id=ledger_entry_id("raw.expense_events", e["external_id"]),
                 day=_day(e["occurred_on"]),
                 occurred_at=None,
                 kind="expense",
@@ -256,7 +282,7 @@ class LedgerBuilder:
         for u in usage_costs:
             occurred = u.get("occurred_at")
             self.add(
-                entry_id=f"usage:{u['external_id']}",
+                entry_id=ledger_entry_id("raw.usage_costs", u["external_id"]),
                 day=local_day(int(occurred), self.tz) if occurred else _day(u["occurred_on"]),
                 occurred_at=None if occurred is None else int(occurred),
                 kind="expense",

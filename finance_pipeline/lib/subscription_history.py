@@ -399,6 +399,30 @@ class _Builder:
             states.append(self.state(snap.obj, snap.at, end, None))
         return _finish(states)
 
+    def due_at(self, now: int) -> int | None:
+        """The last instant up to which `build(t)` equals `build(now)` (None: for every t).
+
+        Only two things read `now`: the interval of a synced state that differs from the newest
+        event starts at `now` (it moves with every build), and without events the invoice-derived
+        history stops at `now`, so a break point at or after `now` enters once `now` passes it.
+        """
+        snaps, _before = self.snapshots()
+        current = {**self.sub, "items": {"data": list(self.inp.items), "has_more": False}}
+        if snaps:
+            return now if _differs(snaps[-1].obj, current, self.inp.items) else None
+        start = int(self.sub.get("start_date") or self.sub.get("created") or 0)
+        if not current.get("start_date") and now <= start:
+            return now  # the single interval starts at `now`
+        # Every break point `pre_history(until, ...)` can take, with no `until` filter.
+        item_instants, _states = self.item_timeline()
+        candidates = {start, *item_instants}
+        candidates |= {t for t, _ in self.status_changes(2**62)}
+        cancel_at = self.sub.get("canceled_at")
+        if cancel_at:
+            candidates.add(int(cancel_at))
+        later = [t for t in candidates if t >= now]
+        return min(later) if later else None
+
 
 _COMPARED = (
     "status",
@@ -451,3 +475,10 @@ def _same(a: SubscriptionState, b: SubscriptionState) -> bool:
 def build_history(inp: HistoryInputs, now: int) -> list[SubscriptionState]:
     """The subscription's states as contiguous half-open intervals from its start to now."""
     return _Builder(inp).build(now)
+
+
+def build_history_until(inp: HistoryInputs, now: int) -> tuple[list[SubscriptionState], int | None]:
+    """`build_history(inp, now)`, and until when it stays valid: a build at any later instant may
+    differ (None: never, so it need not be rebuilt until its inputs change)."""
+    builder = _Builder(inp)
+    return builder.build(now), builder.due_at(now)
