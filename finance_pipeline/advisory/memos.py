@@ -20,24 +20,11 @@ from finance_pipeline.lib.advisory import (
     OpenAICompatibleProvider,
     write_memo,
 )
-from finance_pipeline.lib.cfo_daily import as_date
+from finance_pipeline.lib.cfo_daily import EXTRA_CENTS_FIELDS, SEED_CENTS_FIELDS, as_date
 from finance_pipeline.settings import Settings, get_settings
 from finance_pipeline.tenancy import Workspace
 from finance_pipeline.warehouse.db import Warehouse
 
-# The seeds/004 metrics object fields a cfo_metrics_daily row holds as they are.
-_CENTS_FIELDS = (
-    "gross_revenue_cents_30d",
-    "refunds_cents_30d",
-    "net_revenue_cents_30d",
-    "mrr_cents",
-    "arr_cents",
-    "burn_cents_30d",
-    "recurring_burn_cents_30d",
-    "one_time_expenses_cents_30d",
-    "cash_on_hand_cents",
-)
-_EXTRA_FIELDS = ("total_expenses_cents_30d", "recurring_expenses_cents_30d")
 # Days older than the last one of a run are written without asking the AI (see the asset).
 BACKFILL_SKIP = NotCalledProvider(
     "Only the last day of a run's window asks the AI provider; this day's memo is the rule-based "
@@ -74,11 +61,11 @@ def metrics_object(row: dict[str, Any]) -> dict[str, Any]:
         "as_of": as_date(row["day"]).isoformat(),
         "currency": str(row["currency"]).upper(),
     }
-    out.update({k: None if row[k] is None else int(row[k]) for k in _CENTS_FIELDS})
+    out.update({k: None if row[k] is None else int(row[k]) for k in SEED_CENTS_FIELDS})
     for k in ("runway_months", "runway_days"):
         out[k] = None if row[k] is None else Decimal(str(row[k]))
     out["warnings"] = _json(row["warnings_json"]) or []
-    out.update({k: int(row[k]) for k in _EXTRA_FIELDS})
+    out.update({k: int(row[k]) for k in EXTRA_CENTS_FIELDS})
     out["skipped_currencies"] = _json(row["skipped_currencies_json"]) or {}
     return out
 

@@ -174,3 +174,19 @@ def thresholds_from_settings(settings: Mapping[str, Any]) -> AlertThresholds:
         else:
             values[key] = int(exact) if exact.denominator == 1 else exact
     return AlertThresholds(**values)
+
+
+# The seeds/004 metrics object's money fields, stored as they are in mart.cfo_metrics_daily
+# (cash_on_hand_cents may be null), and the two totals the table keeps beside them.
+SEED_CENTS_FIELDS = (
+    "gross_revenue_cents_30d",
+    "refunds_cents_30d",
+    "net_revenue_cents_30d",
+    "mrr_cents",
+    "arr_cents",
+    "burn_cents_30d",
+    "recurring_burn_cents_30d",
+    "one_time_expenses_cents_30d",
+    "cash_on_hand_cents",
+)
+EXTRA_CENTS_FIELDS = ("total_expenses_cents_30d", "recurring_expenses_cents_30d")

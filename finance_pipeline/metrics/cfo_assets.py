@@ -15,7 +15,14 @@ from typing import Any
 
 import dagster as dg
 
-from finance_pipeline.lib.cfo_daily import as_date, entries_by_day, metrics_on, revenue_day
+from finance_pipeline.lib.cfo_daily import (
+    EXTRA_CENTS_FIELDS,
+    SEED_CENTS_FIELDS,
+    as_date,
+    entries_by_day,
+    metrics_on,
+    revenue_day,
+)
 from finance_pipeline.lib.cfo_metrics import WINDOW_DAYS
 from finance_pipeline.lib.money import micros_to_decimal
 from finance_pipeline.partitions import daily_partitions
@@ -123,22 +130,7 @@ def metrics_row(ws: Workspace, day: date, m: dict[str, Any]) -> dict[str, Any]:
         "workspace_id": ws.id,
         "day": day,
         "currency": ws.reporting_currency,
-        **{
-            k: m[k]
-            for k in (
-                "gross_revenue_cents_30d",
-                "refunds_cents_30d",
-                "net_revenue_cents_30d",
-                "mrr_cents",
-                "arr_cents",
-                "burn_cents_30d",
-                "recurring_burn_cents_30d",
-                "one_time_expenses_cents_30d",
-                "cash_on_hand_cents",
-                "total_expenses_cents_30d",
-                "recurring_expenses_cents_30d",
-            )
-        },
+        **{k: m[k] for k in (*SEED_CENTS_FIELDS, *EXTRA_CENTS_FIELDS)},
         "runway_months": None if m["runway_months"] is None else str(m["runway_months"]),
         "runway_days": None if m["runway_days"] is None else str(m["runway_days"]),
         "warnings_json": m["warnings"],
