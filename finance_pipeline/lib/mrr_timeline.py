@@ -52,6 +52,7 @@ __all__ = [
     "company_daily",
     "customer_mrr_changes",
     "customer_mrr_window",
+    "customers_with_mrr_before",
     "daily_movements",
     "expand_converted_trials",
     "period_movements",
@@ -475,16 +476,48 @@ class WindowChanges:
     had_mrr_before: set[CustomerKey]
 
 
+def _had_mrr_before(engine: _CustomerEngine, breakpoints: list[date], day: date) -> bool:
+    """Whether the customer had MRR on some day before `day`: its end-of-day values change only
+    on breakpoint days, so those are scanned in order until the first with MRR."""
+    for bp in breakpoints:
+        if bp >= day:
+            return False
+        if any(a.mrr > 0 for a in engine.evaluate(bp)[0].values()):
+            return True
+    return False
+
+
+def customers_with_mrr_before(
+    states: Iterable[SubscriptionState],
+    manual_recurring: Iterable[ManualRecurring],
+    settings: Settings,
+    day: date,
+) -> set[CustomerKey]:
+    """The customers with MRR on some day before `day` (for "had MRR before", §5)."""
+    return {
+        key
+        for key, engine in _customer_engines(states, manual_recurring, settings)
+        if _had_mrr_before(engine, sorted(engine.breakpoint_days()), day)
+    }
+
+
 def customer_mrr_window(
     states: Iterable[SubscriptionState],
     manual_recurring: Iterable[ManualRecurring],
     settings: Settings,
     start: date,
     end: date,
+    *,
+    scan_history: bool = True,
 ) -> WindowChanges:
     """`customer_mrr_changes` for [start, end] plus the opening state on start-1, evaluating each
-    customer on the window's breakpoint days (and, for "had MRR before", its earlier breakpoints
-    only until the first with MRR), so a daily run does not replay every customer's history."""
+    customer on the window's breakpoint days, so a daily run does not replay every history.
+
+    `states` need only cover start-1 onwards (intervals ending earlier change nothing here),
+    except for "had MRR before": with `scan_history` each customer's earlier breakpoints are
+    scanned until the first with MRR; without it only MRR on start-1 counts, and the caller adds
+    the rest (`customers_with_mrr_before` on the full histories of the customers who need it).
+    """
     out = WindowChanges([], [], set())
     before = start - ONE_DAY
     for key, engine in _customer_engines(states, manual_recurring, settings):
@@ -493,12 +526,9 @@ def customer_mrr_window(
         for currency, agg in sorted(prev_aggs.items()):
             if _values(agg) != _values(_Agg()):
                 out.opening.append(_row(key, currency, before, agg))
-        had = any(a.mrr > 0 for a in prev_aggs.values())
-        for day in breakpoints:
-            if had or day >= before:
-                break
-            had = any(a.mrr > 0 for a in engine.evaluate(day)[0].values())
-        if had:
+        if any(a.mrr > 0 for a in prev_aggs.values()) or (
+            scan_history and _had_mrr_before(engine, breakpoints, before)
+        ):
             out.had_mrr_before.add(key)
         days = [d for d in breakpoints if start <= d <= end]
         out.rows.extend(_change_rows(key, engine, days, prev_aggs, prev_subs))

@@ -12,14 +12,17 @@ from finance_pipeline.core.history_io import states_from_rows
 from finance_pipeline.lib.ledger import fx_lookup
 from finance_pipeline.lib.mrr import Settings
 from finance_pipeline.lib.mrr_timeline import (
+    MANUAL_CUSTOMER,
     CompanyDay,
     ManualRecurring,
     Movement,
     company_daily,
     customer_mrr_window,
+    customers_with_mrr_before,
     daily_movements,
     plan_daily,
 )
+from finance_pipeline.lib.timeutil import day_start_ts
 from finance_pipeline.tenancy import Workspace
 from finance_pipeline.warehouse.db import Warehouse
 
@@ -69,9 +72,6 @@ class MrrWindow:
 
 def compute_mrr_window(wh: Warehouse, ws: Workspace, start: date, end: date) -> MrrWindow:
     """Change rows, movements, daily and per-plan summaries for days start..end (exact, then rounded)."""
-    states = states_from_rows(
-        wh.rows("SELECT * FROM core.subscription_history WHERE workspace_id = :w", w=ws.id)
-    )
     manual = [
         ManualRecurring(
             ws.id,
@@ -94,8 +94,32 @@ def compute_mrr_window(wh: Warehouse, ws: Workspace, start: date, end: date) -> 
         ws.reporting_currency,
     )
     # Each customer is evaluated on the window's days from its state on start-1, so a daily run
-    # costs the window's changes, not a replay of every customer's history.
-    window = customer_mrr_window(states, manual, mrr_settings(ws), start, end)
+    # costs the window's changes, not a replay of every customer's history: only intervals still
+    # in force at the start of start-1 are read...
+    settings = mrr_settings(ws)
+    history = "SELECT * FROM core.subscription_history WHERE workspace_id = :w"
+    states = states_from_rows(
+        wh.rows(
+            history + " AND (valid_to IS NULL OR valid_to > :t)",
+            w=ws.id,
+            t=day_start_ts(start - timedelta(days=1), ws.time_zone),
+        )
+    )
+    window = customer_mrr_window(states, manual, settings, start, end, scan_history=False)
+    # ...and the full history only of customers who gain MRR in the window without having it on
+    # start-1, to tell a reactivation from a new customer (§5).
+    gaining = {
+        r.customer_id
+        for r in window.rows
+        if r.mrr > 0 and (ws.id, r.customer_id) not in window.had_mrr_before
+    }
+    if gaining:
+        window.had_mrr_before |= customers_with_mrr_before(
+            states_from_rows(wh.rows_in(history, "customer_id", gaining, w=ws.id)),
+            [m for m in manual if (m.customer_id or MANUAL_CUSTOMER) in gaining],
+            settings,
+            start - timedelta(days=1),
+        )
     changes = window.opening + window.rows
     # Customers' fx movements are customers x days: the marts keep fx per currency and day in
     # mart.mrr_daily (fx_by_currency_json), which sums to the same amount exactly (§5).

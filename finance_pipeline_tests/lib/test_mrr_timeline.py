@@ -34,6 +34,7 @@ from finance_pipeline.lib.mrr_timeline import (
     company_daily,
     customer_mrr_changes,
     customer_mrr_window,
+    customers_with_mrr_before,
     daily_movements,
     period_movements,
     plan_daily,
@@ -746,6 +747,28 @@ def test_engine_matches_brute_force_and_section5_invariants_metrics_5(scenario, 
     assert plan_daily(opened, day_range(a, D1), fx, "usd") == plan_daily(
         changes, day_range(a, D1), fx, "usd"
     )
+    # As the marts read it: only intervals in force from the start of a-1, plus the full history
+    # of the customers who gain MRR in the window without having it on a-1.
+    cut = day_start_ts(a - ONE, cfg.tz)
+    recent = [st for st in states if st.valid_to is None or st.valid_to > cut]
+    narrow = customer_mrr_window(recent, manual, cfg, a, D1, scan_history=False)
+    gaining = {
+        r.customer_id
+        for r in narrow.rows
+        if r.mrr > 0 and (r.workspace_id, r.customer_id) not in narrow.had_mrr_before
+    }
+    narrow.had_mrr_before |= customers_with_mrr_before(
+        [st for st in states if st.customer_id in gaining],
+        [m for m in manual if (m.customer_id or MANUAL_CUSTOMER) in gaining],
+        cfg,
+        a - ONE,
+    )
+    assert (narrow.rows, narrow.opening) == (window.rows, window.opening)
+    narrow_moves = daily_movements(
+        narrow.opening + narrow.rows, fx, "usd", start=a, end=D1, include_fx=False,
+        had_mrr_before=narrow.had_mrr_before,
+    )  # fmt: skip
+    assert narrow_moves == full_moves
 
     movements = daily_movements(changes, fx, "usd", end=D1)
     for kind in sorted({m.kind for m in movements} | {m.reason or "" for m in movements} - {""}):
