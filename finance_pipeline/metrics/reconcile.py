@@ -3,6 +3,7 @@ lines, normalized to a month, should equal that subscription's MRR at the period
 
 from __future__ import annotations
 
+import bisect
 import json
 from collections import defaultdict
 from dataclasses import dataclass
@@ -97,12 +98,17 @@ def invoice_mrr_mismatches(
         periods[(ln["subscription"], int(ln["period_start"]))] += (
             minor_to_micros(net, ln["currency"]) * factor
         )
+    # A subscription's intervals do not overlap: the one in force just after an instant is the
+    # last starting before it, found by bisection instead of evaluating every interval.
+    starts = {}
+    for sub, seq in states.items():
+        seq.sort(key=lambda st: st.valid_from)
+        starts[sub] = [st.valid_from for st in seq]
     mismatches = []
     for (sub, start), invoiced in sorted(periods.items()):
         # The state in force just after the period starts (the renewal's own instant).
-        value = sum(
-            (evaluate_at(st, start + 1, settings).mrr for st in states.get(sub, ())), Fraction(0)
-        )
+        i = bisect.bisect_left(starts.get(sub, ()), start + 1) - 1
+        value = evaluate_at(states[sub][i], start + 1, settings).mrr if i >= 0 else Fraction(0)
         if abs(value - invoiced) > 1:  # within a micro-unit: per-line rounding of Stripe cents
             mismatches.append(LineMismatch(sub, start, invoiced, value))
     return len(periods), mismatches
