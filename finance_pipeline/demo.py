@@ -8,6 +8,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -64,6 +65,18 @@ def stop_services(settings: Settings | None = None) -> None:
             pass
         pid_file.unlink(missing_ok=True)
         print(f"stopped {name} (process group {pid})")
+
+
+def _port_free(port: int) -> bool:
+    """Whether a service can listen on 127.0.0.1:port (an older demo's UI would answer instead)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # As the servers do: a port left in TIME_WAIT by a stopped demo counts as free.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def _wait_http(url: str, timeout: float, headers: dict[str, str] | None = None) -> None:
@@ -231,6 +244,16 @@ def run_demo(
     home = dagster_home(settings)
     os.environ["DAGSTER_HOME"] = str(home)
     stop_services(settings)
+    wanted = {standin_port, ui_port} if serve else {standin_port}
+    busy = sorted(p for p in wanted if not _port_free(p))
+    if busy:
+        print(
+            f"Port(s) {', '.join(map(str, busy))} on 127.0.0.1 are in use by another program "
+            "(another demo? `scripts/demo.sh stop` stops one started with the same data folder). "
+            "Free them or pass --standin-port / --ui-port.",
+            file=sys.stderr,
+        )
+        return 2
     standin_url = f"http://127.0.0.1:{standin_port}"
     t0 = time.time()
     print(f"Simulating {customers} customers over {months} months (seed {seed}) ...")
