@@ -37,3 +37,12 @@ def materialize_days(
         instance=dg.DagsterInstance.ephemeral(),
         raise_on_error=raise_on_error,
     )
+
+
+def check_results(result: dg.ExecuteInProcessResult) -> dict[str, bool]:
+    """Each asset check evaluated in the run, by name: passed or not."""
+    return {
+        e.asset_check_evaluation_data.check_name: e.asset_check_evaluation_data.passed
+        for e in result.all_events
+        if e.event_type_value == "ASSET_CHECK_EVALUATION"
+    }

@@ -507,30 +507,25 @@ def customer_mrr_window(
     settings: Settings,
     start: date,
     end: date,
-    *,
-    scan_history: bool = True,
 ) -> WindowChanges:
     """`customer_mrr_changes` for [start, end] plus the opening state on start-1, evaluating each
     customer on the window's breakpoint days, so a daily run does not replay every history.
 
-    `states` need only cover start-1 onwards (intervals ending earlier change nothing here),
-    except for "had MRR before": with `scan_history` each customer's earlier breakpoints are
-    scanned until the first with MRR; without it only MRR on start-1 counts, and the caller adds
-    the rest (`customers_with_mrr_before` on the full histories of the customers who need it).
+    `states` need only cover start-1 onwards (intervals ending earlier change nothing here).
+    `had_mrr_before` holds the customers with MRR on start-1; the caller adds, with
+    `customers_with_mrr_before` on their full histories, those who gain MRR in the window after
+    having had it earlier (reactivation rather than new).
     """
     out = WindowChanges([], [], set())
     before = start - ONE_DAY
     for key, engine in _customer_engines(states, manual_recurring, settings):
-        breakpoints = sorted(engine.breakpoint_days())
         prev_aggs, prev_subs = engine.evaluate(before)
         for currency, agg in sorted(prev_aggs.items()):
             if _values(agg) != _values(_Agg()):
                 out.opening.append(_row(key, currency, before, agg))
-        if any(a.mrr > 0 for a in prev_aggs.values()) or (
-            scan_history and _had_mrr_before(engine, breakpoints, before)
-        ):
+        if any(a.mrr > 0 for a in prev_aggs.values()):
             out.had_mrr_before.add(key)
-        days = [d for d in breakpoints if start <= d <= end]
+        days = sorted(d for d in engine.breakpoint_days() if start <= d <= end)
         out.rows.extend(_change_rows(key, engine, days, prev_aggs, prev_subs))
     return out
 

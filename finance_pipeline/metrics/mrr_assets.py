@@ -78,7 +78,8 @@ def mrr_marts(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
     end = date.fromordinal(window.end.date().toordinal() - 1)
     results = {}
     failures: list[str] = []
-    for ws in list_workspaces(wh):
+    workspaces = list_workspaces(wh)
+    for ws in workspaces:
         res = compute_mrr_window(wh, ws, start, end)
         results[ws.id] = res
         failures += res.identity_failures
@@ -148,7 +149,7 @@ def mrr_marts(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
     )
     compared = 0
     mismatched = []
-    for ws in list_workspaces(wh):
+    for ws in workspaces:
         # The renewals of the window's local days: a daily run checks its own days only.
         n, bad = invoice_mrr_mismatches(
             wh,

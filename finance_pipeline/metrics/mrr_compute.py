@@ -105,7 +105,7 @@ def compute_mrr_window(wh: Warehouse, ws: Workspace, start: date, end: date) -> 
             t=day_start_ts(start - timedelta(days=1), ws.time_zone),
         )
     )
-    window = customer_mrr_window(states, manual, settings, start, end, scan_history=False)
+    window = customer_mrr_window(states, manual, settings, start, end)
     # ...and the full history only of customers who gain MRR in the window without having it on
     # start-1, to tell a reactivation from a new customer (§5).
     gaining = {

@@ -24,6 +24,7 @@ from finance_pipeline.tenancy import (
     list_workspaces,
 )
 from finance_pipeline.warehouse import Warehouse
+from finance_pipeline_tests.dagster_runs import check_results, range_tags
 
 END = date(2026, 10, 31)
 
@@ -53,10 +54,7 @@ def _run(resources, start: str, end: str) -> dg.ExecuteInProcessResult:
     return job.execute_in_process(
         instance=dg.DagsterInstance.ephemeral(),
         resources=resources,
-        tags={
-            "dagster/asset_partition_range_start": start,
-            "dagster/asset_partition_range_end": end,
-        },
+        tags=range_tags(start, end),
         raise_on_error=False,
     )
 
@@ -65,11 +63,7 @@ def test_daily_refresh_builds_marts_with_passing_blocking_checks(synced) -> None
     wh, resources, _sim = synced
     result = _run(resources, "2026-09-01", END.isoformat())
     assert result.success
-    checks = {
-        e.asset_check_evaluation_data.check_name: e.asset_check_evaluation_data.passed
-        for e in result.all_events
-        if e.event_type_value == "ASSET_CHECK_EVALUATION"
-    }
+    checks = check_results(result)
     assert checks["ledger_matches_raw_stripe"] and checks["movement_identity_holds"]
     assert "invoices_reconcile_with_mrr" in checks  # WARN: reported, never blocking
     days = wh.scalar("SELECT COUNT(*) FROM mart.mrr_daily WHERE workspace_id = 'ws1'")

@@ -734,6 +734,7 @@ def test_engine_matches_brute_force_and_section5_invariants_metrics_5(scenario, 
     # The windowed engine (opening state on a-1, "had MRR before") gives the same rows, the same
     # non-fx movements and the same company days as the full history, on the window's days.
     window = customer_mrr_window(states, manual, cfg, a, D1)
+    window.had_mrr_before |= customers_with_mrr_before(states, manual, cfg, a - ONE)
     assert window.rows == [r for r in changes if r.day >= a]
     full_moves = daily_movements(changes, fx, "usd", start=a, end=D1, include_fx=False)
     opened = window.opening + window.rows
@@ -751,7 +752,7 @@ def test_engine_matches_brute_force_and_section5_invariants_metrics_5(scenario, 
     # of the customers who gain MRR in the window without having it on a-1.
     cut = day_start_ts(a - ONE, cfg.tz)
     recent = [st for st in states if st.valid_to is None or st.valid_to > cut]
-    narrow = customer_mrr_window(recent, manual, cfg, a, D1, scan_history=False)
+    narrow = customer_mrr_window(recent, manual, cfg, a, D1)
     gaining = {
         r.customer_id
         for r in narrow.rows

@@ -27,7 +27,7 @@ from finance_pipeline.metrics import cfo_assets
 from finance_pipeline.metrics.cfo_assets import cfo_marts
 from finance_pipeline.tenancy import create_organization, create_workspace
 from finance_pipeline.warehouse import Warehouse
-from finance_pipeline_tests.dagster_runs import materialize_days
+from finance_pipeline_tests.dagster_runs import check_results, materialize_days
 
 AS_OF = date(2026, 2, 28)
 C = 10_000  # micros per cent
@@ -160,11 +160,7 @@ def test_seed_example_metrics_and_revenue_are_exact(seed_ws: Warehouse) -> None:
     wh = seed_ws
     result = _run(wh, date(2026, 1, 25), AS_OF)
     assert result.success
-    checks = {
-        e.asset_check_evaluation_data.check_name: e.asset_check_evaluation_data.passed
-        for e in result.all_events
-        if e.event_type_value == "ASSET_CHECK_EVALUATION"
-    }
+    checks = check_results(result)
     # No workspace configured a webhook: nothing to deliver, the WARN check passes.
     assert checks == {"revenue_matches_ledger": True, "webhook_delivered": True}
     row = _cfo(wh, "ws_seed", AS_OF)

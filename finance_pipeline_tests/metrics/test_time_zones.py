@@ -26,7 +26,6 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
-import dagster as dg
 import pytest
 import sqlalchemy as sa
 
@@ -35,10 +34,10 @@ from finance_pipeline.lib.cfo_daily import revenue_entries
 from finance_pipeline.lib.revenue_analytics import revenue_analytics
 from finance_pipeline.metrics.cfo_assets import cfo_marts
 from finance_pipeline.metrics.mrr_assets import mrr_marts
-from finance_pipeline.resources import WarehouseResource
 from finance_pipeline.settings import get_settings
 from finance_pipeline.tenancy import create_organization, create_workspace
 from finance_pipeline.warehouse import Warehouse, apply_migrations
+from finance_pipeline_tests.dagster_runs import check_results, materialize_days
 
 NY = "America/New_York"
 CHATHAM = "Pacific/Chatham"
@@ -426,22 +425,10 @@ def _build(wh: Warehouse) -> None:
     _ny(wh)
     _chatham(wh)
     for first, last in RANGES:
-        result = dg.materialize(
-            [fx_rates, ledger, subscription_history, mrr_marts, cfo_marts],
-            resources={"warehouse": WarehouseResource(url=wh.url.render_as_string(False))},
-            tags={
-                "dagster/asset_partition_range_start": first.isoformat(),
-                "dagster/asset_partition_range_end": last.isoformat(),
-            },
-            instance=dg.DagsterInstance.ephemeral(),
-            raise_on_error=False,
-        )
+        assets = [fx_rates, ledger, subscription_history, mrr_marts, cfo_marts]
+        result = materialize_days(assets, wh, first, last)
         assert result.success
-        checks = {
-            e.asset_check_evaluation_data.check_name: e.asset_check_evaluation_data.passed
-            for e in result.all_events
-            if e.event_type_value == "ASSET_CHECK_EVALUATION"
-        }
+        checks = check_results(result)
         assert checks["ledger_matches_raw_stripe"] and checks["movement_identity_holds"]
         assert checks["revenue_matches_ledger"]
 
