@@ -191,7 +191,7 @@ def _fixture(args: argparse.Namespace, tmp: Path) -> tuple[Path, dict[str, Any]]
             return fixture, json.loads(meta_path.read_text())
         data = json.loads(fixture.read_text())
     else:
-        from finance_pipeline.stripe_standin.simulator import simulate
+        from finance_pipeline_dev.simulator import simulate
 
         t = time.perf_counter()
         sim = simulate(seed=args.seed, customers=args.customers, months=args.months)
@@ -244,7 +244,7 @@ def main() -> int:
         [
             sys.executable,
             "-m",
-            "finance_pipeline.stripe_standin.serve",
+            "finance_pipeline_dev.standin.serve",
             "--port",
             str(args.port),
             "--fixture",

@@ -101,7 +101,8 @@ def _done(value: Any) -> Future:
 def load_raw(wh: Any, sim: Any, workspace_id: str) -> dict[str, int]:
     """Write every Stripe object of the simulation's first account into raw tables, as a full
     first sync would: the stand-in's rendering, the engine's row extraction and upsert."""
-    from finance_pipeline.stripe_standin.store import Store
+    from finance_pipeline_dev.standin.store import Store
+
     from finance_pipeline.stripe_sync.engine import Connection, StripeStreamSync
     from finance_pipeline.stripe_sync.streams import STREAMS
 
@@ -167,7 +168,8 @@ def load_landing(wh: Any, sim: Any, workspace_id: str, data_dir: Path) -> dict[s
 
 def prepare(args: argparse.Namespace) -> None:
     """Child: simulate one size (in chunks) and load raw + landing into every target warehouse."""
-    from finance_pipeline.stripe_standin.simulator import simulate
+    from finance_pipeline_dev.simulator import simulate
+
     from finance_pipeline.tenancy import create_organization, create_workspace
     from finance_pipeline.warehouse import Warehouse, apply_migrations
 

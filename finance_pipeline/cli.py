@@ -1,4 +1,4 @@
-"""`finance-pipeline`: the command line for operators (demo, migrations, landing files, sync status)."""
+"""`finance-pipeline`: the command line for operators (migrations, landing files, sync status)."""
 
 from __future__ import annotations
 
@@ -63,28 +63,6 @@ def cmd_sync_status(_args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
-    """Generate data, serve the Stripe stand-in, materialize everything and print where to look."""
-    from finance_pipeline.demo import run_demo
-
-    return run_demo(
-        customers=args.customers,
-        months=args.months,
-        seed=args.seed,
-        standin_port=args.standin_port,
-        ui_port=args.ui_port,
-        serve=not args.no_serve,
-    )
-
-
-def cmd_stop(_args: argparse.Namespace) -> int:
-    """Stop the background services the demo started."""
-    from finance_pipeline.demo import stop_services
-
-    stop_services()
-    return 0
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The CLI's argument parser."""
     p = argparse.ArgumentParser(prog="finance-pipeline", description=__doc__)
@@ -96,30 +74,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("sync-status", help="Stripe sync health per workspace").set_defaults(
         fn=cmd_sync_status
     )
-    d = sub.add_parser("demo", help="run the whole demo on the embedded default")
-    d.add_argument("--customers", type=int, default=300)
-    d.add_argument("--months", type=int, default=24)
-    d.add_argument("--seed", type=int, default=7)
-    d.add_argument("--standin-port", type=int, default=12111)
-    d.add_argument("--ui-port", type=int, default=3000)
-    d.add_argument(
-        "--no-serve", action="store_true", help="do not leave the UI and stand-in running"
-    )
-    d.set_defaults(fn=cmd_demo)
-    sub.add_parser("stop", help="stop the demo's background services").set_defaults(fn=cmd_stop)
-    # Handled in main() before parsing; listed here for --help.
-    sub.add_parser("stripe-standin", help="serve the local Stripe stand-in (see its --help)")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `finance-pipeline` command."""
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["stripe-standin"]:
-        # Everything after the subcommand belongs to the stand-in's own parser (--port, --fixture).
-        from finance_pipeline.stripe_standin.serve import main as standin_main
-
-        return standin_main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         return int(args.fn(args))

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 from finance_pipeline.warehouse import Warehouse, apply_migrations
 
-pytest_plugins = ["finance_pipeline.stripe_standin.pytest_plugin"]
+pytest_plugins = ["finance_pipeline_dev.pytest_plugin"]
 
 PG_ADMIN_URL = os.environ.get(
     "FP_TEST_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"

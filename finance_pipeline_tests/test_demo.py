@@ -5,8 +5,7 @@ from __future__ import annotations
 import socket
 
 import pytest
-
-from finance_pipeline.demo import run_demo
+from finance_pipeline_dev.demo import run_demo
 
 
 def test_demo_stops_with_a_clear_message_when_a_port_is_taken(

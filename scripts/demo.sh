@@ -5,6 +5,6 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/bootstrap.sh
 if [ "${1:-}" = "stop" ]; then
-  exec uv run --frozen finance-pipeline stop
+  exec uv run --frozen finance-pipeline-dev stop
 fi
-exec uv run --frozen finance-pipeline demo "$@"
+exec uv run --frozen finance-pipeline-dev demo "$@"

@@ -8,11 +8,12 @@ from datetime import date, timedelta
 from fractions import Fraction
 from typing import Any
 
+from finance_pipeline_dev.simulator import Simulation, simulate
+from finance_pipeline_dev.standin.server import StandIn
+
 from finance_pipeline.ingest.landing import pending_files, process_file
 from finance_pipeline.lib.timeutil import day_start_ts
 from finance_pipeline.settings import get_settings
-from finance_pipeline.stripe_standin.server import StandIn
-from finance_pipeline.stripe_standin.simulator import Simulation, simulate
 from finance_pipeline.stripe_sync.engine import Connection, StripeStreamSync
 from finance_pipeline.stripe_sync.gateway import StripeGateway
 from finance_pipeline.stripe_sync.streams import STREAMS

@@ -11,6 +11,8 @@ from typing import Any
 
 import dagster as dg
 import pytest
+from finance_pipeline_dev.simulator import LANDING_HEADERS, simulate
+from finance_pipeline_dev.standin.server import StandIn
 
 import finance_pipeline.core.assets as core_assets
 from finance_pipeline.core.assets import _ledger_rows, fx_rates, ledger, subscription_history
@@ -20,8 +22,6 @@ from finance_pipeline.lib.subscription_history import build_history
 from finance_pipeline.lib.timeutil import day_start_ts
 from finance_pipeline.resources import WarehouseResource
 from finance_pipeline.settings import get_settings
-from finance_pipeline.stripe_standin.server import StandIn
-from finance_pipeline.stripe_standin.simulator import LANDING_HEADERS, simulate
 from finance_pipeline.stripe_sync.engine import Connection, StripeStreamSync
 from finance_pipeline.stripe_sync.gateway import StripeGateway
 from finance_pipeline.stripe_sync.streams import STREAMS

@@ -7,6 +7,8 @@ from datetime import date
 
 import dagster as dg
 import pytest
+from finance_pipeline_dev.simulator import simulate
+from finance_pipeline_dev.standin.server import StandIn
 
 from finance_pipeline.definitions import defs
 from finance_pipeline.ingest.landing import pending_files, process_file
@@ -15,8 +17,6 @@ from finance_pipeline.metrics.mrr_compute import identity_holds_in_table, mrr_se
 from finance_pipeline.metrics.reconcile import invoice_mrr_mismatches
 from finance_pipeline.resources import WarehouseResource
 from finance_pipeline.settings import get_settings
-from finance_pipeline.stripe_standin.server import StandIn
-from finance_pipeline.stripe_standin.simulator import simulate
 from finance_pipeline.tenancy import (
     connect_stripe,
     create_organization,

@@ -9,17 +9,18 @@ from datetime import date, timedelta
 from fractions import Fraction
 from typing import Any
 
-from finance_pipeline.core.assets import fx_rates, ledger, subscription_history
-from finance_pipeline.lib.timeutil import day_start_ts
-from finance_pipeline.metrics.mrr_assets import mrr_marts
-from finance_pipeline.metrics.mrr_compute import exact
-from finance_pipeline.stripe_standin.sim_model import SubState, SubTimeline
-from finance_pipeline.stripe_standin.sim_truth import (
+from finance_pipeline_dev.simulator.model import SubState, SubTimeline
+from finance_pipeline_dev.simulator.truth import (
     COUNTING_STATUSES,
     discounts_at,
     state_at,
     state_mrr_micros,
 )
+
+from finance_pipeline.core.assets import fx_rates, ledger, subscription_history
+from finance_pipeline.lib.timeutil import day_start_ts
+from finance_pipeline.metrics.mrr_assets import mrr_marts
+from finance_pipeline.metrics.mrr_compute import exact
 from finance_pipeline.warehouse import Warehouse
 from finance_pipeline_tests.core.replay import END, replay, value_on
 from finance_pipeline_tests.dagster_runs import materialize_days

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from finance_pipeline.stripe_standin import shapes
+from finance_pipeline_dev.standin import shapes
 
 T0 = 1_735_689_600  # 2025-01-01T00:00:00Z, months before the stand-in clock
 DAY = 86_400

@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 import stripe
+from finance_pipeline_dev.pytest_plugin import TestStandIn
+from finance_pipeline_dev.standin import shapes
 
 from finance_pipeline.lib.ratelimit import BackoffPolicy, TokenBucket
-from finance_pipeline.stripe_standin import shapes
-from finance_pipeline.stripe_standin.pytest_plugin import TestStandIn
 from finance_pipeline.stripe_sync import engine as engine_mod
 from finance_pipeline.stripe_sync.engine import Connection, StripeStreamSync
 from finance_pipeline.stripe_sync.gateway import StripeGateway, StripePermissionDenied

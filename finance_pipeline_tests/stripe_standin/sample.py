@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from finance_pipeline.stripe_standin import shapes
-from finance_pipeline.stripe_standin.pytest_plugin import (
+from finance_pipeline_dev.pytest_plugin import (
     CONNECTED_ACCOUNT,
     DEFAULT_CLOCK,
     default_fixture,
 )
+from finance_pipeline_dev.standin import shapes
 
 T0 = DEFAULT_CLOCK - 90 * 86400  # history starts 90 days before "now"
 DAY = 86400

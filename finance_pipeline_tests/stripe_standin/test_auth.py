@@ -7,10 +7,10 @@ from typing import Any
 import pytest
 import requests
 import stripe
+from finance_pipeline_dev.pytest_plugin import CONNECTED_ACCOUNT, TEST_ACCOUNT
+from finance_pipeline_dev.standin import shapes
+from finance_pipeline_dev.standin.store import redact_key
 
-from finance_pipeline.stripe_standin import shapes
-from finance_pipeline.stripe_standin.pytest_plugin import CONNECTED_ACCOUNT, TEST_ACCOUNT
-from finance_pipeline.stripe_standin.store import redact_key
 from finance_pipeline_tests.stripe_standin.sample import sample_fixture
 
 

@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import stripe
+from finance_pipeline_dev.standin import serve, shapes
+from finance_pipeline_dev.standin.server import RemoteStandIn
 
-from finance_pipeline.stripe_standin import serve, shapes
-from finance_pipeline.stripe_standin.server import RemoteStandIn
 from finance_pipeline_tests.stripe_standin.sample import sample_fixture
 
 
@@ -44,7 +44,7 @@ def test_serve_fixture_file(tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "finance_pipeline.stripe_standin.serve",
+            "finance_pipeline_dev.standin.serve",
             "--port",
             "0",
             "--fixture",
@@ -81,7 +81,7 @@ def test_serve_reports_bad_fixture(tmp_path: Path, capsys: Any) -> None:
     assert serve.main(["--port", "0", "--fixture", str(bad)]) == 2
 
 
-SIM_MODULE = "finance_pipeline.stripe_standin.simulator"
+SIM_MODULE = "finance_pipeline_dev.simulator"
 
 
 def test_serve_simulated_history_uses_simulator(monkeypatch: Any) -> None:

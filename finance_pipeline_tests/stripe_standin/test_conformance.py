@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 import stripe
+from finance_pipeline_dev.standin import shapes
+from finance_pipeline_dev.standin.shapes import conformance_errors
 
-from finance_pipeline.stripe_standin import shapes
-from finance_pipeline.stripe_standin.shapes import conformance_errors
 from finance_pipeline_tests.stripe_standin.sample import sample_fixture
 
 SDK_DIR = Path(stripe.__file__).parent

@@ -8,8 +8,7 @@ from typing import Any
 
 import pytest
 import stripe
-
-from finance_pipeline.stripe_standin.faults import FaultInjector
+from finance_pipeline_dev.standin.faults import FaultInjector
 
 
 def test_plain_429_is_rate_limit_without_should_retry(stripe_standin: Any) -> None:

@@ -6,12 +6,12 @@ from typing import Any
 
 import pytest
 import stripe
+from finance_pipeline_dev.pytest_plugin import DEFAULT_CLOCK, TEST_ACCOUNT
+from finance_pipeline_dev.standin import shapes
+from finance_pipeline_dev.standin.store import Store
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from finance_pipeline.stripe_standin import shapes
-from finance_pipeline.stripe_standin.pytest_plugin import DEFAULT_CLOCK, TEST_ACCOUNT
-from finance_pipeline.stripe_standin.store import Store
 from finance_pipeline_tests.stripe_standin.sample import sample_fixture
 
 DAY = 86400

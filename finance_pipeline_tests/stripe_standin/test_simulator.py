@@ -16,13 +16,8 @@ from typing import Any
 
 import pytest
 import stripe
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
-from finance_pipeline.lib.money import micros_per_minor, round_half_away
-from finance_pipeline.lib.timeutil import day_start_ts
-from finance_pipeline.stripe_standin.shapes import conformance_errors
-from finance_pipeline.stripe_standin.sim_model import (
+from finance_pipeline_dev.simulator import LANDING_HEADERS, Simulation, simulate
+from finance_pipeline_dev.simulator.model import (
     CouponModel,
     DiscountSpan,
     ItemState,
@@ -31,7 +26,7 @@ from finance_pipeline.stripe_standin.sim_model import (
     SubTimeline,
     Tier,
 )
-from finance_pipeline.stripe_standin.sim_truth import (
+from finance_pipeline_dev.simulator.truth import (
     COUNTING_STATUSES,
     GroundTruth,
     compute_ground_truth,
@@ -41,7 +36,12 @@ from finance_pipeline.stripe_standin.sim_truth import (
     state_at,
     sub_mrr_at,
 )
-from finance_pipeline.stripe_standin.simulator import LANDING_HEADERS, Simulation, simulate
+from finance_pipeline_dev.standin.shapes import conformance_errors
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from finance_pipeline.lib.money import micros_per_minor, round_half_away
+from finance_pipeline.lib.timeutil import day_start_ts
 
 END = date(2025, 6, 30)
 CENT = 10_000  # micro-units per cent
@@ -898,8 +898,8 @@ def test_clock_and_created_timestamps(sim: Simulation) -> None:
 
 def test_stand_in_serves_the_simulated_history(sim: Simulation) -> None:
     """End to end with the real SDK: status=all lists, sub-lists past 10 lines, events, payments."""
-    from finance_pipeline.stripe_standin.server import StandIn
-    from finance_pipeline.stripe_standin.store import Store
+    from finance_pipeline_dev.standin.server import StandIn
+    from finance_pipeline_dev.standin.store import Store
 
     acct = sim.accounts[0]
     key = next(iter(sim.fixture["accounts"][acct]["keys"]))

@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 import stripe
+from finance_pipeline_dev.pytest_plugin import DEFAULT_CLOCK, TEST_ACCOUNT
+from finance_pipeline_dev.standin import shapes
+from finance_pipeline_dev.standin.server import RemoteStandIn
+from finance_pipeline_dev.standin.store import Store, StoreError, redact_key
 
-from finance_pipeline.stripe_standin import shapes
-from finance_pipeline.stripe_standin.pytest_plugin import DEFAULT_CLOCK, TEST_ACCOUNT
-from finance_pipeline.stripe_standin.server import RemoteStandIn
-from finance_pipeline.stripe_standin.store import Store, StoreError, redact_key
 from finance_pipeline_tests.stripe_standin.sample import sample_fixture
 
 

@@ -16,15 +16,15 @@ from typing import Any
 
 import pytest
 import stripe
+from finance_pipeline_dev.pytest_plugin import TestStandIn, default_fixture
+from finance_pipeline_dev.simulator import Simulation, simulate
+from finance_pipeline_dev.simulator.model import SubState, SubTimeline
+from finance_pipeline_dev.simulator.truth import discounts_at, state_at
+from finance_pipeline_dev.standin import serve, shapes
+from finance_pipeline_dev.standin.server import RemoteStandIn, StandIn
+from finance_pipeline_dev.standin.store import Store
 
 from finance_pipeline.lib.timeutil import day_start_ts
-from finance_pipeline.stripe_standin import serve, shapes
-from finance_pipeline.stripe_standin.pytest_plugin import TestStandIn, default_fixture
-from finance_pipeline.stripe_standin.server import RemoteStandIn, StandIn
-from finance_pipeline.stripe_standin.sim_model import SubState, SubTimeline
-from finance_pipeline.stripe_standin.sim_truth import discounts_at, state_at
-from finance_pipeline.stripe_standin.simulator import Simulation, simulate
-from finance_pipeline.stripe_standin.store import Store
 
 END = date(2025, 6, 30)
 DAY = 86_400

@@ -22,10 +22,10 @@ from fractions import Fraction
 from typing import Any
 
 from finance_pipeline.lib.money import round_half_away
+from finance_pipeline_dev.standin import shapes
 
-from . import shapes
-from .sim_catalog import FEES, Catalog, CouponEntry, PriceEntry
-from .sim_model import DiscountSpan, ItemState, SubState, SubTimeline
+from .catalog import FEES, Catalog, CouponEntry, PriceEntry
+from .model import DiscountSpan, ItemState, SubState, SubTimeline
 
 DAY = 86_400
 HOUR = 3_600

@@ -27,10 +27,10 @@ from typing import Any, Literal
 from finance_pipeline.lib.ingest_validation import CSV_HEADERS
 from finance_pipeline.lib.money import minor_unit_exponent, parse_decimal_amount
 from finance_pipeline.lib.timeutil import day_start_ts
+from finance_pipeline_dev.standin import shapes
 
-from . import shapes
-from .sim_catalog import Catalog, build_catalog, local_amount
-from .sim_engine import (
+from .catalog import Catalog, build_catalog, local_amount
+from .engine import (
     DAY,
     SCRIPTS,
     ChargeSim,
@@ -43,8 +43,8 @@ from .sim_engine import (
     Versioned,
     run_customer,
 )
-from .sim_model import ManualRecurring, SubTimeline
-from .sim_truth import GroundTruth, compute_ground_truth, gc_paused
+from .model import ManualRecurring, SubTimeline
+from .truth import GroundTruth, compute_ground_truth, gc_paused
 
 __all__ = ["LANDING_HEADERS", "EventHistory", "Simulation", "fx_table", "simulate"]
 

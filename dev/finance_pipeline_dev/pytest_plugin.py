@@ -1,7 +1,7 @@
 """pytest fixtures that run the stand-in on an ephemeral port.
 
 Register in the root conftest:
-``pytest_plugins = ["finance_pipeline.stripe_standin.pytest_plugin"]``.
+``pytest_plugins = ["finance_pipeline_dev.pytest_plugin"]``.
 ``stripe_standin`` yields a started ``TestStandIn`` with one test account (a full key and a
 restricted key) plus a connected account; ``stripe_standin_factory(doc)`` starts more from fixtures.
 """
@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from finance_pipeline.stripe_standin.server import StandIn
-from finance_pipeline.stripe_standin.store import Store
+from finance_pipeline_dev.standin.server import StandIn
+from finance_pipeline_dev.standin.store import Store
 
 TEST_ACCOUNT = "acct_1StandInTest00001"
 CONNECTED_ACCOUNT = "acct_1StandInConnect01"

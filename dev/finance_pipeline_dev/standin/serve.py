@@ -1,8 +1,8 @@
 """Serve the stand-in from the command line (demo, benchmarks): a fixture file or a simulation.
 
-    python -m finance_pipeline.stripe_standin.serve --port 12111 --fixture data.json
-    python -m finance_pipeline.stripe_standin.serve --port 0 --seed 7 --customers 200 --months 18
-    python -m finance_pipeline.stripe_standin.serve --event-history full --customers 200
+    python -m finance_pipeline_dev.standin.serve --port 12111 --fixture data.json
+    python -m finance_pipeline_dev.standin.serve --port 0 --seed 7 --customers 200 --months 18
+    python -m finance_pipeline_dev.standin.serve --event-history full --customers 200
 
 ``--event-history full`` simulates every event of the history and turns time travel on: the
 account is served as of the stand-in clock, which ``POST /_standin/clock`` moves through it.
@@ -24,13 +24,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from finance_pipeline.stripe_standin.server import StandIn
-from finance_pipeline.stripe_standin.store import Store, StoreError
+from finance_pipeline_dev.standin.server import StandIn
+from finance_pipeline_dev.standin.store import Store, StoreError
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m finance_pipeline.stripe_standin.serve",
+        prog="python -m finance_pipeline_dev.standin.serve",
         description="Serve the local Stripe stand-in (read API + /_standin control plane).",
     )
     p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
@@ -68,13 +68,13 @@ def _simulated_fixture(
     seed: int, customers: int, months: int, event_history: str = "retention"
 ) -> dict[str, Any]:
     try:
-        module = importlib.import_module("finance_pipeline.stripe_standin.simulator")
+        module = importlib.import_module("finance_pipeline_dev.simulator")
     except ModuleNotFoundError as exc:
-        if exc.name != "finance_pipeline.stripe_standin.simulator":
+        if exc.name != "finance_pipeline_dev.simulator":
             raise
         raise SystemExit(
             "error: no --fixture given and the simulator module "
-            "finance_pipeline.stripe_standin.simulator is not available; pass --fixture PATH"
+            "finance_pipeline_dev.simulator is not available; pass --fixture PATH"
         ) from None
     # The default is not passed, so simulators without the option keep working.
     extra = {} if event_history == "retention" else {"event_history": event_history}

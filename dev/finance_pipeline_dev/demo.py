@@ -21,6 +21,8 @@ from finance_pipeline.deployment import dagster_home
 from finance_pipeline.settings import PROJECT_ROOT, Settings, get_settings
 
 SERVICES = ("stripe_standin", "dagster_daemon", "dagster_webserver")
+# The demo's size and ports; the dev CLI shows them in --help.
+DEFAULTS = {"customers": 300, "months": 24, "seed": 7, "standin_port": 12111, "ui_port": 3000}
 
 
 def _run_dir(settings: Settings) -> Path:
@@ -107,8 +109,8 @@ def prepare_demo_data(
 ) -> tuple[Path, Any]:
     """Simulate the Stripe history, write the fixture and landing CSVs, register workspaces."""
     from finance_pipeline.resources import warehouse_for
-    from finance_pipeline.stripe_standin.simulator import simulate
     from finance_pipeline.tenancy import connect_stripe, create_organization, create_workspace
+    from finance_pipeline_dev.simulator import simulate
 
     demo_dir = Path(settings.data_dir) / "demo"
     demo_dir.mkdir(parents=True, exist_ok=True)
@@ -267,7 +269,7 @@ def run_demo(
         [
             sys.executable,
             "-m",
-            "finance_pipeline.stripe_standin.serve",
+            "finance_pipeline_dev.standin.serve",
             "--port",
             str(standin_port),
             "--fixture",

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from finance_pipeline.stripe_standin import shapes
+from finance_pipeline_dev.standin import shapes
 
 EVENT_RETENTION_SECONDS = 30 * 86400
 

@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from . import shapes
-from .sim_model import CouponModel, PriceModel, Tier
+from finance_pipeline_dev.standin import shapes
+
+from .model import CouponModel, PriceModel, Tier
 
 #: Approximate value of one US cent in each currency's minor unit (for "nice" local price points).
 CENT_FACTOR = {

@@ -33,7 +33,7 @@ from typing import Any
 from finance_pipeline.lib.money import micros_per_minor
 from finance_pipeline.lib.timeutil import day_start_ts, local_day
 
-from .sim_model import DiscountSpan, ManualRecurring, PriceModel, SubState, SubTimeline
+from .model import DiscountSpan, ManualRecurring, PriceModel, SubState, SubTimeline
 
 #: Billing periods per year for interval_count = 1 (metrics.md §3.2).
 PERIODS_PER_YEAR = {"day": 365, "week": 52, "month": 12, "year": 1}

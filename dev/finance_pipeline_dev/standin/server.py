@@ -26,14 +26,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from finance_pipeline.stripe_standin import shapes
-from finance_pipeline.stripe_standin.faults import (
+from finance_pipeline_dev.standin import shapes
+from finance_pipeline_dev.standin.faults import (
     Decision,
     FaultInjector,
     error_body,
     fault_response,
 )
-from finance_pipeline.stripe_standin.store import (
+from finance_pipeline_dev.standin.store import (
     EVENT_RETENTION_SECONDS,
     Store,
     StoreError,
