@@ -14,14 +14,14 @@ from finance_pipeline.settings import Settings
 from finance_pipeline.stripe_sync.engine import Connection
 from finance_pipeline.warehouse.db import Warehouse
 
-# Per-workspace metric switches (metrics.md): defaults here, overrides in settings_json.
+# Per-workspace metric switches (docs/metrics.md): defaults here, overrides in settings_json.
 DEFAULT_WORKSPACE_SETTINGS: dict[str, Any] = {
     "discount_mode": "all_active",
     "count_paused": False,
     "past_due_grace_days": None,
     "week_start": "sunday",
     "margin_tiers": {"healthy": 50, "at_risk": 20},
-    # Thresholds of the alert rules (metrics.md §14); absent keys take lib.alerts defaults.
+    # Thresholds of the alert rules (docs/metrics.md §14); absent keys take lib.alerts defaults.
     "alert_thresholds": {},
     # Set through alerts.delivery.set_alert_webhook (the secret is stored encrypted).
     "alert_webhook": None,

@@ -1,1 +1,1 @@
-"""Advisory memos (seeds/004): daily memos grounded in the CFO metrics and alerts marts."""
+"""Advisory memos (v1 API): daily memos grounded in the CFO metrics and alerts marts."""

@@ -1,4 +1,4 @@
-"""mart.advisory_memos, partitioned by day: one seeds/004 advisory memo per workspace and day.
+"""mart.advisory_memos, partitioned by day: one v1 API advisory memo per workspace and day.
 
 A memo is grounded only in that day's mart.cfo_metrics_daily row and mart.alerts rows. A run covers
 a window of days (a backfill is one run, BackfillPolicy.single_run): only the window's LAST day asks
@@ -46,7 +46,7 @@ def _cell(text: str) -> str:
             partitions_def=daily_partitions,
             group_name="advisory",
             kinds={"sql", "python"},
-            description="seeds/004 advisory memo per workspace and local day (summary, "
+            description="v1 API advisory memo per workspace and local day (summary, "
             "suggestions, risks), grounded only in that day's CFO metrics and alerts. Only the last "
             "day of a run asks the AI provider (FP_AI_*); other days and AI failures use the "
             "rule-based writer.",

@@ -2,7 +2,7 @@
 
 Plain functions over the warehouse (no Dagster), shared by the daily memo asset and the read API's
 on-demand memo endpoint. A memo is grounded only in that day's mart.cfo_metrics_daily row (as the
-seeds/004 metrics object) and that day's mart.alerts rows (as seeds/004 alert objects).
+v1 API metrics object) and that day's mart.alerts rows (as v1 API alert objects).
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ def _json(value: Any) -> Any:
 
 
 def metrics_object(row: dict[str, Any]) -> dict[str, Any]:
-    """A mart.cfo_metrics_daily row as the seeds/004 metrics object (runway as exact Decimal)."""
+    """A mart.cfo_metrics_daily row as the v1 API metrics object (runway as exact Decimal)."""
     out: dict[str, Any] = {
         "as_of": as_date(row["day"]).isoformat(),
         "currency": str(row["currency"]).upper(),
@@ -71,7 +71,7 @@ def metrics_object(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def alert_object(row: dict[str, Any]) -> dict[str, Any]:
-    """A mart.alerts row as the seeds/004 alert object (lib.alerts.Alert.to_dict fields)."""
+    """A mart.alerts row as the v1 API alert object (lib.alerts.Alert.to_dict fields)."""
     return {
         "id": row["alert_id"],
         "type": row["type"],
@@ -118,7 +118,7 @@ def stored_grounding(wh: Warehouse, workspace_id: str, start: date, end: date) -
 def memo_for_day(
     ws: Workspace, day: date, grounding: Grounding, provider: MemoProvider | None
 ) -> dict[str, Any] | None:
-    """The seeds/004 advisory response of `ws` on `day`, or None when no metrics row is stored."""
+    """The v1 API advisory response of `ws` on `day`, or None when no metrics row is stored."""
     metrics = grounding.metrics.get(day)
     if metrics is None:
         return None

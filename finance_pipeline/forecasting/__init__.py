@@ -1,1 +1,1 @@
-"""Default monthly forecasts (metrics.md §12)."""
+"""Default monthly forecasts (docs/metrics.md §12)."""

@@ -1,4 +1,4 @@
-"""Each workspace's default forecast per month (metrics.md §12, seeds/004 forecast shape).
+"""Each workspace's default forecast per month (docs/metrics.md §12, v1 API forecast shape).
 
 For the month partition M, as_of is M's last day. Start values: MRR(as_of) from mart.mrr_daily, the
 workspace's cash on hand, and the recurring expenses (expenses and fees that are not one-time) of
@@ -144,7 +144,7 @@ def default_forecast(wh: Warehouse, ws: Workspace, as_of: date) -> dict[str, Any
             group_name="forecasts",
             kinds={"sql", "python"},
             description="Each workspace's default 12-month forecast (base/best/worst) as of the "
-            "month's last day, with history-derived assumptions (metrics.md §12).",
+            "month's last day, with history-derived assumptions (docs/metrics.md §12).",
         )
     ],
     # Same policy as the margins it runs with, so a monthly job has one backfill policy.

@@ -1,9 +1,9 @@
-"""Saved what-if scenarios per workspace (metrics.md §13, seeds/004 /scenarios), stored in mart.scenarios.
+"""Saved what-if scenarios per workspace (docs/metrics.md §13, v1 API /scenarios), stored in mart.scenarios.
 
 A scenario re-runs a stored forecast's base variant (mart.forecasts, the pipeline's default forecast
 or one the API saved) with one delta (`price_change`, `churn_change`, `hire`) through
 `lib.forecast.run_scenario`, and keeps the delta, the impact and the scenario series. Functions here
-are what the read API calls; their errors carry what the seeds/004 error envelope needs:
+are what the read API calls; their errors carry what the v1 API error envelope needs:
 
 - `ForecastValidationError` (code, param, message): 422, an invalid body or query parameter;
 - `NotFoundError`: 404, an unknown workspace, scenario or baseline forecast, or one another
@@ -11,7 +11,7 @@ are what the read API calls; their errors carry what the seeds/004 error envelop
 - `IdempotencyConflictError`: 409, an Idempotency-Key reused with a different body.
 
 Decisions: `baseline_forecast_id` may be omitted, then the workspace's latest default forecast is the
-baseline (seeds/004 requires it; the pipeline always has a default one to offer). Lists are newest
+baseline (the v1 API requires it; the pipeline always has a default one to offer). Lists are newest
 first. `rerun_scenario` recomputes a saved scenario against its baseline as stored now (the default
 forecast of a month is restated in place by the monthly job) and updates it.
 """
@@ -72,7 +72,7 @@ def _iso(ts: int) -> str:
 
 def _workspace(wh: Warehouse, workspace_id: str, org_id: str | None) -> dict[str, Any]:
     rows = wh.rows("SELECT id, org_id FROM app.workspaces WHERE id = :w", w=workspace_id)
-    # Another org's workspace is reported exactly like a missing one (seeds/004: 404).
+    # Another org's workspace is reported exactly like a missing one (v1 API: 404).
     if not rows or (org_id is not None and rows[0]["org_id"] != org_id):
         raise NotFoundError("workspace_id", f"No such workspace: {workspace_id}.")
     return rows[0]
@@ -171,7 +171,7 @@ def _series_out(series: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _summary(row: Mapping[str, Any]) -> dict[str, Any]:
-    """The seeds/004 list item: no series."""
+    """The v1 API list item: no series."""
     return {
         "id": row["id"],
         "name": row["name"],
@@ -183,7 +183,7 @@ def _summary(row: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _full(row: Mapping[str, Any], org_id: str) -> dict[str, Any]:
-    """The seeds/004 scenario object (create 201 / GET by id), plus updated_at."""
+    """The v1 API scenario object (create 201 / GET by id), plus updated_at."""
     out = _summary(row)
     return {
         "id": out["id"],
@@ -234,7 +234,7 @@ def create_scenario(
     idempotency_key: str | None = None,
     now: int | None = None,
 ) -> dict[str, Any]:
-    """Validate, run against the baseline and save a scenario; returns the seeds/004 object.
+    """Validate, run against the baseline and save a scenario; returns the v1 API object.
 
     With an Idempotency-Key, the same key and body return the scenario saved the first time
     (nothing new is stored); the same key with another body raises IdempotencyConflictError.
@@ -290,7 +290,7 @@ def create_scenario(
 def get_scenario(
     wh: Warehouse, workspace_id: str, scenario_id: str, *, org_id: str | None = None
 ) -> dict[str, Any]:
-    """The full seeds/004 scenario object, series included."""
+    """The full v1 API scenario object, series included."""
     ws = _workspace(wh, workspace_id, org_id)
     return _full(_row(wh, workspace_id, scenario_id), ws["org_id"])
 

@@ -12,7 +12,7 @@ from finance_pipeline.settings import get_settings
 
 LANDING_KEYS = {kind: dg.AssetKey(table.split(".")) for kind, (table, _) in KIND_TABLES.items()}
 _DESCRIPTIONS = {
-    "costs": "Cost records (seeds/001 shape) by category, some tagged to a customer.",
+    "costs": "Cost records (products API shape) by category, some tagged to a customer.",
     "expenses": "Expense events: recurring (runway) and one-time (burn only).",
     "usage_costs": "Per-customer usage costs (model, cost, request count) for margins.",
     "revenue": "Manual revenue; type `subscription` counts in MRR, refunds are negative.",

@@ -1,4 +1,4 @@
-"""Advisory memo grounded only in computed metrics and alerts (seeds/004 advisory response).
+"""Advisory memo grounded only in computed metrics and alerts (v1 API advisory response).
 
 A MemoProvider turns the grounding JSON into {summary, suggestions, risks}. The OpenAI-compatible
 HTTP provider posts to `{base_url}/chat/completions`; any failure (not configured, timeout, HTTP
@@ -49,7 +49,7 @@ class MemoProviderError(Exception):
         self.message = message
 
     def to_dict(self) -> dict[str, str]:
-        """The seeds/004 ai_error object."""
+        """The v1 API ai_error object."""
         return {"type": self.type, "code": self.code, "message": self.message}
 
 
@@ -281,7 +281,7 @@ def write_memo(
     alerts: Iterable[Any],
     provider: MemoProvider | None,
 ) -> dict[str, Any]:
-    """The seeds/004 advisory response for a workspace {id, name}; never raises on AI failure."""
+    """The v1 API advisory response for a workspace {id, name}; never raises on AI failure."""
     alert_dicts = [to_jsonable(a) for a in alerts]
     grounding = {
         "workspace_name": workspace.get("name"),

@@ -1,4 +1,4 @@
-"""Alert rules for day D (metrics.md §14, seeds/004 shapes) and signed webhook delivery.
+"""Alert rules for day D (docs/metrics.md §14, v1 API shapes) and signed webhook delivery.
 
 Rules compare exact values against configurable thresholds; "fell > 8 %" and "> 2x" are strict,
 "runway < 6" is strict (exactly 6.00 months does not fire). Alert ids are derived from
@@ -30,7 +30,7 @@ ALERT_ID_HEADER = "X-Finance-Alert-Id"
 
 @dataclass(frozen=True, slots=True)
 class AlertThresholds:
-    """Configurable alert thresholds; defaults are the seeds/004 ones."""
+    """Configurable alert thresholds; defaults are the v1 API ones."""
 
     runway_warn_months: int | Fraction = 6
     runway_critical_months: int | Fraction = 3
@@ -45,7 +45,7 @@ DEFAULT_THRESHOLDS = AlertThresholds()
 
 @dataclass(frozen=True, slots=True)
 class Alert:
-    """One active alert of a workspace on a day (seeds/004 alert object without org/created_at)."""
+    """One active alert of a workspace on a day (v1 API alert object without org/created_at)."""
 
     id: str
     workspace_id: str
@@ -57,7 +57,7 @@ class Alert:
     subject: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        """The seeds/004 alert fields this module owns (the API adds org_id and created_at)."""
+        """The v1 API alert fields this module owns (the API adds org_id and created_at)."""
         return {
             "id": self.id,
             "type": self.type,
@@ -107,7 +107,7 @@ def evaluate_alerts(
     """All alerts active on `day` (§14), in a stable order.
 
     `metrics_today` / `metrics_prior` are cfo_metrics() results for D and D-30 (the 30 days before).
-    `sync_status` is "healthy" | "delayed" | "error" or a seeds/000 sync-status object with
+    `sync_status` is "healthy" | "delayed" | "error" or a platform finance API sync-status object with
     `sync_health`. Tier changes without a previous tier (a new customer) do not alert.
     """
     alerts: list[Alert] = []
@@ -234,7 +234,7 @@ def sync_health(
     errored: bool = False,
     delay_seconds: int = DEFAULT_THRESHOLDS.sync_delay_seconds,
 ) -> str:
-    """seeds/000 sync health: error if failing, delayed if a run due at `scheduled_at` has not
+    """Platform finance API sync health: error if failing, delayed if a run due at `scheduled_at` has not
     completed more than `delay_seconds` later, else healthy."""
     if errored:
         return "error"

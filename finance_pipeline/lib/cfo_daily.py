@@ -176,7 +176,7 @@ def thresholds_from_settings(settings: Mapping[str, Any]) -> AlertThresholds:
     return AlertThresholds(**values)
 
 
-# The seeds/004 metrics object's money fields, stored as they are in mart.cfo_metrics_daily
+# The v1 API metrics object's money fields, stored as they are in mart.cfo_metrics_daily
 # (cash_on_hand_cents may be null), and the two totals the table keeps beside them.
 SEED_CENTS_FIELDS = (
     "gross_revenue_cents_30d",

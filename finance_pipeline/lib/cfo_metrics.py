@@ -1,4 +1,4 @@
-"""CFO metrics over the rolling 30 local days ending `as_of` (metrics.md §9, seeds/004 names kept).
+"""CFO metrics over the rolling 30 local days ending `as_of` (docs/metrics.md §9, v1 API names kept).
 
 Input is core.ledger rows (§7) as `LedgerEntry` (or any object with the same attributes). Sign
 convention of the ledger: revenue kinds are positive, refunds are stored negative, expenses and fees
@@ -149,7 +149,7 @@ def cfo_metrics(
     cash_on_hand_cents: int | None,
     currency: str,
 ) -> dict[str, Any]:
-    """The seeds/004 metrics object for the 30 local days ending `as_of` (§9), plus runway_days.
+    """The v1 API metrics object for the 30 local days ending `as_of` (§9), plus runway_days.
 
     `mrr_micros` is MRR in reporting micro-units (§4, already including manual recurring revenue) as
     an int, a mapping day -> micros (a missing day is 0) or a callable. Percent-like outputs

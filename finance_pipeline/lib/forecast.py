@@ -1,9 +1,9 @@
-"""Monthly MRR / cash / runway forecast (metrics.md §12) and what-if scenarios (§13), seeds/004.
+"""Monthly MRR / cash / runway forecast (docs/metrics.md §12) and what-if scenarios (§13), v1 API.
 
 All arithmetic is exact (`Fraction` over micro-units); values are rounded only when written out
 (cents half away from zero, runway to 2 decimals). Percent assumptions are in percent units
 (`mrr_growth_pct: 6` is 6 %); the scenario `price_change.pct` is a fraction (0.10 is +10 %), as in
-seeds/004.
+the v1 API.
 
 Decisions:
 - Assumptions taken from history are rounded to 4 decimals of a percent *before* use, so the merged
@@ -40,7 +40,7 @@ _VARIANT_RE = re.compile(r"^[A-Za-z0-9_-]{1,40}$")
 
 
 class ForecastValidationError(ValueError):
-    """An invalid forecast or scenario request; maps to 422 with the seeds/004 error envelope."""
+    """An invalid forecast or scenario request; maps to 422 with the v1 API error envelope."""
 
     def __init__(self, code: str, param: str | None, message: str) -> None:
         super().__init__(message)
@@ -193,7 +193,7 @@ def parse_date(value: Any, param: str) -> date:
 
 
 def validate_forecast_request(request: Mapping[str, Any], today: date) -> ForecastRequest:
-    """Check a seeds/004 POST /forecasts body (horizon 1..60, percent ranges, variant names)."""
+    """Check a v1 API POST /forecasts body (horizon 1..60, percent ranges, variant names)."""
     if not isinstance(request, Mapping):
         raise ForecastValidationError("invalid_type", None, "The request body must be an object.")
     as_of = today if request.get("as_of") is None else parse_date(request["as_of"], "as_of")
@@ -249,7 +249,7 @@ class Projection:
     burn: list[Fraction]
 
     def series(self) -> dict[str, list[Any]]:
-        """The seeds/004 per-variant series: mrr_cents[], cash_cents[], runway_months[]."""
+        """The v1 API per-variant series: mrr_cents[], cash_cents[], runway_months[]."""
         return {
             "mrr_cents": [micros_to_cents(v) for v in self.mrr],
             "cash_cents": [micros_to_cents(v) for v in self.cash],

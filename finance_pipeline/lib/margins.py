@@ -1,4 +1,4 @@
-"""Customer margins per month (metrics.md §11, seeds/003 shapes and names).
+"""Customer margins per month (docs/metrics.md §11, margins API shapes and names).
 
 Revenue is recognized revenue per (stripe customer, "YYYY-MM") in reporting micro-units (§8, see
 recognition.recognized_by_customer_month). Costs are records tagged with a cost tag value; a tag
@@ -19,7 +19,7 @@ Decisions:
 - A pair is proposed only when each side is the other's single best candidate. Ties are
   ambiguous and propose nothing (a person maps by hand), so no cost can be attributed twice.
 - Never proposed: a tag already mapped manually or by an accepted auto match, a customer already
-  holding such a mapping for the tag key (one mapping per customer and key, seeds/003 upsert key),
+  holding such a mapping for the tag key (one mapping per customer and key, margins API upsert key),
   a (customer, tag) pair someone rejected. Pending rows are the proposer's own output and are
   recomputed, so re-running with the same inputs gives the same proposals and ids.
 """
@@ -45,7 +45,7 @@ TIER_ORDER = {"healthy": 0, "at_risk": 1, "critical": 2}
 _PERIOD_RE = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
 _AUTO_MATCH_NS = uuid.UUID("6f0c8f1e-5a37-4d7e-9a51-3c1b1f9e2a10")
 DEFAULT_TAG_KEY = "customer"
-# Confidence of each auto-match signal (metrics.md §11: exact id 1.0, email and name lower).
+# Confidence of each auto-match signal (docs/metrics.md §11: exact id 1.0, email and name lower).
 MATCH_CONFIDENCE: dict[str, float] = {
     "exact_id": 1.0,
     "metadata": 0.95,
@@ -151,7 +151,7 @@ class AutoMatchProposal:
     tag_key: str = DEFAULT_TAG_KEY
 
     def to_dict(self) -> dict[str, Any]:
-        """The seeds/003 pendingAutoMatches item (plus matchReason: which signal matched)."""
+        """The margins API pendingAutoMatches item (plus matchReason: which signal matched)."""
         return {
             "id": self.id,
             "stripeCustomerId": self.stripe_customer_id,
@@ -348,7 +348,7 @@ def propose_auto_matches(
     tag_key: str = DEFAULT_TAG_KEY,
     scope: str = "",
 ) -> list[AutoMatchProposal]:
-    """Pending auto-match proposals (metrics.md §11), sorted by tag then customer.
+    """Pending auto-match proposals (docs/metrics.md §11), sorted by tag then customer.
 
     Candidates exclude tags and customers that a decided mapping (manual or accepted) of `tag_key`
     already holds, and the (customer id, tag) pairs in `rejected`; pending mappings are ignored
@@ -505,7 +505,7 @@ def margin_table(
     sync_status: str | None = None,
     skipped_currencies: Mapping[str, int] | None = None,
 ) -> dict[str, Any]:
-    """The seeds/003 GET /api/margins `data` object for month `period` ("YYYY-MM").
+    """The margins API GET /api/margins `data` object for month `period` ("YYYY-MM").
 
     `revenue` maps (stripe_customer_id, "YYYY-MM") -> recognized micros and should include the 5
     months before `period` for the sparkline projection. Rows: every customer with revenue or
@@ -548,7 +548,7 @@ def customer_detail(
     thresholds: MarginThresholds = DEFAULT_THRESHOLDS,
     months: int = 3,
 ) -> dict[str, Any] | None:
-    """The seeds/003 GET /api/margins/:customer `data`; None (a 404) if the tag is not mapped."""
+    """The margins API GET /api/margins/:customer `data`; None (a 404) if the tag is not mapped."""
     validate_period(period)
     costs = list(costs)
     att = _attribute(costs, mappings)
@@ -599,7 +599,7 @@ def unmatched_report(
     *,
     scope: str = "",
 ) -> dict[str, Any]:
-    """The seeds/003 GET /api/margins/unmatched `data`: totals over all the months given.
+    """The margins API GET /api/margins/unmatched `data`: totals over all the months given.
 
     pendingAutoMatches holds stored pending auto mappings plus fresh proposals for unmapped tags
     (never a rejected (customer id, tag) pair).
@@ -677,7 +677,7 @@ CSV_COLUMNS = (
 
 
 def render_margins_csv(table: Mapping[str, Any]) -> str:
-    """The seeds/003 CSV export of a margin_table result (amounts in whole units, 2 decimals)."""
+    """The margins API CSV export of a margin_table result (amounts in whole units, 2 decimals)."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\r\n")
     w.writerow(CSV_COLUMNS)
@@ -699,7 +699,7 @@ def render_margins_csv(table: Mapping[str, Any]) -> str:
 
 
 def csv_filename(period: str) -> str:
-    """Download name of the CSV export, as in seeds/003."""
+    """Download name of the CSV export, as in the margins API."""
     return f"margins-{validate_period(period)}.csv"
 
 

@@ -1,4 +1,4 @@
-"""Money as exact integer micro-units (metrics.md §2).
+"""Money as exact integer micro-units (docs/metrics.md §2).
 
 1 unit of any currency = 1,000,000 micro-units. Stripe minor units, decimal strings from CSV/API and
 cents all convert exactly; rounding happens once, half away from zero, at the reported grain.
@@ -103,7 +103,7 @@ def parse_decimal_amount(value: str | int | Decimal, currency: str | None = None
 
 
 def round_half_away(value: Fraction | int | Decimal, quantum: int = 1) -> int:
-    """Round an exact value to a multiple of `quantum`, half away from zero (metrics.md §2)."""
+    """Round an exact value to a multiple of `quantum`, half away from zero (docs/metrics.md §2)."""
     frac = Fraction(value) / quantum
     sign = -1 if frac < 0 else 1
     mag = abs(frac)

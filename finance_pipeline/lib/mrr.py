@@ -1,4 +1,4 @@
-"""Item and subscription MRR (metrics.md §3), computed exactly in micro-units.
+"""Item and subscription MRR (docs/metrics.md §3), computed exactly in micro-units.
 
 The input model mirrors `core.subscription_history`: one `SubscriptionState` per half-open interval
 `[valid_from, valid_to)` of constant subscription state. Instants *inside* an interval at which the
@@ -189,7 +189,7 @@ class SubscriptionState:
 
 @dataclass(frozen=True)
 class Settings:
-    """Per-workspace MRR switches (metrics.md §3-4); `plan_key` picks price or product as plan."""
+    """Per-workspace MRR switches (docs/metrics.md §3-4); `plan_key` picks price or product as plan."""
 
     discount_mode: DiscountMode = "all_active"
     count_paused: bool = False

@@ -1,4 +1,4 @@
-"""Customer MRR change rows, daily movements and the company roll-forward (metrics.md §4-5).
+"""Customer MRR change rows, daily movements and the company roll-forward (docs/metrics.md §4-5).
 
 Cost grows with the number of changes, not with customers x days:
 - `customer_mrr_changes` evaluates a customer only on the local days where one of its breakpoints

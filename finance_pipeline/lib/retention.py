@@ -1,4 +1,4 @@
-"""Churn, retention and growth rates for a period [a, b] (metrics.md §6).
+"""Churn, retention and growth rates for a period [a, b] (docs/metrics.md §6).
 
 Rates are exact `Fraction` ratios (0.25 = 25 %); a zero denominator gives None. Use `as_percent`
 or `money.percent` to report them with 2 decimals.

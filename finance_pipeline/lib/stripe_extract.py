@@ -55,7 +55,7 @@ def product(o: Obj) -> dict[str, Any]:
 
 
 def price(o: Obj) -> dict[str, Any]:
-    """A price: amount, billing scheme and recurrence that drive item MRR (metrics.md §3)."""
+    """A price: amount, billing scheme and recurrence that drive item MRR (docs/metrics.md §3)."""
     rec = o.get("recurring") or {}
     return {
         "product": _id(o.get("product")),
@@ -196,7 +196,7 @@ def charge(o: Obj) -> dict[str, Any]:
 
 
 def refund(o: Obj) -> dict[str, Any]:
-    """A refund, which lands on its own creation day (metrics.md §7)."""
+    """A refund, which lands on its own creation day (docs/metrics.md §7)."""
     return {
         "charge": _id(o.get("charge")),
         "amount": o.get("amount"),

@@ -1,4 +1,4 @@
-"""Subscription history as half-open intervals of constant state (metrics.md §4, "History").
+"""Subscription history as half-open intervals of constant state (docs/metrics.md §4, "History").
 
 Stripe returns only current state, so history is rebuilt from three sources, most exact first:
 

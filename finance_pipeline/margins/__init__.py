@@ -1,1 +1,1 @@
-"""Recognized revenue and customer margins (metrics.md §8, §11)."""
+"""Recognized revenue and customer margins (docs/metrics.md §8, §11)."""

@@ -1,4 +1,4 @@
-"""Recognized revenue (metrics.md §8) and monthly customer margins (§11, seeds/003).
+"""Recognized revenue (docs/metrics.md §8) and monthly customer margins (§11, margins API).
 
 `core/recognized_revenue_monthly` is rebuilt from raw on every run:
 - each line of a *paid* invoice, net of its discounts and of inclusive tax (`amount` excludes
@@ -195,7 +195,7 @@ def recognized_rows(wh: Warehouse, ws: Workspace) -> list[dict[str, Any]]:
     ],
     group_name="margins",
     kinds={"sql", "python"},
-    description="Recognized revenue per customer, month and currency (metrics.md §8): paid invoice "
+    description="Recognized revenue per customer, month and currency (docs/metrics.md §8): paid invoice "
     "lines spread over their service days, refunds and post-payment credit notes on their own day.",
 )
 def recognized_revenue_monthly(warehouse: WarehouseResource) -> dg.MaterializeResult:
@@ -323,7 +323,7 @@ def _plain(doc: Any) -> Any:
             partitions_def=monthly_partitions,
             group_name="margins",
             kinds={"sql", "python"},
-            description="Customer margins per month (metrics.md §11, seeds/003): revenue, tagged "
+            description="Customer margins per month (docs/metrics.md §11, margins API): revenue, tagged "
             "cost, margin, health tier, sparkline with projection and budget suggestion; plus a "
             "per-month summary.",
         )
@@ -352,7 +352,7 @@ def customer_margins_monthly(
         months.append(cur)
         cur = shift_month(cur, 1)
     workspaces = list_workspaces(wh)
-    # Auto-match proposals first (seeds/003 revenue sync "autoMatchesCreated"): stored as pending,
+    # Auto-match proposals first (margins API revenue sync "autoMatchesCreated"): stored as pending,
     # they show in the unmatched lists and count only once a person accepts them.
     refreshed = {ws.id: refresh_auto_matches(wh, ws) for ws in workspaces}
     results = {(ws.id, m): compute_margins(wh, ws, m) for ws in workspaces for m in months}

@@ -1,4 +1,4 @@
-"""Customer <-> cost tag mappings over the warehouse (metrics.md §11, seeds/003 customer mappings).
+"""Customer <-> cost tag mappings over the warehouse (docs/metrics.md §11, margins API customer mappings).
 
 A mapping ties a Stripe customer to the tag value its costs carry. People own manual mappings and
 decide on auto-match proposals; only decided mappings (manual, or auto and accepted) attribute
@@ -189,7 +189,7 @@ def cost_records(
     """Tagged and untagged costs (usage events and cost records) from the ledger in [start, end).
 
     Returns the records in reporting micros and, per month and currency, how many records were
-    left out for lack of an FX rate (metrics.md §2 skipped_currencies). None means no bound.
+    left out for lack of an FX rate (docs/metrics.md §2 skipped_currencies). None means no bound.
     """
     where = ["l.workspace_id = :w", "l.kind = 'expense'", "l.source_table IN (:s1, :s2)"]
     params: dict[str, Any] = {"w": ws_id, "s1": COST_SOURCES[0], "s2": COST_SOURCES[1]}
@@ -372,7 +372,7 @@ def _names(
 
 
 def _mapping_out(row: Mapping[str, Any], names: Mapping[str, str]) -> dict[str, Any]:
-    """A stored mapping in the API's camelCase shape (seeds/003 field names)."""
+    """A stored mapping in the API's camelCase shape (margins API field names)."""
     return {
         "id": row["id"],
         "stripeCustomerId": row["stripe_customer_id"],
@@ -661,7 +661,7 @@ def unmatched(wh: Warehouse, workspace_id: str, period: str | None = None) -> di
             **({"w": ws.id, "m": period} if period else {"w": ws.id}),
         ):
             if r["amount_reporting_micros"] is None:
-                continue  # no FX rate: left out of converted totals (metrics.md §2)
+                continue  # no FX rate: left out of converted totals (docs/metrics.md §2)
             key = (r["customer_id"], r["month"])
             revenue[key] = revenue.get(key, 0) + int(r["amount_reporting_micros"])
         costs, _ = cost_records(conn, wh, ws.id, start, end)

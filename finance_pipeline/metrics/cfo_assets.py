@@ -1,4 +1,4 @@
-"""CFO metrics (metrics.md §9) and daily revenue (§10) marts, partitioned by day.
+"""CFO metrics (docs/metrics.md §9) and daily revenue (§10) marts, partitioned by day.
 
 A run covers a range of days (a backfill is one run). For every workspace the window's daily ledger
 totals and rolling 30-day metrics are computed exactly, then the window of both marts is replaced in
@@ -151,7 +151,7 @@ def _cents(cents: int | None) -> str:
     specs=[
         dg.AssetSpec(
             CFO_KEY,
-            description="seeds/004 CFO metrics per workspace and local day over the rolling 30 days "
+            description="v1 API CFO metrics per workspace and local day over the rolling 30 days "
             "ending that day: revenue, refunds, MRR/ARR, burn, recurring burn, runway (§9).",
             group_name="cfo",
             kinds={"sql", "python"},

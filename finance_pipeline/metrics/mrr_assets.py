@@ -22,7 +22,7 @@ MRR_TABLES = {
     "mrr_changes": "Per-customer MRR change rows: one row when a customer's end-of-day MRR, CMRR or "
     "counted subscriptions change (native currency, exact value beside the rounded micros).",
     "mrr_movements": "Daily MRR movements per customer in the reporting currency: new, expansion, "
-    "reactivation, contraction, churn (delinquent or voluntary) and fx (metrics.md §5).",
+    "reactivation, contraction, churn (delinquent or voluntary) and fx (docs/metrics.md §5).",
     "mrr_daily": "Daily workspace MRR, CMRR, ARR, active subscriptions, paying customers and the "
     "movements; MRR(D) = MRR(D-1) + new + expansion + reactivation - contraction - churn + fx.",
     "mrr_plan_daily": "Daily MRR and subscriptions per plan (price), for plan filters.",

@@ -47,7 +47,7 @@ def _exact(x: Fraction) -> str:
 
 
 def mrr_settings(ws: Workspace) -> Settings:
-    """The workspace's metric switches (metrics.md §3-4) as engine settings."""
+    """The workspace's metric switches (docs/metrics.md §3-4) as engine settings."""
     s = ws.settings
     return Settings(
         discount_mode=s.get("discount_mode", "all_active"),

@@ -1,7 +1,7 @@
-"""The seeds/000 "Get MRR Metrics" and "Get MRR Trend" answers, read straight from the MRR marts.
+"""The platform finance API "Get MRR Metrics" and "Get MRR Trend" answers, read straight from the MRR marts.
 
 Each function is one call for the read API and returns the seed's `data` object. Definitions
-(metrics.md):
+(docs/metrics.md):
 
 - The **current day** D is the latest day materialized in `mart.mrr_daily` on or before `as_of`
   (the latest one overall when `as_of` is omitted). Nothing materialized -> every field null and an
@@ -24,7 +24,7 @@ Each function is one call for the read API and returns the seed's `data` object.
 
 Errors are `MrrQueryError` with the seed envelope's `code`/`param`/`message` and an HTTP `status`:
 400 for malformed parameters (`months` outside 1..24, a bad `as_of` or `plan_id`), 404
-`resource_missing` for an unknown workspace or a `plan_id` this workspace has never had (seeds/004:
+`resource_missing` for an unknown workspace or a `plan_id` this workspace has never had (v1 API:
 "not found or not owned by your org", so another org's plan looks exactly like a missing one).
 """
 

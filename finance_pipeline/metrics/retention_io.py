@@ -1,4 +1,4 @@
-"""Churn and retention rates (metrics.md §6) for any period, read from the MRR marts."""
+"""Churn and retention rates (docs/metrics.md §6) for any period, read from the MRR marts."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Checkpointed incremental sync of one Stripe stream for one workspace (stripe.md).
+"""Checkpointed incremental sync of one Stripe stream for one workspace (README "Stripe ingestion").
 
 A pass lists objects newest first with `created[gte]` = last high-water mark minus a lookback, paging
 with `starting_after`. Each page's rows and the cursor commit in one transaction, so a killed run

@@ -1,4 +1,4 @@
-"""Stripe sync health per workspace (seeds/000 `stripe-sync-status`), read from raw.sync_state."""
+"""Stripe sync health per workspace (platform finance API `stripe-sync-status`), read from raw.sync_state."""
 
 from __future__ import annotations
 

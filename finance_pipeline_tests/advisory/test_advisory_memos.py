@@ -1,5 +1,5 @@
 """mart.advisory_memos through Dagster on a hand-built ledger (SQLite and PostgreSQL): the rule-based
-memo of the seeds/004 example exactly, the AI provider (a local OpenAI-compatible stub) asked on the
+memo of the v1 API example exactly, the AI provider (a local OpenAI-compatible stub) asked on the
 last day of a window only, AI failures falling back, an empty workspace, re-runs replacing."""
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from finance_pipeline_tests.metrics.test_cfo_revenue_alerts import _ledger, _mrr
 AS_OF = date(2026, 2, 28)
 C = 10_000  # micros per cent
 
-# The seeds/004 example (as in metrics/test_cfo_revenue_alerts.py): gross 2,400,000, refunds
+# The v1 API example (as in metrics/test_cfo_revenue_alerts.py): gross 2,400,000, refunds
 # -80,000, recurring expenses 2,670,000 (a fee included), one-time 130,000, cash 5,000,000.
 SEED_LEDGER = [
     (date(2026, 2, 10), "gross_revenue", None, 1_500_000, "usd"),

@@ -1,5 +1,5 @@
 """mart.alerts' margin-tier and Stripe-sync rules and its webhook delivery, through Dagster on SQLite
-and PostgreSQL (metrics.md §14): margin tier changes fire on the 1st for the month just closed,
+and PostgreSQL (docs/metrics.md §14): margin tier changes fire on the 1st for the month just closed,
 sync health on the live day only (boundaries of the delay threshold), and the latest day's alerts
 reach a local stub endpoint signed, retried after a 500, and never twice."""
 

@@ -1,4 +1,4 @@
-"""metrics.md §7 cash ledger rules, exact."""
+"""docs/metrics.md §7 cash ledger rules, exact."""
 
 from __future__ import annotations
 

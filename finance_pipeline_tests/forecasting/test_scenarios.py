@@ -1,4 +1,4 @@
-"""Saved scenarios (metrics.md §13, seeds/004) on SQLite and PostgreSQL: create/get/list/delete with
+"""Saved scenarios (docs/metrics.md §13, v1 API) on SQLite and PostgreSQL: create/get/list/delete with
 exact impact numbers against a stored forecast, validation errors (422), not-found (404),
 Idempotency-Key replays and conflicts (409), re-running after the baseline is restated."""
 
@@ -28,7 +28,7 @@ AS_OF = date(2026, 2, 28)
 T0 = int(datetime(2026, 3, 1, tzinfo=UTC).timestamp())
 # Baseline: MRR 1,000,000 cents, cash 5,000,000, recurring expenses 1,200,000 a month,
 # g = 5 %, c = 2 %, gm = 80 %, 3 months. Base MRR 1,030,000 / 1,060,900 / 1,092,727 and cash
-# 4,624,000 / 4,272,720 / 3,946,901.6 (metrics.md §12).
+# 4,624,000 / 4,272,720 / 3,946,901.6 (docs/metrics.md §12).
 ASSUMPTIONS = {"mrr_growth_pct": 5, "monthly_logo_churn_pct": 2, "gross_margin_pct": 80}
 PRICE = {"type": "price_change", "pct": 0.10}
 

@@ -1,4 +1,4 @@
-"""Advisory memo (seeds/004): rule-based fallback; OpenAI-compatible provider vs a local stub."""
+"""Advisory memo (v1 API): rule-based fallback; OpenAI-compatible provider vs a local stub."""
 
 from __future__ import annotations
 

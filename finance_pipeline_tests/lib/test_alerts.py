@@ -1,4 +1,4 @@
-"""Alert rules (metrics.md §14, seeds/004) at their exact thresholds; signed webhook delivery."""
+"""Alert rules (docs/metrics.md §14, v1 API) at their exact thresholds; signed webhook delivery."""
 
 from __future__ import annotations
 

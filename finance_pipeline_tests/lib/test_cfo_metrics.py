@@ -1,4 +1,4 @@
-"""CFO metrics (metrics.md §9) with exact expected values from the seeds/004 example."""
+"""CFO metrics (docs/metrics.md §9) with exact expected values from the v1 API example."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ def entry(
 
 
 def seed_ledger() -> list[LedgerEntry]:
-    """Ledger reproducing the seeds/004 metrics example exactly, with out-of-window noise."""
+    """Ledger reproducing the v1 API metrics example exactly, with out-of-window noise."""
     return [
         entry(date(2026, 1, 29), "gross_revenue", 999_999),  # the day before the window
         entry(date(2026, 1, 29), "expense", 777, "recurring_expense"),

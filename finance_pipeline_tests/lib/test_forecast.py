@@ -1,4 +1,4 @@
-"""Forecast (metrics.md §12) and scenarios (§13): exact months computed by hand."""
+"""Forecast (docs/metrics.md §12) and scenarios (§13): exact months computed by hand."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from finance_pipeline.lib.money import round_half_away
 C = 10_000  # micros per cent
 AS_OF = date(2026, 2, 28)
 SEED_ASSUMPTIONS = {"mrr_growth_pct": 6, "monthly_logo_churn_pct": 2, "gross_margin_pct": 85}
-# seeds/004 metrics example: MRR 2,150,000 cents, cash 5,000,000, recurring expenses 2,670,000.
+# v1 API metrics example: MRR 2,150,000 cents, cash 5,000,000, recurring expenses 2,670,000.
 START = {
     "start_mrr_micros": 2_150_000 * C,
     "cash_on_hand_cents": 5_000_000,

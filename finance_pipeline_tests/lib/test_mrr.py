@@ -1,4 +1,4 @@
-"""Item and subscription MRR (metrics.md §3) and the E1/E2 examples (§15), exact."""
+"""Item and subscription MRR (docs/metrics.md §3) and the E1/E2 examples (§15), exact."""
 
 from __future__ import annotations
 

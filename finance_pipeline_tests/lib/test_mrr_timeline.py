@@ -1,4 +1,4 @@
-"""Customer change rows, movements and the company roll-forward (metrics.md §1, §4-5, §15 E3/E4).
+"""Customer change rows, movements and the company roll-forward (docs/metrics.md §1, §4-5, §15 E3/E4).
 
 The hypothesis tests compare the breakpoint engine with a brute-force day-by-day evaluation written
 here, on random histories (three time zones across DST switches, random FX with gaps).
@@ -439,8 +439,8 @@ def test_fx_movements_and_missing_rate_metrics_5() -> None:
 
 
 def test_cost_grows_with_changes_not_days(monkeypatch: pytest.MonkeyPatch) -> None:
-    """design.md: cost grows with the number of changes. A 100-year subscription with three state
-    changes is evaluated on a handful of days, not ~36,500."""
+    """Cost grows with the number of changes, not customers x days. A 100-year subscription with
+    three state changes is evaluated on a handful of days, not ~36,500."""
     calls = 0
     real = mrr_timeline.day_start_ts
 

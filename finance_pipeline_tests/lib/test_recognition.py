@@ -1,4 +1,4 @@
-"""Recognized revenue spreading (metrics.md §8): exact days and months, largest remainder."""
+"""Recognized revenue spreading (docs/metrics.md §8): exact days and months, largest remainder."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Churn, retention and growth rates (metrics.md §6), exact."""
+"""Churn, retention and growth rates (docs/metrics.md §6), exact."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Revenue analytics buckets (metrics.md §10, seeds/002): periods, weeks, time zones, errors."""
+"""Revenue analytics buckets (docs/metrics.md §10, workspace analytics API): periods, weeks, time zones, errors."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Customer mapping workflow over the warehouse (metrics.md §11, seeds/003), SQLite and PostgreSQL:
+"""Customer mapping workflow over the warehouse (docs/metrics.md §11, margins API), SQLite and PostgreSQL:
 stored auto-match proposals, manual upsert, accept / reject, unmatched lists, and margins that count
 only decided mappings (through the margins asset)."""
 

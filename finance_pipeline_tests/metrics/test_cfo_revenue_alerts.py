@@ -1,5 +1,5 @@
 """CFO metrics, daily revenue and alerts marts through Dagster on a hand-built ledger (SQLite and
-PostgreSQL): the seeds/004 example numbers exactly, alert thresholds at and just past the limit,
+PostgreSQL): the v1 API example numbers exactly, alert thresholds at and just past the limit,
 re-runs restate without duplicates, an empty workspace yields clean zeros and nulls."""
 
 from __future__ import annotations
@@ -134,7 +134,7 @@ def _alerts(wh: Warehouse, ws: str | None = None) -> list[dict[str, Any]]:
     return rows
 
 
-# The seeds/004 example: 2,400,000 gross, -80,000 refunds, 2,670,000 recurring expenses (a fee
+# The v1 API example: 2,400,000 gross, -80,000 refunds, 2,670,000 recurring expenses (a fee
 # included), 130,000 one-time, cash 5,000,000 -> runway 14.29 months. Outside the 30 days: one sale.
 SEED_LEDGER = [
     (date(2026, 2, 10), "gross_revenue", None, 1_500_000, "usd"),
@@ -207,7 +207,7 @@ def test_seed_example_metrics_and_revenue_are_exact(seed_ws: Warehouse) -> None:
     )
     assert sum(r["gross_revenue_micros"] for r in days) == 2_400_999 * C
     assert sum(r["net_micros"] for r in days) == (2_400_999 - 2_800_000) * C
-    # Bucketing the daily rows with lib.revenue_analytics gives the seeds/002 shape.
+    # Bucketing the daily rows with lib.revenue_analytics gives the workspace analytics API shape.
     monthly = revenue_analytics(
         revenue_entries(days), "custom", "2026-01-01", "2026-12-31", today=AS_OF
     )

@@ -1,4 +1,4 @@
-"""The seeded Stripe history simulator and its independent ground truth (metrics.md §3-5, §15)."""
+"""The seeded Stripe history simulator and its independent ground truth (docs/metrics.md §3-5, §15)."""
 
 from __future__ import annotations
 
@@ -301,7 +301,7 @@ def test_fx_rate_per_currency_per_day(sim: Simulation) -> None:
     assert gt.rate("usd", d) == 1
 
 
-# --------------------------------------------------------------------------- metrics.md §15
+# --------------------------------------------------------------------------- docs/metrics.md §15
 
 
 def price(pid: str, cents: int, interval: str = "month", count: int = 1, **kw: Any) -> PriceModel:

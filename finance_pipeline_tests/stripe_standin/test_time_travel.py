@@ -1,6 +1,6 @@
 """Replaying a simulated Stripe account through time: full event history plus a time-travelling
-stand-in that serves the account as of its clock (stripe.md "events ... against a controllable
-clock", metrics.md §4 "History")."""
+stand-in that serves the account, and its events, as of a controllable clock (docs/metrics.md §4
+"History")."""
 
 from __future__ import annotations
 

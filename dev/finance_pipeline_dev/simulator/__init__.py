@@ -4,7 +4,7 @@
 upgrades/downgrades with proration, seat changes, coupons, failed payments ending unpaid / void /
 uncollectible, refunds, credit notes, churn, reactivation, pauses, several currencies incl. JPY,
 fees, taxes, metered items, invoices with more than 10 lines) as a stand-in fixture; the exact MRR and
-movements it implies (``sim_truth``, metrics.md §3-5); daily FX rates; and the CSV files of the cost
+movements it implies (``sim_truth``, docs/metrics.md §3-5); daily FX rates; and the CSV files of the cost
 landing folder. Deterministic for a seed: only ``random.Random(seed)`` streams, and the wall clock
 only for the default ``end`` (today, UTC).
 """

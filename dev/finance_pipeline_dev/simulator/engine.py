@@ -1187,7 +1187,7 @@ class SubSim(Versioned):
         coupon = self._initial_coupon
         assert coupon is not None
         if coupon.model.duration == "once":
-            # Covers the whole first billing period it applies to (metrics.md §3).
+            # Covers the whole first billing period it applies to (docs/metrics.md §3).
             self.attach_discount(coupon, t0, self.period[0], self.period[1])
         elif coupon.model.duration == "repeating":
             end = add_months_ts(t0, coupon.model.duration_in_months or 0)

@@ -39,7 +39,7 @@ class PriceModel:
     transform_divide_by: int | None = None
     transform_round: str = "up"  # up | down
     tax_behavior: str = "unspecified"  # exclusive | inclusive | unspecified
-    # The tax rate (percent) contained in an inclusive price; MRR excludes it (metrics.md §3).
+    # The tax rate (percent) contained in an inclusive price; MRR excludes it (docs/metrics.md §3).
     inclusive_tax_percent: Decimal | None = None
     product_id: str = ""
     nickname: str = ""
@@ -59,7 +59,7 @@ class CouponModel:
 
 @dataclass(frozen=True)
 class DiscountSpan:
-    """A discount on a subscription, in force for MRR on ``[start, end)`` (metrics.md §3).
+    """A discount on a subscription, in force for MRR on ``[start, end)`` (docs/metrics.md §3).
 
     forever: no end (or the instant it was removed); repeating: Stripe's ``start .. end``; once:
     the whole first billing period it applied to.
@@ -114,7 +114,7 @@ class SubTimeline:
 class ManualRecurring:
     """A manual recurring revenue entry (``type subscription``): one month of MRR for 30 days."""
 
-    customer_id: str  # "manual" for entries without a customer (metrics.md §4)
+    customer_id: str  # "manual" for entries without a customer (docs/metrics.md §4)
     day: date
     amount_micros: int
     currency: str

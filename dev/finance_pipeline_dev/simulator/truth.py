@@ -1,8 +1,8 @@
-"""Ground truth for the simulator: MRR per customer per day and daily movements (metrics.md §3-5).
+"""Ground truth for the simulator: MRR per customer per day and daily movements (docs/metrics.md §3-5).
 
 An independent oracle. It reads only the simulator's internal timeline (`sim_model`) and the FX
 rates the simulator emits, and imports nothing from the pipeline except the money/time helpers.
-Defaults of metrics.md apply: ``discount_mode = all_active``, ``count_paused = false``, no
+Defaults of docs/metrics.md apply: ``discount_mode = all_active``, ``count_paused = false``, no
 ``past_due_grace_days``.
 
 Exactness. Native MRR is an exact ``Fraction`` of micro-units of the customer's currency (a weekly
@@ -35,7 +35,7 @@ from finance_pipeline.lib.timeutil import day_start_ts, local_day
 
 from .model import DiscountSpan, ManualRecurring, PriceModel, SubState, SubTimeline
 
-#: Billing periods per year for interval_count = 1 (metrics.md §3.2).
+#: Billing periods per year for interval_count = 1 (docs/metrics.md §3.2).
 PERIODS_PER_YEAR = {"day": 365, "week": 52, "month": 12, "year": 1}
 COUNTING_STATUSES = frozenset({"active", "past_due"})
 MANUAL_ACCOUNT = ""  # workspace-level manual revenue has no Stripe account
@@ -143,7 +143,7 @@ def _eod(day: date, tz: str) -> int:
 
 
 def sub_mrr_on(tl: SubTimeline, day: date, tz: str = "UTC") -> Fraction:
-    """Native ``sub_MRR`` on local day D (the end-of-day state, metrics.md §1)."""
+    """Native ``sub_MRR`` on local day D (the end-of-day state, docs/metrics.md §1)."""
     return sub_mrr_at(tl, _eod(day, tz))
 
 
@@ -188,7 +188,7 @@ class GroundTruth:
     ``mrr_changes`` rows are ``(account_id, customer_id, day, currency, mrr_micros)``: one row each
     time a customer's end-of-day native MRR changes (including to 0); ``mrr_micros`` is an int when
     integral, else a ``Fraction``. Manual recurring revenue, when given, appears under account
-    ``""`` and customer ``"manual"`` (metrics.md §4). ``movements`` rows are
+    ``""`` and customer ``"manual"`` (docs/metrics.md §4). ``movements`` rows are
     ``(account_id, customer_id, day, type, amount_reporting, tag)`` with type in new, expansion,
     reactivation, contraction, churn, fx; tag is ``delinquent``/``voluntary`` for churn, else None.
     """
@@ -310,7 +310,7 @@ class GroundTruth:
     @cached_property
     @_without_gc
     def movements(self) -> list[Movement]:
-        """All daily per-customer movements in the reporting currency (metrics.md §5), exact.
+        """All daily per-customer movements in the reporting currency (docs/metrics.md §5), exact.
 
         Adds to ``movements_excluding_fx`` one ``fx`` row per customer and day D with
         ``MRR_c(D-1) > 0`` in a non-reporting currency and a rate change: ``p x (r - r')``.
@@ -414,7 +414,7 @@ def _change_days(tl: SubTimeline, tz: str) -> set[date]:
 
 
 def _manual_value(entries: list[ManualRecurring], day: date) -> Fraction:
-    """Manual recurring MRR on D: entries dated D-29..D each count as one month (metrics.md §4)."""
+    """Manual recurring MRR on D: entries dated D-29..D each count as one month (docs/metrics.md §4)."""
     lo = day - timedelta(days=29)
     return Fraction(sum(e.amount_micros for e in entries if lo <= e.day <= day))
 
@@ -432,7 +432,7 @@ def compute_ground_truth(
     customer_currency: dict[tuple[str, str], str] | None = None,
     brute_force: bool = False,
 ) -> GroundTruth:
-    """Run the day-by-day MRR loop over every customer of the timeline (metrics.md §3-5).
+    """Run the day-by-day MRR loop over every customer of the timeline (docs/metrics.md §3-5).
 
     Evaluates each customer on the days where one of their subscriptions (or discounts) changes,
     which gives the same rows as evaluating every day because the end-of-day state only changes on

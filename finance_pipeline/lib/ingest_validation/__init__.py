@@ -3,21 +3,21 @@ revenue, FX rates) from the CSV landing folder or from API request bodies.
 
 Pure logic: rows in, frozen records and precise row errors out. The same rules serve the CSV landing
 sensor (`parse_landing_file`, `error_report`) and the FastAPI ingest endpoints (`validate_rows` on
-JSON items, `RowError.as_api_error()` for the 422 envelope of seeds/004).
+JSON items, `RowError.as_api_error()` for the 422 envelope of the v1 API).
 
 Conventions (the integration contract):
 
-- Money is integer micro-units of the record's own currency (1 unit = 1,000,000; metrics.md §2).
+- Money is integer micro-units of the record's own currency (1 unit = 1,000,000; docs/metrics.md §2).
   Every money record has `amount_micros`, `currency` (lower-case ISO 4217) and `date` (the day the
   money moves). Inputs: `amount` is a decimal in whole units ("20.00"), `amount_cents` counts
-  hundredths of a unit (seeds/004), `cost_microdollars` counts millionths (seeds/003). An amount
+  hundredths of a unit (v1 API), `cost_microdollars` counts millionths (margins API). An amount
   finer than its currency's minor unit (12.345 USD, 1500.5 JPY) is rejected, never rounded.
 - JSON floats are rejected for money fields (they cannot hold 0.10 exactly). The API should parse
   bodies with `json.loads(..., parse_float=Decimal)`, so the seeds' `"amount": 99.00` arrives as
   a Decimal, which is accepted. FX rates are not money: a float rate is read via its shortest repr.
-- Manual revenue is signed: type `refund` is stored negative (metrics.md §7, seeds/004).
+- Manual revenue is signed: type `refund` is stored negative (docs/metrics.md §7, v1 API).
 - FX: `amount_in_base = amount * rate`, the price of 1 unit of `currency` in `base`.
-- Cost categories extend seeds/001's five with PAYMENT_FEES (processing fees, metrics.md §7) and
+- Cost categories extend the products API's five with PAYMENT_FEES (processing fees, docs/metrics.md §7) and
   COGS (cost of goods sold, for gross margin in forecasts). Input is case-insensitive; `-` and
   spaces count as `_`.
 - External ids: a given id is kept (trimmed). A row without one gets `content_external_id(record)`,
@@ -29,7 +29,7 @@ Conventions (the integration contract):
   currency, base) was already seen is skipped and counted in `ValidationResult.duplicates` when its
   normalized record is identical ("20.0" and "20.00" are the same amount), and is an error with
   code `duplicate` when any normalized field differs.
-- Error codes (seeds/004 vocabulary): missing_field, invalid_value, invalid_type, duplicate,
+- Error codes (v1 API vocabulary): missing_field, invalid_value, invalid_type, duplicate,
   unknown_field, conflicting_fields, too_many_rows, invalid_file, unknown_kind.
   `RowError.message` says what is wrong and what is expected, without the location;
   `str(error)` prefixes "line N: ".

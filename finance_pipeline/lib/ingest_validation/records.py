@@ -120,7 +120,7 @@ IGNORED_COLUMNS: Final = frozenset({"created_at"})
 
 @dataclass(frozen=True, slots=True)
 class CostRecord:
-    """A cost (seeds/001 cost object): money spent on `name`, optionally tagged to a customer."""
+    """A cost (products API cost object): money spent on `name`, optionally tagged to a customer."""
 
     external_id: str
     name: str
@@ -135,7 +135,7 @@ class CostRecord:
 
 @dataclass(frozen=True, slots=True)
 class ExpenseEvent:
-    """An expense (seeds/004): recurring ones count in recurring burn and runway."""
+    """An expense (v1 API): recurring ones count in recurring burn and runway."""
 
     external_id: str
     subtype: str
@@ -152,7 +152,7 @@ class ExpenseEvent:
 
 @dataclass(frozen=True, slots=True)
 class UsageCostEvent:
-    """A metered cost (seeds/003): what serving `customer_tag` with `model` cost, for margins."""
+    """A metered cost (margins API): what serving `customer_tag` with `model` cost, for margins."""
 
     external_id: str
     customer_tag: str
@@ -166,7 +166,7 @@ class UsageCostEvent:
 
 @dataclass(frozen=True, slots=True)
 class ManualRevenue:
-    """A manual revenue entry (seeds/001 types, seeds/004 subtypes); refunds are negative."""
+    """A manual revenue entry (products API types, v1 API subtypes); refunds are negative."""
 
     external_id: str
     type: str
@@ -215,7 +215,7 @@ class RowError:
         return f"line {self.line}: {self.message}"
 
     def as_api_error(self) -> dict[str, object]:
-        """The inner object of seeds/004's 422 error envelope (the API adds request_id)."""
+        """The inner object of the v1 API's 422 error envelope (the API adds request_id)."""
         return {
             "type": "invalid_request",
             "code": self.code,
