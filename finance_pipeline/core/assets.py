@@ -281,7 +281,7 @@ def _plans_md(plans: list[BuildPlan], counts: dict[str, dict[str, int]]) -> str:
 def ledger(
     context: dg.AssetExecutionContext, config: CoreBuildConfig, warehouse: WarehouseResource
 ) -> Iterator:
-    """One row per money movement (docs/metrics.md §7): tax-exclusive cash revenue, refunds on their own
+    """One row per money movement (docs/metrics.md §7): tax-exclusive cash revenue, refunds on their
     day, fees and every expense, in native and reporting currency (FX of the local day).
 
     Incremental: per workspace, only the entries of source objects changed since the last build

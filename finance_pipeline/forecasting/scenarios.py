@@ -1,4 +1,4 @@
-"""Saved what-if scenarios per workspace (docs/metrics.md §13, v1 API /scenarios), stored in mart.scenarios.
+"""Saved what-if scenarios per workspace (docs/metrics.md §13, v1 API /scenarios) in mart.scenarios.
 
 A scenario re-runs a stored forecast's base variant (mart.forecasts, the pipeline's default forecast
 or one the API saved) with one delta (`price_change`, `churn_change`, `hire`) through

@@ -107,7 +107,7 @@ def evaluate_alerts(
     """All alerts active on `day` (§14), in a stable order.
 
     `metrics_today` / `metrics_prior` are cfo_metrics() results for D and D-30 (the 30 days before).
-    `sync_status` is "healthy" | "delayed" | "error" or a platform finance API sync-status object with
+    `sync_status` is "healthy" | "delayed" | "error" or a platform finance API sync status with
     `sync_health`. Tier changes without a previous tier (a new customer) do not alert.
     """
     alerts: list[Alert] = []

@@ -1,4 +1,4 @@
-"""CFO metrics over the rolling 30 local days ending `as_of` (docs/metrics.md §9, v1 API names kept).
+"""CFO metrics over the rolling 30 local days ending `as_of` (docs/metrics.md §9, v1 API names).
 
 Input is core.ledger rows (§7) as `LedgerEntry` (or any object with the same attributes). Sign
 convention of the ledger: revenue kinds are positive, refunds are stored negative, expenses and fees

@@ -1,4 +1,4 @@
-"""The cash ledger: one entry per money movement (docs/metrics.md §7), native and reporting currency.
+"""Cash ledger: one entry per money movement (docs/metrics.md §7), native and reporting currency.
 
 - gross revenue: each succeeded charge on its local day, tax-exclusive (scaled by the paid
   invoice's `total_excluding_tax / total`);

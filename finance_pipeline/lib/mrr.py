@@ -189,7 +189,7 @@ class SubscriptionState:
 
 @dataclass(frozen=True)
 class Settings:
-    """Per-workspace MRR switches (docs/metrics.md §3-4); `plan_key` picks price or product as plan."""
+    """Per-workspace MRR switches (docs/metrics.md §3-4); `plan_key`: price or product as plan."""
 
     discount_mode: DiscountMode = "all_active"
     count_paused: bool = False

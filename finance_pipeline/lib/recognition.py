@@ -1,4 +1,4 @@
-"""Recognized revenue (docs/metrics.md §8): invoice lines spread evenly over the local days they cover.
+"""Recognized revenue (docs/metrics.md §8): invoice lines spread evenly over their local days.
 
 A line's service period [start, end) covers the local days on which it is in force (§1:
 start < S(D+1) <= end), and each of those days gets an equal share. Whole micro-units are handed

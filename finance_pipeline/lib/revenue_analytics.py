@@ -150,7 +150,7 @@ def resolve_range(
     today: date | None = None,
     max_data_points: int = MAX_DATA_POINTS,
 ) -> AnalyticsRange:
-    """Validate the workspace analytics API query parameters and resolve defaults; raises AnalyticsParamError."""
+    """Validate the analytics API query parameters, resolve defaults; raises AnalyticsParamError."""
     period = DEFAULT_PERIOD if period is None or period == "" else period
     if period not in PERIODS:
         raise AnalyticsParamError(
@@ -215,7 +215,7 @@ def revenue_analytics(
     week_start: str = "sunday",
     today: date | None = None,
 ) -> dict[str, Any]:
-    """Revenue, expenses, net and refunds per bucket and in total, in the workspace analytics API response shape.
+    """Revenue, expenses, net and refunds per bucket and in total, in the analytics API response.
 
     Amounts are Decimals in whole units with 2 places. `today` (local) only sets default ranges.
     """

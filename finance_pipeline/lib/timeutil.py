@@ -1,4 +1,4 @@
-"""Local days in the workspace's time zone, and half-open validity intervals (docs/metrics.md §1)."""
+"""Local days in the workspace's time zone and half-open validity intervals (docs/metrics.md §1)."""
 
 from __future__ import annotations
 

@@ -195,7 +195,7 @@ def recognized_rows(wh: Warehouse, ws: Workspace) -> list[dict[str, Any]]:
     ],
     group_name="margins",
     kinds={"sql", "python"},
-    description="Recognized revenue per customer, month and currency (docs/metrics.md §8): paid invoice "
+    description="Recognized revenue by customer/month/currency (docs/metrics.md §8): paid invoice "
     "lines spread over their service days, refunds and post-payment credit notes on their own day.",
 )
 def recognized_revenue_monthly(warehouse: WarehouseResource) -> dg.MaterializeResult:
@@ -323,7 +323,7 @@ def _plain(doc: Any) -> Any:
             partitions_def=monthly_partitions,
             group_name="margins",
             kinds={"sql", "python"},
-            description="Customer margins per month (docs/metrics.md §11, margins API): revenue, tagged "
+            description="Customer margins per month (docs/metrics.md §11): revenue, tagged "
             "cost, margin, health tier, sparkline with projection and budget suggestion; plus a "
             "per-month summary.",
         )

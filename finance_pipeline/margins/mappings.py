@@ -1,4 +1,4 @@
-"""Customer <-> cost tag mappings over the warehouse (docs/metrics.md §11, margins API customer mappings).
+"""Customer <-> cost tag mappings in the warehouse (docs/metrics.md §11, margins API mappings).
 
 A mapping ties a Stripe customer to the tag value its costs carry. People own manual mappings and
 decide on auto-match proposals; only decided mappings (manual, or auto and accepted) attribute

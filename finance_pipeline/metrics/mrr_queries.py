@@ -1,4 +1,4 @@
-"""The platform finance API "Get MRR Metrics" and "Get MRR Trend" answers, read straight from the MRR marts.
+"""The platform finance API "Get MRR Metrics" and "Get MRR Trend" answers, read from the MRR marts.
 
 Each function is one call for the read API and returns the seed's `data` object. Definitions
 (docs/metrics.md):

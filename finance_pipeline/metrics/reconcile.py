@@ -1,4 +1,4 @@
-"""Reconciliation of invoices with MRR (docs/metrics.md §4): each period's non-proration subscription
+"""Reconciling invoices with MRR (docs/metrics.md §4): each period's non-proration subscription
 lines, normalized to a month, should equal that subscription's MRR at the period's start."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Stripe sync health per workspace (platform finance API `stripe-sync-status`), read from raw.sync_state."""
+"""Stripe sync health per workspace (platform finance API `stripe-sync-status`), from sync state."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The heart of the product (docs/metrics.md §3-5): a pipeline that has synced Stripe regularly (every
+"""The heart of the product (docs/metrics.md §3-5): a pipeline that synced Stripe regularly (every
 25 days, so no event ever expires unseen) reproduces the simulator's independent ground truth, per
 customer and day, to the fraction of a micro-unit, on SQLite and PostgreSQL."""
 

@@ -154,7 +154,7 @@ def test_incremental_window_equals_full_rebuild(synced) -> None:
 
 
 def test_retention_rates_for_any_period_come_from_the_marts(synced) -> None:
-    """docs/metrics.md §6 over a period read back from the marts, checked against stored exact values."""
+    """docs/metrics.md §6 over a period read back from the marts, checked against exact values."""
     import json
     from fractions import Fraction
 

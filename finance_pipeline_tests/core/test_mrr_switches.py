@@ -1,4 +1,4 @@
-"""Per-workspace switches through the Dagster assets (docs/metrics.md §3): the same Stripe account synced
+"""Per-workspace switches through Dagster assets (docs/metrics.md §3): the same Stripe account synced
 into workspaces with different discount_mode, count_paused and past_due_grace_days gives, per
 customer and day, exactly what an independent oracle over the simulator's timelines says."""
 

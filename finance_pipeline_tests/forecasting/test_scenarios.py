@@ -1,4 +1,4 @@
-"""Saved scenarios (docs/metrics.md §13, v1 API) on SQLite and PostgreSQL: create/get/list/delete with
+"""Saved scenarios (docs/metrics.md §13) on SQLite and PostgreSQL: create/get/list/delete with
 exact impact numbers against a stored forecast, validation errors (422), not-found (404),
 Idempotency-Key replays and conflicts (409), re-running after the baseline is restated."""
 

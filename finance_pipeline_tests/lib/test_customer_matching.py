@@ -1,4 +1,4 @@
-"""Auto-matching Stripe customers to cost tags (docs/metrics.md §11): signals and confidence, ambiguity,
+"""Auto-matching Stripe customers to cost tags (docs/metrics.md §11): signals, confidence, ambiguity,
 decisions that are never overridden, deterministic ids."""
 
 from __future__ import annotations

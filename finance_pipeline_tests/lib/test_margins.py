@@ -1,4 +1,4 @@
-"""Customer margins (docs/metrics.md §11, margins API): tiers, sparkline, mapping, unmatched lists, CSV."""
+"""Customer margins (docs/metrics.md §11): tiers, sparkline, mapping, unmatched lists, CSV."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Customer change rows, movements and the company roll-forward (docs/metrics.md §1, §4-5, §15 E3/E4).
+"""Customer change rows, movements, company roll-forward (docs/metrics.md §1, §4-5, §15 E3/E4).
 
 The hypothesis tests compare the breakpoint engine with a brute-force day-by-day evaluation written
 here, on random histories (three time zones across DST switches, random FX with gaps).

@@ -1,4 +1,4 @@
-"""Revenue analytics buckets (docs/metrics.md §10, workspace analytics API): periods, weeks, time zones, errors."""
+"""Revenue analytics buckets (docs/metrics.md §10): periods, weeks, time zones, errors."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Customer mapping workflow over the warehouse (docs/metrics.md §11, margins API), SQLite and PostgreSQL:
+"""Customer mapping workflow in the warehouse (docs/metrics.md §11), SQLite and PostgreSQL:
 stored auto-match proposals, manual upsert, accept / reject, unmatched lists, and margins that count
 only decided mappings (through the margins asset)."""
 

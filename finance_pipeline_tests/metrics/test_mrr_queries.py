@@ -1,4 +1,4 @@
-"""The platform finance API "Get MRR Metrics" and "Get MRR Trend" read from MRR marts built through Dagster
+"""Platform finance API "Get MRR Metrics" and "Get MRR Trend" from MRR marts built through Dagster
 (SQLite and PostgreSQL) on a hand-made subscription history: exact numbers, month ends at the
 instant boundaries, the plan filter, null growth, validation errors and empty workspaces."""
 

@@ -1,4 +1,4 @@
-"""Local days at the asset level (docs/metrics.md §1, §5, §7, §9, §10) for workspaces outside UTC, on
+"""Local days at asset level (docs/metrics.md §1, §5, §7, §9, §10) for workspaces outside UTC, on
 SQLite and PostgreSQL: hand-made raw Stripe rows, manual rows and FX rates go through the real core
 and mart assets, and every number is checked against values worked out by hand below.
 

@@ -1,4 +1,4 @@
-"""The seeded Stripe history simulator and its independent ground truth (docs/metrics.md §3-5, §15)."""
+"""The seeded Stripe history simulator and its independent truth (docs/metrics.md §3-5, §15)."""
 
 from __future__ import annotations
 

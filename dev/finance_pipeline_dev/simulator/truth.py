@@ -1,4 +1,4 @@
-"""Ground truth for the simulator: MRR per customer per day and daily movements (docs/metrics.md §3-5).
+"""Simulator ground truth: MRR per customer and day, and daily movements (docs/metrics.md §3-5).
 
 An independent oracle. It reads only the simulator's internal timeline (`sim_model`) and the FX
 rates the simulator emits, and imports nothing from the pipeline except the money/time helpers.
@@ -414,7 +414,7 @@ def _change_days(tl: SubTimeline, tz: str) -> set[date]:
 
 
 def _manual_value(entries: list[ManualRecurring], day: date) -> Fraction:
-    """Manual recurring MRR on D: entries dated D-29..D each count as one month (docs/metrics.md §4)."""
+    """Manual recurring MRR on D: entries dated D-29..D count one month each (docs/metrics.md §4)."""
     lo = day - timedelta(days=29)
     return Fraction(sum(e.amount_micros for e in entries if lo <= e.day <= day))
 

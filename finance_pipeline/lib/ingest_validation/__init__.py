@@ -7,7 +7,7 @@ JSON items, `RowError.as_api_error()` for the 422 envelope of the v1 API).
 
 Conventions (the integration contract):
 
-- Money is integer micro-units of the record's own currency (1 unit = 1,000,000; docs/metrics.md §2).
+- Money is integer micro-units of the record's currency (1 unit = 1,000,000; docs/metrics.md §2).
   Every money record has `amount_micros`, `currency` (lower-case ISO 4217) and `date` (the day the
   money moves). Inputs: `amount` is a decimal in whole units ("20.00"), `amount_cents` counts
   hundredths of a unit (v1 API), `cost_microdollars` counts millionths (margins API). An amount
@@ -17,7 +17,7 @@ Conventions (the integration contract):
   a Decimal, which is accepted. FX rates are not money: a float rate is read via its shortest repr.
 - Manual revenue is signed: type `refund` is stored negative (docs/metrics.md §7, v1 API).
 - FX: `amount_in_base = amount * rate`, the price of 1 unit of `currency` in `base`.
-- Cost categories extend the products API's five with PAYMENT_FEES (processing fees, docs/metrics.md §7) and
+- Cost categories extend the products API's five with PAYMENT_FEES (fees, docs/metrics.md §7) and
   COGS (cost of goods sold, for gross margin in forecasts). Input is case-insensitive; `-` and
   spaces count as `_`.
 - External ids: a given id is kept (trimmed). A row without one gets `content_external_id(record)`,
