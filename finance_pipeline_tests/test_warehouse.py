@@ -47,6 +47,41 @@ def test_edited_applied_migration_is_refused(warehouse: Warehouse, tmp_path: Pat
         apply_migrations(warehouse, sql_dir)
 
 
+def test_reworded_comment_keeps_an_applied_migration_valid(
+    warehouse: Warehouse, tmp_path: Path
+) -> None:
+    sql_dir = tmp_path / "sql"
+    sql_dir.mkdir()
+    path = sql_dir / "9003_c.sql"
+    path.write_text("-- first words\nCREATE TABLE IF NOT EXISTS raw.t_c (id TEXT PRIMARY KEY);\n")
+    assert apply_migrations(warehouse, sql_dir) == ["9003"]
+    path.write_text("-- other words\n\nCREATE TABLE IF NOT EXISTS raw.t_c (id TEXT PRIMARY KEY);")
+    assert apply_migrations(warehouse, sql_dir) == []
+
+
+def test_legacy_whole_file_checksums_are_accepted_and_upgraded(warehouse: Warehouse) -> None:
+    """Warehouses migrated when checksums covered the whole file keep migrating after comments
+    were reworded: the recorded hashes of those files are accepted and replaced."""
+    from finance_pipeline.warehouse.migrate import _LEGACY_FILE_SHA256
+
+    by_name = {m.path.name: m for m in discover(warehouse)}
+    legacy = {by_name[name].version: digest for name, digest in _LEGACY_FILE_SHA256.items()}
+    set_checksum = "UPDATE app.schema_migrations SET checksum = :c WHERE version = :v"
+    with warehouse.begin() as conn:
+        for version, digest in legacy.items():
+            conn.execute(warehouse.text(set_checksum), {"c": digest, "v": version})
+    assert apply_migrations(warehouse) == []
+    stored = {
+        r["version"]: r["checksum"]
+        for r in warehouse.rows("SELECT version, checksum FROM app.schema_migrations")
+    }
+    assert stored == {m.version: m.checksum() for m in by_name.values()}
+    with warehouse.begin() as conn:
+        conn.execute(warehouse.text(set_checksum), {"c": "0" * 64, "v": next(iter(legacy))})
+    with pytest.raises(WarehouseError, match="changed after it was applied"):
+        apply_migrations(warehouse)
+
+
 def test_failed_migration_leaves_nothing_behind(warehouse: Warehouse, tmp_path: Path) -> None:
     sql_dir = tmp_path / "sql"
     sql_dir.mkdir()

@@ -228,7 +228,7 @@ CREATE TABLE IF NOT EXISTS raw.usage_costs (
 );
 CREATE INDEX IF NOT EXISTS usage_costs_day ON raw.usage_costs (workspace_id, occurred_on);
 
--- Manual revenue in both vocabularies: type (seeds/001) and subtype (seeds/004). Refunds negative.
+-- Manual revenue in both vocabularies: type (products API) and subtype (v1 API). Refunds negative.
 CREATE TABLE IF NOT EXISTS raw.manual_revenue (
     workspace_id TEXT NOT NULL, external_id TEXT NOT NULL, type TEXT NOT NULL, subtype TEXT NOT NULL,
     amount_micros BIGINT NOT NULL, currency TEXT NOT NULL, date DATE NOT NULL, customer_id TEXT,

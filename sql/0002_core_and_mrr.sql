@@ -1,6 +1,6 @@
 -- Core layer (subscription history, ledger, FX) and the MRR marts. Exact values that are not whole
 -- micro-units (a weekly price is x 52/12 per month) are kept as "num/den" text beside the rounded
--- BIGINT, so totals are the rounding of exact sums (metrics.md §2).
+-- BIGINT, so totals are the rounding of exact sums (docs/metrics.md §2).
 
 -- One row per subscription item per half-open interval [valid_from, valid_to) of constant state;
 -- item_id is '' for an interval with no items. Subscription-level fields repeat on each item row.
@@ -21,7 +21,7 @@ CREATE TABLE IF NOT EXISTS core.fx_rates (
     PRIMARY KEY (base, currency, date)
 );
 
--- One row per money movement (metrics.md §7). amount_micros is signed in its own currency;
+-- One row per money movement (docs/metrics.md §7). amount_micros is signed in its own currency;
 -- amount_reporting_micros is NULL when the day's FX rate is missing (counted as skipped).
 CREATE TABLE IF NOT EXISTS core.ledger (
     workspace_id TEXT NOT NULL, entry_id TEXT NOT NULL, day DATE NOT NULL, occurred_at BIGINT,
@@ -43,7 +43,7 @@ CREATE TABLE IF NOT EXISTS mart.mrr_changes (
     PRIMARY KEY (workspace_id, customer_id, currency, day)
 );
 
--- Daily movements per customer in the reporting currency (metrics.md §5).
+-- Daily movements per customer in the reporting currency (docs/metrics.md §5).
 CREATE TABLE IF NOT EXISTS mart.mrr_movements (
     workspace_id TEXT NOT NULL, customer_id TEXT NOT NULL, day DATE NOT NULL, kind TEXT NOT NULL,
     amount_micros BIGINT NOT NULL, amount_exact TEXT NOT NULL, reason TEXT,

@@ -1,6 +1,6 @@
--- CFO metrics, daily revenue and alerts (metrics.md §9, §10, §14). Money in the reporting currency.
+-- CFO metrics, daily revenue and alerts (docs/metrics.md §9, §10, §14). Money in the reporting currency.
 
--- The seeds/004 metrics object for the 30 local days ending `day`. *_cents are rounded once from
+-- The v1 API metrics object for the 30 local days ending `day`. *_cents are rounded once from
 -- exact micro totals; runway_months / runway_days are exact decimals with 2 places as text, NULL
 -- without cash on hand or without positive recurring burn.
 CREATE TABLE IF NOT EXISTS mart.cfo_metrics_daily (

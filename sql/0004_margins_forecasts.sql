@@ -1,5 +1,5 @@
--- Recognized revenue (metrics.md §8), customer margins (§11, seeds/003), customer <-> cost-tag
--- mappings and stored forecasts (§12, seeds/004). Portable SQL like 0002: layer-qualified names,
+-- Recognized revenue (docs/metrics.md §8), customer margins (§11, margins API), customer <-> cost-tag
+-- mappings and stored forecasts (§12, v1 API). Portable SQL like 0002: layer-qualified names,
 -- JSONB becomes TEXT on SQLite. Exact percents are kept as decimal TEXT, never floats.
 
 -- Recognized revenue per customer, month ("YYYY-MM", workspace time zone) and native currency.
@@ -14,7 +14,7 @@ CREATE TABLE IF NOT EXISTS core.recognized_revenue_monthly (
 CREATE INDEX IF NOT EXISTS recognized_revenue_monthly_month
     ON core.recognized_revenue_monthly (workspace_id, month);
 
--- One row per customer with revenue or attributed cost in a month. row_json is the seeds/003
+-- One row per customer with revenue or attributed cost in a month. row_json is the margins API
 -- GET /api/margins `customers[]` item as is (percents as exact decimal strings).
 CREATE TABLE IF NOT EXISTS mart.customer_margins_monthly (
     workspace_id TEXT NOT NULL, month TEXT NOT NULL, customer_key TEXT NOT NULL,
@@ -26,7 +26,7 @@ CREATE TABLE IF NOT EXISTS mart.customer_margins_monthly (
     PRIMARY KEY (workspace_id, month, customer_key)
 );
 
--- One row per workspace and month: the seeds/003 `summary` object, and the unmatched report
+-- One row per workspace and month: the margins API `summary` object, and the unmatched report
 -- of that month (unmatched Stripe customers, unmapped tags with totals, pending auto matches).
 CREATE TABLE IF NOT EXISTS mart.customer_margins_summary_monthly (
     workspace_id TEXT NOT NULL, month TEXT NOT NULL,
@@ -49,7 +49,7 @@ CREATE TABLE IF NOT EXISTS app.customer_mappings (
 );
 CREATE INDEX IF NOT EXISTS customer_mappings_tag ON app.customer_mappings (workspace_id, tag_value);
 
--- Saved forecasts: request and full response (seeds/004 create 201 shape) as JSON. The pipeline
+-- Saved forecasts: request and full response (v1 API create 201 shape) as JSON. The pipeline
 -- keeps one is_default forecast per workspace and month-end as_of; API-created ones are not default.
 CREATE TABLE IF NOT EXISTS mart.forecasts (
     id TEXT PRIMARY KEY, workspace_id TEXT NOT NULL, name TEXT, as_of DATE NOT NULL,

@@ -1,4 +1,4 @@
--- Webhook deliveries of alerts (metrics.md §14): one row per workspace and alert id. An alert id
+-- Webhook deliveries of alerts (docs/metrics.md §14): one row per workspace and alert id. An alert id
 -- whose row says 'delivered' is never sent again, which is how re-runs and restatements dedupe.
 -- attempts counts every POST ever made for the alert; last_error is the latest failure reason
 -- (NULL once delivered); times are Unix seconds.

@@ -1,9 +1,9 @@
--- Advisory memos (seeds/004 advisory, metrics.md §9 and §14 as grounding) and saved what-if
--- scenarios (metrics.md §13, seeds/004 scenarios). Portable SQL like 0003/0004: layer-qualified
+-- Advisory memos (v1 API advisory, docs/metrics.md §9 and §14 as grounding) and saved what-if
+-- scenarios (docs/metrics.md §13, v1 API scenarios). Portable SQL like 0003/0004: layer-qualified
 -- names, JSONB becomes TEXT on SQLite.
 
 -- One memo per workspace and local day, replaced on every run. inputs_json is the grounding the
--- memo was written from (that day's mart.cfo_metrics_daily row as the seeds/004 metrics object and
+-- memo was written from (that day's mart.cfo_metrics_daily row as the v1 API metrics object and
 -- that day's mart.alerts rows), so a memo can always be traced back to its numbers.
 -- provider is the AI provider's name, or 'fallback' for the rule-based writer (then model is NULL,
 -- ai_available is FALSE and ai_error_json says why the AI was not used).
@@ -17,9 +17,9 @@ CREATE TABLE IF NOT EXISTS mart.advisory_memos (
 
 -- Saved scenarios: a baseline forecast (mart.forecasts id, not a foreign key because the default
 -- forecasts are restated in place) re-run with one delta. delta_json is the normalized delta,
--- impact_json the seeds/004 impact object, series_json {months, scenario: {...}}. The impact
+-- impact_json the v1 API impact object, series_json {months, scenario: {...}}. The impact
 -- numbers are also columns for listing and sorting. idempotency_key / request_hash implement the
--- seeds/004 Idempotency-Key contract for POST (same key and body: same scenario, else 409).
+-- v1 API Idempotency-Key contract for POST (same key and body: same scenario, else 409).
 CREATE TABLE IF NOT EXISTS mart.scenarios (
     id TEXT PRIMARY KEY,
     workspace_id TEXT NOT NULL REFERENCES app.workspaces (id) ON DELETE CASCADE,

@@ -1,4 +1,4 @@
--- Customer mapping workflow (metrics.md §11, seeds/003 customer mappings and unmatched lists).
+-- Customer mapping workflow (docs/metrics.md §11, margins API customer mappings and unmatched lists).
 -- match_reason: the signal of an auto match (exact_id, metadata, email, name, email_domain).
 -- decided_at: when a person created the mapping or accepted the proposal (NULL while pending).
 ALTER TABLE app.customer_mappings ADD COLUMN match_reason TEXT;

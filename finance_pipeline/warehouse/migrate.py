@@ -2,7 +2,8 @@
 
 A file `NNNN_name.sql` is portable SQL with layer-qualified names; `NNNN_name.postgresql.sql` or
 `NNNN_name.sqlite.sql` beside it replaces it on that dialect. An applied file whose content changed
-is an error: migrations are append-only.
+is an error: migrations are append-only. Only statements count: the checksum ignores comments and
+blank lines, so a comment can be reworded without invalidating warehouses that applied the file.
 """
 
 from __future__ import annotations
@@ -21,6 +22,19 @@ SQL_DIR = Path(__file__).resolve().parent.parent.parent / "sql"
 _FILE = re.compile(r"^(\d{4})_([a-z0-9_]+)(?:\.(sqlite|postgresql))?\.sql$")
 # Arbitrary constant: serializes concurrent migrators on one PostgreSQL database.
 _PG_LOCK_ID = 727_001
+_CHECKSUM_SCHEME = "stmt1:"
+# Warehouses migrated before checksums ignored comments stored the sha256 of the whole file. These
+# are the files whose comments were reworded since (statements unchanged), as they were applied.
+_LEGACY_FILE_SHA256 = {
+    "0001_foundation.sql": "47ef3c99976be356a9c750c9d01bc615c8efab40216b52efe0f5c23468eea939",
+    "0002_core_and_mrr.sql": "898bf70e31e487a2c5d7f5f343af3f8c647bc6c82b3f34a167021f4a80dbf50b",
+    "0003_cfo_revenue_alerts.sql": "840276e6ea6f79de0f8ba89ceca734818acac07033fd5e9a624ef63bd0c89632",
+    "0004_margins_forecasts.sql": "4fcd93aace236c45a72f43278ac4ce248c4d54aa3bb74da1d66347b085240be8",
+    "0006_alert_deliveries.sql": "1b4e2c1c5fbd69e2418e4bcf53c88b8a9f4e660e98ebcdb4431c2643f1641d88",
+    "0007_memos_scenarios.sql": "31bd3b72740f40d54ed99aed558cfe0f3e232e05a34f3064836af91a5f360822",
+    "0008_customer_mappings.sql": "6948a4403021e7e334b9157e32d3078cb5a554412c3f1168f5821e98b11fb456",
+    "0010_mrr_fx_by_currency.sql": "ae98a8512ba480e587372a593854826631459acd8030b35f63da153bd0c8e2ff",
+}
 
 
 @dataclass(frozen=True)
@@ -31,10 +45,14 @@ class Migration:
     name: str
     path: Path
 
+    def _code(self) -> str:
+        """The file without comment and blank lines: what the database executes."""
+        lines = (line.strip() for line in self.path.read_text().splitlines())
+        return "\n".join(line for line in lines if line and not line.startswith("--"))
+
     def statements(self, wh: Warehouse) -> list[str]:
         """The file's statements, rewritten for the warehouse dialect."""
-        text = self.path.read_text()
-        text = "\n".join(line for line in text.splitlines() if not line.strip().startswith("--"))
+        text = self._code()
         out = []
         for stmt in text.split(";"):
             stmt = stmt.strip()
@@ -48,8 +66,15 @@ class Migration:
         return out
 
     def checksum(self) -> str:
-        """sha256 of the file, to detect edits of an applied migration."""
-        return hashlib.sha256(self.path.read_bytes()).hexdigest()
+        """sha256 of the statements (comments ignored), to detect edits of an applied migration."""
+        return _CHECKSUM_SCHEME + hashlib.sha256(self._code().encode()).hexdigest()
+
+    def matches(self, stored: str) -> bool:
+        """Whether a stored checksum (this scheme, or a legacy whole-file one) is this file's."""
+        if stored.startswith(_CHECKSUM_SCHEME):
+            return stored == self.checksum()
+        whole_file = hashlib.sha256(self.path.read_bytes()).hexdigest()
+        return stored in (whole_file, _LEGACY_FILE_SHA256.get(self.path.name))
 
 
 def discover(wh: Warehouse, sql_dir: Path = SQL_DIR) -> list[Migration]:
@@ -94,10 +119,17 @@ def apply_migrations(wh: Warehouse, sql_dir: Path = SQL_DIR) -> list[str]:
                 {"v": mig.version},
             ).first()
             if row is not None:
-                if row[0] != mig.checksum():
+                if not mig.matches(row[0]):
                     raise WarehouseError(
                         f"migration {mig.path.name} changed after it was applied; "
                         "add a new numbered file instead of editing an applied one"
+                    )
+                if row[0] != mig.checksum():
+                    conn.execute(
+                        wh.text(
+                            "UPDATE app.schema_migrations SET checksum = :c WHERE version = :v"
+                        ),
+                        {"c": mig.checksum(), "v": mig.version},
                     )
                 continue
             for stmt in mig.statements(wh):
