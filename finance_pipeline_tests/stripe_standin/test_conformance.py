@@ -46,7 +46,7 @@ SERVED = [
 
 
 def top_level_annotations(module: str, cls: str) -> dict[str, bool]:
-    """Independent of shapes.py: field -> is Optional, from an ast walk of the SDK class."""
+    """Independent of the shapes package: field -> is Optional, from an ast walk of the SDK class."""
     tree = ast.parse((SDK_DIR / f"{module}.py").read_text())
     node = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == cls)
     out: dict[str, bool] = {}
