@@ -179,59 +179,83 @@ def _print_sync_summary(settings: Settings) -> None:
 
 
 def _print_roll_forward(settings: Settings, last_day: date) -> None:
-    """This month's MRR roll-forward per workspace, from mart.mrr_daily."""
-    from finance_pipeline.lib.money import micros_to_decimal
+    """This month's MRR roll-forward per workspace, from mart.mrr_daily's exact values, footed."""
+    from fractions import Fraction
+
     from finance_pipeline.resources import warehouse_for
+    from finance_pipeline_dev.demo_tables import MOVEMENT_SIGNS, roll_forward_lines
 
     wh = warehouse_for(settings.resolved_warehouse_url)
     first = last_day.replace(day=1)
-    opening_day = first - timedelta(days=1)
-    kinds = ("new", "expansion", "reactivation", "contraction", "churn", "fx")
+    kinds = tuple(MOVEMENT_SIGNS)
     for ws in wh.rows("SELECT id, reporting_currency FROM app.workspaces ORDER BY id"):
         rows = wh.rows(
             "SELECT day, mrr_micros, "
             + ", ".join(f"{k}_micros" for k in kinds)
-            + ", paying_customers"
+            + ", paying_customers, exact_json"
             " FROM mart.mrr_daily WHERE workspace_id = :w AND day >= :a AND day <= :b ORDER BY day",
             w=ws["id"],
-            a=opening_day,
+            a=first,
             b=last_day,
         )
         if not rows:
             continue
-        opening = rows[0]["mrr_micros"] if str(rows[0]["day"]) == str(opening_day) else 0
-        period = [r for r in rows if str(r["day"]) != str(opening_day)]
-        cur = ws["reporting_currency"].upper()
 
-        def fmt(m: int, cur: str = cur) -> str:
-            return f"{micros_to_decimal(m):>14,} {cur}"
+        def exact(r: dict[str, Any], name: str) -> Fraction:
+            # The stored exact value ("num/den"); the rounded micros only for rows without it.
+            ex = r["exact_json"]
+            ex = json.loads(ex) if isinstance(ex, str) else (ex or {})
+            return Fraction(ex[name]) if name in ex else Fraction(r[f"{name}_micros"])
 
-        print(f"\nMRR roll-forward {first:%B %Y} to {last_day}, {ws['id']}")
-        print(f"  opening MRR ({opening_day})  {fmt(opening)}")
-        for k in kinds:
-            sign = "-" if k in ("contraction", "churn") else "+"
-            print(f"  {sign} {k:<24}{fmt(sum(r[k + '_micros'] for r in period))}")
-        closing = rows[-1]
+        first_day = date.fromisoformat(str(rows[0]["day"])[:10])
+        print()
         print(
-            f"  closing MRR ({closing['day']})  {fmt(closing['mrr_micros'])}"
-            f"   ARR {micros_to_decimal(12 * closing['mrr_micros']):,} {cur},"
-            f" {closing['paying_customers']} paying customers"
+            "\n".join(
+                roll_forward_lines(
+                    workspace_id=ws["id"],
+                    currency=ws["reporting_currency"],
+                    opening_day=first_day - timedelta(days=1),
+                    opening=exact(rows[0], "previous_mrr"),
+                    movements={k: sum(exact(r, k) for r in rows) for k in kinds},
+                    closing_day=date.fromisoformat(str(rows[-1]["day"])[:10]),
+                    closing=exact(rows[-1], "mrr"),
+                    paying_customers=rows[-1]["paying_customers"],
+                )
+            )
         )
 
 
 def _print_cfo(settings: Settings, day: date) -> None:
-    """The CFO headline of the last day, per workspace."""
+    """The CFO headline of the last day per workspace, footed from mart.revenue_daily's micros."""
     from finance_pipeline.resources import warehouse_for
+    from finance_pipeline_dev.demo_tables import cfo_lines
 
     wh = warehouse_for(settings.resolved_warehouse_url)
     for r in wh.rows(
         "SELECT * FROM mart.cfo_metrics_daily WHERE day = :d ORDER BY workspace_id", d=day
     ):
-        cur = r["currency"].upper()
+        # The same 30 local days and ledger totals the CFO mart rounded its cents from (§9).
+        totals = wh.rows(
+            "SELECT SUM(gross_revenue_micros) AS gross, SUM(refunds_micros) AS refunds,"
+            " SUM(expenses_micros) AS expenses FROM mart.revenue_daily"
+            " WHERE workspace_id = :w AND day >= :a AND day <= :b",
+            w=r["workspace_id"],
+            a=day - timedelta(days=29),
+            b=day,
+        )[0]
+        print()
         print(
-            f"\nCFO metrics {day}, {r['workspace_id']}: net revenue 30d "
-            f"{r['net_revenue_cents_30d'] / 100:,.2f} {cur}, burn 30d {r['burn_cents_30d'] / 100:,.2f} "
-            f"{cur}, runway {r['runway_months'] or 'n/a'} months"
+            "\n".join(
+                cfo_lines(
+                    workspace_id=r["workspace_id"],
+                    currency=r["currency"],
+                    day=day,
+                    gross_revenue=int(totals["gross"] or 0),
+                    refunds=int(totals["refunds"] or 0),
+                    expenses=int(totals["expenses"] or 0),
+                    runway_months=r["runway_months"],
+                )
+            )
         )
     n = wh.scalar("SELECT COUNT(*) FROM mart.alerts WHERE day = :d", d=day)
     print(f"Alerts on {day}: {n}")

@@ -207,7 +207,8 @@ def format_cents(cents: int, currency: str = "USD") -> str:
 
 
 def _num(value: Any) -> str:
-    return format(Decimal(str(value)).quantize(Decimal("0.01")), "f")
+    """A months/percent figure with 2 decimals, rounded half away from zero (metrics.md §2)."""
+    return format(Decimal(round_half_away(Decimal(str(value)) * 100)).scaleb(-2), "f")
 
 
 def rule_based_memo(metrics: Mapping[str, Any], alerts: Iterable[Mapping[str, Any]]) -> MemoDraft:

@@ -21,7 +21,7 @@ from decimal import Decimal
 from fractions import Fraction
 from typing import Any
 
-from finance_pipeline.lib.money import minor_to_micros
+from finance_pipeline.lib.money import minor_to_micros, round_half_away
 from finance_pipeline.lib.timeutil import local_day
 
 Row = Mapping[str, Any]
@@ -126,11 +126,11 @@ class LedgerBuilder:
         """Add one entry; amounts are exact micro-units, rounded once here to whole micro-units."""
         rate = self.rate(currency, day)
         exact = Fraction(amount)
-        native = _round_exact(exact)
+        native = round_half_away(exact)
         if rate is None:
             reporting = rate_text = None
         else:
-            reporting = native if rate == 1 else _round_exact(exact * rate)
+            reporting = native if rate == 1 else round_half_away(exact * rate)
             rate_text = self._rate_texts.get(rate)
             if rate_text is None:
                 # One rate per currency and day serves many entries.
@@ -300,18 +300,6 @@ class LedgerBuilder:
 
 def _day(value: Any) -> date:
     return value if isinstance(value, date) else date.fromisoformat(str(value))
-
-
-def _round_exact(value: Fraction) -> int:
-    """`round_half_away(value)` with integer arithmetic on numerator and denominator.
-
-    Every ledger row rounds twice; Fraction arithmetic made that a hotspot of the rebuild.
-    """
-    n, d = value.numerator, value.denominator  # d > 0
-    q, r = divmod(-n if n < 0 else n, d)
-    if 2 * r >= d:
-        q += 1
-    return -q if n < 0 else q
 
 
 def _rate_text(rate: Fraction) -> str:

@@ -6,10 +6,13 @@ cents all convert exactly; rounding happens once, half away from zero, at the re
 
 from __future__ import annotations
 
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from collections.abc import Mapping, Sequence
+from decimal import Decimal, InvalidOperation
 from fractions import Fraction
 
 MICROS_PER_UNIT = 1_000_000
+#: Micro-units per cent: the quantum of every `*_cents` figure and of 2-decimal tables.
+MICROS_PER_CENT = 10_000
 
 # Stripe's zero-decimal currencies: the amount *is* the whole unit (no minor unit).
 ZERO_DECIMAL_CURRENCIES = frozenset(
@@ -103,32 +106,42 @@ def parse_decimal_amount(value: str | int | Decimal, currency: str | None = None
 
 
 def round_half_away(value: Fraction | int | Decimal, quantum: int = 1) -> int:
-    """Round an exact value to a multiple of `quantum`, half away from zero (docs/metrics.md §2)."""
-    frac = Fraction(value) / quantum
-    sign = -1 if frac < 0 else 1
-    mag = abs(frac)
-    whole = mag.numerator // mag.denominator
-    if (mag - whole) * 2 >= 1:
-        whole += 1
-    return sign * whole * quantum
+    """Round an exact value to a multiple of `quantum`, half away from zero (metrics.md §2).
+
+    The one rounding rule of the product: every reported, stored or displayed money figure goes
+    through it (or a wrapper below). `quantum` is a positive integer, e.g. 10,000 micros = 1 cent.
+    """
+    # Integer arithmetic on numerator and denominator: the marts and the ledger round every row,
+    # and Fraction arithmetic made this a hotspot of a full-history rebuild.
+    if type(value) is int:
+        if quantum == 1:
+            return value
+        n, d = value, quantum
+    else:
+        frac = value if isinstance(value, Fraction) else Fraction(value)
+        n, d = frac.numerator, frac.denominator * quantum
+    if quantum != 1 and (type(quantum) is not int or quantum < 1):
+        raise ValueError(f"rounding quantum must be a positive integer, got {quantum!r}")
+    q, r = divmod(-n if n < 0 else n, d)  # d > 0
+    if 2 * r >= d:
+        q += 1
+    return (-q if n < 0 else q) * quantum
 
 
 def micros_to_minor(micros: Fraction | int, currency: str) -> int:
     """Exact micro-units -> reported minor units (cents, yen), rounded once half away from zero."""
-    return round_half_away(Fraction(micros) / micros_per_minor(currency))
+    return round_half_away(micros, micros_per_minor(currency)) // micros_per_minor(currency)
 
 
 def micros_to_cents(micros: Fraction | int) -> int:
     """Exact micro-units -> reported `*_cents` (hundredths), rounded once half away from zero."""
-    return round_half_away(Fraction(micros) / 10_000)
+    return round_half_away(micros, MICROS_PER_CENT) // MICROS_PER_CENT
 
 
 def micros_to_decimal(micros: Fraction | int, places: int = 2) -> Decimal:
     """Exact micro-units -> whole-unit Decimal with `places` decimals, for seed fields like 45230.00."""
     scaled = round_half_away(Fraction(micros) * 10**places / MICROS_PER_UNIT)
-    return (Decimal(scaled) / (10**places)).quantize(
-        Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP
-    )
+    return Decimal(scaled).scaleb(-places)
 
 
 def percent(
@@ -139,3 +152,65 @@ def percent(
         return None
     scaled = round_half_away(Fraction(numerator) * 100 * 10**places / Fraction(denominator))
     return Decimal(scaled).scaleb(-places)
+
+
+# --- footing: tables whose displayed lines add up to their displayed total ------------------------
+
+
+def foot(
+    parts: Sequence[Fraction | int],
+    quantum: int = MICROS_PER_CENT,
+    total: Fraction | int | None = None,
+) -> list[int]:
+    """Round each exact line to a multiple of `quantum` so the rounded lines add up exactly to
+    `round_half_away(total)` (default: the exact sum of the lines), for tables people read.
+
+    Largest-remainder method: start from each line's own rounding; the gap to the rounded total is
+    given, one quantum each, to the lines that lost most by their own rounding in the gap's direction
+    (ties: larger absolute remainder, then the line listed first). Lines may be negative. With the
+    default total every line stays strictly within one quantum of its exact value. Raises
+    ValueError when `total` is more than one quantum per line away from the lines.
+    """
+    exact = [Fraction(p) for p in parts]
+    target = round_half_away(sum(exact, Fraction(0)) if total is None else total, quantum)
+    out = [round_half_away(x, quantum) for x in exact]
+    gap = (target - sum(out)) // quantum  # in quanta; out and target are multiples of quantum
+    if gap == 0:
+        return out
+    if abs(gap) > len(out):
+        raise ValueError(
+            f"total {total} is {abs(gap)} quanta from the {len(out)} line(s): not their total"
+        )
+    step = quantum if gap > 0 else -quantum
+    # loss[i] > 0: the line's own rounding moved it against the gap's direction by that much.
+    loss = [(x - r) / step for x, r in zip(exact, out, strict=True)]
+    abs_remainder = [abs(x / quantum - int(x / quantum)) for x in exact]
+    order = sorted(range(len(out)), key=lambda i: (-loss[i], -abs_remainder[i], i))
+    for i in order[: abs(gap)]:
+        out[i] += step
+    return out
+
+
+def foot_roll_forward(
+    opening: Fraction | int,
+    movements: Mapping[str, Fraction | int],
+    closing: Fraction | int,
+    quantum: int = MICROS_PER_CENT,
+) -> tuple[int, dict[str, int], int]:
+    """A roll-forward (opening + signed movements = closing) rounded for display so it foots.
+
+    Opening and closing are balances, each rounded on its own (metrics.md §2); the movements are
+    footed (see `foot`) to closing_r - opening_r, so opening_r + sum(movements_r) == closing_r.
+    Each movement is its own rounding or one quantum from it. Raises ValueError unless
+    opening + sum(movements) == closing exactly.
+    """
+    names = list(movements)
+    exact = [Fraction(movements[n]) for n in names]
+    if Fraction(opening) + sum(exact, Fraction(0)) != Fraction(closing):
+        raise ValueError(
+            f"roll-forward does not hold: {opening} + {sum(exact, Fraction(0))} != {closing}"
+        )
+    opening_r = round_half_away(opening, quantum)
+    closing_r = round_half_away(closing, quantum)
+    rounded = foot(exact, quantum, total=closing_r - opening_r)
+    return opening_r, dict(zip(names, rounded, strict=True)), closing_r

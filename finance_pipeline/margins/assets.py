@@ -34,7 +34,13 @@ from finance_pipeline.lib.margins import (
     shift_month,
     unmatched_report,
 )
-from finance_pipeline.lib.money import minor_to_micros, round_half_away
+from finance_pipeline.lib.money import (
+    MICROS_PER_CENT,
+    foot,
+    micros_to_decimal,
+    minor_to_micros,
+    round_half_away,
+)
 from finance_pipeline.lib.recognition import month_key, month_split
 from finance_pipeline.lib.timeutil import local_day
 from finance_pipeline.margins.mappings import (
@@ -274,6 +280,11 @@ def _dec(value: Any) -> str | None:
     return None if value is None else str(value)
 
 
+def _money(micros: int) -> str:
+    """Money in whole units with 2 decimals and thousands separators, rounded half away."""
+    return f"{micros_to_decimal(micros):,}"
+
+
 def margin_rows(ws_id: str, month: str, table: Mapping[str, Any]) -> list[dict[str, Any]]:
     """mart.customer_margins_monthly rows of one margin_table result."""
     rows = []
@@ -400,16 +411,21 @@ def customer_margins_monthly(
                     }
                 ],
             )
+    # margin = revenue - cost, footed so the displayed columns subtract to the cent.
     lines = [
-        "| workspace | month | revenue | cost | blended % | critical | at risk |",
-        "|---|---|---|---|---|---|---|",
+        "| workspace | month | revenue | cost | margin | blended % | critical | at risk |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     meta: dict[str, Any] = {"months": len(months)}
     for (ws_id, m), r in results.items():
         s = r["table"]["summary"]
+        revenue, minus_cost = foot(
+            [s["totalRevenueMicrodollars"], -s["totalCostMicrodollars"]], MICROS_PER_CENT
+        )
         lines.append(
-            f"| {ws_id} | {m} | {s['totalRevenueMicrodollars']} | {s['totalCostMicrodollars']} |"
-            f" {s['blendedMarginPercent']} | {s['criticalCount']} | {s['atRiskCount']} |"
+            f"| {ws_id} | {m} | {_money(revenue)} | {_money(-minus_cost)} |"
+            f" {_money(revenue + minus_cost)} | {s['blendedMarginPercent']} | {s['criticalCount']}"
+            f" | {s['atRiskCount']} |"
         )
         meta[f"{ws_id}_{m}_blended_margin_percent"] = _dec(s["blendedMarginPercent"]) or "n/a"
     meta["critical_count"] = sum(r["table"]["summary"]["criticalCount"] for r in results.values())

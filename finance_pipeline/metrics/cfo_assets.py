@@ -24,7 +24,7 @@ from finance_pipeline.lib.cfo_daily import (
     revenue_day,
 )
 from finance_pipeline.lib.cfo_metrics import WINDOW_DAYS
-from finance_pipeline.lib.money import micros_to_decimal
+from finance_pipeline.lib.money import MICROS_PER_CENT, foot, micros_to_decimal
 from finance_pipeline.partitions import daily_partitions
 from finance_pipeline.resources import WarehouseResource
 from finance_pipeline.tenancy import Workspace, list_workspaces
@@ -143,7 +143,12 @@ class _TotalsMismatch(Exception):
 
 
 def _cents(cents: int | None) -> str:
-    return "-" if cents is None else f"{micros_to_decimal(cents * 10_000):,}"
+    return "-" if cents is None else _money(cents * MICROS_PER_CENT)
+
+
+def _money(micros: int) -> str:
+    """Money in whole units with 2 decimals and thousands separators, rounded half away."""
+    return f"{micros_to_decimal(micros):,}"
 
 
 @dg.multi_asset(
@@ -251,26 +256,36 @@ def cfo_marts(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
             f"{_cents(last['burn_cents_30d'])} | {_cents(last['recurring_burn_cents_30d'])} | "
             f"{_cents(last['cash_on_hand_cents'])} | {last['runway_months'] or '-'} |"
         )
-        cfo_meta[f"{ws_id}_mrr"] = float(micros_to_decimal(last["mrr_cents"] * 10_000))
-        cfo_meta[f"{ws_id}_net_revenue_30d"] = float(
-            micros_to_decimal(last["net_revenue_cents_30d"] * 10_000)
-        )
-        cfo_meta[f"{ws_id}_burn_30d"] = float(micros_to_decimal(last["burn_cents_30d"] * 10_000))
+        # Integer cents, never floats: Dagster still plots them, and they are the stored figures.
+        for name, column in (
+            ("mrr", "mrr_cents"),
+            ("net_revenue_30d", "net_revenue_cents_30d"),
+            ("burn_30d", "burn_cents_30d"),
+        ):
+            cfo_meta[f"{ws_id}_{name}_cents"] = dg.MetadataValue.int(last[column])
         if last["runway_months"] is not None:
-            cfo_meta[f"{ws_id}_runway_months"] = float(last["runway_months"])
+            cfo_meta[f"{ws_id}_runway_months"] = dg.MetadataValue.text(str(last["runway_months"]))
     cfo_meta["last_day"] = dg.MetadataValue.md("\n".join(lines))
     cfo_meta["rows_written"] = sum(len(r.metrics) for r in results.values())
     cfo_meta["days_without_mrr_row"] = sum(r.days_without_mrr for r in results.values())
     yield dg.MaterializeResult(asset_key=CFO_KEY, metadata=cfo_meta)
 
-    rev_lines = ["| workspace | revenue | refunds | expenses | net |", "|---|---|---|---|---|"]
+    # net = revenue - expenses (§10), footed so the displayed columns subtract to the cent;
+    # refunds are not part of net and are rounded on their own.
+    rev_lines = ["| workspace | revenue | expenses | net | refunds |", "|---|---|---|---|---|"]
     for ws_id, res in results.items():
         tot = {
             k: sum(r[k] for r in res.revenue)
             for k in ("gross_revenue_micros", "refunds_micros", "expenses_micros", "net_micros")
         }
+        revenue, minus_expenses = foot(
+            [tot["gross_revenue_micros"], -tot["expenses_micros"]],
+            MICROS_PER_CENT,
+            total=tot["net_micros"],
+        )
         rev_lines.append(
-            f"| {ws_id} | " + " | ".join(f"{micros_to_decimal(v):,}" for v in tot.values()) + " |"
+            f"| {ws_id} | {_money(revenue)} | {_money(-minus_expenses)} | "
+            f"{_money(revenue + minus_expenses)} | {_money(tot['refunds_micros'])} |"
         )
     yield dg.MaterializeResult(
         asset_key=REVENUE_KEY,

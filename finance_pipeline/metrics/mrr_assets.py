@@ -10,7 +10,12 @@ from fractions import Fraction
 
 import dagster as dg
 
-from finance_pipeline.lib.money import micros_to_decimal
+from finance_pipeline.lib.money import (
+    MICROS_PER_CENT,
+    foot_roll_forward,
+    micros_to_cents,
+    micros_to_decimal,
+)
 from finance_pipeline.lib.timeutil import day_start_ts
 from finance_pipeline.metrics.mrr_compute import compute_mrr_window, mrr_settings
 from finance_pipeline.metrics.reconcile import invoice_mrr_mismatches
@@ -35,7 +40,19 @@ UPSTREAM = [
 ]
 
 
-def _money(micros: int) -> str:
+# The movements of a roll-forward and the sign with which each changes MRR (metrics.md §5).
+MOVEMENT_SIGNS = {
+    "new": 1,
+    "expansion": 1,
+    "reactivation": 1,
+    "contraction": -1,
+    "churn": -1,
+    "fx": 1,
+}
+
+
+def _money(micros: Fraction | int) -> str:
+    """Money in whole units with 2 decimals and thousands separators, rounded half away."""
     return f"{micros_to_decimal(micros):,}"
 
 
@@ -109,27 +126,33 @@ def mrr_marts(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
                     {"w": ws_id, "a": start, "b": end},
                 )
                 wh.insert(db, table, getattr(res, key))
-    # Headline numbers finance reads in the UI: the last day's MRR and the window's movements.
+    # Headline numbers finance reads in the UI: the window's roll-forward, footed to the cent so
+    # opening + movements = closing on the displayed figures too, and the last day's ARR.
     lines = [
-        "| workspace | MRR | ARR | subs | paying | new | expansion | reactivation | contraction | churn | fx |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| workspace | opening MRR | new | expansion | reactivation | contraction | churn | fx |"
+        " MRR | ARR | subs | paying |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     meta: dict = {"days": (end - start).days + 1, "window": f"{start}..{end}"}
     for ws_id, res in results.items():
         if not res.company:
             continue
         last = res.company[-1]
-        sums = {
-            k: sum((getattr(d, k) for d in res.company), Fraction(0))
-            for k in ("new", "expansion", "reactivation", "contraction", "churn", "fx")
+        # Contraction and churn are stored as positive amounts that reduce MRR.
+        signed = {
+            k: sign * sum((getattr(d, k) for d in res.company), Fraction(0))
+            for k, sign in MOVEMENT_SIGNS.items()
         }
-        lines.append(
-            f"| {ws_id} | {_money(round(last.mrr))} | {_money(round(last.arr))} | "
-            f"{last.active_subscriptions} | {last.paying_customers} | "
-            + " | ".join(_money(round(sums[k])) for k in sums)
-            + " |"
+        opening, moves, closing = foot_roll_forward(
+            res.company[0].previous_mrr, signed, last.mrr, MICROS_PER_CENT
         )
-        meta[f"{ws_id}_mrr"] = float(micros_to_decimal(round(last.mrr)))
+        lines.append(
+            f"| {ws_id} | {_money(opening)} | "
+            + " | ".join(_money(MOVEMENT_SIGNS[k] * v) for k, v in moves.items())
+            + f" | {_money(closing)} | {_money(last.arr)} | "
+            f"{last.active_subscriptions} | {last.paying_customers} |"
+        )
+        meta[f"{ws_id}_mrr_cents"] = dg.MetadataValue.int(micros_to_cents(last.mrr))
     meta["mrr_roll_forward"] = dg.MetadataValue.md("\n".join(lines))
     for name, key in KEYS.items():
         m = dict(meta) if name == "mrr_daily" else {"days": meta["days"]}
@@ -161,7 +184,7 @@ def mrr_marts(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
         compared += n
         mismatched += [
             f"{ws.id} {b.subscription_id} @{b.period_start}: invoiced "
-            f"{float(b.invoiced_monthly_micros) / 1e6:.2f} vs MRR {float(b.mrr_micros) / 1e6:.2f}"
+            f"{_money(b.invoiced_monthly_micros)} vs MRR {_money(b.mrr_micros)}"
             for b in bad
         ]
     yield dg.AssetCheckResult(

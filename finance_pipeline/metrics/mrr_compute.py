@@ -10,6 +10,7 @@ from typing import Any
 
 from finance_pipeline.core.history_io import states_from_rows
 from finance_pipeline.lib.ledger import fx_lookup
+from finance_pipeline.lib.money import round_half_away
 from finance_pipeline.lib.mrr import Settings
 from finance_pipeline.lib.mrr_timeline import (
     MANUAL_CUSTOMER,
@@ -27,19 +28,6 @@ from finance_pipeline.tenancy import Workspace
 from finance_pipeline.warehouse.db import Warehouse
 
 MONEY_FIELDS = ("mrr", "cmrr", "new", "expansion", "reactivation", "contraction", "churn", "fx")
-
-
-def _round_micros(value: Fraction | int) -> int:
-    """Exact micro-units -> whole micro-units, half away from zero (as `lib.mrr.round_micros`).
-
-    Integer arithmetic on numerator and denominator: the marts round every movement and plan row,
-    and Fraction arithmetic made this a hotspot of a full-history rebuild.
-    """
-    n, d = value.numerator, value.denominator  # d > 0
-    q, r = divmod(-n if n < 0 else n, d)
-    if 2 * r >= d:
-        q += 1
-    return -q if n < 0 else q
 
 
 def _exact(x: Fraction) -> str:
@@ -143,8 +131,8 @@ def compute_mrr_window(wh: Warehouse, ws: Workspace, start: date, end: date) -> 
                     "customer_id": c.customer_id,
                     "currency": c.currency,
                     "day": c.day,
-                    "mrr_micros": _round_micros(c.mrr),
-                    "cmrr_micros": _round_micros(c.cmrr),
+                    "mrr_micros": round_half_away(c.mrr),
+                    "cmrr_micros": round_half_away(c.cmrr),
                     "active_subscriptions": c.active_subscriptions,
                     "mrr_exact": _exact(c.mrr),
                     "cmrr_exact": _exact(c.cmrr),
@@ -180,8 +168,8 @@ def compute_mrr_window(wh: Warehouse, ws: Workspace, start: date, end: date) -> 
                 "workspace_id": ws.id,
                 "day": d.day,
                 "currency": ws.reporting_currency,
-                **{f"{f}_micros": _round_micros(getattr(d, f)) for f in MONEY_FIELDS},
-                "arr_micros": _round_micros(d.arr),
+                **{f"{f}_micros": round_half_away(getattr(d, f)) for f in MONEY_FIELDS},
+                "arr_micros": round_half_away(d.arr),
                 "active_subscriptions": d.active_subscriptions,
                 "paying_customers": d.paying_customers,
                 "new_customers": d.new_customers,
@@ -197,7 +185,7 @@ def compute_mrr_window(wh: Warehouse, ws: Workspace, start: date, end: date) -> 
                         else _exact(f.previous_rate),
                         "rate": None if f.rate is None else _exact(f.rate),
                         "fx": _exact(f.amount),
-                        "fx_micros": _round_micros(f.amount),
+                        "fx_micros": round_half_away(f.amount),
                     }
                     for f in d.fx_by_currency
                 },
@@ -214,7 +202,7 @@ def compute_mrr_window(wh: Warehouse, ws: Workspace, start: date, end: date) -> 
                 "day": p.day,
                 "plan_id": p.plan,
                 "currency": ws.reporting_currency,
-                "mrr_micros": _round_micros(p.mrr),
+                "mrr_micros": round_half_away(p.mrr),
                 "subscriptions": p.subscriptions,
                 "mrr_exact": _exact(p.mrr),
             }
@@ -229,7 +217,7 @@ def _movement_row(workspace_id: str, m: Movement, exact: Fraction) -> dict[str, 
         "day": m.day,
         "kind": m.kind,
         "reason": m.reason,
-        "amount_micros": _round_micros(exact),
+        "amount_micros": round_half_away(exact),
         "amount_exact": _exact(exact),
     }
 
