@@ -191,17 +191,20 @@ def mrr_marts(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
             "mismatches": len(mismatched),
             "known_approximations": len(approximations),
             "history_complete_from": ", ".join(complete_from),
-            "mismatch_examples": dg.MetadataValue.md(_period_table(mismatched[:20])),
-            "approximation_examples": dg.MetadataValue.md(_period_table(approximations[:20])),
+            "mismatch_examples": dg.MetadataValue.md(_period_table(mismatched)),
+            "approximation_examples": dg.MetadataValue.md(_period_table(approximations)),
         },
     )
 
 
-def _period_table(rows: list[dict[str, str]]) -> str:
-    """Billing periods as a markdown table (ISO dates, 2-decimal amounts), or `none`."""
+def _period_table(rows: list[dict[str, str]], limit: int = 50) -> str:
+    """Billing periods as a markdown table (ISO dates, 2-decimal amounts), or `none`; a long list
+    shows its first `limit` rows and how many more there are."""
     if not rows:
         return "none"
     cols = list(rows[0])
     out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    out += ["| " + " | ".join(r[c] for c in cols) + " |" for r in rows]
+    out += ["| " + " | ".join(r[c] for c in cols) + " |" for r in rows[:limit]]
+    if len(rows) > limit:
+        out.append(f"\n... and {len(rows) - limit} more")
     return "\n".join(out)
