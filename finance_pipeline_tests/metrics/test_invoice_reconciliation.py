@@ -6,6 +6,8 @@ The account (USD, a 50.00 monthly price; workspace time zone America/New_York, E
 - sub_once starts 2026-05-01T16:00Z with a once coupon (20 %): the first invoice line is 50.00
   minus 10.00, the next one 50.00;
 - sub_forever starts 2026-05-05T16:00Z with a forever coupon (10 %): every line is 50.00 minus 5.00;
+- sub_stack starts 2026-05-20T16:00Z with a once (20 %) then a forever (10 %) coupon: 50.00 minus
+  10.00 minus 4.00;
 - sub_old started 2026-03-10T02:00Z (Mar 9 local), before the first stored event (sub_once's
   creation, 2026-05-01T16:00Z), so its history is rebuilt from invoices. Its first line carries a
   discount of 5.00 the history never saw (deleted before the first sync): a known approximation.
@@ -13,6 +15,7 @@ The account (USD, a 50.00 monthly price; workspace time zone America/New_York, E
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -137,11 +140,11 @@ def _invoice(
     sub: str,
     n: int,
     period: tuple[str, str],
-    off: tuple[int, Any] | None = None,
+    off: Sequence[tuple[int, Any]] = (),
 ) -> None:
-    """A paid renewal invoice with one 50.00 line; `off` = (discount amount, discount)."""
+    """A paid renewal invoice with one 50.00 line; `off` = [(discount amount, discount)] in the
+    order Stripe applied them (a discount by id only when it is not expanded)."""
     inv = f"in_{sub}_{n}"
-    discount = None if off is None else off[1]
     line = {
         "id": f"il_{sub}_{n}",
         "object": "line_item",
@@ -156,13 +159,8 @@ def _invoice(
         "period_end": ts(period[1]),
         "period": {"start": ts(period[0]), "end": ts(period[1])},
         "proration": False,
-        "discount_amounts": []
-        if off is None
-        else [
-            {
-                "amount": off[0],
-                "discount": discount["id"] if isinstance(discount, dict) else discount,
-            }
+        "discount_amounts": [
+            {"amount": a, "discount": d["id"] if isinstance(d, dict) else d} for a, d in off
         ],
         "taxes": [],
     }
@@ -181,7 +179,7 @@ def _invoice(
                 "currency": "usd",
                 "billing_reason": "subscription_cycle",
                 "paid_at": ts(period[0]),
-                "discounts": [] if discount is None else [discount],
+                "discounts": [d for _a, d in off],
             }
         ],
     )
@@ -209,16 +207,32 @@ def _account(wh: Warehouse, ws: str) -> None:
         ],
     )
     _subscription(wh, ws, "sub_once", "2026-05-01T16:00:00", [once], events=True)
-    _invoice(wh, ws, "sub_once", 1, ("2026-05-01T16:00:00", "2026-06-01T16:00:00"), (1_000, once))
+    _invoice(wh, ws, "sub_once", 1, ("2026-05-01T16:00:00", "2026-06-01T16:00:00"), [(1_000, once)])
     _invoice(wh, ws, "sub_once", 2, ("2026-06-01T16:00:00", "2026-07-01T16:00:00"))
     _subscription(wh, ws, "sub_forever", "2026-05-05T16:00:00", [forever], events=True)
     for n, (a, b) in enumerate([("05-05", "06-05"), ("06-05", "07-05")]):
         _invoice(
-            wh, ws, "sub_forever", n, (f"2026-{a}T16:00:00", f"2026-{b}T16:00:00"), (500, forever)
+            wh, ws, "sub_forever", n, (f"2026-{a}T16:00:00", f"2026-{b}T16:00:00"), [(500, forever)]
         )
+    # Stacked: the once coupon first, so Stripe took the forever 10 % of 40.00, not of 50.00.
+    stack = [
+        _coupon_discount(f"di_stack_{d}", "sub_stack", c, p, d, ts("2026-05-20T16:00:00"))
+        for c, p, d in (("WELCOME20", 20.0, "once"), ("SAVE10", 10.0, "forever"))
+    ]
+    _subscription(wh, ws, "sub_stack", "2026-05-20T16:00:00", stack, events=True)
+    _invoice(
+        wh,
+        ws,
+        "sub_stack",
+        1,
+        ("2026-05-20T16:00:00", "2026-06-20T16:00:00"),
+        [(1_000, stack[0]), (400, stack[1])],
+    )
     _subscription(wh, ws, "sub_old", "2026-03-10T02:00:00", [], events=False)
     # A discount seen only as an id on one invoice: the history cannot apply it.
-    _invoice(wh, ws, "sub_old", 1, ("2026-03-10T02:00:00", "2026-04-10T02:00:00"), (500, "di_gone"))
+    _invoice(
+        wh, ws, "sub_old", 1, ("2026-03-10T02:00:00", "2026-04-10T02:00:00"), [(500, "di_gone")]
+    )
     for n, (a, b) in enumerate([("04-10", "05-10"), ("05-10", "06-10"), ("06-10", "07-10")], 2):
         _invoice(wh, ws, "sub_old", n, (f"2026-{a}T02:00:00", f"2026-{b}T02:00:00"))
 
@@ -263,11 +277,11 @@ def test_every_discount_mode_passes_and_lists_the_rebuilt_period(account: Wareho
     unknown discount apart) but does not fail the check."""
     passed, description, meta = _check(_run(account, FIRST, LAST))
     assert passed
-    # 3 workspaces x 8 lines, one per billing period.
-    assert (meta["lines_checked"], meta["periods_compared"], meta["mismatches"]) == (24, 24, 0)
+    # 3 workspaces x 9 lines, one per billing period.
+    assert (meta["lines_checked"], meta["periods_compared"], meta["mismatches"]) == (27, 27, 0)
     assert meta["known_approximations"] == 2
     assert description == (
-        "24 invoice lines in 24 billing periods checked: 0 unexplained mismatches, 2 known "
+        "27 invoice lines in 27 billing periods checked: 0 unexplained mismatches, 2 known "
         "approximations (history rebuilt from invoices before the first stored Stripe event)."
     )
     assert (
@@ -286,6 +300,11 @@ def test_every_discount_mode_passes_and_lists_the_rebuilt_period(account: Wareho
     for mode in ("all_active", "forever_only", "none"):
         rec = invoice_mrr_mismatches(account, "ws_fo", Settings(discount_mode=mode, tz=NY), *once)
         assert (rec.lines_checked, rec.approximations, rec.mismatches) == (1, [], [])
+    # The stacked line under forever_only: 50.00 - 4.00 would not be MRR's 45.00, so the whole
+    # line (36.00) is compared with MRR under all discounts in force (36.00).
+    stack = (ts("2026-05-20T16:00:00"), ts("2026-05-21T00:00:00"))
+    rec = invoice_mrr_mismatches(account, "ws_fo", Settings("forever_only", tz=NY), *stack)
+    assert (rec.lines_checked, rec.approximations, rec.mismatches) == (1, [], [])
 
 
 def test_a_tampered_line_fails_with_dates_and_amounts(account: Warehouse) -> None:
