@@ -4,6 +4,7 @@ the roll-forward identity holds on every stored day, and re-running a window res
 from __future__ import annotations
 
 from datetime import date
+from decimal import Decimal
 
 import dagster as dg
 import pytest
@@ -12,7 +13,8 @@ from finance_pipeline_dev.standin.server import StandIn
 
 from finance_pipeline.definitions import defs
 from finance_pipeline.ingest.landing import pending_files, process_file
-from finance_pipeline.lib.timeutil import day_start_ts
+from finance_pipeline.lib.timeutil import day_start_ts, local_day
+from finance_pipeline.metrics.mrr_assets import mrr_marts
 from finance_pipeline.metrics.mrr_compute import identity_holds_in_table, mrr_settings
 from finance_pipeline.metrics.reconcile import invoice_mrr_mismatches
 from finance_pipeline.resources import WarehouseResource
@@ -24,7 +26,7 @@ from finance_pipeline.tenancy import (
     list_workspaces,
 )
 from finance_pipeline.warehouse import Warehouse
-from finance_pipeline_tests.dagster_runs import check_results, range_tags
+from finance_pipeline_tests.dagster_runs import check_results, materialize_days, range_tags
 
 END = date(2026, 10, 31)
 
@@ -197,33 +199,70 @@ def test_retention_rates_for_any_period_come_from_the_marts(synced) -> None:
 
 def test_invoice_check_reads_the_windows_renewals_and_finds_a_wrong_line(synced) -> None:
     """The WARN check compares each period's invoiced amount with MRR; a daily run checks only
-    the periods starting in its window, and a line that disagrees is reported."""
+    the periods starting in its window. Before the first stored event the history is rebuilt from
+    invoices: a disagreement there is listed, not failed; a wrong line after it fails the check
+    with its dates and amounts."""
     wh, resources, _sim = synced
     assert _run(resources, "2026-09-01", END.isoformat()).success
     ws = list_workspaces(wh)[0]
     october = (day_start_ts(date(2026, 10, 1)), day_start_ts(date(2026, 11, 1)))
-    n_all, bad_all = invoice_mrr_mismatches(wh, "ws1", mrr_settings(ws))
-    n_oct, bad_oct = invoice_mrr_mismatches(wh, "ws1", mrr_settings(ws), *october)
-    assert 0 < n_oct < n_all
-    assert {b.period_start for b in bad_oct} <= {b.period_start for b in bad_all}
-    line = wh.rows(
-        "SELECT l.id, l.subscription, l.period_start FROM raw.stripe_invoice_lines l"
+    whole = invoice_mrr_mismatches(wh, "ws1", mrr_settings(ws))
+    oct_ = invoice_mrr_mismatches(wh, "ws1", mrr_settings(ws), *october)
+    assert 0 < oct_.periods_compared < whole.periods_compared <= whole.lines_checked
+    assert whole.mismatches == [] and oct_.mismatches == []
+    # A yearly line with a 10.00 discount the rebuilt history does not apply (§4, "History").
+    assert [m.describe() for m in whole.approximations] == [
+        {
+            "customer": "cus_1WkSyXwgLLMDS8ZOaQ2wJtC",
+            "subscription": "sub_1vZ4H8ik9Zb6LNrdWIKoFsJ",
+            "period": "2026-05-03 to 2027-05-03",
+            "invoiced_per_month": "80.83 USD",
+            "mrr": "81.67 USD",
+            "difference": "-0.83 USD",
+        }
+    ]
+    complete_from = whole.history_complete_from
+    assert complete_from is not None and local_day(complete_from) == date(2026, 10, 2)
+    # A monthly line without discounts or inclusive tax: its amount is its MRR in minor units.
+    lines = wh.rows(
+        "SELECT l.id, l.subscription, l.period_start, l.period_end, l.amount, l.currency,"
+        f" {wh.json_field('l.payload', 'discount_amounts')} AS discount_amounts"
+        " FROM raw.stripe_invoice_lines l"
         " JOIN raw.stripe_prices p ON p.workspace_id = l.workspace_id AND p.id = l.price"
         " WHERE l.workspace_id = 'ws1' AND l.proration = :f AND p.usage_type = 'licensed'"
+        " AND p.recurring_interval = 'month' AND p.recurring_interval_count = 1"
+        " AND p.tax_behavior <> 'inclusive' AND p.currency <> 'jpy'"
         " AND l.period_start >= :a AND l.period_start < :b ORDER BY l.id",
         f=False,
-        a=october[0],
+        a=complete_from,
         b=october[1],
-    )[0]
+    )
+    line = next(r for r in lines if r["discount_amounts"] in (None, "[]", []))
     with wh.begin() as db:
         db.execute(
             wh.text("UPDATE raw.stripe_invoice_lines SET amount = amount + 100 WHERE id = :i"),
             {"i": line["id"]},
         )
-    _n, bad = invoice_mrr_mismatches(wh, "ws1", mrr_settings(ws), *october)
-    assert (line["subscription"], line["period_start"]) in {
-        (b.subscription_id, b.period_start) for b in bad
-    }
+    [bad] = invoice_mrr_mismatches(wh, "ws1", mrr_settings(ws), *october).mismatches
+    assert (bad.subscription_id, bad.period_start) == (line["subscription"], line["period_start"])
     september = (day_start_ts(date(2026, 9, 1)), october[0])
-    _n, bad = invoice_mrr_mismatches(wh, "ws1", mrr_settings(ws), *september)
-    assert line["period_start"] not in {b.period_start for b in bad}
+    assert invoice_mrr_mismatches(wh, "ws1", mrr_settings(ws), *september).mismatches == []
+    # The check over the line's own day: WARN, failed, readable (no timestamps, no micro-units).
+    day = local_day(line["period_start"])
+    result = materialize_days([mrr_marts], wh, day, day)
+    [check] = [
+        e.asset_check_evaluation_data
+        for e in result.all_events
+        if e.event_type_value == "ASSET_CHECK_EVALUATION"
+        and e.asset_check_evaluation_data.check_name == "invoices_reconcile_with_mrr"
+    ]
+    assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN
+    assert check.metadata["mismatches"].value == 1
+    cur = line["currency"].upper()
+    period = f"{day.isoformat()} to {local_day(line['period_end']).isoformat()}"
+    invoiced, mrr = (Decimal(line["amount"] + 100).scaleb(-2), Decimal(line["amount"]).scaleb(-2))
+    assert check.metadata["mismatch_examples"].value.splitlines()[2] == (
+        f"| ws1 | {bad.customer_id} | {line['subscription']} | {period} | {invoiced} {cur} "
+        f"| {mrr} {cur} | 1.00 {cur} |"
+    )
+    assert "1 unexplained mismatches" in (check.description or "")

@@ -23,7 +23,7 @@ from finance_pipeline.metrics.mrr_assets import mrr_marts
 from finance_pipeline.metrics.mrr_compute import exact
 from finance_pipeline.warehouse import Warehouse
 from finance_pipeline_tests.core.replay import END, replay, value_on
-from finance_pipeline_tests.dagster_runs import materialize_days
+from finance_pipeline_tests.dagster_runs import check_results, materialize_days
 
 GRACE_DAYS = 3
 WORKSPACES: dict[str, dict[str, Any]] = {
@@ -83,6 +83,8 @@ def test_switches_change_the_marts_exactly_as_metrics_md_says(warehouse: Warehou
     assets = [fx_rates, ledger, subscription_history, mrr_marts]
     result = materialize_days(assets, warehouse, run.first, END)
     assert result.success
+    # Every switch compares invoices with its own MRR: no line disagrees in any workspace.
+    assert check_results(result)["invoices_reconcile_with_mrr"]
     timelines = [
         tl for tl in run.sim.ground_truth.timelines.values() if tl.account_id == run.account
     ]
