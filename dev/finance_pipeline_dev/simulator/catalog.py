@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from finance_pipeline.lib.money import round_half_away
 from finance_pipeline_dev.standin import shapes
 
 from .model import CouponModel, PriceModel, Tier
@@ -31,7 +32,7 @@ METERED_UNIT = {"usd": "0.5", "eur": "0.45", "gbp": "0.4", "jpy": "0.8"}
 def local_amount(usd_cents: int, currency: str) -> int:
     """A local price point: the USD amount converted and rounded to a multiple of 100 minor units."""
     factor = CENT_FACTOR.get(currency, Decimal(1))
-    hundreds = int((Decimal(usd_cents) * factor / 100).to_integral_value())
+    hundreds = round_half_away(Decimal(usd_cents) * factor / 100)
     return max(1, hundreds) * 100
 
 
