@@ -1,7 +1,8 @@
 """Alert rules for day D (metrics.md §14, seeds/004 shapes) and signed webhook delivery.
 
 Rules compare exact values against configurable thresholds; "fell > 8 %" and "> 2x" are strict,
-"runway < 6" is strict (exactly 6.00 months does not fire). Alert ids are derived from
+"runway < 6" is strict (exactly 6.00 months does not fire); a refund spike also needs the 30-day
+refunds to reach `refund_spike_min_cents` (inclusive). Alert ids are derived from
 (workspace, day, type, subject), so re-evaluating a day yields the same ids and replaces that day's
 set instead of duplicating it; they also dedupe webhook deliveries.
 
@@ -37,6 +38,9 @@ class AlertThresholds:
     mrr_decline_pct: int | Fraction = 8
     revenue_decline_pct: int | Fraction = 8
     refund_spike_ratio: int | Fraction = 2
+    # A spike needs this much refunded in the 30 days (reporting-currency cents): one small refund
+    # after a quiet month is not worth a person's attention.
+    refund_spike_min_cents: int = 50_000
     sync_delay_seconds: int = 300
 
 
@@ -176,7 +180,11 @@ def evaluate_alerts(
             )
         refunds_now = -metrics_today["refunds_cents_30d"]
         refunds_prior = -metrics_prior["refunds_cents_30d"]
-        if refunds_now > 0 and refunds_now > thresholds.refund_spike_ratio * refunds_prior:
+        if (
+            refunds_now > 0
+            and refunds_now >= thresholds.refund_spike_min_cents
+            and refunds_now > thresholds.refund_spike_ratio * refunds_prior
+        ):
             ratio = Fraction(refunds_now, refunds_prior) if refunds_prior > 0 else None
             add(
                 "refund_spike",
