@@ -27,6 +27,8 @@ from finance_pipeline.lib.alerts import (
     ALERT_ID_HEADER,
     SIGNATURE_HEADER,
     alert_id,
+    episode_id,
+    event_id,
     verify_signature,
 )
 from finance_pipeline.stripe_sync.streams import STREAMS
@@ -375,7 +377,11 @@ def _deliveries(wh: Warehouse) -> list[dict[str, Any]]:
     return rows
 
 
-def test_latest_day_alerts_are_signed_retried_and_never_sent_twice(
+def _episode_id(ws: str, kind: str, opened: date, subject: str = "") -> str:
+    return episode_id(ws, kind, subject, opened)
+
+
+def test_episode_events_are_signed_retried_and_never_sent_twice(
     warehouse: Warehouse, stub: _Stub
 ) -> None:
     wh = warehouse
@@ -390,55 +396,71 @@ def test_latest_day_alerts_are_signed_retried_and_never_sent_twice(
     stub.statuses = [500]  # the first POST fails, its retry succeeds
     result = _run(wh, date(2026, 2, 27), MARCH_1)
     assert result.success
-    # Alerts of every day are stored; only Mar 1's (the window's last, live day) are delivered.
+    # Alerts of every day are stored; only the episodes live on Mar 1 (the window's last, live
+    # day) are announced: the runway episode opened Feb 27, the margin one on Mar 1.
     assert len(_alerts(wh, "ws_hook", "runway_low")) == 3
-    runway_id = alert_id("ws_hook", MARCH_1, "runway_low")
-    margin_id = alert_id("ws_hook", MARCH_1, MARGIN, "cus_a")
-    assert [h[ALERT_ID_HEADER] for h, _ in stub.requests] == [runway_id, runway_id, margin_id]
+    runway_ep = _episode_id("ws_hook", "runway_low", date(2026, 2, 27))
+    margin_ep = _episode_id("ws_hook", MARGIN, MARCH_1, "cus_a")
+    runway_open = event_id(runway_ep, "alert.opened", "critical")
+    margin_open = event_id(margin_ep, "alert.opened", "critical")
+    assert [h[ALERT_ID_HEADER] for h, _ in stub.requests] == [margin_open, margin_open, runway_open]
     for headers, body in stub.requests:
         assert headers["Content-Type"] == "application/json"
         assert verify_signature(SECRET, headers[SIGNATURE_HEADER], body)
         assert not verify_signature("wrong-secret", headers[SIGNATURE_HEADER], body)
-    event = json.loads(stub.requests[1][1])
-    assert event["id"] == runway_id and event["type"] == "runway_low"
+    event = json.loads(stub.requests[2][1])
+    assert event["id"] == runway_open and event["type"] == "alert.opened"
     assert event["data"] == {
-        "id": runway_id,
+        "id": alert_id("ws_hook", MARCH_1, "runway_low"),
         "type": "runway_low",
         "severity": "critical",
         "message": "Runway is below 6 months (1.67).",
         "payload": {
-            "runway_months": 1.67,
+            "runway_months": "1.67",
             "cash_on_hand_cents": 100_000,
             "recurring_burn_cents_30d": 60_000,
         },
         "workspace_id": "ws_hook",
         "day": "2026-03-01",
+        "subject": None,
+        "previous_severity": None,
+        "episode": {
+            "id": runway_ep,
+            "status": "active",
+            "opened_on": "2026-02-27",
+            "last_active_on": "2026-03-01",
+            "resolved_on": None,
+            "peak_severity": "critical",
+            "severity": "critical",
+        },
     }
-    assert json.loads(stub.requests[2][1])["data"]["payload"]["newTier"] == "critical"
+    margin_event = json.loads(stub.requests[0][1])
+    assert margin_event["data"]["payload"]["newTier"] == "critical"
+    assert margin_event["data"]["episode"]["status"] == "opened"
     assert _deliveries(wh) == [
         {
             "workspace_id": "ws_hook",
-            "alert_id": margin_id,
+            "alert_id": runway_open if runway_open < margin_open else margin_open,
             "day": "2026-03-01",
-            "type": MARGIN,
+            "type": "alert.opened",
             "status": "delivered",
-            "attempts": 1,
+            "attempts": 1 if runway_open < margin_open else 2,
             "last_error": None,
             "has_delivered_at": True,
         },
         {
             "workspace_id": "ws_hook",
-            "alert_id": runway_id,
+            "alert_id": margin_open if runway_open < margin_open else runway_open,
             "day": "2026-03-01",
-            "type": "runway_low",
+            "type": "alert.opened",
             "status": "delivered",
-            "attempts": 2,
+            "attempts": 2 if runway_open < margin_open else 1,
             "last_error": None,
             "has_delivered_at": True,
         },
     ]
     assert _meta(result)["webhook"] == {
-        "ws_hook": {"delivered": 2, "already_delivered": 0, "failed": 0}
+        "ws_hook": {"delivered": 2, "failed": 0, "events": {"alert.opened": 2}}
     }
     check = _check(result)
     assert check.check_name == "webhook_delivered" and check.passed
@@ -446,20 +468,46 @@ def test_latest_day_alerts_are_signed_retried_and_never_sent_twice(
     # A re-materialization (a restatement of the same days) re-stores the alerts, sends nothing.
     again = _run(wh, date(2026, 2, 28), MARCH_1)
     assert again.success and len(stub.requests) == 3
-    assert _meta(again)["webhook"] == {
-        "ws_hook": {"delivered": 0, "already_delivered": 2, "failed": 0}
-    }
+    assert _meta(again)["webhook"] == {"ws_hook": {"delivered": 0, "failed": 0, "events": {}}}
     # A backfill whose last day is not live anymore sends nothing either.
     old = _run(wh, date(2026, 2, 1), date(2026, 2, 27))
     assert old.success and len(stub.requests) == 3
     assert _meta(old)["webhook"] == {
         "ws_hook": {"skipped": "window ends 2026-02-27, not the workspace's current day"}
     }
-    # Turned off, nothing is sent even for new alerts.
+    # That backfill found the runway alert active since Feb 20, when the expense started: the
+    # episode now opens Feb 20, a different episode (ids derive from the opening day) that no
+    # one was told about. The next day announces it once; the margin episode, a one-day fact of
+    # Mar 1, is resolved on Mar 2: one alert.resolved.
+    [(runway_row_ep, opened_on)] = [
+        (r["episode_id"], str(r["opened_on"])[:10])
+        for r in wh.rows(
+            "SELECT episode_id, opened_on FROM mart.alert_episodes"
+            " WHERE workspace_id = 'ws_hook' AND type = 'runway_low'"
+        )
+    ]
+    assert opened_on == "2026-02-20"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(alert_assets, "clock", lambda: NOW + DAY)
+        nxt = _run(wh, date(2026, 3, 2), date(2026, 3, 2))
+        assert nxt.success and len(stub.requests) == 5
+        resolved, reopened = (json.loads(body) for _, body in stub.requests[3:])
+        assert resolved["id"] == event_id(margin_ep, "alert.resolved")
+        assert resolved["type"] == "alert.resolved"
+        assert resolved["data"]["episode"]["resolved_on"] == "2026-03-02"
+        assert resolved["data"]["message"].startswith("Resolved: Margin tier of Name cus_a")
+        assert reopened["id"] == event_id(runway_row_ep, "alert.opened", "critical")
+        assert reopened["data"]["episode"]["opened_on"] == "2026-02-20"
+        # Mar 3: the runway alert repeats, nothing is sent; a re-run of Mar 3 neither.
+        mp.setattr(alert_assets, "clock", lambda: NOW + 2 * DAY)
+        assert _run(wh, date(2026, 3, 3), date(2026, 3, 3)).success
+        assert _run(wh, date(2026, 3, 3), date(2026, 3, 3)).success
+        assert len(stub.requests) == 5
+    # Turned off, nothing is sent even for unannounced episodes.
     clear_alert_webhook(wh, "ws_hook")
     with wh.begin() as db:
         db.execute(wh.text("DELETE FROM app.alert_deliveries"))
-    assert _run(wh, MARCH_1, MARCH_1).success and len(stub.requests) == 3
+    assert _run(wh, MARCH_1, MARCH_1).success and len(stub.requests) == 5
 
 
 def test_failing_endpoint_does_not_fail_the_alerts_and_warns(
@@ -471,7 +519,7 @@ def test_failing_endpoint_does_not_fail_the_alerts_and_warns(
     result = _run(wh, MARCH_1, MARCH_1)
     assert result.success
     assert {a["type"] for a in _alerts(wh, "ws_hook")} == {"runway_low", MARGIN}
-    # Two attempts at the first alert; the endpoint is then taken as down, the second not sent.
+    # Two attempts at the first event; the endpoint is then taken as down, the second not sent.
     assert len(stub.requests) == 2
     check = _check(result)
     assert (check.check_name, check.passed, check.severity) == (
@@ -480,18 +528,31 @@ def test_failing_endpoint_does_not_fail_the_alerts_and_warns(
         dg.AssetCheckSeverity.WARN,
     )
     assert check.metadata["failed"].value == 2
-    assert [(r["type"], r["status"], r["attempts"], r["last_error"]) for r in _deliveries(wh)] == [
-        (MARGIN, "failed", 0, "not sent: endpoint failing (HTTP 500)"),
-        ("runway_low", "failed", 2, "HTTP 500"),
-    ]
+    margin_open = event_id(
+        _episode_id("ws_hook", MARGIN, MARCH_1, "cus_a"), "alert.opened", "critical"
+    )
+    runway_open = event_id(
+        _episode_id("ws_hook", "runway_low", MARCH_1), "alert.opened", "critical"
+    )
+
+    def log() -> list[tuple[str, str, int, str | None]]:
+        return sorted(
+            (r["alert_id"], r["status"], r["attempts"], r["last_error"]) for r in _deliveries(wh)
+        )
+
+    assert log() == sorted(
+        [
+            (margin_open, "failed", 2, "HTTP 500"),
+            (runway_open, "failed", 0, "not sent: endpoint failing (HTTP 500)"),
+        ]
+    )
     # The endpoint recovers: the next run delivers both; attempts add up across runs.
     stub.default = 200
     again = _run(wh, MARCH_1, MARCH_1)
     assert again.success and _check(again).passed and len(stub.requests) == 4
-    assert [(r["type"], r["status"], r["attempts"], r["last_error"]) for r in _deliveries(wh)] == [
-        (MARGIN, "delivered", 1, None),
-        ("runway_low", "delivered", 3, None),
-    ]
+    assert log() == sorted(
+        [(margin_open, "delivered", 3, None), (runway_open, "delivered", 1, None)]
+    )
 
 
 def test_webhook_configuration_is_validated(sqlite_warehouse: Warehouse) -> None:
