@@ -576,3 +576,182 @@ def test_webhook_configuration_is_validated(sqlite_warehouse: Warehouse) -> None
     result = _run(wh, MARCH_1, MARCH_1)
     assert result.success and not _check(result).passed
     assert _check(result).metadata["failed"].value == 1
+
+
+# --- episodes ------------------------------------------------------------------------------------
+
+
+def _expense(wh: Warehouse, ws: str, entry: str, day: date, cents: int) -> None:
+    with wh.begin() as db:
+        db.execute(
+            wh.table("core.ledger").insert(),
+            [
+                {
+                    "workspace_id": ws,
+                    "entry_id": entry,
+                    "day": day,
+                    "kind": "expense",
+                    "subtype": "recurring_expense",
+                    "amount_micros": cents * C,
+                    "currency": "usd",
+                    "amount_reporting_micros": cents * C,
+                    "reporting_currency": "usd",
+                    "source_table": "test",
+                    "source_id": entry,
+                }
+            ],
+        )
+
+
+def _escalating(wh: Warehouse, ws: str) -> None:
+    """Cash 1,000.00; 200.00 of recurring expenses from Feb 20 (runway 5 months: warn), another
+    200.00 from Mar 2 (2.5 months: critical); the first leaves the 30 days on Mar 22 (warn again),
+    the second on Apr 1 (no burn: no alert). One customer's tier falls on Mar 1."""
+    _workspace(wh, ws, cash_cents=100_000)
+    _expense(wh, ws, f"{ws}-e1", date(2026, 2, 20), 20_000)
+    _expense(wh, ws, f"{ws}-e2", date(2026, 3, 2), 20_000)
+    _margins(wh, ws, "2026-01", [("cus_a", "60", "healthy")])
+    _margins(wh, ws, "2026-02", [("cus_a", "35", "at_risk")])
+
+
+def _episodes(wh: Warehouse) -> list[dict[str, Any]]:
+    rows = wh.rows("SELECT * FROM mart.alert_episodes ORDER BY workspace_id, type, opened_on")
+    for r in rows:
+        for k in ("opened_on", "last_active_on", "resolved_on"):
+            r[k] = None if r[k] is None else str(r[k])[:10]
+        for k in ("first_payload_json", "last_payload_json"):
+            r[k] = _json(r[k])
+    return rows
+
+
+def _snapshot(wh: Warehouse) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    alerts_rows = [
+        {k: (bool(v) if k == "opens_episode" else v) for k, v in r.items() if k != "created_at"}
+        for ws in ("ws_ep", "ws_ep2")
+        for r in _alerts(wh, ws)
+    ]
+    return _episodes(wh), alerts_rows
+
+
+def test_episodes_are_the_same_whatever_the_order_and_split_of_runs(warehouse: Warehouse) -> None:
+    wh = warehouse
+    _escalating(wh, "ws_ep")
+    _workspace(wh, "ws_ep2", cash_cents=50_000)
+    _expense(wh, "ws_ep2", "ws_ep2-e1", date(2026, 3, 10), 20_000)
+    first, last = date(2026, 2, 25), date(2026, 4, 3)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(alert_assets, "clock", lambda: NOW + 60 * DAY)  # no day is live
+        assert _run(wh, first, last).success
+        one_run = _snapshot(wh)
+        with wh.begin() as db:
+            for t in ("mart.alerts", "mart.alert_episodes", "mart.alert_evaluated_days"):
+                db.execute(wh.text(f"DELETE FROM {t}"))
+        # Later days first, then the start, the middle, and a re-run across a boundary.
+        for a, b in (
+            (date(2026, 3, 10), last),
+            (first, MARCH_1),
+            (date(2026, 3, 2), date(2026, 3, 9)),
+            (date(2026, 3, 1), date(2026, 3, 3)),
+            (date(2026, 3, 31), date(2026, 4, 1)),
+        ):
+            assert _run(wh, a, b).success
+    assert _snapshot(wh) == one_run
+    episodes, rows = one_run
+    runway = [e for e in episodes if e["workspace_id"] == "ws_ep" and e["type"] == "runway_low"]
+    [ep] = runway
+    assert ep["episode_id"] == episode_id("ws_ep", "runway_low", "", first)
+    assert (ep["opened_on"], ep["last_active_on"], ep["resolved_on"], ep["status"]) == (
+        "2026-02-25",
+        "2026-03-31",
+        "2026-04-01",
+        "resolved",
+    )
+    assert (ep["peak_severity"], ep["severity"], ep["first_severity"]) == (
+        "critical",
+        "warn",
+        "warn",
+    )
+    assert ep["first_message"] == "Runway is below 6 months (5)."
+    assert ep["last_message"] == "Runway is below 6 months (5)."
+    assert ep["first_alert_id"] == alert_id("ws_ep", first, "runway_low")
+    assert ep["last_payload_json"]["recurring_burn_cents_30d"] == 20_000
+    # The margin crossing of Mar 1 is a one-day episode, resolved on Mar 2.
+    [margin] = [e for e in episodes if e["workspace_id"] == "ws_ep" and e["type"] == MARGIN]
+    assert (margin["subject"], margin["opened_on"], margin["resolved_on"]) == (
+        "cus_a",
+        "2026-03-01",
+        "2026-03-02",
+    )
+    # ws_ep2: 500.00 of cash against 200.00 a month from Mar 10: 2.5 months, critical, still
+    # running on the last evaluated day (Apr 3): opened, not resolved.
+    [ep2] = [e for e in episodes if e["workspace_id"] == "ws_ep2"]
+    assert (ep2["opened_on"], ep2["last_active_on"], ep2["resolved_on"], ep2["status"]) == (
+        "2026-03-10",
+        "2026-04-03",
+        None,
+        "active",
+    )
+    # Every daily row names its episode; only the first day opened it.
+    runway_rows = [r for r in rows if r["workspace_id"] == "ws_ep" and r["type"] == "runway_low"]
+    assert len(runway_rows) == 35
+    assert {r["episode_id"] for r in runway_rows} == {ep["episode_id"]}
+    assert [r["day"] for r in runway_rows if r["opens_episode"]] == ["2026-02-25"]
+
+
+def test_severity_rise_is_sent_as_escalated_and_the_end_as_resolved(
+    warehouse: Warehouse, stub: _Stub
+) -> None:
+    wh = warehouse
+    _escalating(wh, "ws_ep")
+    set_alert_webhook(wh, "ws_ep", stub.url, secret=SECRET)
+
+    def at(day: date, start: date | None = None) -> list[dict[str, Any]]:
+        """Run start..day at 06:00 UTC the next day (day is live); the events sent."""
+        before = len(stub.requests)
+        now = int(datetime(day.year, day.month, day.day, 6, tzinfo=UTC).timestamp()) + DAY
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(alert_assets, "clock", lambda: now)
+            assert _run(wh, start or day, day).success
+        return [json.loads(body) for _, body in stub.requests[before:]]
+
+    runway_ep = episode_id("ws_ep", "runway_low", "", date(2026, 2, 20))
+    opened = at(MARCH_1, date(2026, 2, 20))
+    assert [(e["type"], e["data"]["type"], e["data"]["severity"]) for e in opened] == [
+        ("alert.opened", MARGIN, "warn"),
+        ("alert.opened", "runway_low", "warn"),
+    ]
+    assert opened[1]["data"]["episode"]["id"] == runway_ep
+    # Mar 2: runway turns critical -> escalated from warn; the margin episode resolves.
+    mar2 = at(date(2026, 3, 2))
+    assert [(e["type"], e["data"]["type"]) for e in mar2] == [
+        ("alert.resolved", MARGIN),
+        ("alert.escalated", "runway_low"),
+    ]
+    esc = mar2[1]
+    assert esc["id"] == event_id(runway_ep, "alert.escalated", "critical")
+    assert (esc["data"]["severity"], esc["data"]["previous_severity"]) == ("critical", "warn")
+    assert esc["data"]["message"] == "Runway is below 6 months (2.5)."
+    # Daily repeats send nothing; neither does the fall back to warn on Mar 22.
+    assert at(date(2026, 3, 3)) == []
+    assert at(date(2026, 3, 22), date(2026, 3, 4)) == []
+    # Apr 1: no burn left, the episode is resolved, once.
+    [res] = at(date(2026, 4, 1), date(2026, 3, 23))
+    assert res["id"] == event_id(runway_ep, "alert.resolved")
+    assert res["data"]["episode"] == {
+        "id": runway_ep,
+        "status": "resolved",
+        "opened_on": "2026-02-20",
+        "last_active_on": "2026-03-31",
+        "resolved_on": "2026-04-01",
+        "peak_severity": "critical",
+        "severity": "warn",
+    }
+    assert at(date(2026, 4, 1)) == []
+    logged = wh.rows("SELECT type, status FROM app.alert_deliveries ORDER BY type")
+    assert [(r["type"], r["status"]) for r in logged] == [
+        ("alert.escalated", "delivered"),
+        ("alert.opened", "delivered"),
+        ("alert.opened", "delivered"),
+        ("alert.resolved", "delivered"),
+        ("alert.resolved", "delivered"),
+    ]
