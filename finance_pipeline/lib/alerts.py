@@ -6,6 +6,11 @@ refunds to reach `refund_spike_min_cents` (inclusive). Alert ids are derived fro
 (workspace, day, type, subject), so re-evaluating a day yields the same ids and replaces that day's
 set instead of duplicating it; they also dedupe webhook deliveries.
 
+Episodes: consecutive local days on which the same alert (workspace, type, subject) is active form
+one episode (opened, active, resolved on the first evaluated day without it), derived from the
+day-sets alone so any order or split of evaluation runs yields the same episodes. Webhooks send
+episode events (alert.opened, alert.escalated, alert.resolved), not daily repeats.
+
 Webhooks carry a Stripe-like signature header `t=<unix ts>,v1=<hex HMAC-SHA256(secret, "t.body")>`.
 """
 

@@ -132,7 +132,7 @@ def schedules(draw: st.DrawFn) -> tuple[int, Truth, list[tuple[int, int]], list[
     return n, truth, stale + list(windows), [stale_truth] * len(stale) + [truth] * len(windows)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(schedules())
 def test_any_split_and_order_of_runs_yields_the_episodes_of_one_run(
     case: tuple[int, Truth, list[tuple[int, int]], list[Truth]],
