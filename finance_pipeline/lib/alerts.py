@@ -443,12 +443,23 @@ def event_id(episode: str, event: str, severity: str = "") -> str:
     return "ae_" + hashlib.sha256(key.encode()).hexdigest()[:24]
 
 
-def candidate_event_ids(ep: Episode) -> dict[str, tuple[str, str]]:
-    """Every event id this episode could have been sent under -> (event type, severity)."""
+def candidate_event_ids(ep: Episode) -> dict[str, tuple[str, str, str]]:
+    """Every event id this alert could have been announced under during the episode's days ->
+    (episode id, event type, severity).
+
+    Besides the episode's own id, the ids it would have had opening on any later day of it: a
+    backfill or restatement that moves the opening earlier (or joins two episodes) must not
+    announce again what a person was already told.
+    """
     severities = sorted({*SEVERITY_RANK, ep.severity, ep.peak_severity})
-    out = {event_id(ep.id, "alert.resolved"): ("alert.resolved", "")}
-    for kind in ("alert.opened", "alert.escalated"):
-        out.update({event_id(ep.id, kind, s): (kind, s) for s in severities})
+    out: dict[str, tuple[str, str, str]] = {}
+    d = ep.opened_on
+    while d <= ep.last_active_on:
+        eid = ep.id if d == ep.opened_on else episode_id(ep.workspace_id, ep.type, ep.subject, d)
+        out[event_id(eid, "alert.resolved")] = (eid, "alert.resolved", "")
+        for kind in ("alert.opened", "alert.escalated"):
+            out.update({event_id(eid, kind, s): (eid, kind, s) for s in severities})
+        d += timedelta(days=1)
     return out
 
 
@@ -460,11 +471,21 @@ def episode_events(
     An episode active on `day` that was never announced is `alert.opened` (on its first day, or
     later when an earlier delivery failed); once announced, a severity above the highest one sent
     is `alert.escalated`; an announced episode resolved on `day` is `alert.resolved`. Daily
-    repeats send nothing.
+    repeats send nothing. What was sent under an id the episode had before a restatement counts,
+    unless that earlier episode was also told resolved.
     """
     events: list[AlertEvent] = []
     for ep in episodes:
-        sent = [kind_sev for eid, kind_sev in candidate_event_ids(ep).items() if eid in delivered]
+        by_id: dict[str, list[tuple[str, str]]] = {}
+        for eid, (ep_id, kind, sev) in candidate_event_ids(ep).items():
+            if eid in delivered:
+                by_id.setdefault(ep_id, []).append((kind, sev))
+        sent = [
+            ks
+            for ep_id, kss in by_id.items()
+            if ep_id == ep.id or ("alert.resolved", "") not in kss
+            for ks in kss
+        ]
         if not sent:
             if ep.last_active_on == day:
                 events.append(

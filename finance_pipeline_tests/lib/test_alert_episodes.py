@@ -214,3 +214,24 @@ def test_unannounced_episodes_open_late_and_resolve_silently() -> None:
     # Never announced and already over: nothing to tell.
     gone = _episode([(0, "warn")], 1)
     assert episode_events([gone], day(1), set()) == []
+
+
+def test_a_restatement_moving_the_opening_earlier_does_not_announce_again() -> None:
+    # Announced as opened on day 3 (warn); a backfill then finds the alert active since day 0.
+    before = _episode([(3, "warn")], 3)
+    told = {event_id(before.id, "alert.opened", "warn")}
+    after = _episode([(0, "warn"), (1, "warn"), (2, "warn"), (3, "warn"), (4, "warn")], 4)
+    assert after.id != before.id
+    assert episode_events([after], day(4), told) == []
+    # Its escalation and resolution still follow, under the episode's current id.
+    crit = _episode([(0, "warn"), (1, "warn"), (2, "warn"), (3, "warn"), (4, "critical")], 4)
+    [esc] = episode_events([crit], day(4), told)
+    assert esc.id == event_id(crit.id, "alert.escalated", "critical")
+    done = _episode([(0, "warn"), (1, "warn"), (2, "warn"), (3, "warn")], 4)
+    [res] = episode_events([done], day(4), told)
+    assert res.id == event_id(done.id, "alert.resolved")
+    # An earlier episode told resolved, now joined to a running one by a restatement: announced
+    # afresh, since the last word a person had was "resolved".
+    closed = {event_id(before.id, "alert.opened", "warn"), event_id(before.id, "alert.resolved")}
+    [again] = episode_events([after], day(4), closed)
+    assert again.type == "alert.opened"
