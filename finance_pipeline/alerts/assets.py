@@ -22,8 +22,8 @@ its episode (episode_id, opens_episode).
 Webhooks (optional per workspace, see alerts/delivery.py): after the alerts are stored, the episode
 events of the window's last day, when that day is current, are POSTed signed: alert.opened,
 alert.escalated and alert.resolved, each event id once (app.alert_deliveries), so daily repeats,
-re-runs and backfills send nothing. Delivery failures never
-fail the run: they show in metadata and in the WARN check `webhook_delivered`.
+re-runs and backfills send nothing. Delivery failures never fail the run: they show in metadata and
+in the WARN check `webhook_delivered`.
 """
 
 import time

@@ -5,6 +5,9 @@ rows, the episodes that overlap the window or its neighbouring days, whole (lib.
 refresh_episodes), and links each daily row of those episodes to its episode. Every other episode
 is untouched and stays valid, so the stored episodes always equal those of one run over all stored
 days, whatever the order and split of the runs.
+
+Rows written before migration 0012 have no episode and their days no evaluation record: episodes
+start at the first day evaluated since, until one backfill of mart.alerts over the history.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from finance_pipeline.lib.alerts import (
     Alert,
     Episode,
     candidate_event_ids,
+    episode_spans,
     refresh_episodes,
 )
 from finance_pipeline.lib.cfo_daily import as_date
@@ -146,9 +150,29 @@ def rebuild_episodes(
         wh,
         "SELECT * FROM mart.alerts WHERE workspace_id = :w AND day >= :a AND day <= :b",
         w=workspace_id,
-        a=lo,
-        b=hi,
+        a=start,
+        b=end,
     )
+    # Outside the window only the types whose episodes reach out are read, over their reach: a
+    # year-long runway episode must not make every run read a year of per-customer alerts.
+    reach: dict[str, tuple[date, date]] = {}
+    for (_, kind, _), (a, b) in episode_spans(touching, start, end).items():
+        ra, rb = reach.get(kind, (a, b))
+        reach[kind] = (min(ra, a), max(rb, b))
+    for kind, (a, b) in sorted(reach.items()):
+        if a < start or b > end:
+            stored += _rows(
+                db,
+                wh,
+                "SELECT * FROM mart.alerts WHERE workspace_id = :w AND type = :t"
+                " AND day >= :a AND day <= :b AND (day < :s OR day > :e)",
+                w=workspace_id,
+                t=kind,
+                a=a,
+                b=b,
+                s=start,
+                e=end,
+            )
     evaluated = {
         as_date(r["day"])
         for r in _rows(
