@@ -15,10 +15,15 @@ duplicates and an alert that stopped firing disappears. Besides the CFO-metric r
   without an active Stripe connection have no sync health. A restated day that is no longer
   current keeps the sync_unhealthy rows observed while it was.
 
-Webhooks (optional per workspace, see alerts/delivery.py): after the alerts are stored, the alerts of
-the window's last day, when that day is current, are POSTed signed; ids already delivered are
-skipped (app.alert_deliveries), so re-runs and backfills do not re-send. Delivery failures never
-fail the run: they show in metadata and in the WARN check `webhook_delivered`.
+Episodes (alerts/episodes.py): after a window's rows are replaced, the episodes it can change are
+rebuilt from the stored rows in the same transaction (mart.alert_episodes), and each daily row names
+its episode (episode_id, opens_episode).
+
+Webhooks (optional per workspace, see alerts/delivery.py): after the alerts are stored, the episode
+events of the window's last day, when that day is current, are POSTed signed: alert.opened,
+alert.escalated and alert.resolved, each event id once (app.alert_deliveries), so daily repeats,
+re-runs and backfills send nothing. Delivery failures never fail the run: they show in metadata and
+in the WARN check `webhook_delivered`.
 """
 
 import time
@@ -30,9 +35,17 @@ from decimal import Decimal
 from typing import Any
 
 import dagster as dg
+import sqlalchemy as sa
 
 from finance_pipeline.alerts.delivery import WebhookConfigError, deliver_alerts, webhook_config
-from finance_pipeline.lib.alerts import Alert, AlertThresholds, evaluate_alerts, sync_health
+from finance_pipeline.alerts.episodes import delivered_event_ids, episodes_due, rebuild_episodes
+from finance_pipeline.lib.alerts import (
+    Alert,
+    AlertThresholds,
+    episode_events,
+    evaluate_alerts,
+    sync_health,
+)
 from finance_pipeline.lib.cfo_daily import as_date, thresholds_from_settings
 from finance_pipeline.lib.margins import TierChange, shift_month, tier_changes
 from finance_pipeline.lib.recognition import month_key
@@ -57,6 +70,9 @@ _RULE_FIELDS = (
 PRIOR_DAYS = 30
 # The instant sync health and a day's liveness are judged at (tests pin it).
 clock: Callable[[], float] = time.time
+# Arbitrary constant: concurrent alert runs on one PostgreSQL database rebuild episodes one at a
+# time (each reads the episodes the other may be replacing).
+_PG_LOCK_ID = 727_014
 
 
 def _stored_metrics(wh: Warehouse, ws_id: str, start: date, end: date) -> dict[date, dict]:
@@ -244,11 +260,14 @@ SYNC_TYPE = "sync_unhealthy"
 
 
 def _deliver(
-    wh: Warehouse, workspaces: list[Workspace], found: dict[str, list[Alert]], end: date, now: float
+    wh: Warehouse, workspaces: list[Workspace], end: date, now: float
 ) -> tuple[dict[str, Any], list[tuple[str, str, str]]]:
-    """Send each opted-in workspace's alerts of `end` (when live); never raises.
+    """Send each opted-in workspace's episode events of `end` (when live); never raises.
 
-    Returns a per-workspace summary and the failures as (workspace, alert id, reason).
+    Events, not daily repeats: alert.opened for an episode active on `end` not announced yet,
+    alert.escalated when its severity rose above the highest sent, alert.resolved for an announced
+    episode resolved on `end`; each event id is sent once (app.alert_deliveries). Returns a
+    per-workspace summary and the failures as (workspace, event id, reason).
     """
     summary: dict[str, Any] = {}
     failures: list[tuple[str, str, str]] = []
@@ -263,16 +282,19 @@ def _deliver(
         if not is_live_day(end, ws.time_zone, now):
             summary[ws.id] = {"skipped": f"window ends {end}, not the workspace's current day"}
             continue
-        latest = [a for a in found.get(ws.id, []) if a.day == end]
         try:
-            report = deliver_alerts(wh, ws.id, latest, config)
+            due = episodes_due(wh, ws.id, end)
+            events = episode_events(due, end, delivered_event_ids(wh, ws.id, due))
+            # Events quack like alerts for delivery (id, type, day, to_dict).
+            report = deliver_alerts(wh, ws.id, events, config)  # type: ignore[arg-type]
         except Exception as exc:  # e.g. the delivery log write: stored alerts must stand regardless
             failures.append((ws.id, "-", f"delivery: {type(exc).__name__}: {exc}"))
             continue
+        sent = set(report.delivered)
         summary[ws.id] = {
             "delivered": len(report.delivered),
-            "already_delivered": len(report.duplicates),
             "failed": len(report.failed),
+            "events": dict(sorted(Counter(e.type for e in events if e.id in sent).items())),
         }
         failures += [(ws.id, aid, reason) for aid, reason in report.failed.items()]
     return summary, failures
@@ -295,7 +317,8 @@ with warnings.catch_warnings():
             description="Alerts active per workspace and local day (§14): runway_low, mrr_decline, "
             "revenue_decline, refund_spike; margin_threshold_crossed on the 1st for the month just "
             "closed; sync_unhealthy on the current day. Each day's set replaced on re-evaluation; "
-            "the latest day's alerts optionally sent to the workspace's signed webhook, once.",
+            "episodes in mart.alert_episodes; the latest day's episode events (opened, escalated, "
+            "resolved) optionally sent to the workspace's signed webhook, once.",
             group_name="alerts",
             kinds={"sql", "python"},
             deps=[
@@ -312,9 +335,9 @@ with warnings.catch_warnings():
             "webhook_delivered",
             asset=ALERTS_KEY,
             blocking=False,
-            description="Every alert of the window's latest day reached the webhook of each "
-            "workspace that configured one. WARN only: the alerts are stored either way, and a "
-            "failed alert is sent again when its day is re-run while still the latest.",
+            description="Every episode event of the window's latest day reached the webhook of "
+            "each workspace that configured one. WARN only: the alerts are stored either way, and "
+            "a failed event is sent again by the next run whose latest day is current.",
         )
     ],
     backfill_policy=dg.BackfillPolicy.single_run(),
@@ -330,7 +353,10 @@ def alerts(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> I
     workspaces = list_workspaces(wh)
     found = {ws.id: evaluate_window(wh, ws, start, end, now) for ws in workspaces}
     live = {ws.id: is_live_day(end, ws.time_zone, now) for ws in workspaces}
+    episodes: Counter[str] = Counter()
     with wh.begin() as db:
+        if not wh.is_sqlite:
+            db.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_LOCK_ID})
         for ws_id, ws_alerts in found.items():
             # sync_unhealthy rows of days not re-observed now stay: they record what was seen
             # while those days were current.
@@ -346,8 +372,10 @@ def alerts(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> I
                 db.execute(
                     wh.table("mart.alerts").insert(), [alert_row(a, int(now)) for a in ws_alerts]
                 )
+            # In the same transaction: the episodes always match the stored daily rows.
+            episodes.update(e.status for e in rebuild_episodes(db, wh, ws_id, start, end))
     # Alerts are committed first: a failing endpoint cannot lose them.
-    delivery, failures = _deliver(wh, workspaces, found, end, now)
+    delivery, failures = _deliver(wh, workspaces, end, now)
     counts = Counter((a.type, a.severity) for al in found.values() for a in al)
     latest = [a for al in found.values() for a in al if a.day == end]
     preview = "\n".join(
@@ -364,6 +392,8 @@ def alerts(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> I
             "days": (end - start).days + 1,
             "window": f"{start}..{end}",
             "alerts_written": sum(counts.values()),
+            # The episodes rebuilt around the window, by status.
+            "episodes": dg.MetadataValue.json(dict(sorted(episodes.items()))),
             "by_type": dg.MetadataValue.json(
                 {f"{t}/{s}": n for (t, s), n in sorted(counts.items())}
             ),

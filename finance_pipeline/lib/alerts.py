@@ -1,9 +1,15 @@
 """Alert rules for day D (docs/metrics.md §14, v1 API shapes) and signed webhook delivery.
 
 Rules compare exact values against configurable thresholds; "fell > 8 %" and "> 2x" are strict,
-"runway < 6" is strict (exactly 6.00 months does not fire). Alert ids are derived from
+"runway < 6" is strict (exactly 6.00 months does not fire); a refund spike also needs the 30-day
+refunds to reach `refund_spike_min_cents` (inclusive). Alert ids are derived from
 (workspace, day, type, subject), so re-evaluating a day yields the same ids and replaces that day's
 set instead of duplicating it; they also dedupe webhook deliveries.
+
+Episodes: consecutive local days on which the same alert (workspace, type, subject) is active form
+one episode (opened, active, resolved on the first evaluated day without it), derived from the
+day-sets alone so any order or split of evaluation runs yields the same episodes. Webhooks send
+episode events (alert.opened, alert.escalated, alert.resolved), not daily repeats.
 
 Webhooks carry a Stripe-like signature header `t=<unix ts>,v1=<hex HMAC-SHA256(secret, "t.body")>`.
 """
@@ -14,7 +20,7 @@ import hashlib
 import hmac
 import json
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -37,6 +43,9 @@ class AlertThresholds:
     mrr_decline_pct: int | Fraction = 8
     revenue_decline_pct: int | Fraction = 8
     refund_spike_ratio: int | Fraction = 2
+    # A spike needs this much refunded in the 30 days (reporting-currency cents): one small refund
+    # after a quiet month is not worth a person's attention.
+    refund_spike_min_cents: int = 50_000
     sync_delay_seconds: int = 300
 
 
@@ -176,7 +185,11 @@ def evaluate_alerts(
             )
         refunds_now = -metrics_today["refunds_cents_30d"]
         refunds_prior = -metrics_prior["refunds_cents_30d"]
-        if refunds_now > 0 and refunds_now > thresholds.refund_spike_ratio * refunds_prior:
+        if (
+            refunds_now > 0
+            and refunds_now >= thresholds.refund_spike_min_cents
+            and refunds_now > thresholds.refund_spike_ratio * refunds_prior
+        ):
             ratio = Fraction(refunds_now, refunds_prior) if refunds_prior > 0 else None
             add(
                 "refund_spike",
@@ -242,6 +255,254 @@ def sync_health(
     if not done and now - scheduled_at > timedelta(seconds=delay_seconds):
         return "delayed"
     return "healthy"
+
+
+# --- episodes ------------------------------------------------------------------------------------
+# Consecutive local days on which the same alert (workspace, type, subject) is active form one
+# episode: opened on its first day, active while it continues, resolved on the first evaluated day
+# it is absent. A day never evaluated is unknown: it neither continues nor resolves an episode.
+
+SEVERITY_RANK = {"warn": 1, "critical": 2}
+EPISODE_EVENTS = ("alert.opened", "alert.escalated", "alert.resolved")
+EpisodeKey = tuple[str, str, str]  # (workspace_id, type, subject)
+
+
+def _rank(severity: str) -> int:
+    return SEVERITY_RANK.get(severity, 0)
+
+
+def episode_id(workspace_id: str, alert_type: str, subject: str, opened_on: date) -> str:
+    """Deterministic episode id "ep_<24 hex>": the same episode keeps its id across re-runs."""
+    key = "\x1f".join((workspace_id, alert_type, subject, opened_on.isoformat()))
+    return "ep_" + hashlib.sha256(key.encode()).hexdigest()[:24]
+
+
+@dataclass(frozen=True, slots=True)
+class Episode:
+    """One run of consecutive active days of an alert; `first` / `last` are its first and latest
+    daily alerts (messages and payloads), `severity` the latest day's, `peak_severity` the worst."""
+
+    id: str
+    workspace_id: str
+    type: str
+    subject: str
+    opened_on: date
+    last_active_on: date
+    resolved_on: date | None
+    peak_severity: str
+    severity: str
+    first: Alert
+    last: Alert
+
+    @property
+    def key(self) -> EpisodeKey:
+        """The alert the episode is of."""
+        return (self.workspace_id, self.type, self.subject)
+
+    @property
+    def status(self) -> str:
+        """resolved once a later evaluated day lacks the alert; opened on a one-day episode still
+        running; active afterwards."""
+        if self.resolved_on is not None:
+            return "resolved"
+        return "opened" if self.opened_on == self.last_active_on else "active"
+
+
+def alert_episodes(alerts: Iterable[Alert], evaluated: Collection[date]) -> list[Episode]:
+    """The episodes of a workspace's daily alerts, ordered by (type, subject, opened_on).
+
+    `evaluated` holds the days whose alerts were evaluated (days with alerts count as evaluated):
+    an episode whose next day is not among them stays open, as nothing is known of that day.
+    """
+    by_key: dict[EpisodeKey, dict[date, Alert]] = {}
+    for a in alerts:
+        days = by_key.setdefault((a.workspace_id, a.type, a.subject), {})
+        if a.day in days:
+            raise ValueError(f"two {a.type} alerts of {a.subject or 'the workspace'} on {a.day}")
+        days[a.day] = a
+    out: list[Episode] = []
+    for key in sorted(by_key):
+        days = by_key[key]
+        run: list[Alert] = []
+        for d in sorted(days):
+            if run and d != run[-1].day + timedelta(days=1):
+                out.append(_episode(run, evaluated))
+                run = []
+            run.append(days[d])
+        out.append(_episode(run, evaluated))
+    return out
+
+
+def _episode(run: list[Alert], evaluated: Collection[date]) -> Episode:
+    first, last = run[0], run[-1]
+    after = last.day + timedelta(days=1)
+    # max() keeps the first day reaching the peak on ties.
+    peak = max(run, key=lambda a: _rank(a.severity)).severity
+    return Episode(
+        episode_id(first.workspace_id, first.type, first.subject, first.day),
+        first.workspace_id,
+        first.type,
+        first.subject,
+        first.day,
+        last.day,
+        after if after in evaluated else None,
+        peak,
+        last.severity,
+        first,
+        last,
+    )
+
+
+def episode_spans(
+    touching: Iterable[tuple[EpisodeKey, date, date]], start: date, end: date
+) -> dict[EpisodeKey, tuple[date, date]]:
+    """Per alert, the days whose episodes must be rebuilt after start..end was re-evaluated.
+
+    `touching` holds (key, opened_on, last_active_on) of the stored episodes that overlap
+    start-1..end+1 (a window can extend, merge or resolve exactly those); each such alert's span
+    grows to cover them whole. Alerts first seen in the window get their span from
+    `refresh_episodes`. Episodes outside every span stay valid as stored.
+    """
+    spans: dict[EpisodeKey, tuple[date, date]] = {}
+    for key, opened, last in touching:
+        lo, hi = spans.get(key, (start, end))
+        spans[key] = (min(lo, opened), max(hi, last))
+    return spans
+
+
+def refresh_episodes(
+    touching: Iterable[tuple[EpisodeKey, date, date]],
+    alerts: Iterable[Alert],
+    evaluated: Collection[date],
+    start: date,
+    end: date,
+) -> tuple[dict[EpisodeKey, tuple[date, date]], list[Episode]]:
+    """The episodes replacing the `touching` ones after start..end was re-evaluated.
+
+    `alerts` are the stored daily alerts of the workspace over at least the union of the spans
+    (`episode_spans`) and `evaluated` the evaluated days over it plus one day. Returns each rebuilt
+    alert's span (every stored episode of that alert inside it is replaced) and the new episodes.
+    Since the result depends only on the stored days, any order or split of runs ends the same.
+    """
+    batch = list(alerts)
+    spans = episode_spans(touching, start, end)
+    for a in batch:
+        if start <= a.day <= end:
+            spans.setdefault((a.workspace_id, a.type, a.subject), (start, end))
+    inside = [
+        a
+        for a in batch
+        if (span := spans.get((a.workspace_id, a.type, a.subject))) and span[0] <= a.day <= span[1]
+    ]
+    return spans, alert_episodes(inside, evaluated)
+
+
+@dataclass(frozen=True, slots=True)
+class AlertEvent:
+    """A webhook event about an episode; quacks like an Alert for delivery (id, type, day,
+    to_dict), its id deterministic so the delivery log sends each event once."""
+
+    id: str
+    type: str
+    day: date
+    episode: Episode
+    previous_severity: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The event's data: the episode's latest alert (seeds/004 fields) and the episode."""
+        ep = self.episode
+        message = ep.last.message
+        if self.type == "alert.resolved":
+            message = f"Resolved: {message}"
+        return {
+            "id": ep.last.id,
+            "type": ep.type,
+            "severity": ep.severity,
+            "message": message,
+            "payload": ep.last.payload,
+            "workspace_id": ep.workspace_id,
+            "day": self.day.isoformat(),
+            "subject": ep.subject or None,
+            "previous_severity": self.previous_severity,
+            "episode": {
+                "id": ep.id,
+                "status": ep.status,
+                "opened_on": ep.opened_on.isoformat(),
+                "last_active_on": ep.last_active_on.isoformat(),
+                "resolved_on": None if ep.resolved_on is None else ep.resolved_on.isoformat(),
+                "peak_severity": ep.peak_severity,
+                "severity": ep.severity,
+            },
+        }
+
+
+def event_id(episode: str, event: str, severity: str = "") -> str:
+    """Deterministic event id "ae_<24 hex>"; opened and escalated events carry the severity sent,
+    which is how the delivery log tells what a person was last told."""
+    key = "\x1f".join((episode, event, severity))
+    return "ae_" + hashlib.sha256(key.encode()).hexdigest()[:24]
+
+
+def candidate_event_ids(ep: Episode) -> dict[str, tuple[str, str, str]]:
+    """Every event id this alert could have been announced under during the episode's days ->
+    (episode id, event type, severity).
+
+    Besides the episode's own id, the ids it would have had opening on any later day of it: a
+    backfill or restatement that moves the opening earlier (or joins two episodes) must not
+    announce again what a person was already told.
+    """
+    severities = sorted({*SEVERITY_RANK, ep.severity, ep.peak_severity})
+    out: dict[str, tuple[str, str, str]] = {}
+    d = ep.opened_on
+    while d <= ep.last_active_on:
+        eid = ep.id if d == ep.opened_on else episode_id(ep.workspace_id, ep.type, ep.subject, d)
+        out[event_id(eid, "alert.resolved")] = (eid, "alert.resolved", "")
+        for kind in ("alert.opened", "alert.escalated"):
+            out.update({event_id(eid, kind, s): (eid, kind, s) for s in severities})
+        d += timedelta(days=1)
+    return out
+
+
+def episode_events(
+    episodes: Iterable[Episode], day: date, delivered: Collection[str]
+) -> list[AlertEvent]:
+    """The webhook events due on `day` given the event ids already `delivered`.
+
+    An episode active on `day` that was never announced is `alert.opened` (on its first day, or
+    later when an earlier delivery failed); once announced, a severity above the highest one sent
+    is `alert.escalated`; an announced episode resolved on `day` is `alert.resolved`. Daily
+    repeats send nothing. What was sent under an id the episode had before a restatement counts,
+    unless that earlier episode was also told resolved.
+    """
+    events: list[AlertEvent] = []
+    for ep in episodes:
+        by_id: dict[str, list[tuple[str, str]]] = {}
+        for eid, (ep_id, kind, sev) in candidate_event_ids(ep).items():
+            if eid in delivered:
+                by_id.setdefault(ep_id, []).append((kind, sev))
+        sent = [
+            ks
+            for ep_id, kss in by_id.items()
+            if ep_id == ep.id or ("alert.resolved", "") not in kss
+            for ks in kss
+        ]
+        if not sent:
+            if ep.last_active_on == day:
+                events.append(
+                    AlertEvent(
+                        event_id(ep.id, "alert.opened", ep.severity), "alert.opened", day, ep
+                    )
+                )
+            continue
+        told = max((s for kind, s in sent if kind != "alert.resolved"), key=_rank, default="")
+        if ep.last_active_on == day and _rank(ep.severity) > _rank(told):
+            eid = event_id(ep.id, "alert.escalated", ep.severity)
+            events.append(AlertEvent(eid, "alert.escalated", day, ep, told or None))
+        elif ep.resolved_on == day:
+            eid = event_id(ep.id, "alert.resolved")
+            if eid not in delivered:
+                events.append(AlertEvent(eid, "alert.resolved", day, ep))
+    return events
 
 
 # --- webhooks ------------------------------------------------------------------------------------

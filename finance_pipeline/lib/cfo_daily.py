@@ -171,6 +171,10 @@ def thresholds_from_settings(settings: Mapping[str, Any]) -> AlertThresholds:
             raise ValueError(f"alert threshold {key} must not be negative")
         if key == "sync_delay_seconds":
             values[key] = int(exact)
+        elif key == "refund_spike_min_cents":
+            if exact.denominator != 1:
+                raise ValueError(f"alert threshold {key} must be a whole number of cents")
+            values[key] = int(exact)
         else:
             values[key] = int(exact) if exact.denominator == 1 else exact
     return AlertThresholds(**values)

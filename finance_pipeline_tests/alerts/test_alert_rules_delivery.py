@@ -27,6 +27,8 @@ from finance_pipeline.lib.alerts import (
     ALERT_ID_HEADER,
     SIGNATURE_HEADER,
     alert_id,
+    episode_id,
+    event_id,
     verify_signature,
 )
 from finance_pipeline.stripe_sync.streams import STREAMS
@@ -375,7 +377,11 @@ def _deliveries(wh: Warehouse) -> list[dict[str, Any]]:
     return rows
 
 
-def test_latest_day_alerts_are_signed_retried_and_never_sent_twice(
+def _episode_id(ws: str, kind: str, opened: date, subject: str = "") -> str:
+    return episode_id(ws, kind, subject, opened)
+
+
+def test_episode_events_are_signed_retried_and_never_sent_twice(
     warehouse: Warehouse, stub: _Stub
 ) -> None:
     wh = warehouse
@@ -390,55 +396,71 @@ def test_latest_day_alerts_are_signed_retried_and_never_sent_twice(
     stub.statuses = [500]  # the first POST fails, its retry succeeds
     result = _run(wh, date(2026, 2, 27), MARCH_1)
     assert result.success
-    # Alerts of every day are stored; only Mar 1's (the window's last, live day) are delivered.
+    # Alerts of every day are stored; only the episodes live on Mar 1 (the window's last, live
+    # day) are announced: the runway episode opened Feb 27, the margin one on Mar 1.
     assert len(_alerts(wh, "ws_hook", "runway_low")) == 3
-    runway_id = alert_id("ws_hook", MARCH_1, "runway_low")
-    margin_id = alert_id("ws_hook", MARCH_1, MARGIN, "cus_a")
-    assert [h[ALERT_ID_HEADER] for h, _ in stub.requests] == [runway_id, runway_id, margin_id]
+    runway_ep = _episode_id("ws_hook", "runway_low", date(2026, 2, 27))
+    margin_ep = _episode_id("ws_hook", MARGIN, MARCH_1, "cus_a")
+    runway_open = event_id(runway_ep, "alert.opened", "critical")
+    margin_open = event_id(margin_ep, "alert.opened", "critical")
+    assert [h[ALERT_ID_HEADER] for h, _ in stub.requests] == [margin_open, margin_open, runway_open]
     for headers, body in stub.requests:
         assert headers["Content-Type"] == "application/json"
         assert verify_signature(SECRET, headers[SIGNATURE_HEADER], body)
         assert not verify_signature("wrong-secret", headers[SIGNATURE_HEADER], body)
-    event = json.loads(stub.requests[1][1])
-    assert event["id"] == runway_id and event["type"] == "runway_low"
+    event = json.loads(stub.requests[2][1])
+    assert event["id"] == runway_open and event["type"] == "alert.opened"
     assert event["data"] == {
-        "id": runway_id,
+        "id": alert_id("ws_hook", MARCH_1, "runway_low"),
         "type": "runway_low",
         "severity": "critical",
         "message": "Runway is below 6 months (1.67).",
         "payload": {
-            "runway_months": 1.67,
+            "runway_months": "1.67",
             "cash_on_hand_cents": 100_000,
             "recurring_burn_cents_30d": 60_000,
         },
         "workspace_id": "ws_hook",
         "day": "2026-03-01",
+        "subject": None,
+        "previous_severity": None,
+        "episode": {
+            "id": runway_ep,
+            "status": "active",
+            "opened_on": "2026-02-27",
+            "last_active_on": "2026-03-01",
+            "resolved_on": None,
+            "peak_severity": "critical",
+            "severity": "critical",
+        },
     }
-    assert json.loads(stub.requests[2][1])["data"]["payload"]["newTier"] == "critical"
+    margin_event = json.loads(stub.requests[0][1])
+    assert margin_event["data"]["payload"]["newTier"] == "critical"
+    assert margin_event["data"]["episode"]["status"] == "opened"
     assert _deliveries(wh) == [
         {
             "workspace_id": "ws_hook",
-            "alert_id": margin_id,
+            "alert_id": runway_open if runway_open < margin_open else margin_open,
             "day": "2026-03-01",
-            "type": MARGIN,
+            "type": "alert.opened",
             "status": "delivered",
-            "attempts": 1,
+            "attempts": 1 if runway_open < margin_open else 2,
             "last_error": None,
             "has_delivered_at": True,
         },
         {
             "workspace_id": "ws_hook",
-            "alert_id": runway_id,
+            "alert_id": margin_open if runway_open < margin_open else runway_open,
             "day": "2026-03-01",
-            "type": "runway_low",
+            "type": "alert.opened",
             "status": "delivered",
-            "attempts": 2,
+            "attempts": 2 if runway_open < margin_open else 1,
             "last_error": None,
             "has_delivered_at": True,
         },
     ]
     assert _meta(result)["webhook"] == {
-        "ws_hook": {"delivered": 2, "already_delivered": 0, "failed": 0}
+        "ws_hook": {"delivered": 2, "failed": 0, "events": {"alert.opened": 2}}
     }
     check = _check(result)
     assert check.check_name == "webhook_delivered" and check.passed
@@ -446,20 +468,44 @@ def test_latest_day_alerts_are_signed_retried_and_never_sent_twice(
     # A re-materialization (a restatement of the same days) re-stores the alerts, sends nothing.
     again = _run(wh, date(2026, 2, 28), MARCH_1)
     assert again.success and len(stub.requests) == 3
-    assert _meta(again)["webhook"] == {
-        "ws_hook": {"delivered": 0, "already_delivered": 2, "failed": 0}
-    }
+    assert _meta(again)["webhook"] == {"ws_hook": {"delivered": 0, "failed": 0, "events": {}}}
     # A backfill whose last day is not live anymore sends nothing either.
     old = _run(wh, date(2026, 2, 1), date(2026, 2, 27))
     assert old.success and len(stub.requests) == 3
     assert _meta(old)["webhook"] == {
         "ws_hook": {"skipped": "window ends 2026-02-27, not the workspace's current day"}
     }
-    # Turned off, nothing is sent even for new alerts.
+    # That backfill found the runway alert active since Feb 20, when the expense started: the
+    # episode now opens Feb 20 (a new id, ids derive from the opening day), but what was sent
+    # under its Feb 27 id counts, so it is not announced again. The margin episode, a one-day
+    # fact of Mar 1, is resolved on Mar 2: one alert.resolved.
+    [opened_on] = [
+        str(r["opened_on"])[:10]
+        for r in wh.rows(
+            "SELECT opened_on FROM mart.alert_episodes"
+            " WHERE workspace_id = 'ws_hook' AND type = 'runway_low'"
+        )
+    ]
+    assert opened_on == "2026-02-20"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(alert_assets, "clock", lambda: NOW + DAY)
+        nxt = _run(wh, date(2026, 3, 2), date(2026, 3, 2))
+        assert nxt.success and len(stub.requests) == 4
+        resolved = json.loads(stub.requests[3][1])
+        assert resolved["id"] == event_id(margin_ep, "alert.resolved")
+        assert resolved["type"] == "alert.resolved"
+        assert resolved["data"]["episode"]["resolved_on"] == "2026-03-02"
+        assert resolved["data"]["message"].startswith("Resolved: Margin tier of Name cus_a")
+        # Mar 3: the runway alert repeats, nothing is sent; a re-run of Mar 3 neither.
+        mp.setattr(alert_assets, "clock", lambda: NOW + 2 * DAY)
+        assert _run(wh, date(2026, 3, 3), date(2026, 3, 3)).success
+        assert _run(wh, date(2026, 3, 3), date(2026, 3, 3)).success
+        assert len(stub.requests) == 4
+    # Turned off, nothing is sent even for unannounced episodes.
     clear_alert_webhook(wh, "ws_hook")
     with wh.begin() as db:
         db.execute(wh.text("DELETE FROM app.alert_deliveries"))
-    assert _run(wh, MARCH_1, MARCH_1).success and len(stub.requests) == 3
+    assert _run(wh, MARCH_1, MARCH_1).success and len(stub.requests) == 4
 
 
 def test_failing_endpoint_does_not_fail_the_alerts_and_warns(
@@ -471,7 +517,7 @@ def test_failing_endpoint_does_not_fail_the_alerts_and_warns(
     result = _run(wh, MARCH_1, MARCH_1)
     assert result.success
     assert {a["type"] for a in _alerts(wh, "ws_hook")} == {"runway_low", MARGIN}
-    # Two attempts at the first alert; the endpoint is then taken as down, the second not sent.
+    # Two attempts at the first event; the endpoint is then taken as down, the second not sent.
     assert len(stub.requests) == 2
     check = _check(result)
     assert (check.check_name, check.passed, check.severity) == (
@@ -480,18 +526,31 @@ def test_failing_endpoint_does_not_fail_the_alerts_and_warns(
         dg.AssetCheckSeverity.WARN,
     )
     assert check.metadata["failed"].value == 2
-    assert [(r["type"], r["status"], r["attempts"], r["last_error"]) for r in _deliveries(wh)] == [
-        (MARGIN, "failed", 0, "not sent: endpoint failing (HTTP 500)"),
-        ("runway_low", "failed", 2, "HTTP 500"),
-    ]
+    margin_open = event_id(
+        _episode_id("ws_hook", MARGIN, MARCH_1, "cus_a"), "alert.opened", "critical"
+    )
+    runway_open = event_id(
+        _episode_id("ws_hook", "runway_low", MARCH_1), "alert.opened", "critical"
+    )
+
+    def log() -> list[tuple[str, str, int, str | None]]:
+        return sorted(
+            (r["alert_id"], r["status"], r["attempts"], r["last_error"]) for r in _deliveries(wh)
+        )
+
+    assert log() == sorted(
+        [
+            (margin_open, "failed", 2, "HTTP 500"),
+            (runway_open, "failed", 0, "not sent: endpoint failing (HTTP 500)"),
+        ]
+    )
     # The endpoint recovers: the next run delivers both; attempts add up across runs.
     stub.default = 200
     again = _run(wh, MARCH_1, MARCH_1)
     assert again.success and _check(again).passed and len(stub.requests) == 4
-    assert [(r["type"], r["status"], r["attempts"], r["last_error"]) for r in _deliveries(wh)] == [
-        (MARGIN, "delivered", 1, None),
-        ("runway_low", "delivered", 3, None),
-    ]
+    assert log() == sorted(
+        [(margin_open, "delivered", 3, None), (runway_open, "delivered", 1, None)]
+    )
 
 
 def test_webhook_configuration_is_validated(sqlite_warehouse: Warehouse) -> None:
@@ -515,3 +574,182 @@ def test_webhook_configuration_is_validated(sqlite_warehouse: Warehouse) -> None
     result = _run(wh, MARCH_1, MARCH_1)
     assert result.success and not _check(result).passed
     assert _check(result).metadata["failed"].value == 1
+
+
+# --- episodes ------------------------------------------------------------------------------------
+
+
+def _expense(wh: Warehouse, ws: str, entry: str, day: date, cents: int) -> None:
+    with wh.begin() as db:
+        db.execute(
+            wh.table("core.ledger").insert(),
+            [
+                {
+                    "workspace_id": ws,
+                    "entry_id": entry,
+                    "day": day,
+                    "kind": "expense",
+                    "subtype": "recurring_expense",
+                    "amount_micros": cents * C,
+                    "currency": "usd",
+                    "amount_reporting_micros": cents * C,
+                    "reporting_currency": "usd",
+                    "source_table": "test",
+                    "source_id": entry,
+                }
+            ],
+        )
+
+
+def _escalating(wh: Warehouse, ws: str) -> None:
+    """Cash 1,000.00; 200.00 of recurring expenses from Feb 20 (runway 5 months: warn), another
+    200.00 from Mar 2 (2.5 months: critical); the first leaves the 30 days on Mar 22 (warn again),
+    the second on Apr 1 (no burn: no alert). One customer's tier falls on Mar 1."""
+    _workspace(wh, ws, cash_cents=100_000)
+    _expense(wh, ws, f"{ws}-e1", date(2026, 2, 20), 20_000)
+    _expense(wh, ws, f"{ws}-e2", date(2026, 3, 2), 20_000)
+    _margins(wh, ws, "2026-01", [("cus_a", "60", "healthy")])
+    _margins(wh, ws, "2026-02", [("cus_a", "35", "at_risk")])
+
+
+def _episodes(wh: Warehouse) -> list[dict[str, Any]]:
+    rows = wh.rows("SELECT * FROM mart.alert_episodes ORDER BY workspace_id, type, opened_on")
+    for r in rows:
+        for k in ("opened_on", "last_active_on", "resolved_on"):
+            r[k] = None if r[k] is None else str(r[k])[:10]
+        for k in ("first_payload_json", "last_payload_json"):
+            r[k] = _json(r[k])
+    return rows
+
+
+def _snapshot(wh: Warehouse) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    alerts_rows = [
+        {k: (bool(v) if k == "opens_episode" else v) for k, v in r.items() if k != "created_at"}
+        for ws in ("ws_ep", "ws_ep2")
+        for r in _alerts(wh, ws)
+    ]
+    return _episodes(wh), alerts_rows
+
+
+def test_episodes_are_the_same_whatever_the_order_and_split_of_runs(warehouse: Warehouse) -> None:
+    wh = warehouse
+    _escalating(wh, "ws_ep")
+    _workspace(wh, "ws_ep2", cash_cents=50_000)
+    _expense(wh, "ws_ep2", "ws_ep2-e1", date(2026, 3, 10), 20_000)
+    first, last = date(2026, 2, 25), date(2026, 4, 3)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(alert_assets, "clock", lambda: NOW + 60 * DAY)  # no day is live
+        assert _run(wh, first, last).success
+        one_run = _snapshot(wh)
+        with wh.begin() as db:
+            for t in ("mart.alerts", "mart.alert_episodes", "mart.alert_evaluated_days"):
+                db.execute(wh.text(f"DELETE FROM {t}"))
+        # Later days first, then the start, the middle, and a re-run across a boundary.
+        for a, b in (
+            (date(2026, 3, 10), last),
+            (first, MARCH_1),
+            (date(2026, 3, 2), date(2026, 3, 9)),
+            (date(2026, 3, 1), date(2026, 3, 3)),
+            (date(2026, 3, 31), date(2026, 4, 1)),
+        ):
+            assert _run(wh, a, b).success
+    assert _snapshot(wh) == one_run
+    episodes, rows = one_run
+    runway = [e for e in episodes if e["workspace_id"] == "ws_ep" and e["type"] == "runway_low"]
+    [ep] = runway
+    assert ep["episode_id"] == episode_id("ws_ep", "runway_low", "", first)
+    assert (ep["opened_on"], ep["last_active_on"], ep["resolved_on"], ep["status"]) == (
+        "2026-02-25",
+        "2026-03-31",
+        "2026-04-01",
+        "resolved",
+    )
+    assert (ep["peak_severity"], ep["severity"], ep["first_severity"]) == (
+        "critical",
+        "warn",
+        "warn",
+    )
+    assert ep["first_message"] == "Runway is below 6 months (5)."
+    assert ep["last_message"] == "Runway is below 6 months (5)."
+    assert ep["first_alert_id"] == alert_id("ws_ep", first, "runway_low")
+    assert ep["last_payload_json"]["recurring_burn_cents_30d"] == 20_000
+    # The margin crossing of Mar 1 is a one-day episode, resolved on Mar 2.
+    [margin] = [e for e in episodes if e["workspace_id"] == "ws_ep" and e["type"] == MARGIN]
+    assert (margin["subject"], margin["opened_on"], margin["resolved_on"]) == (
+        "cus_a",
+        "2026-03-01",
+        "2026-03-02",
+    )
+    # ws_ep2: 500.00 of cash against 200.00 a month from Mar 10: 2.5 months, critical, still
+    # running on the last evaluated day (Apr 3): opened, not resolved.
+    [ep2] = [e for e in episodes if e["workspace_id"] == "ws_ep2"]
+    assert (ep2["opened_on"], ep2["last_active_on"], ep2["resolved_on"], ep2["status"]) == (
+        "2026-03-10",
+        "2026-04-03",
+        None,
+        "active",
+    )
+    # Every daily row names its episode; only the first day opened it.
+    runway_rows = [r for r in rows if r["workspace_id"] == "ws_ep" and r["type"] == "runway_low"]
+    assert len(runway_rows) == 35
+    assert {r["episode_id"] for r in runway_rows} == {ep["episode_id"]}
+    assert [r["day"] for r in runway_rows if r["opens_episode"]] == ["2026-02-25"]
+
+
+def test_severity_rise_is_sent_as_escalated_and_the_end_as_resolved(
+    warehouse: Warehouse, stub: _Stub
+) -> None:
+    wh = warehouse
+    _escalating(wh, "ws_ep")
+    set_alert_webhook(wh, "ws_ep", stub.url, secret=SECRET)
+
+    def at(day: date, start: date | None = None) -> list[dict[str, Any]]:
+        """Run start..day at 06:00 UTC the next day (day is live); the events sent."""
+        before = len(stub.requests)
+        now = int(datetime(day.year, day.month, day.day, 6, tzinfo=UTC).timestamp()) + DAY
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(alert_assets, "clock", lambda: now)
+            assert _run(wh, start or day, day).success
+        return [json.loads(body) for _, body in stub.requests[before:]]
+
+    runway_ep = episode_id("ws_ep", "runway_low", "", date(2026, 2, 20))
+    opened = at(MARCH_1, date(2026, 2, 20))
+    assert [(e["type"], e["data"]["type"], e["data"]["severity"]) for e in opened] == [
+        ("alert.opened", MARGIN, "warn"),
+        ("alert.opened", "runway_low", "warn"),
+    ]
+    assert opened[1]["data"]["episode"]["id"] == runway_ep
+    # Mar 2: runway turns critical -> escalated from warn; the margin episode resolves.
+    mar2 = at(date(2026, 3, 2))
+    assert [(e["type"], e["data"]["type"]) for e in mar2] == [
+        ("alert.resolved", MARGIN),
+        ("alert.escalated", "runway_low"),
+    ]
+    esc = mar2[1]
+    assert esc["id"] == event_id(runway_ep, "alert.escalated", "critical")
+    assert (esc["data"]["severity"], esc["data"]["previous_severity"]) == ("critical", "warn")
+    assert esc["data"]["message"] == "Runway is below 6 months (2.5)."
+    # Daily repeats send nothing; neither does the fall back to warn on Mar 22.
+    assert at(date(2026, 3, 3)) == []
+    assert at(date(2026, 3, 22), date(2026, 3, 4)) == []
+    # Apr 1: no burn left, the episode is resolved, once.
+    [res] = at(date(2026, 4, 1), date(2026, 3, 23))
+    assert res["id"] == event_id(runway_ep, "alert.resolved")
+    assert res["data"]["episode"] == {
+        "id": runway_ep,
+        "status": "resolved",
+        "opened_on": "2026-02-20",
+        "last_active_on": "2026-03-31",
+        "resolved_on": "2026-04-01",
+        "peak_severity": "critical",
+        "severity": "warn",
+    }
+    assert at(date(2026, 4, 1)) == []
+    logged = wh.rows("SELECT type, status FROM app.alert_deliveries ORDER BY type")
+    assert [(r["type"], r["status"]) for r in logged] == [
+        ("alert.escalated", "delivered"),
+        ("alert.opened", "delivered"),
+        ("alert.opened", "delivered"),
+        ("alert.resolved", "delivered"),
+        ("alert.resolved", "delivered"),
+    ]

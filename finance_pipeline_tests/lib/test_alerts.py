@@ -155,27 +155,53 @@ def test_revenue_decline_payload() -> None:
 @pytest.mark.parametrize(
     ("prior", "today", "fires"),
     [
-        (-10_000, -20_000, False),  # exactly 2x
-        (-10_000, -20_001, True),
-        (0, -1, True),  # any refund after none
+        (-50_000, -100_000, False),  # exactly 2x
+        (-50_000, -100_001, True),
+        (-24_999, -50_000, True),  # just above 2x, exactly at the 500.00 minimum
+        (-25_000, -50_000, False),  # at the minimum but exactly 2x
+        (0, -50_000, True),  # the minimum reached after no refunds at all
+        (0, -49_999, False),  # one cent short of the minimum after none
+        (0, -1, False),  # a tiny refund after none is not a spike any more
         (0, 0, False),
     ],
 )
-def test_refund_spike_strictly_above_twice(prior: int, today: int, fires: bool) -> None:
+def test_refund_spike_strictly_above_twice_and_at_least_the_minimum(
+    prior: int, today: int, fires: bool
+) -> None:
     alerts = evaluate(metrics(refunds=today), metrics(refunds=prior))
     assert kinds(alerts) == ([("refund_spike", "warn")] if fires else [])
 
 
+@pytest.mark.parametrize(
+    ("minimum", "prior", "today", "fires"),
+    [
+        (0, 0, -1, True),  # no minimum: any refund after none (the old rule)
+        (0, 0, 0, False),  # still needs a refund
+        (1_000, 0, -999, False),
+        (1_000, 0, -1_000, True),
+        (1_000, -500, -1_000, False),  # at the minimum, exactly 2x
+        (1_000, -499, -1_000, True),
+    ],
+)
+def test_refund_spike_minimum_is_configurable(
+    minimum: int, prior: int, today: int, fires: bool
+) -> None:
+    t = AlertThresholds(refund_spike_min_cents=minimum)
+    alerts = evaluate(metrics(refunds=today), metrics(refunds=prior), thresholds=t)
+    assert kinds(alerts) == ([("refund_spike", "warn")] if fires else [])
+
+
 def test_refund_spike_payload() -> None:
-    [a] = evaluate(metrics(refunds=-23_000), metrics(refunds=-10_000))
+    [a] = evaluate(metrics(refunds=-115_000), metrics(refunds=-50_000))
     assert a.message == "Refund volume is 2.3x the previous 30 days."
     assert a.payload == {
         "ratio": Decimal("2.30"),
-        "refunds_cents_30d": -23_000,
-        "refunds_cents_prior_30d": -10_000,
+        "refunds_cents_30d": -115_000,
+        "refunds_cents_prior_30d": -50_000,
     }
-    [b] = evaluate(metrics(refunds=-1), metrics(refunds=0))
+    [b] = evaluate(metrics(refunds=-50_000), metrics(refunds=0))
     assert b.payload["ratio"] is None
+    assert b.message == "Refunds were issued after none in the previous 30 days."
 
 
 def test_margin_threshold_crossed() -> None:

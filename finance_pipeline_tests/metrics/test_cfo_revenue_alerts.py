@@ -307,12 +307,15 @@ def test_decline_and_spike_alerts_compare_with_the_30_days_before(warehouse: War
         "ws_rev_at": [(prior_day, 100_000, 0), (today, 92_000, 0)],
         "ws_rev_past": [(prior_day, 100_000, 0), (today, 91_999, 0)],
         # refunds prior -1,000 -> now -2,000 is exactly 2x: no alert; -2,001 fires. Revenue is
-        # raised to keep net revenue flat.
+        # raised to keep net revenue flat. ws_ref_small is ws_ref_past under the default
+        # 500.00 minimum of refunds; the others lower it to 20.00 (reached: -2,001 >= 2,000).
         "ws_ref_at": [(prior_day, 101_000, -1_000), (today, 102_000, -2_000)],
         "ws_ref_past": [(prior_day, 101_000, -1_000), (today, 102_001, -2_001)],
+        "ws_ref_small": [(prior_day, 101_000, -1_000), (today, 102_001, -2_001)],
     }
+    low_minimum = {"alert_thresholds": {"refund_spike_min_cents": 2_000}}
     for ws, rows in cases.items():
-        _workspace(wh, ws, None)
+        _workspace(wh, ws, None, **(low_minimum if ws in ("ws_ref_at", "ws_ref_past") else {}))
         ledger = []
         for day, gross, refund in rows:
             ledger.append((day, "gross_revenue", None, gross, "usd"))
@@ -407,6 +410,13 @@ def test_thresholds_from_settings_are_exact_and_strict() -> None:
         thresholds_from_settings({"alert_thresholds": {"runway_months": 3}})
     with pytest.raises(ValueError, match="must be a number"):
         thresholds_from_settings({"alert_thresholds": {"runway_warn_months": True}})
+    assert AlertThresholds().refund_spike_min_cents == 50_000
+    t = thresholds_from_settings({"alert_thresholds": {"refund_spike_min_cents": "0"}})
+    assert t.refund_spike_min_cents == 0
+    with pytest.raises(ValueError, match="whole number of cents"):
+        thresholds_from_settings({"alert_thresholds": {"refund_spike_min_cents": "500.5"}})
+    with pytest.raises(ValueError, match="must not be negative"):
+        thresholds_from_settings({"alert_thresholds": {"refund_spike_min_cents": -1}})
 
 
 KINDS = st.sampled_from(
