@@ -1,0 +1,44 @@
+"""First-run behaviour of the scripts and commands a new user types: test.sh's exit status, every
+CLI option documented in --help, and the commands the demo prints resolvable in a fresh shell."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from finance_pipeline.settings import PROJECT_ROOT
+
+
+def _stub_uv(tmp_path: Path, pytest_status: int) -> dict[str, str]:
+    """An env whose `uv` does nothing except return `pytest_status` for `uv run ... pytest`."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    uv = bin_dir / "uv"
+    uv.write_text(
+        "#!/usr/bin/env bash\n"
+        f'for a in "$@"; do [ "$a" = pytest ] && exit {pytest_status}; done\n'
+        "exit 0\n"
+    )
+    uv.chmod(uv.stat().st_mode | stat.S_IXUSR)
+    return {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+
+
+@pytest.mark.parametrize(("pytest_status", "expected"), [(0, 0), (1, 1), (5, 5)])
+def test_test_sh_fails_when_pytest_collects_nothing(
+    tmp_path: Path, pytest_status: int, expected: int
+) -> None:
+    proc = subprocess.run(
+        ["bash", str(PROJECT_ROOT / "scripts" / "test.sh"), "-k", "no_such_test"],
+        env=_stub_uv(tmp_path, pytest_status),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == expected, proc.stdout + proc.stderr
+    if pytest_status == 5:
+        assert "collected no tests" in proc.stderr
