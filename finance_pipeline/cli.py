@@ -66,10 +66,19 @@ def cmd_sync_status(_args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     """The CLI's argument parser."""
     p = argparse.ArgumentParser(prog="finance-pipeline", description=__doc__)
-    sub = p.add_subparsers(dest="command", required=True)
+    sub = p.add_subparsers(
+        dest="command",
+        required=True,
+        metavar="COMMAND",
+        help="what to do (each has its own --help)",
+    )
     sub.add_parser("migrate", help="apply the warehouse DDL in sql/").set_defaults(fn=cmd_migrate)
     f = sub.add_parser("ingest-file", help="ingest one landed CSV file now")
-    f.add_argument("path")
+    f.add_argument(
+        "path",
+        help="the CSV file, inside the landing folder (landing/<workspace_id>/ or, for FX rates, "
+        "the landing root); not one already under processed/ or rejected/",
+    )
     f.set_defaults(fn=cmd_ingest_file)
     sub.add_parser("sync-status", help="Stripe sync health per workspace").set_defaults(
         fn=cmd_sync_status

@@ -42,3 +42,41 @@ def test_test_sh_fails_when_pytest_collects_nothing(
     assert proc.returncode == expected, proc.stdout + proc.stderr
     if pytest_status == 5:
         assert "collected no tests" in proc.stderr
+
+
+def _parsers() -> list[tuple[str, argparse.ArgumentParser]]:
+    """Every parser of both commands and of the stand-in, subcommands included, by name."""
+    from finance_pipeline_dev.cli import build_parser as dev_parser
+    from finance_pipeline_dev.standin.serve import _parser as standin_parser
+
+    from finance_pipeline.cli import build_parser as product_parser
+
+    found: list[tuple[str, argparse.ArgumentParser]] = []
+    todo = [product_parser(), dev_parser(), standin_parser()]
+    while todo:
+        parser = todo.pop()
+        found.append((parser.prog, parser))
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                todo += list(action.choices.values())
+    return found
+
+
+def test_every_cli_option_and_argument_has_help() -> None:
+    parsers = _parsers()
+    names = {name for name, _ in parsers}
+    assert {"finance-pipeline ingest-file", "finance-pipeline-dev demo"} <= names
+    undocumented = [
+        f"{name}: {action.dest}"
+        for name, parser in parsers
+        for action in parser._actions
+        if not isinstance(action, argparse._HelpAction) and not (action.help or "").strip()
+    ]
+    assert undocumented == []
+    for name, parser in parsers:
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                # Each subcommand is described in its parent's listing as well.
+                helps = {a.dest: a.help for a in action._choices_actions}
+                assert set(helps) == set(action.choices), name
+                assert all((h or "").strip() for h in helps.values()), name

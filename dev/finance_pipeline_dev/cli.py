@@ -34,7 +34,12 @@ def cmd_stop(_args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     """The dev CLI's argument parser."""
     p = argparse.ArgumentParser(prog="finance-pipeline-dev", description=__doc__)
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = p.add_subparsers(
+        dest="command",
+        required=True,
+        metavar="COMMAND",
+        help="what to do (each has its own --help)",
+    )
     d = sub.add_parser(
         "demo",
         help="run the whole demo on the embedded default (SQLite)",
