@@ -29,14 +29,13 @@ def cmd_migrate(_args: argparse.Namespace) -> int:
 
 def cmd_ingest_file(args: argparse.Namespace) -> int:
     """Ingest one CSV file now (the same path the landing sensor takes)."""
-    from finance_pipeline.ingest.landing import process_file
+    from finance_pipeline.ingest.landing import landing_path_problem, process_file
 
     root = get_settings().resolved_landing_dir
     path = Path(args.path).resolve()
-    try:
-        path.relative_to(root.resolve())
-    except ValueError:
-        print(f"error: {path} is not inside the landing folder {root}", file=sys.stderr)
+    problem = landing_path_problem(path, root)
+    if problem:
+        print(f"error: {problem}; nothing was moved", file=sys.stderr)
         return 2
     outcome = process_file(_warehouse(), path, root.resolve())
     if outcome.status == "rejected":

@@ -157,3 +157,23 @@ def test_sensor_reports_a_misconfigured_landing_path(
     with dg.instance_for_test() as instance:
         res = landing_folder_sensor(dg.build_sensor_context(instance=instance))
     assert isinstance(res, dg.SkipReason) and "not a folder" in res.skip_message
+
+
+@pytest.mark.parametrize("folder_name", ["processed", "rejected"])
+def test_ingest_file_refuses_files_already_handled_and_moves_nothing(
+    sqlite_warehouse: Warehouse, folder_name: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from finance_pipeline.cli import main
+
+    root, folder = _setup(sqlite_warehouse)
+    (folder / "costs_x.csv").write_text(COSTS if folder_name == "processed" else BAD_COSTS)
+    assert process_file(sqlite_warehouse, folder / "costs_x.csv", root).status != "duplicate"
+    handled = folder / folder_name / "costs_x.csv"
+    before = sorted(p.relative_to(root) for p in root.rglob("*"))
+    assert main(["ingest-file", str(handled)]) == 2
+    err = capsys.readouterr().err
+    assert f"in {folder_name}/" in err and "nothing was moved" in err and err.count("\n") == 1
+    assert sorted(p.relative_to(root) for p in root.rglob("*")) == before
+    with pytest.raises(ValueError, match=f"in {folder_name}/"):
+        process_file(sqlite_warehouse, handled, root)
+    assert sorted(p.relative_to(root) for p in root.rglob("*")) == before
