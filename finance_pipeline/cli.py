@@ -90,6 +90,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
     try:
+        from finance_pipeline.deployment import check_production
+
+        # Production never falls back to the embedded SQLite warehouse.
+        check_production(get_settings(), dagster=False)
         return int(args.fn(args))
     except KeyboardInterrupt:
         return 130
