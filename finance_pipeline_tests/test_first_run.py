@@ -80,3 +80,28 @@ def test_every_cli_option_and_argument_has_help() -> None:
                 helps = {a.dest: a.help for a in action._choices_actions}
                 assert set(helps) == set(action.choices), name
                 assert all((h or "").strip() for h in helps.values()), name
+
+
+def test_bootstrap_makes_a_pip_user_uv_reachable_from_a_new_shell(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    (home / ".local" / "bin").mkdir(parents=True)
+    uv = home / ".local" / "bin" / "uv"
+    uv.write_text('#!/usr/bin/env bash\necho "uv stub $*"\n')
+    uv.chmod(0o755)
+    link_dir = tmp_path / "usr_local_bin"
+    link_dir.mkdir()
+    shell = {"HOME": str(home), "PATH": "/usr/bin:/bin", "FP_UV_LINK_DIR": str(link_dir)}
+    proc = subprocess.run(
+        ["bash", str(PROJECT_ROOT / "scripts" / "bootstrap.sh")],
+        env=shell,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    # A new shell whose PATH has the link folder (as /usr/local/bin is on every default PATH).
+    new_shell = {**shell, "PATH": f"{link_dir}:/usr/bin:/bin"}
+    again = subprocess.run(
+        ["bash", "-c", "uv --version"], env=new_shell, capture_output=True, text=True
+    )
+    assert again.stdout.strip() == "uv stub --version"
