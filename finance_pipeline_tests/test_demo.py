@@ -4,9 +4,11 @@ run; `stop` finds its services whatever the data folder."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import shlex
+import signal
 import socket
 import subprocess
 import sys
@@ -169,28 +171,38 @@ def test_stop_finds_a_demo_started_with_another_data_folder(
 
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
     demo_dir = tmp_path / "elsewhere"
-    # A demo with FP_DATA_DIR=elsewhere starts a service, from a process that then exits.
+    # A service run through its shebang, as dagster-daemon is: /proc shows the interpreter first.
+    script = tmp_path / "daemon"
+    script.write_text("#!/usr/bin/env python3\nimport time\ntime.sleep(300)\n")
+    script.chmod(0o755)
+    # A demo with FP_DATA_DIR=elsewhere starts two services, from a process that then exits.
     starter = (
         "import sys; from finance_pipeline_dev.demo import _start_service; "
         "from finance_pipeline.settings import get_settings; "
         "print(_start_service(get_settings(), 'stripe_standin', "
-        "[sys.executable, '-c', 'import time; time.sleep(300)'], {}))"
+        "[sys.executable, '-c', 'import time; time.sleep(300)'], {})); "
+        f"print(_start_service(get_settings(), 'dagster_daemon', [{str(script)!r}], {{}}))"
     )
     env = {**os.environ, "FP_DATA_DIR": str(demo_dir)}
-    pid = int(
-        subprocess.run(
-            [sys.executable, "-c", starter], env=env, capture_output=True, text=True, check=True
-        ).stdout
-    )
-    assert _running(pid)
-    # `stop` from a shell without FP_DATA_DIR (the test's own data folder is another one).
-    assert main(["stop"]) == 0
-    for _ in range(50):
-        if not _running(pid):
-            break
-        time.sleep(0.1)
-    assert not _running(pid)
-    assert not (demo_dir / "run" / "stripe_standin.pid").exists()
+    out = subprocess.run(
+        [sys.executable, "-c", starter], env=env, capture_output=True, text=True, check=True
+    ).stdout
+    pids = [int(p) for p in out.split()]
+    try:
+        time.sleep(0.5)  # let env exec the interpreter
+        assert all(_running(pid) for pid in pids)
+        # `stop` from a shell without FP_DATA_DIR (the test's own data folder is another one).
+        assert main(["stop"]) == 0
+        for _ in range(50):
+            if not any(_running(pid) for pid in pids):
+                break
+            time.sleep(0.1)
+        assert not any(_running(pid) for pid in pids)
+    finally:
+        for pid in pids:  # never leave a test's sleeper behind
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    assert list((demo_dir / "run").glob("*.pid")) == []
     assert main(["stop"]) == 0  # nothing left: says so, still succeeds
 
 

@@ -77,7 +77,8 @@ def _same_command(pid: int, recorded: str) -> bool:
         running = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
     except OSError:
         return True  # no /proc: trust the pid file
-    return running == recorded
+    # A script started through its shebang shows its interpreter first (python .../dagster-daemon).
+    return running == recorded or running.endswith(" " + recorded)
 
 
 def _start_service(
