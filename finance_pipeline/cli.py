@@ -29,14 +29,13 @@ def cmd_migrate(_args: argparse.Namespace) -> int:
 
 def cmd_ingest_file(args: argparse.Namespace) -> int:
     """Ingest one CSV file now (the same path the landing sensor takes)."""
-    from finance_pipeline.ingest.landing import process_file
+    from finance_pipeline.ingest.landing import landing_path_problem, process_file
 
     root = get_settings().resolved_landing_dir
     path = Path(args.path).resolve()
-    try:
-        path.relative_to(root.resolve())
-    except ValueError:
-        print(f"error: {path} is not inside the landing folder {root}", file=sys.stderr)
+    problem = landing_path_problem(path, root)
+    if problem:
+        print(f"error: {problem}; nothing was moved", file=sys.stderr)
         return 2
     outcome = process_file(_warehouse(), path, root.resolve())
     if outcome.status == "rejected":
@@ -66,10 +65,19 @@ def cmd_sync_status(_args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     """The CLI's argument parser."""
     p = argparse.ArgumentParser(prog="finance-pipeline", description=__doc__)
-    sub = p.add_subparsers(dest="command", required=True)
+    sub = p.add_subparsers(
+        dest="command",
+        required=True,
+        metavar="COMMAND",
+        help="what to do (each has its own --help)",
+    )
     sub.add_parser("migrate", help="apply the warehouse DDL in sql/").set_defaults(fn=cmd_migrate)
     f = sub.add_parser("ingest-file", help="ingest one landed CSV file now")
-    f.add_argument("path")
+    f.add_argument(
+        "path",
+        help="the CSV file, inside the landing folder (landing/<workspace_id>/ or, for FX rates, "
+        "the landing root); not one already under processed/ or rejected/",
+    )
     f.set_defaults(fn=cmd_ingest_file)
     sub.add_parser("sync-status", help="Stripe sync health per workspace").set_defaults(
         fn=cmd_sync_status
@@ -82,6 +90,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
     try:
+        from finance_pipeline.deployment import check_production
+
+        # Production never falls back to the embedded SQLite warehouse.
+        check_production(get_settings(), dagster=False)
         return int(args.fn(args))
     except KeyboardInterrupt:
         return 130

@@ -39,19 +39,32 @@ def deployment() -> str:
     return mode
 
 
-def dagster_home(settings: Settings) -> Path:
-    """The DAGSTER_HOME for this deployment, created (embedded) or validated (production)."""
-    if deployment() == "production":
-        missing = [
+def check_production(settings: Settings, *, dagster: bool = True) -> None:
+    """In production, fail with one line naming each required setting that is missing (the
+    warehouse URL; with dagster=True also the Dagster storage's DAGSTER_PG_USER/HOST/DB)."""
+    if deployment() != "production":
+        return
+    missing = [] if settings.warehouse_url else ["FP_WAREHOUSE_URL"]
+    if dagster:
+        missing += [
             v
             for v in ("DAGSTER_PG_USER", "DAGSTER_PG_HOST", "DAGSTER_PG_DB")
             if not os.environ.get(v)
         ]
-        if missing or not settings.warehouse_url:
-            raise DeploymentError(
-                "FP_DEPLOYMENT=production needs FP_WAREHOUSE_URL and "
-                + ", ".join(missing or ["DAGSTER_PG_*"])
-            )
+    if missing:
+        raise DeploymentError(
+            f"FP_DEPLOYMENT=production needs {', '.join(missing)} set (environment or .env for "
+            "FP_*); see the README, 'Embedded default or production'"
+        )
+
+
+def dagster_home(settings: Settings) -> Path:
+    """The DAGSTER_HOME for this deployment, created (embedded) or validated (production)."""
+    if deployment() == "production":
+        check_production(settings)
+        # dagster.yaml reads the password from the environment and fails on an unset variable; a
+        # password-less server (trust, or ~/.pgpass) needs none, and empty means none.
+        os.environ.setdefault("DAGSTER_PG_PASSWORD", "")
         return PROJECT_ROOT
     home = Path(settings.data_dir) / "dagster_home"
     home.mkdir(parents=True, exist_ok=True)

@@ -17,10 +17,23 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 
+# pip --user installs uv into ~/.local/bin, which a new shell's PATH may not reach.
+command -v uv >/dev/null 2>&1 || export PATH="$HOME/.local/bin:$PATH"
 if ! command -v uv >/dev/null 2>&1; then
   echo "bootstrap: installing uv"
   python3 -m pip install --quiet --user uv 2>/dev/null || python3 -m pip install --quiet uv
-  export PATH="$HOME/.local/bin:$PATH"
+fi
+# So that the README's `uv run ...` commands work verbatim in a new shell: link uv into a folder
+# on the default PATH when we may (root), else say how.
+link_dir="${FP_UV_LINK_DIR:-/usr/local/bin}"
+if [ "$(command -v uv)" = "$HOME/.local/bin/uv" ] && [ ! -e "$link_dir/uv" ]; then
+  if [ -w "$link_dir" ]; then
+    ln -s "$HOME/.local/bin/uv" "$link_dir/uv"
+    echo "bootstrap: linked uv into $link_dir"
+  else
+    echo "bootstrap: uv is in ~/.local/bin; for the README's uv commands in a new shell:" \
+      'export PATH="$HOME/.local/bin:$PATH"'
+  fi
 fi
 
 uv sync --frozen --quiet

@@ -19,7 +19,7 @@ uv run --frozen pytest -n 2 --dist loadfile "$@"
 status=$?
 set -e
 if [ "$status" -eq 5 ]; then
-  echo "test: pytest collected no tests"
-  exit 0
+  # A -k or path that matches nothing must not pass as green.
+  echo "test: pytest collected no tests: failing" >&2
 fi
 exit "$status"

@@ -25,16 +25,22 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_stop(_args: argparse.Namespace) -> int:
     """Stop the background services the demo started."""
-    from finance_pipeline_dev.demo import stop_services
+    from finance_pipeline_dev.demo import state_file, stop_services
 
-    stop_services()
+    if not stop_services(everywhere=True):
+        print(f"no demo services were running (demos are recorded in {state_file()})")
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The dev CLI's argument parser."""
     p = argparse.ArgumentParser(prog="finance-pipeline-dev", description=__doc__)
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = p.add_subparsers(
+        dest="command",
+        required=True,
+        metavar="COMMAND",
+        help="what to do (each has its own --help)",
+    )
     d = sub.add_parser(
         "demo",
         help="run the whole demo on the embedded default (SQLite)",
@@ -77,8 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser(
         "stop",
         help="stop the demo's background services",
-        description="Stop the stand-in, Dagster daemon and UI that a demo started with the same "
-        "data folder (FP_DATA_DIR).",
+        description="Stop the stand-in, Dagster daemon and UI of every demo this user started, "
+        "whatever its data folder (FP_DATA_DIR); they are recorded in "
+        "~/.local/state/finance_pipeline/demos.json ($XDG_STATE_HOME if set).",
     ).set_defaults(fn=cmd_stop)
     # Handled in main() before parsing; listed here for --help.
     sub.add_parser(

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -31,9 +32,59 @@ def _run_dir(settings: Settings) -> Path:
     return path
 
 
+def state_file() -> Path:
+    """The per-user list of data folders whose demo left services running (for `stop`)."""
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "finance_pipeline" / "demos.json"
+
+
+def _registered_run_dirs() -> list[Path]:
+    try:
+        return [Path(p) for p in json.loads(state_file().read_text())["run_dirs"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+
+
+def _register_run_dir(run_dir: Path, present: bool) -> None:
+    dirs = [d for d in _registered_run_dirs() if d != run_dir.resolve()]
+    if present:
+        dirs.append(run_dir.resolve())
+    path = state_file()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"run_dirs": [str(d) for d in dirs]}, indent=2))
+    tmp.replace(path)
+
+
+def _alive(pid: int) -> bool:
+    """Whether the process runs (a zombie, dead but not yet reaped, does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    with contextlib.suppress(OSError):
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    return True
+
+
+def _same_command(pid: int, recorded: str) -> bool:
+    """Whether pid still runs the recorded command (not a process that reused the id)."""
+    if not recorded:
+        return True
+    try:
+        running = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+    except OSError:
+        return True  # no /proc: trust the pid file
+    # A script started through its shebang shows its interpreter first (python .../dagster-daemon).
+    return running == recorded or running.endswith(" " + recorded)
+
+
 def _start_service(
     settings: Settings, name: str, cmd: list[str], env: dict[str, str], cwd: Path = PROJECT_ROOT
 ) -> int:
+    _register_run_dir(_run_dir(settings), present=True)
     log = open(_run_dir(settings) / f"{name}.log", "ab")  # noqa: SIM115 - the child owns it
     # Its own session/process group: `dagster dev` ignores signals sent only to the parent.
     proc = subprocess.Popen(
@@ -45,28 +96,50 @@ def _start_service(
         cwd=cwd,
         start_new_session=True,
     )
-    (_run_dir(settings) / f"{name}.pid").write_text(str(proc.pid))
+    # The pid, then the command line: `stop` checks it so a reused pid is never signalled.
+    (_run_dir(settings) / f"{name}.pid").write_text(f"{proc.pid}\n{' '.join(cmd)}\n")
     return proc.pid
 
 
-def stop_services(settings: Settings | None = None) -> None:
-    """Stop the demo's background services by process group."""
-    settings = settings or get_settings()
+def _stop_run_dir(run_dir: Path) -> int:
+    """Stop the services whose pid files are in run_dir, by process group; how many ran."""
+    stopped = 0
     for name in SERVICES:
-        pid_file = _run_dir(settings) / f"{name}.pid"
+        pid_file = run_dir / f"{name}.pid"
         if not pid_file.exists():
             continue
-        pid = int(pid_file.read_text())
-        try:
-            os.killpg(pid, signal.SIGTERM)
-            for _ in range(50):
-                os.killpg(pid, 0)
-                time.sleep(0.1)
-            os.killpg(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        pid_text, _, cmd = pid_file.read_text().partition("\n")
+        pid = int(pid_text)
+        if _alive(pid) and _same_command(pid, cmd.strip()):
+            try:
+                os.killpg(pid, signal.SIGTERM)
+                for _ in range(50):
+                    if not _alive(pid):
+                        break
+                    time.sleep(0.1)
+                else:
+                    os.killpg(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            stopped += 1
+            print(f"stopped {name} (process group {pid}, {run_dir})")
         pid_file.unlink(missing_ok=True)
-        print(f"stopped {name} (process group {pid})")
+    return stopped
+
+
+def stop_services(settings: Settings | None = None, *, everywhere: bool = False) -> int:
+    """Stop the demo's background services: those of this data folder, or with everywhere=True
+    those of every demo this user started (recorded in state_file()); how many were running."""
+    settings = settings or get_settings()
+    run_dirs = [_run_dir(settings).resolve()]
+    if everywhere:
+        run_dirs += [d for d in _registered_run_dirs() if d not in run_dirs]
+    stopped = 0
+    for run_dir in run_dirs:
+        if run_dir.is_dir():
+            stopped += _stop_run_dir(run_dir)
+        _register_run_dir(run_dir, present=False)
+    return stopped
 
 
 def _port_free(port: int) -> bool:
@@ -261,6 +334,149 @@ def _print_cfo(settings: Settings, day: date) -> None:
     print(f"Alerts on {day}: {n}")
 
 
+class Progress:
+    """One line per demo phase, `[n/N] what: counts ... done in x s`, instead of Dagster's events."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.n = 0
+        self.started = time.time()
+
+    @contextlib.contextmanager
+    def phase(self, what: str) -> Iterator[dict[str, str]]:
+        """Print the phase, run the block, then its time; the block may set `note` (a suffix)."""
+        self.n += 1
+        print(f"[{self.n}/{self.total}] {what} ...", end="", flush=True)
+        t = time.time()
+        info: dict[str, str] = {"note": ""}
+        try:
+            yield info
+        except BaseException:
+            print(f" FAILED after {time.time() - t:.1f} s", flush=True)
+            raise
+        print(f" done in {time.time() - t:.1f} s{info['note']}", flush=True)
+
+
+# Dagster's per-event DEBUG lines stay out of the terminal (the UI and the run's events keep them).
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+# Read from the margins of the month before each day (the 1st's margin_threshold_crossed alerts),
+# so they are built after the monthly job; everything else daily comes first.
+AFTER_MONTHLY = ("mart/alerts", "mart/advisory_memos")
+
+
+class PhaseFailed(RuntimeError):
+    """A demo job failed; its failure events are in the message."""
+
+
+def _execute(instance: Any, job_name: str, **kwargs: Any) -> Any:
+    """Run one job in process, quietly; raise PhaseFailed with its failures if it fails."""
+    from finance_pipeline.definitions import defs
+
+    result = defs.resolve_job_def(job_name).execute_in_process(
+        instance=instance, raise_on_error=False, **kwargs
+    )
+    if not result.success:
+        failures = [f"  {ev.message}" for ev in result.all_events if ev.is_failure]
+        raise PhaseFailed(f"job {job_name} failed (run {result.run_id})\n" + "\n".join(failures))
+    return result
+
+
+def materialize_everything(
+    instance: Any, first_day: date, last_day: date, progress: Progress
+) -> None:
+    """Every asset, in dependency order: Stripe and landed files; core, MRR and CFO marts for every
+    day; margins and forecasts for every closed month; then the alerts and memos that read them."""
+    import dagster as dg
+
+    from finance_pipeline.definitions import defs
+
+    with progress.phase("stripe_ingest: every stream of every workspace") as p:
+        result = _execute(instance, "stripe_ingest", run_config=QUIET)
+        p["note"] = f" ({len(result.get_asset_materialization_events())} assets materialized)"
+    with progress.phase("ingest_landing_files: the simulated CSV files") as p:
+        result = _execute(instance, "ingest_landing_files", run_config=QUIET)
+        p["note"] = f" ({len(result.get_asset_materialization_events())} assets materialized)"
+
+    # One planned event per asset for the whole range instead of one per asset and day: on the
+    # SQLite instance that halves the events stored (measured 8,064 planned of 13,938). The cost,
+    # partitions not marked failed if this run fails, does not apply: the demo stops on failure.
+    os.environ["DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS"] = "true"
+    try:
+        days = (last_day - first_day).days + 1
+        daily = defs.resolve_job_def("rebuild_marts").asset_layer.executable_asset_keys
+        before = sorted(k for k in daily if k.to_user_string() not in AFTER_MONTHLY)
+        after = sorted(k for k in daily if k.to_user_string() in AFTER_MONTHLY)
+        day_range = {
+            "dagster/asset_partition_range_start": first_day.isoformat(),
+            "dagster/asset_partition_range_end": last_day.isoformat(),
+        }
+        with progress.phase(
+            f"rebuild_marts {first_day}..{last_day}: {days} days x {len(before)} assets "
+            "(core, MRR, CFO)"
+        ):
+            _execute(
+                instance, "rebuild_marts", tags=day_range, run_config=QUIET, asset_selection=before
+            )
+        # Every closed month: recognized revenue, customer margins and the default forecast.
+        closed = (last_day.replace(day=1) - timedelta(days=1)).replace(day=1)
+        months = (closed.year - first_day.year) * 12 + closed.month - first_day.month + 1
+        monthly = defs.resolve_job_def("monthly_margins_and_forecasts")
+        with progress.phase(
+            f"monthly_margins_and_forecasts {first_day:%Y-%m}..{closed:%Y-%m}: {months} months x "
+            f"{len(monthly.asset_layer.executable_asset_keys)} assets"
+        ):
+            if months > 0:
+                _execute(
+                    instance,
+                    monthly.name,
+                    tags={
+                        "dagster/asset_partition_range_start": first_day.replace(day=1).isoformat(),
+                        "dagster/asset_partition_range_end": closed.isoformat(),
+                    },
+                    run_config=QUIET,
+                )
+        with progress.phase(
+            f"rebuild_marts {first_day}..{last_day}: {days} days x {len(after)} assets "
+            "(alerts and memos, after the margins)"
+        ):
+            # Only the ops' own config: the core ops' full_rebuild default is not in this subset.
+            _execute(
+                instance,
+                "rebuild_marts",
+                tags=day_range,
+                run_config=dg.RunConfig(loggers=QUIET["loggers"]),
+                asset_selection=after,
+            )
+    finally:
+        del os.environ["DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS"]
+
+
+def where_to_look(settings: Settings, *, ui: str, standin_url: str, serve: bool) -> list[str]:
+    """The closing block: where each part is, and commands that work verbatim in a new shell
+    (absolute paths, no reliance on `uv` or the working directory)."""
+    bin_dir = Path(sys.executable).parent
+    data = (
+        ""
+        if Path(settings.data_dir) == PROJECT_ROOT / "data"
+        else (f"FP_DATA_DIR={settings.data_dir} ")
+    )
+    return [
+        "Where to look",
+        f"  Dagster UI      {ui}  (asset graph: {ui}/asset-groups, runs: {ui}/runs)"
+        + ("" if serve else "  [not started: --no-serve]"),
+        f"  Stripe stand-in {standin_url}  (request log: {standin_url}/_standin/requests)",
+        f"  Warehouse       {settings.resolved_warehouse_url}",
+        f"  Landing folder  {settings.resolved_landing_dir}/<workspace_id>/  (drop CSV files here)",
+        f"  Reports         {settings.resolved_reports_dir}",
+        f"  Logs            {_run_dir(settings)}",
+        "Commands (work from any folder)",
+        f"  $ {data}{bin_dir / 'finance-pipeline'} sync-status",
+        f"  $ {data}{bin_dir / 'finance-pipeline'} ingest-file "
+        f"{settings.resolved_landing_dir}/<workspace_id>/<file>.csv",
+        f"  $ {PROJECT_ROOT / 'scripts' / 'demo.sh'} stop",
+    ]
+
+
 def run_demo(
     *, customers: int, months: int, seed: int, standin_port: int, ui_port: int, serve: bool
 ) -> int:
@@ -275,153 +491,97 @@ def run_demo(
     if busy:
         print(
             f"Port(s) {', '.join(map(str, busy))} on 127.0.0.1 are in use by another program "
-            "(another demo? `scripts/demo.sh stop` stops one started with the same data folder). "
+            "(another demo? `scripts/demo.sh stop` stops every demo you started). "
             "Free them or pass --standin-port / --ui-port.",
             file=sys.stderr,
         )
         return 2
     standin_url = f"http://127.0.0.1:{standin_port}"
-    t0 = time.time()
-    print(f"Simulating {customers} customers over {months} months (seed {seed}) ...")
-    fixture_path, sim = prepare_demo_data(
-        settings, customers=customers, months=months, seed=seed, standin_url=standin_url
-    )
+    progress = Progress(total=8 if serve else 7)
+    with progress.phase(
+        f"simulate {customers} customers x 2 Stripe accounts, {months} months"
+    ) as p:
+        fixture_path, sim = prepare_demo_data(
+            settings, customers=customers, months=months, seed=seed, standin_url=standin_url
+        )
+        p["note"] = f" ({sim.first_day}..{sim.last_day})"
     env = {**os.environ, "DAGSTER_HOME": str(home)}
-    _start_service(
-        settings,
-        "stripe_standin",
-        [
-            sys.executable,
-            "-m",
-            "finance_pipeline_dev.standin.serve",
-            "--port",
-            str(standin_port),
-            "--fixture",
-            str(fixture_path),
-        ],
-        env,
-    )
-    key = next(
-        k
-        for a in sim.fixture["accounts"].values()
-        for k, v in a["keys"].items()
-        if v.get("permissions") is None
-    )
-    _wait_http(f"{standin_url}/v1/account", 120, {"Authorization": f"Bearer {key}"})
-    print(f"Stripe stand-in serving at {standin_url} ({time.time() - t0:.1f} s)")
+    with progress.phase(f"Stripe stand-in at {standin_url}"):
+        _start_service(
+            settings,
+            "stripe_standin",
+            [
+                sys.executable,
+                "-m",
+                "finance_pipeline_dev.standin.serve",
+                "--port",
+                str(standin_port),
+                "--fixture",
+                str(fixture_path),
+            ],
+            env,
+        )
+        key = next(
+            k
+            for a in sim.fixture["accounts"].values()
+            for k, v in a["keys"].items()
+            if v.get("permissions") is None
+        )
+        _wait_http(f"{standin_url}/v1/account", 120, {"Authorization": f"Bearer {key}"})
 
     from dagster import DagsterInstance
 
-    from finance_pipeline.definitions import defs
     from finance_pipeline.partitions import HISTORY_START
 
-    instance = DagsterInstance.get()
-    for job_name in ("stripe_ingest", "ingest_landing_files"):
-        t = time.time()
-        result = defs.resolve_job_def(job_name).execute_in_process(
-            instance=instance, raise_on_error=False
-        )
-        state = "succeeded" if result.success else "FAILED"
-        print(f"Job {job_name}: {state} in {time.time() - t:.1f} s (run {result.run_id})")
-        if not result.success:
-            for ev in result.all_events:
-                if ev.is_failure:
-                    print(f"  {ev.message}")
-            return 1
-    _print_sync_summary(settings)
-
-    # The whole history as one backfill run (single-run policy): every daily partition, so the
-    # UI shows the marts complete; days before the data hold zeros, as they should.
+    # The simulated months only: days before the data would hold zeros and cost minutes.
     last_day = datetime.now(UTC).date() - timedelta(days=1)
-    first_day = date.fromisoformat(HISTORY_START)
-    # One planned event per asset for the whole range instead of one per asset and day: on the
-    # SQLite instance that halves the events stored (measured 8,064 planned of 13,938). The cost,
-    # partitions not marked failed if this run fails, does not apply: the demo stops on failure.
-    os.environ["DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS"] = "true"
-    t = time.time()
-    result = defs.resolve_job_def("rebuild_marts").execute_in_process(
-        instance=instance,
-        raise_on_error=False,
-        tags={
-            "dagster/asset_partition_range_start": first_day.isoformat(),
-            "dagster/asset_partition_range_end": last_day.isoformat(),
-        },
-        run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
-    )
-    print(
-        f"\nJob rebuild_marts ({first_day}..{last_day}, one run): "
-        f"{'succeeded' if result.success else 'FAILED'} in {time.time() - t:.1f} s"
-    )
-    del os.environ["DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS"]
-    if not result.success:
+    first_day = max(sim.first_day.replace(day=1), date.fromisoformat(HISTORY_START))
+    try:
+        materialize_everything(DagsterInstance.get(), first_day, last_day, progress)
+    except PhaseFailed as exc:
+        print(f"\n{exc}", file=sys.stderr)
+        if not serve:
+            stop_services(settings)
         return 1
+    _print_sync_summary(settings)
     _print_roll_forward(settings, last_day)
-
-    # Every closed month, as one backfill run: recognized revenue, customer margins and the
-    # default forecast.
-    closed = (last_day.replace(day=1) - timedelta(days=1)).replace(day=1)
-    t = time.time()
-    result = defs.resolve_job_def("monthly_margins_and_forecasts").execute_in_process(
-        instance=instance,
-        raise_on_error=False,
-        tags={
-            "dagster/asset_partition_range_start": first_day.isoformat(),
-            "dagster/asset_partition_range_end": closed.isoformat(),
-        },
-        run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
-    )
-    print(
-        f"\nJob monthly_margins_and_forecasts ({first_day:%Y-%m}..{closed:%Y-%m}, one run): "
-        f"{'succeeded' if result.success else 'FAILED'} in {time.time() - t:.1f} s"
-    )
-    if not result.success:
-        return 1
     _print_cfo(settings, last_day)
 
     ui = f"http://127.0.0.1:{ui_port}"
     if serve:
-        # The webserver and the daemon (schedules, sensors, run queue) as two services, run from
-        # DAGSTER_HOME so the production dagster.yaml in the project root is not picked up.
-        workspace = str(PROJECT_ROOT / "workspace.yaml")
-        bin_dir = Path(sys.executable).parent
-        _start_service(
-            settings,
-            "dagster_daemon",
-            [str(bin_dir / "dagster-daemon"), "run", "-w", workspace],
-            env,
-            cwd=home,
-        )
-        _start_service(
-            settings,
-            "dagster_webserver",
-            [
-                str(bin_dir / "dagster-webserver"),
-                "-h",
-                "127.0.0.1",
-                "-p",
-                str(ui_port),
-                "-w",
-                workspace,
-            ],
-            env,
-            cwd=home,
-        )
-        _wait_http(f"{ui}/server_info", 180)
-        _dismiss_first_run_popup(ui)
-    print("\nWhere to look")
+        with progress.phase(f"Dagster UI and daemon at {ui}"):
+            # The webserver and the daemon (schedules, sensors, run queue) as two services, run
+            # from DAGSTER_HOME so the production dagster.yaml in the project root is not used.
+            workspace = str(PROJECT_ROOT / "workspace.yaml")
+            bin_dir = Path(sys.executable).parent
+            _start_service(
+                settings,
+                "dagster_daemon",
+                [str(bin_dir / "dagster-daemon"), "run", "-w", workspace],
+                env,
+                cwd=home,
+            )
+            _start_service(
+                settings,
+                "dagster_webserver",
+                [
+                    str(bin_dir / "dagster-webserver"),
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    str(ui_port),
+                    "-w",
+                    workspace,
+                ],
+                env,
+                cwd=home,
+            )
+            _wait_http(f"{ui}/server_info", 180)
+            _dismiss_first_run_popup(ui)
+    print("\n" + "\n".join(where_to_look(settings, ui=ui, standin_url=standin_url, serve=serve)))
     print(
-        f"  Dagster UI      {ui}  (asset graph: {ui}/asset-groups, runs: {ui}/runs)"
-        + ("" if serve else "  [not started: --no-serve]")
+        f"\nDemo finished in {time.time() - progress.started:.0f} s ({date.today().isoformat()})."
     )
-    print(f"  Stripe stand-in {standin_url}  (request log: {standin_url}/_standin/requests)")
-    print(f"  Warehouse       {settings.resolved_warehouse_url}")
-    print(
-        f"  Landing folder  {settings.resolved_landing_dir}/<workspace_id>/  (drop CSV files here)"
-    )
-    print(f"  Reports         {settings.resolved_reports_dir}")
-    print(f"  Logs            {_run_dir(settings)}")
-    print("  Stop everything: scripts/demo.sh stop")
-    print(f"\nDemo finished in {time.time() - t0:.0f} s ({date.today().isoformat()}).")
     if not serve:
         stop_services(settings)
     return 0

@@ -69,12 +69,34 @@ def _workspace_for(path: Path, landing_root: Path) -> str | None:
     return rel.parts[0] if len(rel.parts) == 2 else None
 
 
+def landing_path_problem(path: Path, landing_root: Path) -> str | None:
+    """Why `path` cannot be ingested as a landed file, or None: it must wait in the landing root or
+    a workspace folder, not sit outside it or in processed/ or rejected/ (already handled)."""
+    try:
+        rel = path.resolve().relative_to(landing_root.resolve())
+    except ValueError:
+        return f"{path} is not inside the landing folder {landing_root}"
+    done = [part for part in rel.parts[:-1] if part in (PROCESSED, REJECTED)]
+    if done:
+        return (
+            f"{path} is in {done[0]}/: it was already handled and is kept there as a record. "
+            f"To ingest it again, copy it to {landing_root}/<workspace_id>/"
+        )
+    if len(rel.parts) > 2:
+        return f"{path} is too deep: put it in {landing_root}/<workspace_id>/"
+    return None
+
+
 def _known_workspaces(wh: Warehouse) -> set[str]:
     return {r["id"] for r in wh.rows("SELECT id FROM app.workspaces")}
 
 
 def process_file(wh: Warehouse, path: Path, landing_root: Path) -> LandingOutcome:
     """Validate and ingest one landed file atomically; move it to processed/ or rejected/."""
+    where = landing_path_problem(path, landing_root)
+    if where:
+        # Never move a file that is not waiting: it would land in processed/rejected/.
+        raise ValueError(where)
     data = path.read_bytes()
     digest = hashlib.sha256(data).hexdigest()
     ws = _workspace_for(path, landing_root)

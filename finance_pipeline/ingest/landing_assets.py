@@ -1,14 +1,23 @@
 """Landed CSV files (costs, expenses, usage costs, manual revenue, FX) as assets, with their sensor."""
 
 import hashlib
+import json
 from pathlib import Path
 
 import dagster as dg
 
-from finance_pipeline.ingest.landing import LandingOutcome, pending_files, process_file
+from finance_pipeline.ingest.landing import (
+    GLOBAL_WORKSPACE,
+    REJECTED,
+    LandingOutcome,
+    _workspace_for,
+    pending_files,
+    process_file,
+)
 from finance_pipeline.ingest.manual_rows import KIND_TABLES
 from finance_pipeline.resources import WarehouseResource
 from finance_pipeline.settings import get_settings
+from finance_pipeline.warehouse.db import Warehouse
 
 LANDING_KEYS = {kind: dg.AssetKey(table.split(".")) for kind, (table, _) in KIND_TABLES.items()}
 _DESCRIPTIONS = {
@@ -39,6 +48,34 @@ def _outcome_table(outcomes: list[LandingOutcome]) -> str:
     return "\n".join(lines)
 
 
+def _earlier_rejection(wh: Warehouse, path: Path, root: Path) -> LandingOutcome | None:
+    """The outcome of a listed file that is gone because an earlier attempt rejected it, or None."""
+    try:
+        workspace = _workspace_for(path, root) or GLOBAL_WORKSPACE
+    except ValueError:
+        return None
+    rows = wh.rows(
+        "SELECT status, kind, errors_json FROM raw.landing_files"
+        " WHERE workspace_id = :w AND file_name = :f ORDER BY processed_at DESC",
+        w=workspace,
+        f=path.name,
+    )
+    moved = path.parent / REJECTED / path.name
+    if not rows or rows[0]["status"] != "rejected" or not moved.exists():
+        return None
+    errors = rows[0]["errors_json"]
+    if isinstance(errors, str):
+        errors = json.loads(errors)
+    return LandingOutcome(
+        str(path),
+        workspace,
+        "rejected",
+        kind=rows[0]["kind"],
+        errors=[str(e) for e in errors or []],
+        moved_to=str(moved),
+    )
+
+
 @dg.multi_asset(
     name="landing_files",
     specs=[
@@ -59,6 +96,11 @@ def landing_files(
     outcomes = []
     for path in paths:
         if not path.exists():
+            earlier = _earlier_rejection(wh, path, root)
+            if earlier is not None:
+                # A re-execution of a run that rejected it: the rejection stands, the run fails again.
+                outcomes.append(earlier)
+                continue
             context.log.info(f"{path} is gone (already processed by another run)")
             continue
         outcome = process_file(wh, path, root)
@@ -86,8 +128,15 @@ def landing_files(
         )
     rejected = [o for o in outcomes if o.status == "rejected"]
     if rejected:
+        # Deterministic: the same bytes fail the same way, so neither the step nor the run retries.
         raise dg.Failure(
-            description=f"{len(rejected)} landed file(s) rejected; nothing from them was written",
+            description=f"{len(rejected)} landed file(s) rejected; nothing from them was written. "
+            + "; ".join(
+                f"{Path(o.path).name}: {o.errors[0] if o.errors else 'invalid'}"
+                f"{f' (+{len(o.errors) - 1} more)' if len(o.errors) > 1 else ''}, "
+                f"report {o.moved_to}.errors.txt"
+                for o in rejected
+            ),
             metadata={"files": dg.MetadataValue.md(_outcome_table(outcomes))},
             allow_retries=False,
         )
@@ -97,6 +146,9 @@ landing_job = dg.define_asset_job(
     "ingest_landing_files",
     selection=dg.AssetSelection.assets(*LANDING_KEYS.values()),
     description="Ingest CSV files dropped in the landing folder.",
+    # A rejected file fails the run; a run retry would find it moved and end green, so the
+    # instance's run retries apply here only to crashes, not to a failed step.
+    tags={"dagster/retry_on_asset_or_op_failure": "false"},
 )
 
 

@@ -157,3 +157,51 @@ def test_sensor_reports_a_misconfigured_landing_path(
     with dg.instance_for_test() as instance:
         res = landing_folder_sensor(dg.build_sensor_context(instance=instance))
     assert isinstance(res, dg.SkipReason) and "not a folder" in res.skip_message
+
+
+@pytest.mark.parametrize("folder_name", ["processed", "rejected"])
+def test_ingest_file_refuses_files_already_handled_and_moves_nothing(
+    sqlite_warehouse: Warehouse, folder_name: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from finance_pipeline.cli import main
+
+    root, folder = _setup(sqlite_warehouse)
+    (folder / "costs_x.csv").write_text(COSTS if folder_name == "processed" else BAD_COSTS)
+    assert process_file(sqlite_warehouse, folder / "costs_x.csv", root).status != "duplicate"
+    handled = folder / folder_name / "costs_x.csv"
+    before = sorted(p.relative_to(root) for p in root.rglob("*"))
+    assert main(["ingest-file", str(handled)]) == 2
+    err = capsys.readouterr().err
+    assert f"in {folder_name}/" in err and "nothing was moved" in err and err.count("\n") == 1
+    assert sorted(p.relative_to(root) for p in root.rglob("*")) == before
+    with pytest.raises(ValueError, match=f"in {folder_name}/"):
+        process_file(sqlite_warehouse, handled, root)
+    assert sorted(p.relative_to(root) for p in root.rglob("*")) == before
+
+
+def test_a_rejected_file_fails_the_run_and_no_retry_turns_it_green() -> None:
+    from dagster._daemon.auto_run_reexecution.auto_run_reexecution import should_retry
+
+    from finance_pipeline.resources import warehouse_for
+
+    wh = warehouse_for(get_settings().resolved_warehouse_url)  # the one the job's resource opens
+    _root, folder = _setup(wh)
+    (folder / "costs_bad.csv").write_text(BAD_COSTS)
+    job = defs.resolve_job_def("ingest_landing_files")
+    # What the sensor asks for: the listed files; a run retry re-executes the same config.
+    config = {"ops": {"landing_files": {"config": {"files": [str(folder / "costs_bad.csv")]}}}}
+    overrides = {"run_retries": {"enabled": True, "max_retries": 3}}
+    with dg.instance_for_test(overrides=overrides) as instance:
+        for attempt in ("first run", "re-execution"):
+            result = job.execute_in_process(
+                run_config=config, instance=instance, raise_on_error=False
+            )
+            assert not result.success, attempt
+            failure = next(e for e in result.all_events if e.is_step_failure)
+            message = failure.step_failure_data.error.message
+            assert "costs_bad.csv" in message, attempt
+            assert "rejected/costs_bad.csv.errors.txt" in message, attempt
+            assert "line 3" in message, attempt  # the first bad row, as in the report
+            run = instance.get_run_by_id(result.run_id)
+            assert not should_retry(run, instance), attempt  # the daemon leaves it failed
+    assert wh.scalar("SELECT COUNT(*) FROM raw.cost_records") == 0
