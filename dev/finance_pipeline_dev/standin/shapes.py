@@ -18,7 +18,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-API_VERSION = "2026-10-28.endive"
+from finance_pipeline.stripe_sync.version import STRIPE_API_VERSION as API_VERSION
+
 EMBEDDED_LIST_LIMIT = 10
 
 _ALPHABET = string.ascii_letters + string.digits
