@@ -14,12 +14,8 @@ from datetime import date
 from decimal import Decimal
 from typing import Any
 
-from finance_pipeline.lib.advisory import (
-    MemoProvider,
-    NotCalledProvider,
-    OpenAICompatibleProvider,
-    write_memo,
-)
+from finance_pipeline.advisory.provider import OpenAICompatibleProvider
+from finance_pipeline.lib.advisory import MemoProvider, NotCalledProvider, write_memo
 from finance_pipeline.lib.cfo_daily import EXTRA_CENTS_FIELDS, SEED_CENTS_FIELDS, as_date
 from finance_pipeline.settings import Settings, get_settings
 from finance_pipeline.tenancy import Workspace

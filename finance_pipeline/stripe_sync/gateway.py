@@ -12,8 +12,9 @@ from typing import Any
 import stripe
 from stripe._request_options import extract_options_from_dict
 
-from finance_pipeline.lib.ratelimit import BackoffPolicy, TokenBucket, parse_retry_after
+from finance_pipeline.lib.backoff import BackoffPolicy, parse_retry_after
 from finance_pipeline.secrets import mask_key
+from finance_pipeline.stripe_sync.ratelimit import TokenBucket
 from finance_pipeline.stripe_sync.version import STRIPE_API_VERSION
 
 

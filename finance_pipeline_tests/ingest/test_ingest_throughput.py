@@ -15,10 +15,11 @@ import stripe
 from finance_pipeline_dev.pytest_plugin import TestStandIn
 from finance_pipeline_dev.standin import shapes
 
-from finance_pipeline.lib.ratelimit import BackoffPolicy, TokenBucket
+from finance_pipeline.lib.backoff import BackoffPolicy
 from finance_pipeline.stripe_sync import engine as engine_mod
 from finance_pipeline.stripe_sync.engine import Connection, StripeStreamSync
 from finance_pipeline.stripe_sync.gateway import StripeGateway, StripePermissionDenied
+from finance_pipeline.stripe_sync.ratelimit import TokenBucket
 from finance_pipeline.stripe_sync.streams import STREAMS
 from finance_pipeline.warehouse import Warehouse, WarehouseError, apply_migrations
 from finance_pipeline.warehouse.db import JsonText, json_doc, json_text
