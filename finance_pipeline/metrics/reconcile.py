@@ -4,7 +4,6 @@ lines, normalized to a month, should equal that subscription's MRR at the period
 from __future__ import annotations
 
 import bisect
-import json
 from collections import defaultdict
 from dataclasses import dataclass
 from fractions import Fraction
@@ -24,13 +23,6 @@ class LineMismatch:
     period_start: int
     invoiced_monthly_micros: Fraction
     mrr_micros: Fraction
-
-
-def _json_list(value: Any) -> list[dict[str, Any]]:
-    # SQLite gives JSON text, PostgreSQL decoded values; absent fields are NULL.
-    if value is None:
-        return []
-    return json.loads(value) if isinstance(value, str) else list(value)
 
 
 def invoice_mrr_mismatches(
@@ -53,8 +45,8 @@ def invoice_mrr_mismatches(
         params["pb"] = periods_to
     lines = wh.rows(
         "SELECT l.subscription, l.price, l.amount, l.currency, l.period_start, i.status, "
-        f"{wh.json_field('l.payload', 'discount_amounts')} AS discount_amounts, "
-        f"{wh.json_field('l.payload', 'taxes')} AS taxes"
+        f"{wh.json_field('l.payload', 'discount_amounts')} AS discount_amounts_json, "
+        f"{wh.json_field('l.payload', 'taxes')} AS taxes_json"
         " FROM raw.stripe_invoice_lines l JOIN raw.stripe_invoices i"
         " ON i.workspace_id = l.workspace_id AND i.id = l.invoice"
         " WHERE l.workspace_id = :w AND l.subscription IS NOT NULL AND l.proration = :f" + window,
@@ -86,10 +78,10 @@ def invoice_mrr_mismatches(
         price = prices.get(ln["price"])
         if price is None or price["usage_type"] == "metered" or ln["status"] in ("void", "draft"):
             continue
-        net = int(ln["amount"]) - sum(int(d["amount"]) for d in _json_list(ln["discount_amounts"]))
+        net = int(ln["amount"]) - sum(int(d["amount"]) for d in ln["discount_amounts_json"] or ())
         net -= sum(
             int(t.get("amount") or 0)
-            for t in _json_list(ln["taxes"])
+            for t in ln["taxes_json"] or ()
             if t.get("tax_behavior") == "inclusive"
         )
         factor = monthly_factor(
