@@ -71,7 +71,7 @@ def _peak_rss_mb() -> tuple[int, int]:
 
 def run_scenario(args: argparse.Namespace) -> None:
     """Child process: sync every stream once into a fresh warehouse and print a JSON result."""
-    from finance_pipeline.lib.ratelimit import BackoffPolicy
+    from finance_pipeline.lib.backoff import BackoffPolicy
     from finance_pipeline.stripe_sync.engine import Connection, StripeStreamSync
     from finance_pipeline.stripe_sync.gateway import StripeGateway
     from finance_pipeline.stripe_sync.streams import STREAMS

@@ -8,6 +8,8 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from finance_pipeline.stripe_sync.version import STRIPE_API_VERSION
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -27,7 +29,7 @@ class Settings(BaseSettings):
     # Master key (Fernet, urlsafe base64 of 32 bytes) that encrypts stored Stripe keys. When unset,
     # a key file is created once in data_dir with 0600 permissions (embedded default only).
     secret_key: SecretStr | None = None
-    stripe_api_version: str = "2026-10-28.endive"
+    stripe_api_version: str = STRIPE_API_VERSION
     # Stripe allows 100 read ops/s live and 25 in test mode; the limiter stays just below.
     stripe_rate_limit_rps: float = 90.0
     stripe_max_attempts: int = 8

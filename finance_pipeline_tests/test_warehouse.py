@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import date
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,8 @@ from finance_pipeline.tenancy import (
     stripe_connections,
 )
 from finance_pipeline.warehouse import Warehouse, WarehouseError, apply_migrations
+from finance_pipeline.warehouse.db import json_doc
+from finance_pipeline.warehouse.decode import declared_kinds
 from finance_pipeline.warehouse.migrate import discover
 
 
@@ -109,7 +112,7 @@ def test_upsert_replaces_by_key_and_money_is_int64(warehouse: Warehouse) -> None
         "category": "INFRASTRUCTURE",
         "is_recurring": True,
         "note": None,
-        "date": __import__("datetime").date(2024, 1, 15),
+        "date": date(2024, 1, 15),
         "customer_tag": None,
         "source": "test",
         "ingested_at": 1,
@@ -120,8 +123,74 @@ def test_upsert_replaces_by_key_and_money_is_int64(warehouse: Warehouse) -> None
             db, "raw.cost_records", [{**row, "name": "AWS EU"}], key=("workspace_id", "external_id")
         )
     rows = warehouse.rows("SELECT name, amount_micros, date FROM raw.cost_records")
-    assert rows == [{"name": "AWS EU", "amount_micros": big, "date": rows[0]["date"]}]
-    assert str(rows[0]["date"]) == "2024-01-15"
+    assert rows == [{"name": "AWS EU", "amount_micros": big, "date": date(2024, 1, 15)}]
+
+
+def test_reads_come_back_decoded_on_both_dialects(warehouse: Warehouse) -> None:
+    """JSON, DATE and BOOLEAN columns read as Python objects whatever the dialect stores."""
+    payload = {"id": "cus_1", "metadata": {"k": "v"}, "tags": ["a"], "email": "a@b.c", "n": None}
+    row = {
+        "workspace_id": "ws_1",
+        "id": "cus_1",
+        "account_id": "acct_1",
+        "livemode": False,
+        "created": 1,
+        "email": "a@b.c",
+        "name": "A",
+        "currency": "usd",
+        "deleted": True,
+        "payload": json_doc(payload),
+        "synced_at": 2,
+    }
+    fx = {"base": "usd", "currency": "eur", "date": date(2026, 3, 1), "rate": "1.1"}
+    with warehouse.begin() as db:
+        warehouse.upsert(db, "raw.stripe_customers", [row], key=("workspace_id", "id"))
+        warehouse.upsert(db, "core.fx_rates", [fx], key=("base", "currency", "date"))
+        # Inside a transaction too (reads of rows written in it).
+        [inside] = warehouse.read(db, "SELECT payload, deleted FROM raw.stripe_customers")
+    assert inside == {"payload": payload, "deleted": True}
+    [got] = warehouse.rows(
+        "SELECT livemode, deleted, payload,"
+        f" {warehouse.json_field('payload', 'metadata')} AS metadata_json,"
+        f" {warehouse.json_field('payload', 'email')} AS email_json,"
+        f" {warehouse.json_field('payload', 'n')} AS n_json,"
+        f" {warehouse.json_field('payload', 'absent')} AS absent_json"
+        " FROM raw.stripe_customers"
+    )
+    assert got == {
+        "livemode": False,
+        "deleted": True,
+        "payload": payload,
+        "metadata_json": {"k": "v"},
+        "email_json": "a@b.c",
+        "n_json": None,
+        "absent_json": None,
+    }
+    assert type(got["livemode"]) is bool
+    assert warehouse.rows_in("SELECT date FROM core.fx_rates WHERE 1 = 1", "base", {"usd"}) == [
+        {"date": date(2026, 3, 1)}
+    ]
+    assert warehouse.scalar("SELECT payload FROM raw.stripe_customers") == payload
+    assert warehouse.scalar("SELECT date FROM core.fx_rates") == date(2026, 3, 1)
+    assert warehouse.scalar("SELECT date FROM core.fx_rates WHERE base = 'none'") is None
+
+
+def test_every_column_name_has_one_type_in_the_ddl() -> None:
+    """Reads decode by column name, so the DDL must give a name the same type in every table."""
+    kinds = declared_kinds()
+    assert kinds["payload"] == "json" and kinds["day"] == "date" and kinds["livemode"] == "bool"
+    assert kinds["runway_months"] == "plain"  # exact decimals are TEXT on both dialects
+
+
+def test_a_name_with_two_types_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "0001_x.sql").write_text(
+        "CREATE TABLE raw.a (day DATE, x_json JSONB);\nCREATE TABLE raw.b (day TEXT);"
+    )
+    with pytest.raises(ValueError, match="day has several types"):
+        declared_kinds(tmp_path)
+    (tmp_path / "0001_x.sql").write_text("CREATE TABLE raw.a (meta_json TEXT);")
+    with pytest.raises(ValueError, match="meta_json is named like JSON"):
+        declared_kinds(tmp_path)
 
 
 def test_workspace_with_encrypted_stripe_key(warehouse: Warehouse) -> None:

@@ -7,19 +7,14 @@ v1 API metrics object) and that day's mart.alerts rows (as v1 API alert objects)
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
 from typing import Any
 
-from finance_pipeline.lib.advisory import (
-    MemoProvider,
-    NotCalledProvider,
-    OpenAICompatibleProvider,
-    write_memo,
-)
+from finance_pipeline.advisory.provider import OpenAICompatibleProvider
+from finance_pipeline.lib.advisory import MemoProvider, NotCalledProvider, write_memo
 from finance_pipeline.lib.cfo_daily import EXTRA_CENTS_FIELDS, SEED_CENTS_FIELDS, as_date
 from finance_pipeline.settings import Settings, get_settings
 from finance_pipeline.tenancy import Workspace
@@ -51,10 +46,6 @@ def provider_from_settings(settings: Settings | None = None) -> MemoProvider | N
     )
 
 
-def _json(value: Any) -> Any:
-    return json.loads(value) if isinstance(value, str) else value
-
-
 def metrics_object(row: dict[str, Any]) -> dict[str, Any]:
     """A mart.cfo_metrics_daily row as the v1 API metrics object (runway as exact Decimal)."""
     out: dict[str, Any] = {
@@ -64,9 +55,9 @@ def metrics_object(row: dict[str, Any]) -> dict[str, Any]:
     out.update({k: None if row[k] is None else int(row[k]) for k in SEED_CENTS_FIELDS})
     for k in ("runway_months", "runway_days"):
         out[k] = None if row[k] is None else Decimal(str(row[k]))
-    out["warnings"] = _json(row["warnings_json"]) or []
+    out["warnings"] = row["warnings_json"] or []
     out.update({k: int(row[k]) for k in EXTRA_CENTS_FIELDS})
-    out["skipped_currencies"] = _json(row["skipped_currencies_json"]) or {}
+    out["skipped_currencies"] = row["skipped_currencies_json"] or {}
     return out
 
 
@@ -77,7 +68,7 @@ def alert_object(row: dict[str, Any]) -> dict[str, Any]:
         "type": row["type"],
         "severity": row["severity"],
         "message": row["message"],
-        "payload": _json(row["payload_json"]) or {},
+        "payload": row["payload_json"] or {},
         "workspace_id": row["workspace_id"],
         "day": as_date(row["day"]).isoformat(),
     }

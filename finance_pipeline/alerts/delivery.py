@@ -4,9 +4,9 @@ A workspace opts in with the settings key "alert_webhook":
 `{"url": "https://...", "secret_ciphertext": "<Fernet>", "secret_hint": "whsec_****abcd",
 "max_attempts": 5}`; instead of `secret_ciphertext`, `secret_ref` ("env:NAME") names an
 environment variable. The secret is encrypted like Stripe keys (`finance_pipeline.secrets`) and never
-stored in clear or logged. Signing, retries and backoff are `lib.alerts.deliver`'s; this module adds
-the configuration and the delivery log `app.alert_deliveries`, in which an alert id recorded as
-delivered is never sent again.
+stored in clear or logged. Bodies and signatures come from `lib.alerts`; this module sends them
+(`deliver`: retries with the shared `lib.backoff` policy) and keeps the configuration and the
+delivery log `app.alert_deliveries`, in which an alert id recorded as delivered is never sent again.
 """
 
 from __future__ import annotations
@@ -18,21 +18,23 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import requests
+
 from finance_pipeline.lib.alerts import (
+    ALERT_ID_HEADER,
+    SIGNATURE_HEADER,
     Alert,
-    DeliveryReport,
-    Sender,
-    deliver,
-    exponential_backoff,
-    requests_sender,
+    alert_body,
+    sign_payload,
 )
+from finance_pipeline.lib.backoff import BackoffPolicy
 from finance_pipeline.secrets import decrypt_secret, encrypt_secret, mask_key, resolve_key_ref
 from finance_pipeline.settings import Settings
 from finance_pipeline.warehouse.db import Warehouse
 
 SETTINGS_KEY = "alert_webhook"
 DEFAULT_MAX_ATTEMPTS = 5
-# Attempts stop here even if a workspace asks for more: 1+2+4+...+60 s of backoff is enough.
+# Attempts stop here even if a workspace asks for more: ~1+2+4+...+60 s of backoff is enough.
 MAX_ATTEMPTS_CAP = 10
 _CONFIG_KEYS = {"url", "secret_ciphertext", "secret_ref", "secret_hint", "max_attempts"}
 
@@ -162,6 +164,90 @@ def redact_url(text: str, url: str) -> str:
     return text.replace(parts.query, "***") if parts.query else text
 
 
+Sender = Callable[[str, bytes, dict[str, str]], int]
+
+
+# Webhook retries: 0.5-1 s, 1-2 s, 2-4 s, ... capped at 60 s (the shared lib.backoff policy).
+WEBHOOK_BACKOFF = BackoffPolicy(base_seconds=1.0, max_seconds=60.0)
+
+
+@dataclass(slots=True)
+class DeliveryReport:
+    """Outcome of a webhook delivery batch, per alert id."""
+
+    delivered: list[str] = field(default_factory=list)
+    duplicates: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    attempts: dict[str, int] = field(default_factory=dict)
+
+
+def deliver(
+    alerts: Iterable[Alert],
+    url: str,
+    secret: str | bytes,
+    sender: Sender,
+    already_delivered: set[str],
+    max_attempts: int = 5,
+    backoff: Callable[[int], float] = WEBHOOK_BACKOFF.delay,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.time,
+    retry_exceptions: tuple[type[BaseException], ...] = (OSError,),
+) -> DeliveryReport:
+    """POST each alert not yet delivered, signed; retry 5xx, 429 and connection errors.
+
+    `sender(url, body, headers) -> status code` does the HTTP call (see requests_sender). Ids that
+    succeed are added to `already_delivered` (the caller persists it), which is how re-runs dedupe.
+    Other 4xx responses fail at once; each attempt is signed with a fresh timestamp.
+    """
+    report = DeliveryReport()
+    for alert in alerts:
+        if alert.id in already_delivered:
+            report.duplicates.append(alert.id)
+            continue
+        reason = ""
+        for attempt in range(1, max_attempts + 1):
+            report.attempts[alert.id] = attempt
+            ts = int(clock())
+            body = alert_body(alert, ts)
+            headers = {
+                "Content-Type": "application/json",
+                SIGNATURE_HEADER: sign_payload(secret, ts, body),
+                ALERT_ID_HEADER: alert.id,
+            }
+            retry = False
+            try:
+                status = int(sender(url, body, headers))
+            except retry_exceptions as exc:
+                reason, retry = f"connection error: {type(exc).__name__}: {exc}", True
+            except Exception as exc:  # a sender bug must not stop the other alerts
+                reason = f"sender error: {type(exc).__name__}: {exc}"
+            else:
+                if 200 <= status < 300:
+                    reason = ""
+                    break
+                reason = f"HTTP {status}"
+                retry = status == 429 or status >= 500
+            if not retry:
+                break
+            if attempt < max_attempts:
+                sleep(backoff(attempt))
+        if reason:
+            report.failed[alert.id] = reason
+        else:
+            report.delivered.append(alert.id)
+            already_delivered.add(alert.id)
+    return report
+
+
+def requests_sender(timeout: float = 10.0) -> Sender:
+    """A Sender that POSTs with `requests` (connection errors are OSError subclasses: retried)."""
+
+    def send(url: str, body: bytes, headers: dict[str, str]) -> int:
+        return requests.post(url, data=body, headers=headers, timeout=timeout).status_code
+
+    return send
+
+
 def delivered_ids(wh: Warehouse, workspace_id: str, alerts: Iterable[Alert]) -> set[str]:
     """Which of these alerts the log records as delivered (ids embed the day: read those days)."""
     batch = list(alerts)
@@ -185,7 +271,7 @@ def deliver_alerts(
     *,
     sender: Sender | None = None,
     sleep: Callable[[float], None] = time.sleep,
-    backoff: Callable[[int], float] = exponential_backoff,
+    backoff: Callable[[int], float] = WEBHOOK_BACKOFF.delay,
 ) -> DeliveryReport:
     """POST each alert not delivered before, record every outcome in app.alert_deliveries.
 

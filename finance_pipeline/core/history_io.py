@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from collections.abc import Collection, Iterable, Mapping
 from decimal import Decimal
@@ -18,15 +17,6 @@ from finance_pipeline.lib.mrr import (
 )
 from finance_pipeline.lib.subscription_history import HistoryInputs
 from finance_pipeline.warehouse.db import Warehouse
-
-
-def _payload(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else json.loads(value)
-
-
-def _json_value(value: Any) -> Any:
-    # SQLite returns arrays and objects as JSON text, PostgreSQL (jsonb) as decoded values.
-    return json.loads(value) if isinstance(value, str) else value
 
 
 def _discount_id(value: Any) -> str | None:
@@ -46,7 +36,7 @@ def load_history_inputs(
     q = {"w": workspace_id}
     subs = sorted(
         (
-            _payload(r["payload"])
+            r["payload"]
             for r in wh.rows_in(
                 "SELECT payload FROM raw.stripe_subscriptions WHERE workspace_id = :w",
                 "id",
@@ -67,7 +57,7 @@ def load_history_inputs(
         ),
         key=lambda r: r["id"],
     ):
-        items[r["subscription"]].append(_payload(r["payload"]))
+        items[r["subscription"]].append(r["payload"])
     events: dict[str, list[dict[str, Any]]] = defaultdict(list)
     discounts: dict[str, dict[str, Any]] = {}
     # Every discount event (they are few): the last one of a discount gives its object.
@@ -83,7 +73,7 @@ def load_history_inputs(
         **q,
     )
     for r in sorted(event_rows, key=lambda r: (int(r["created"]), r["id"])):
-        ev = _payload(r["payload"])
+        ev = r["payload"]
         if r["object_type"] == "subscription":
             events[r["object_id"]].append(ev)
         else:
@@ -92,7 +82,7 @@ def load_history_inputs(
     for r in sorted(
         wh.rows_in(
             "SELECT id, subscription, subscription_item, price, quantity, amount, period_start,"
-            f" period_end, proration, {wh.json_field('payload', 'discount_amounts')} AS discount_amounts"
+            f" period_end, proration, {wh.json_field('payload', 'discount_amounts')} AS discount_amounts_json"
             " FROM raw.stripe_invoice_lines WHERE workspace_id = :w AND subscription IS NOT NULL",
             "subscription",
             subscription_ids,
@@ -102,11 +92,11 @@ def load_history_inputs(
     ):
         row = dict(r)
         del row["id"]
-        amounts = _json_value(row.pop("discount_amounts"))
+        amounts = row.pop("discount_amounts_json")
         row["discount_ids"] = [_discount_id(d.get("discount")) for d in amounts or ()]
         lines[r["subscription"]].append(row)
     prices = {
-        r["id"]: _payload(r["payload"])
+        r["id"]: r["payload"]
         for r in wh.rows("SELECT id, payload FROM raw.stripe_prices WHERE workspace_id = :w", **q)
     }
     invoices = {
@@ -114,7 +104,7 @@ def load_history_inputs(
         for r in sorted(
             wh.rows_in(
                 "SELECT id, subscription, status, billing_reason, paid_at,"
-                f" {wh.json_field('payload', 'discounts')} AS discounts FROM raw.stripe_invoices"
+                f" {wh.json_field('payload', 'discounts')} AS discounts_json FROM raw.stripe_invoices"
                 " WHERE workspace_id = :w AND subscription IS NOT NULL",
                 "subscription",
                 subscription_ids,
@@ -124,7 +114,7 @@ def load_history_inputs(
         )
     }
     for inv in invoices.values():
-        for d in _json_value(inv.pop("discounts")) or ():
+        for d in inv.pop("discounts_json") or ():
             if isinstance(d, Mapping):
                 discounts[d["id"]] = dict(d)
     for sub in subs:
@@ -314,21 +304,14 @@ def states_from_rows(rows: Iterable[Mapping[str, Any]]) -> list[SubscriptionStat
     out = []
     for (_ws, _sub, _vf), rs in sorted(grouped.items()):
         r0 = rs[0]
-        disc = (
-            r0["discounts_json"]
-            if not isinstance(r0["discounts_json"], str)
-            else json.loads(r0["discounts_json"])
-        )
+        disc = r0["discounts_json"]
         items = []
         for r in sorted(rs, key=lambda x: x["item_id"]):
             if not r["item_id"]:
                 continue
-            pj = (
-                r["price_json"]
-                if not isinstance(r["price_json"], str)
-                else json.loads(r["price_json"])
+            items.append(
+                SubscriptionItem(r["item_id"], _price_from(r["price_json"]), int(r["quantity"]))
             )
-            items.append(SubscriptionItem(r["item_id"], _price_from(pj), int(r["quantity"])))
         out.append(
             SubscriptionState(
                 workspace_id=r0["workspace_id"],

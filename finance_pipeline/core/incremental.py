@@ -15,7 +15,6 @@ import hashlib
 import json
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import date
 from typing import Any
 
 import sqlalchemy as sa
@@ -174,8 +173,7 @@ def plan_build(
     if rows[0]["settings_hash"] != digest:
         plan.reason = "workspace settings (reporting currency, time zone) changed"
         return plan
-    previous = rows[0]["watermarks_json"]
-    previous = json.loads(previous) if isinstance(previous, str) else dict(previous)
+    previous = dict(rows[0]["watermarks_json"])
     if set(previous) != set(marks):
         plan.reason = "sources differ from the last build"
         return plan
@@ -270,7 +268,7 @@ def ledger_changes(wh: Warehouse, ws: Workspace, plan: BuildPlan) -> dict[str, s
         }
     # Entries on a (currency, day) whose rate arrived since: including those skipped for want of it.
     pairs = {
-        (r["currency"], _as_date(r["date"]))
+        (r["currency"], r["date"])
         for r in wh.rows(
             f"SELECT currency, date FROM {FX_SOURCE} WHERE base = :b AND ingested_at > :lo",
             b=ws.reporting_currency,
@@ -289,13 +287,9 @@ def ledger_changes(wh: Warehouse, ws: Workspace, plan: BuildPlan) -> dict[str, s
             a=days[0],
             b=days[-1],
         ):
-            if (r["currency"], _as_date(r["day"])) in pairs:
+            if (r["currency"], r["day"]) in pairs:
                 out.setdefault(r["source_table"], set()).add(r["source_id"])
     return out
-
-
-def _as_date(value: Any) -> date:
-    return value if isinstance(value, date) else date.fromisoformat(str(value))
 
 
 def ledger_entry_ids(changes: Mapping[str, Collection[str]]) -> list[str]:
@@ -335,8 +329,7 @@ def history_changes(wh: Warehouse, ws: Workspace, plan: BuildPlan, now: int) -> 
         if r["object_type"] == "subscription":
             subs.add(r["object_id"])
             continue
-        payload = r["payload"] if isinstance(r["payload"], dict) else json.loads(r["payload"])
-        obj = (payload.get("data") or {}).get("object") or {}
+        obj = (r["payload"].get("data") or {}).get("object") or {}
         for ref, into in ((obj.get("customer"), customers), (obj.get("subscription"), subs)):
             ref = ref.get("id") if isinstance(ref, Mapping) else ref
             if ref is not None:

@@ -19,7 +19,6 @@ forecast of a month is restated in place by the monthly job) and updates it.
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -62,10 +61,6 @@ class IdempotencyConflictError(Exception):
         super().__init__(self.message)
 
 
-def _json(value: Any) -> Any:
-    return json.loads(value) if isinstance(value, str) else value
-
-
 def _iso(ts: int) -> str:
     return datetime.fromtimestamp(int(ts), UTC).isoformat()
 
@@ -103,7 +98,7 @@ def _baseline(wh: Warehouse, workspace_id: str, forecast_id: str | None) -> dict
             raise NotFoundError(
                 "baseline_forecast_id", f"No such forecast in this workspace: {forecast_id}."
             )
-    forecast = _json(rows[0]["response_json"])
+    forecast = rows[0]["response_json"]
     if not isinstance(forecast, dict) or "start" not in forecast or "series" not in forecast:
         raise ForecastValidationError(
             "invalid_baseline",
@@ -176,8 +171,8 @@ def _summary(row: Mapping[str, Any]) -> dict[str, Any]:
         "id": row["id"],
         "name": row["name"],
         "baseline_forecast_id": row["baseline_forecast_id"],
-        "delta": _json(row["delta_json"]),
-        "impact": _json(row["impact_json"]),
+        "delta": row["delta_json"],
+        "impact": row["impact_json"],
         "created_at": _iso(row["created_at"]),
     }
 
@@ -193,7 +188,7 @@ def _full(row: Mapping[str, Any], org_id: str) -> dict[str, Any]:
         "baseline_forecast_id": out["baseline_forecast_id"],
         "delta": out["delta"],
         "impact": out["impact"],
-        "series": _series_out(_json(row["series_json"])),
+        "series": _series_out(row["series_json"]),
         "created_at": out["created_at"],
         "updated_at": _iso(row["updated_at"]),
     }
@@ -357,7 +352,7 @@ def rerun_scenario(
     ws = _workspace(wh, workspace_id, org_id)
     row = _row(wh, workspace_id, scenario_id)
     result = run_scenario(
-        _baseline(wh, workspace_id, row["baseline_forecast_id"]), _json(row["delta_json"])
+        _baseline(wh, workspace_id, row["baseline_forecast_id"]), row["delta_json"]
     )
     ts = int(time.time()) if now is None else now
     tbl = wh.table("mart.scenarios")

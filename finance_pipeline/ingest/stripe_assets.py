@@ -5,7 +5,7 @@ from typing import Any
 
 import dagster as dg
 
-from finance_pipeline.lib.ratelimit import BackoffPolicy
+from finance_pipeline.lib.backoff import BackoffPolicy
 from finance_pipeline.resources import StripeResource, WarehouseResource
 from finance_pipeline.stripe_sync.engine import StreamResult, StripeStreamSync
 from finance_pipeline.stripe_sync.gateway import StripeGateway, StripeSyncError

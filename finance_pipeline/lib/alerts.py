@@ -1,4 +1,4 @@
-"""Alert rules for day D (docs/metrics.md §14, v1 API shapes) and signed webhook delivery.
+"""Alert rules for day D (docs/metrics.md §14, v1 API shapes) and signed webhook payloads.
 
 Rules compare exact values against configurable thresholds; "fell > 8 %" and "> 2x" are strict,
 "runway < 6" is strict (exactly 6.00 months does not fire); a refund spike also needs the 30-day
@@ -11,7 +11,8 @@ one episode (opened, active, resolved on the first evaluated day without it), de
 day-sets alone so any order or split of evaluation runs yields the same episodes. Webhooks send
 episode events (alert.opened, alert.escalated, alert.resolved), not daily repeats.
 
-Webhooks carry a Stripe-like signature header `t=<unix ts>,v1=<hex HMAC-SHA256(secret, "t.body")>`.
+Webhooks carry a Stripe-like signature header `t=<unix ts>,v1=<hex HMAC-SHA256(secret, "t.body")>`;
+the body and signature are built here, the POSTs and retries are `alerts.delivery`'s.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ import hashlib
 import hmac
 import json
 import time
-from collections.abc import Callable, Collection, Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from fractions import Fraction
@@ -553,89 +554,3 @@ def verify_signature(
         return False
     expected = sign_payload(secret, ts, body).split("v1=", 1)[1]
     return any(hmac.compare_digest(expected, s) for s in sigs)
-
-
-Sender = Callable[[str, bytes, dict[str, str]], int]
-
-
-def exponential_backoff(attempt: int) -> float:
-    """Seconds to wait after failed attempt n (1-based): 1, 2, 4, ... capped at 60."""
-    return float(min(60, 2 ** (attempt - 1)))
-
-
-@dataclass(slots=True)
-class DeliveryReport:
-    """Outcome of a webhook delivery batch, per alert id."""
-
-    delivered: list[str] = field(default_factory=list)
-    duplicates: list[str] = field(default_factory=list)
-    failed: dict[str, str] = field(default_factory=dict)
-    attempts: dict[str, int] = field(default_factory=dict)
-
-
-def deliver(
-    alerts: Iterable[Alert],
-    url: str,
-    secret: str | bytes,
-    sender: Sender,
-    already_delivered: set[str],
-    max_attempts: int = 5,
-    backoff: Callable[[int], float] = exponential_backoff,
-    sleep: Callable[[float], None] = time.sleep,
-    clock: Callable[[], float] = time.time,
-    retry_exceptions: tuple[type[BaseException], ...] = (OSError,),
-) -> DeliveryReport:
-    """POST each alert not yet delivered, signed; retry 5xx, 429 and connection errors.
-
-    `sender(url, body, headers) -> status code` does the HTTP call (see requests_sender). Ids that
-    succeed are added to `already_delivered` (the caller persists it), which is how re-runs dedupe.
-    Other 4xx responses fail at once; each attempt is signed with a fresh timestamp.
-    """
-    report = DeliveryReport()
-    for alert in alerts:
-        if alert.id in already_delivered:
-            report.duplicates.append(alert.id)
-            continue
-        reason = ""
-        for attempt in range(1, max_attempts + 1):
-            report.attempts[alert.id] = attempt
-            ts = int(clock())
-            body = alert_body(alert, ts)
-            headers = {
-                "Content-Type": "application/json",
-                SIGNATURE_HEADER: sign_payload(secret, ts, body),
-                ALERT_ID_HEADER: alert.id,
-            }
-            retry = False
-            try:
-                status = int(sender(url, body, headers))
-            except retry_exceptions as exc:
-                reason, retry = f"connection error: {type(exc).__name__}: {exc}", True
-            except Exception as exc:  # a sender bug must not stop the other alerts
-                reason = f"sender error: {type(exc).__name__}: {exc}"
-            else:
-                if 200 <= status < 300:
-                    reason = ""
-                    break
-                reason = f"HTTP {status}"
-                retry = status == 429 or status >= 500
-            if not retry:
-                break
-            if attempt < max_attempts:
-                sleep(backoff(attempt))
-        if reason:
-            report.failed[alert.id] = reason
-        else:
-            report.delivered.append(alert.id)
-            already_delivered.add(alert.id)
-    return report
-
-
-def requests_sender(timeout: float = 10.0) -> Sender:
-    """A Sender that POSTs with `requests` (connection errors are OSError subclasses: retried)."""
-    import requests
-
-    def send(url: str, body: bytes, headers: dict[str, str]) -> int:
-        return requests.post(url, data=body, headers=headers, timeout=timeout).status_code
-
-    return send

@@ -61,17 +61,9 @@ MARGINS_KEY = dg.AssetKey(["mart", "customer_margins_monthly"])
 HISTORY_MONTHS = 5
 
 
-def _json(value: Any) -> Any:
-    return json.loads(value) if isinstance(value, str) else value
-
-
-def _as_date(value: Any) -> date:
-    return value if isinstance(value, date) else date.fromisoformat(str(value)[:10])
-
-
 def _line_net_minor(line: Mapping[str, Any]) -> int:
     """Invoice line amount after discounts and without inclusive tax, in minor units."""
-    payload = _json(line["payload"]) or {}
+    payload = line["payload"] or {}
     net = int(line["amount"] or 0)
     for d in payload.get("discount_amounts") or []:
         net -= int(d.get("amount") or 0)
@@ -167,9 +159,7 @@ def recognized_rows(wh: Warehouse, ws: Workspace) -> list[dict[str, Any]]:
         " WHERE workspace_id = :w AND kind = 'refund' ORDER BY entry_id",
         w=ws.id,
     ):
-        acc.add(
-            rf["customer_id"] or "unknown", rf["amount_micros"], rf["currency"], _as_date(rf["day"])
-        )
+        acc.add(rf["customer_id"] or "unknown", rf["amount_micros"], rf["currency"], rf["day"])
     for cn in wh.rows(
         "SELECT customer, currency, post_payment_amount, refund_amount, total,"
         " total_excluding_tax, effective_at, created FROM raw.stripe_credit_notes"

@@ -19,7 +19,6 @@ is one transaction, so a failed call writes nothing.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -94,15 +93,7 @@ class RefreshResult:
 
 
 def _rows(conn: Connection, wh: Warehouse, sql: str, **params: Any) -> list[dict[str, Any]]:
-    return [dict(r) for r in conn.execute(wh.text(sql), params).mappings()]
-
-
-def _json(value: Any) -> Any:
-    return json.loads(value) if isinstance(value, str) else value
-
-
-def _as_date(value: Any) -> date:
-    return value if isinstance(value, date) else date.fromisoformat(str(value)[:10])
+    return wh.read(conn, sql, **params)
 
 
 def _iso(epoch: int | None) -> str | None:
@@ -128,7 +119,7 @@ def stripe_customers(conn: Connection, wh: Warehouse, ws_id: str) -> list[Stripe
     """The workspace's live Stripe customers with name, email and metadata, by id."""
     return [
         StripeCustomer(
-            r["id"], r["name"], r["email"], metadata=(_json(r["payload"]) or {}).get("metadata")
+            r["id"], r["name"], r["email"], metadata=(r["payload"] or {}).get("metadata")
         )
         for r in _rows(
             conn,
@@ -212,7 +203,7 @@ def cost_records(
     costs: list[CostRecord] = []
     skipped: dict[str, dict[str, int]] = {}
     for c in rows:
-        period = month_key(_as_date(c["day"]))
+        period = month_key(c["day"])
         if c["amount_reporting_micros"] is None:
             month = skipped.setdefault(period, {})
             month[c["currency"]] = month.get(c["currency"], 0) + 1

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
-import json
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -87,13 +86,6 @@ def format_amount(micros: Fraction | int, currency: str) -> str:
     return f"{micros_to_decimal(micros)} {currency.upper()}"
 
 
-def _json_list(value: Any) -> list[Any]:
-    # SQLite gives JSON text, PostgreSQL decoded values; absent fields are NULL.
-    if value is None:
-        return []
-    return json.loads(value) if isinstance(value, str) else list(value)
-
-
 def _ref(value: Any) -> str | None:
     """An expandable Stripe reference's id."""
     if value is None:
@@ -149,9 +141,9 @@ def invoice_mrr_mismatches(
     lines = wh.rows(
         "SELECT l.subscription, l.price, l.amount, l.currency, l.period_start, l.period_end,"
         " i.status, i.customer, i.paid_at, "
-        f"{wh.json_field('l.payload', 'discount_amounts')} AS discount_amounts, "
-        f"{wh.json_field('l.payload', 'taxes')} AS taxes, "
-        f"{wh.json_field('i.payload', 'discounts')} AS invoice_discounts"
+        f"{wh.json_field('l.payload', 'discount_amounts')} AS discount_amounts_json, "
+        f"{wh.json_field('l.payload', 'taxes')} AS taxes_json, "
+        f"{wh.json_field('i.payload', 'discounts')} AS invoice_discounts_json"
         " FROM raw.stripe_invoice_lines l JOIN raw.stripe_invoices i"
         " ON i.workspace_id = l.workspace_id AND i.id = l.invoice"
         " WHERE l.workspace_id = :w AND l.subscription IS NOT NULL AND l.proration = :f" + window,
@@ -190,13 +182,13 @@ def invoice_mrr_mismatches(
         if price is None or price["usage_type"] == "metered" or ln["status"] in ("void", "draft"):
             continue
         checked += 1
-        durations = {_ref(d): _duration(d) for d in _json_list(ln["invoice_discounts"]) if _ref(d)}
+        durations = {_ref(d): _duration(d) for d in ln["invoice_discounts_json"] or () if _ref(d)}
         amount = int(ln["amount"])
         after_all = amount
         under_switch = amount
         separable = True
         dropped = False
-        for d in _json_list(ln["discount_amounts"]):
+        for d in ln["discount_amounts_json"] or ():
             counted = _counts(durations.get(_ref(d.get("discount"))), settings)
             after_all -= int(d["amount"])
             if counted is None:
@@ -211,7 +203,7 @@ def invoice_mrr_mismatches(
         # amount in the same proportion (exact for after_all, the amount Stripe taxed).
         inclusive = sum(
             int(t.get("amount") or 0)
-            for t in _json_list(ln["taxes"])
+            for t in ln["taxes_json"] or ()
             if t.get("tax_behavior") == "inclusive"
         )
         excl_under_switch = Fraction(under_switch)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from datetime import date, timedelta
 from fractions import Fraction
 
@@ -43,7 +42,7 @@ def retention_for_period(
         Movement(
             workspace_id,
             r["customer_id"],
-            _day(r["day"]),
+            r["day"],
             r["kind"],
             Fraction(r["amount_exact"]),
             r["reason"],
@@ -72,11 +71,11 @@ def load_mrr_changes(wh: Warehouse, workspace_id: str, end: date) -> list[MrrCha
             workspace_id=workspace_id,
             customer_id=r["customer_id"],
             currency=r["currency"],
-            day=_day(r["day"]),
+            day=r["day"],
             mrr=Fraction(r["mrr_exact"]),
             cmrr=Fraction(r["cmrr_exact"]),
             active_subscriptions=int(r["active_subscriptions"]),
-            by_plan={k: Fraction(v) for k, v in _json(r["by_plan_json"]).items()},
+            by_plan={k: Fraction(v) for k, v in r["by_plan_json"].items()},
             churn_reason=r["churn_reason"],
         )
         for r in wh.rows(
@@ -85,11 +84,3 @@ def load_mrr_changes(wh: Warehouse, workspace_id: str, end: date) -> list[MrrCha
             b=end,
         )
     ]
-
-
-def _day(value: object) -> date:
-    return value if isinstance(value, date) else date.fromisoformat(str(value))
-
-
-def _json(value: object) -> dict:
-    return value if isinstance(value, dict) else json.loads(str(value))

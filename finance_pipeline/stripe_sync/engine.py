@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
-from finance_pipeline.lib import stripe_extract
+from finance_pipeline.stripe_sync.extract import EXTRACTORS
 from finance_pipeline.stripe_sync.gateway import StripeGateway, StripeSyncError
 from finance_pipeline.stripe_sync.streams import STREAMS, Stream, SubList
 from finance_pipeline.warehouse.db import Warehouse, json_doc
@@ -172,7 +172,7 @@ class StripeStreamSync:
         }
         if "created" in obj:
             row["created"] = obj["created"]
-        row.update(stripe_extract.EXTRACTORS[obj["object"]](obj))
+        row.update(EXTRACTORS[obj["object"]](obj))
         if parent_column is not None:
             row[parent_column] = parent_id
         return row

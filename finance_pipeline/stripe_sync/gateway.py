@@ -12,8 +12,10 @@ from typing import Any
 import stripe
 from stripe._request_options import extract_options_from_dict
 
-from finance_pipeline.lib.ratelimit import BackoffPolicy, TokenBucket, parse_retry_after
+from finance_pipeline.lib.backoff import BackoffPolicy, parse_retry_after
 from finance_pipeline.secrets import mask_key
+from finance_pipeline.stripe_sync.ratelimit import TokenBucket
+from finance_pipeline.stripe_sync.version import STRIPE_API_VERSION
 
 
 class StripeSyncError(RuntimeError):
@@ -71,7 +73,7 @@ class StripeGateway:
         api_key: str,
         *,
         api_base: str | None = None,
-        api_version: str = "2026-10-28.endive",
+        api_version: str = STRIPE_API_VERSION,
         stripe_account: str | None = None,
         rate_limit_rps: float = 90.0,
         rate_limit_burst: float | None = None,

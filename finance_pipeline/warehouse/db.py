@@ -2,6 +2,8 @@
 
 Layers are PostgreSQL schemas (`raw.stripe_invoices`); SQLite has no schemas, so the same table is
 `raw__stripe_invoices` there. Every name goes through `Warehouse.name` so code never hard-codes one.
+Reads (`rows`, `rows_in`, `read`, `scalar`) return JSON, dates and booleans decoded on both dialects
+(`warehouse.decode`), so callers never see how a dialect stores them.
 """
 
 from __future__ import annotations
@@ -19,12 +21,12 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection, Engine, Result
+
+from finance_pipeline.warehouse.decode import JSON_COLUMN, Decoder, sqlite_decoders
 
 LAYERS = ("app", "raw", "core", "mart")
 _QUALIFIED = re.compile(r"\b(app|raw|core|mart)\.([a-z_][a-z0-9_]*)\b")
-# Columns holding JSON documents; SQLite stores them as TEXT, PostgreSQL as JSONB.
-_JSON_COLUMN = re.compile(r"^(payload|.*_json)$")
 
 
 class WarehouseError(RuntimeError):
@@ -99,6 +101,8 @@ class Warehouse:
             sa.event.listen(self.engine, "begin", _sqlite_begin)
         self._tables: dict[str, sa.Table] = {}
         self._plans: dict[tuple[Any, ...], _UpsertPlan | None] = {}
+        # Result column names -> the decoders of their encoded columns (SQLite only).
+        self._decoders: dict[tuple[str, ...], tuple[tuple[int, Decoder], ...]] = {}
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -147,7 +151,7 @@ class Warehouse:
                     f"table {qualified} does not exist: run `finance-pipeline migrate` first"
                 ) from exc
             for col in tbl.columns:
-                if _JSON_COLUMN.match(col.name) and self.is_sqlite:
+                if JSON_COLUMN.match(col.name) and self.is_sqlite:
                     col.type = sa.JSON()
             self._tables[qualified] = tbl
             return tbl
@@ -314,9 +318,10 @@ class Warehouse:
         return total
 
     def json_field(self, column: str, key: str) -> str:
-        """SQL for one top-level field of a JSON column (JSON text on SQLite, jsonb on PostgreSQL;
-        NULL when absent): reading a field of a large payload without decoding it whole."""
-        return f"json_extract({column}, '$.{key}')" if self.is_sqlite else f"{column} -> '{key}'"
+        """SQL for one top-level field of a JSON column, NULL when absent: reading a field of a
+        large payload without decoding it whole. Alias it `<name>_json` and reads decode it."""
+        # SQLite's -> (3.38+) returns JSON text like PostgreSQL's jsonb ->, strings quoted.
+        return f"{column} -> '{key}'"
 
     def insert(self, conn: Connection, qualified: str, rows: Sequence[Mapping[str, Any]]) -> int:
         """Insert rows through the cached driver-level statement (no per-row SQLAlchemy work);
@@ -344,14 +349,51 @@ class Warehouse:
         return inserted
 
     def scalar(self, sql: str, **params: Any) -> Any:
-        """Run a one-value query with layer-qualified names."""
+        """Run a one-value query with layer-qualified names; the value decoded (None: no row)."""
         with self.engine.connect() as conn:
-            return conn.execute(self.text(sql), params).scalar()
+            result = conn.execute(self.text(sql), params)
+            decoders = self._decoders_for(tuple(result.keys()))
+            row = result.first()
+        if row is None:
+            return None
+        value = row[0]
+        if value is not None and decoders and decoders[0][0] == 0:
+            value = decoders[0][1](value)
+        return value
 
     def rows(self, sql: str, **params: Any) -> list[dict[str, Any]]:
-        """Run a query with layer-qualified names and return plain dict rows."""
+        """Run a query with layer-qualified names and return plain dict rows, values decoded."""
         with self.engine.connect() as conn:
-            return [dict(r._mapping) for r in conn.execute(self.text(sql), params)]
+            return self.read(conn, sql, **params)
+
+    def read(self, conn: Connection, sql: str, **params: Any) -> list[dict[str, Any]]:
+        """`rows` on a given connection (inside a write transaction, say): decoded dict rows."""
+        return self._decoded(conn.execute(self.text(sql), params))
+
+    def _decoders_for(self, keys: tuple[str, ...]) -> tuple[tuple[int, Decoder], ...]:
+        if not self.is_sqlite:
+            return ()  # psycopg returns jsonb, date, boolean and numeric as Python objects
+        decoders = self._decoders.get(keys)
+        if decoders is None:
+            decoders = self._decoders[keys] = sqlite_decoders(keys)
+        return decoders
+
+    def _decoded(self, result: Result[Any]) -> list[dict[str, Any]]:
+        """Dict rows of a result, with SQLite's encoded columns decoded (one pass, no copies on
+        PostgreSQL): the per-row work is what the callers' own decoding used to be."""
+        keys = tuple(result.keys())
+        decoders = self._decoders_for(keys)
+        if not decoders:
+            return [dict(zip(keys, row, strict=True)) for row in result]
+        out = []
+        for row in result:
+            values = list(row)
+            for i, decode in decoders:
+                value = values[i]
+                if value is not None:
+                    values[i] = decode(value)
+            out.append(dict(zip(keys, values, strict=True)))
+        return out
 
     def rows_in(
         self, sql: str, column: str, ids: Collection[str] | None, **params: Any

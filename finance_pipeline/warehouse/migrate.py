@@ -17,8 +17,8 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from finance_pipeline.warehouse.db import Warehouse, WarehouseError
+from finance_pipeline.warehouse.decode import SQL_DIR
 
-SQL_DIR = Path(__file__).resolve().parent.parent.parent / "sql"
 _FILE = re.compile(r"^(\d{4})_([a-z0-9_]+)(?:\.(sqlite|postgresql))?\.sql$")
 # Arbitrary constant: serializes concurrent migrators on one PostgreSQL database.
 _PG_LOCK_ID = 727_001

@@ -12,7 +12,7 @@ import pytest
 from finance_pipeline_dev.pytest_plugin import TestStandIn
 
 from finance_pipeline.ingest.stripe_assets import stripe_assets
-from finance_pipeline.lib.ratelimit import BackoffPolicy
+from finance_pipeline.lib.backoff import BackoffPolicy
 from finance_pipeline.resources import StripeResource, WarehouseResource
 from finance_pipeline.stripe_sync.engine import Connection, StripeStreamSync
 from finance_pipeline.stripe_sync.gateway import StripeGateway, StripePermissionDenied

@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
+from finance_pipeline.advisory.provider import OpenAICompatibleProvider
 from finance_pipeline.lib.advisory import (
     MemoDraft,
     MemoProviderError,
-    OpenAICompatibleProvider,
     format_cents,
     parse_memo_answer,
     rule_based_memo,

@@ -1,4 +1,4 @@
-"""Columns extracted from Stripe objects (API 2026-10-28.endive shapes) for the raw tables.
+"""Columns extracted from Stripe objects (shapes of the pinned API version) for the raw tables.
 
 The payload is stored whole; these columns exist so joins and filters need no JSON parsing.
 Current shapes: billing periods live on subscription items, invoices link their subscription via

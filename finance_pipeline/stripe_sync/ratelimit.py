@@ -1,16 +1,14 @@
-"""Client-side rate limiting and retry backoff for calls to rate-limited APIs such as Stripe.
+"""Client-side rate limiting for calls to Stripe: a token bucket that sleeps until a slot is free.
 
 Stripe allows 100 read requests/s in live mode (25 in test mode) and its SDK never retries a plain
-429, so the pipeline paces itself with a token bucket and backs off on 429/5xx on its own.
+429, so the pipeline paces itself with a token bucket and backs off (`lib.backoff`) on its own.
 """
 
 from __future__ import annotations
 
-import random
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 
 class TokenBucket:
@@ -69,31 +67,3 @@ class TokenBucket:
             self._last = max(self._last, now + seconds)
             # Slots already reserved stay reserved (after the hold); nothing is saved up.
             self._tokens = min(self._tokens, 0.0)
-
-
-@dataclass
-class BackoffPolicy:
-    """Exponential backoff with full jitter, capped, honouring a server's Retry-After."""
-
-    base_seconds: float = 0.25
-    max_seconds: float = 20.0
-    max_attempts: int = 8
-    rng: random.Random = field(default_factory=random.Random)
-
-    def delay(self, attempt: int, retry_after: float | None = None) -> float:
-        """Seconds to wait before retry number `attempt` (1-based)."""
-        ceiling = min(self.max_seconds, self.base_seconds * (2 ** (attempt - 1)))
-        jittered = self.rng.uniform(ceiling / 2, ceiling)
-        if retry_after is not None and retry_after >= 0:
-            return min(self.max_seconds, max(retry_after, jittered))
-        return jittered
-
-
-def parse_retry_after(value: str | None) -> float | None:
-    """Seconds from a Retry-After header (delta-seconds form); None when absent or unparsable."""
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        return None
