@@ -1,4 +1,4 @@
-"""The demo's print-outs foot: printed lines add up to printed totals, to the cent (metrics.md §2)."""
+"""The demo's print-outs foot: printed lines add up to printed totals, to the cent (docs/metrics.md §2)."""
 
 from __future__ import annotations
 

@@ -57,6 +57,19 @@ def test_no_references_outside_the_repository() -> None:
     assert not offenders, "references outside the repository:\n" + "\n".join(offenders)
 
 
+def test_section_citations_name_the_repos_file() -> None:
+    """Section citations name the repo's own file, docs/metrics.md, never a bare metrics.md."""
+    bare = re.compile(r"(?<![/\w])metrics\.md\s+§")
+    offenders = [
+        f"{path.relative_to(ROOT)}:{number}"
+        for path in tracked_text_files()
+        if path != METRICS
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if bare.search(line)
+    ]
+    assert not offenders, "cite docs/metrics.md, not metrics.md:\n" + "\n".join(offenders)
+
+
 def test_metrics_md_has_numbered_sections() -> None:
     assert set(range(1, 17)) <= metrics_sections()
 

@@ -1,4 +1,4 @@
--- Alert episodes (metrics.md §14): consecutive local days on which the same alert (workspace, type,
+-- Alert episodes (docs/metrics.md §14): consecutive local days on which the same alert (workspace, type,
 -- subject; subject is the customer for margin_threshold_crossed, '' otherwise) is active form one
 -- episode. Rebuilt from the stored daily rows of mart.alerts after every window write, so the
 -- result does not depend on the order or split of runs. episode_id is deterministic from

@@ -12,7 +12,7 @@ from fractions import Fraction
 
 from finance_pipeline.lib.money import MICROS_PER_CENT, foot_roll_forward, micros_to_decimal
 
-# MRR movements in roll-forward order and the sign with which each changes MRR (metrics.md §5).
+# MRR movements in roll-forward order and the sign with which each changes MRR (docs/metrics.md §5).
 MOVEMENT_SIGNS = {
     "new": 1,
     "expansion": 1,
@@ -69,7 +69,7 @@ def cfo_lines(
     expenses: int,
     runway_months: str | None,
 ) -> list[str]:
-    """The CFO headline of the 30 days ending `day` (metrics.md §9) as printed lines.
+    """The CFO headline of the 30 days ending `day` (docs/metrics.md §9) as printed lines.
 
     net revenue = gross revenue + refunds (negative), burn = expenses - net revenue; both foot.
     """

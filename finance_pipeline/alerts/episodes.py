@@ -1,4 +1,4 @@
-"""mart.alert_episodes: the episodes of mart.alerts, rebuilt after each window write (metrics.md §14).
+"""mart.alert_episodes: the episodes of mart.alerts, rebuilt after each window write (docs/metrics.md §14).
 
 A run records the days it evaluated (mart.alert_evaluated_days), then rebuilds, from the stored daily
 rows, the episodes that overlap the window or its neighbouring days, whole (lib.alerts

@@ -137,7 +137,7 @@ def format_cents(cents: int, currency: str = "USD") -> str:
 
 
 def _num(value: Any) -> str:
-    """A months/percent figure with 2 decimals, rounded half away from zero (metrics.md §2)."""
+    """A months/percent figure with 2 decimals, rounded half away from zero (docs/metrics.md §2)."""
     return format(Decimal(round_half_away(Decimal(str(value)) * 100)).scaleb(-2), "f")
 
 

@@ -410,7 +410,7 @@ class AlertEvent:
     previous_severity: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """The event's data: the episode's latest alert (seeds/004 fields) and the episode."""
+        """The event's data: the episode's latest alert (v1 API fields) and the episode."""
         ep = self.episode
         message = ep.last.message
         if self.type == "alert.resolved":

@@ -106,7 +106,7 @@ def parse_decimal_amount(value: str | int | Decimal, currency: str | None = None
 
 
 def round_half_away(value: Fraction | int | Decimal, quantum: int = 1) -> int:
-    """Round an exact value to a multiple of `quantum`, half away from zero (metrics.md §2).
+    """Round an exact value to a multiple of `quantum`, half away from zero (docs/metrics.md §2).
 
     The one rounding rule of the product: every reported, stored or displayed money figure goes
     through it (or a wrapper below). `quantum` is a positive integer, e.g. 10,000 micros = 1 cent.
@@ -199,7 +199,7 @@ def foot_roll_forward(
 ) -> tuple[int, dict[str, int], int]:
     """A roll-forward (opening + signed movements = closing) rounded for display so it foots.
 
-    Opening and closing are balances, each rounded on its own (metrics.md §2); the movements are
+    Opening and closing are balances, each rounded on its own (docs/metrics.md §2); the movements are
     footed (see `foot`) to closing_r - opening_r, so opening_r + sum(movements_r) == closing_r.
     Each movement is its own rounding or one quantum from it. Raises ValueError unless
     opening + sum(movements) == closing exactly.

@@ -40,7 +40,7 @@ UPSTREAM = [
 ]
 
 
-# The movements of a roll-forward and the sign with which each changes MRR (metrics.md §5).
+# The movements of a roll-forward and the sign with which each changes MRR (docs/metrics.md §5).
 MOVEMENT_SIGNS = {
     "new": 1,
     "expansion": 1,

@@ -1,4 +1,4 @@
-"""Alert episodes (metrics.md §14): consecutive active days of one alert form an episode; the
+"""Alert episodes (docs/metrics.md §14): consecutive active days of one alert form an episode; the
 episodes rebuilt window by window equal those of one run over everything, whatever the split and
 order of the runs; webhook events are sent per episode, not per day."""
 

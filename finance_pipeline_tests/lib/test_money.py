@@ -1,4 +1,4 @@
-"""The one rounding rule and footing (metrics.md §2): displayed lines add up to displayed totals."""
+"""The one rounding rule and footing (docs/metrics.md §2): displayed lines add up to displayed totals."""
 
 from __future__ import annotations
 

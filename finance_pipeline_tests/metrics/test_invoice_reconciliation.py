@@ -1,4 +1,4 @@
-"""The WARN check `invoices_reconcile_with_mrr` (metrics.md §3-4) through the real history and MRR
+"""The WARN check `invoices_reconcile_with_mrr` (docs/metrics.md §3-4) through the real history and MRR
 assets, on hand-made raw Stripe rows synced into three workspaces that differ only in
 `discount_mode`, on SQLite and PostgreSQL.
 
