@@ -1,0 +1,52 @@
+"""The table metadata (warehouse/tables.py) against the DDL, on SQLite and PostgreSQL: the column
+schemas the UI shows and the schema checks compare with can never drift from what `sql/` creates."""
+
+from __future__ import annotations
+
+import dagster as dg
+import pytest
+
+from finance_pipeline.definitions import defs
+from finance_pipeline.warehouse import Warehouse
+from finance_pipeline.warehouse.tables import TABLES, schema_problems
+
+
+def test_every_asset_table_is_described_and_nothing_else() -> None:
+    keys = {
+        "/".join(k.path).replace("/", ".") for k in defs.resolve_asset_graph().get_all_asset_keys()
+    }
+    assert set(TABLES) == keys
+
+
+@pytest.mark.parametrize("name", sorted(TABLES))
+def test_metadata_is_complete(name: str) -> None:
+    table = TABLES[name]
+    assert table.description and all(c.description for c in table.columns)
+    assert len(set(table.column_names)) == len(table.columns)
+    assert set(table.primary_key) <= set(table.column_names)
+    assert all(not c.nullable for c in table.columns if c.name in table.primary_key)
+
+
+def test_metadata_matches_the_migrated_ddl(warehouse: Warehouse) -> None:
+    problems = {name: schema_problems(warehouse, t) for name, t in TABLES.items()}
+    assert {n: p for n, p in problems.items() if p} == {}
+
+
+def test_schema_problems_name_each_difference(sqlite_warehouse: Warehouse) -> None:
+    wh = sqlite_warehouse
+    with wh.begin() as db:
+        db.execute(wh.text("ALTER TABLE mart.alerts ADD COLUMN surprise TEXT"))
+        db.execute(wh.text("ALTER TABLE mart.alerts DROP COLUMN message"))
+    assert schema_problems(wh, TABLES["mart.alerts"]) == [
+        "missing column message",
+        "unexpected column surprise",
+    ]
+
+
+def test_definitions_show_the_column_schema_before_any_run() -> None:
+    graph = defs.resolve_asset_graph()
+    for name, table in TABLES.items():
+        node = graph.get(dg.AssetKey(name.split(".")))
+        schema = dg.TableMetadataSet.extract(node.metadata).column_schema
+        assert schema is not None, name
+        assert [c.name for c in schema.columns] == list(table.column_names)
