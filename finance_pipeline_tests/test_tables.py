@@ -47,6 +47,6 @@ def test_definitions_show_the_column_schema_before_any_run() -> None:
     graph = defs.resolve_asset_graph()
     for name, table in TABLES.items():
         node = graph.get(dg.AssetKey(name.split(".")))
-        schema = dg.TableMetadataSet.extract(node.metadata).column_schema
-        assert schema is not None, name
+        schema = node.metadata["dagster/column_schema"]
+        assert isinstance(schema, dg.TableSchema), name
         assert [c.name for c in schema.columns] == list(table.column_names)

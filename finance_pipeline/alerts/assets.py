@@ -43,6 +43,7 @@ from finance_pipeline.partitions import daily_partitions
 from finance_pipeline.resources import WarehouseResource
 from finance_pipeline.secrets import SecretError
 from finance_pipeline.stripe_sync.health import DEFAULT_SCHEDULE_SECONDS, sync_status
+from finance_pipeline.table_checks import table_metadata
 from finance_pipeline.tenancy import Workspace, list_workspaces
 from finance_pipeline.warehouse.db import Warehouse
 
@@ -364,6 +365,7 @@ def alerts(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> I
             "days": (end - start).days + 1,
             "window": f"{start}..{end}",
             "alerts_written": sum(counts.values()),
+            **table_metadata(ALERTS_KEY, sum(counts.values())),
             "by_type": dg.MetadataValue.json(
                 {f"{t}/{s}": n for (t, s), n in sorted(counts.items())}
             ),

@@ -23,6 +23,7 @@ from finance_pipeline.core.incremental import (
 from finance_pipeline.lib.ledger import LedgerBuilder, fx_lookup
 from finance_pipeline.lib.subscription_history import build_history_until
 from finance_pipeline.resources import WarehouseResource
+from finance_pipeline.table_checks import table_metadata
 from finance_pipeline.tenancy import Workspace, list_workspaces
 from finance_pipeline.warehouse.db import Warehouse
 
@@ -63,8 +64,13 @@ def fx_rates(warehouse: WarehouseResource) -> dg.MaterializeResult:
             for r in summary
         ]
     )
+    rows = sum(r["days"] for r in summary)
     return dg.MaterializeResult(
-        metadata={"rows": sum(r["days"] for r in summary), "coverage": dg.MetadataValue.md(table)}
+        metadata={
+            "rows": rows,
+            "coverage": dg.MetadataValue.md(table),
+            **table_metadata(dg.AssetKey(["core", "fx_rates"]), rows),
+        }
     )
 
 
@@ -348,9 +354,11 @@ def ledger(
             " WHERE amount_reporting_micros IS NULL GROUP BY currency ORDER BY currency"
         )
     }
+    n_rows = int(wh.scalar("SELECT COUNT(*) FROM core.ledger") or 0)
     yield dg.MaterializeResult(
         metadata={
-            "rows": int(wh.scalar("SELECT COUNT(*) FROM core.ledger") or 0),
+            "rows": n_rows,
+            **table_metadata(dg.AssetKey(["core", "ledger"]), n_rows),
             "mode": _mode(plans),
             "objects_changed": sum(c["objects"] for c in counts.values()),
             "rows_deleted": sum(c["deleted"] for c in counts.values()),
@@ -451,10 +459,12 @@ def subscription_history(
                 db.execute(sa.insert(wh.table("core.subscription_history_due")), due)
             save_state(db, wh, "core.subscription_history", plan, now)
             counts[w] = {"objects": objects, "deleted": max(deleted or 0, 0), "inserted": len(rows)}
+    n_rows = int(wh.scalar("SELECT COUNT(*) FROM core.subscription_history") or 0)
     return dg.MaterializeResult(
         metadata={
             "subscriptions": n_subs,
-            "rows": int(wh.scalar("SELECT COUNT(*) FROM core.subscription_history") or 0),
+            "rows": n_rows,
+            **table_metadata(dg.AssetKey(["core", "subscription_history"]), n_rows),
             "mode": _mode(plans),
             "objects_changed": sum(c["objects"] for c in counts.values()),
             "rows_deleted": sum(c["deleted"] for c in counts.values()),
