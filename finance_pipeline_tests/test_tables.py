@@ -50,3 +50,27 @@ def test_definitions_show_the_column_schema_before_any_run() -> None:
         schema = node.metadata["dagster/column_schema"]
         assert isinstance(schema, dg.TableSchema), name
         assert [c.name for c in schema.columns] == list(table.column_names)
+
+
+def test_a_drifted_table_fails_its_blocking_schema_check(sqlite_warehouse: Warehouse) -> None:
+    from finance_pipeline.core.assets import ledger
+    from finance_pipeline.table_checks import schema_checks
+    from finance_pipeline_tests.dagster_runs import warehouse_resources
+
+    wh = sqlite_warehouse
+    with wh.begin() as db:
+        db.execute(wh.text("ALTER TABLE core.ledger ADD COLUMN surprise TEXT"))
+    result = dg.materialize(
+        [ledger, *schema_checks([ledger])],
+        resources=warehouse_resources(wh),
+        instance=dg.DagsterInstance.ephemeral(),
+        raise_on_error=False,
+    )
+    [check] = [
+        e.asset_check_evaluation_data
+        for e in result.all_events
+        if e.event_type_value == "ASSET_CHECK_EVALUATION"
+        and e.asset_check_evaluation_data.check_name == "schema_matches_metadata"
+    ]
+    assert check.passed is False and check.severity == dg.AssetCheckSeverity.ERROR
+    assert "unexpected column surprise" in check.metadata["problems"].value
