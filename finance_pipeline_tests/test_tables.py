@@ -12,9 +12,7 @@ from finance_pipeline.warehouse.tables import TABLES, schema_problems
 
 
 def test_every_asset_table_is_described_and_nothing_else() -> None:
-    keys = {
-        "/".join(k.path).replace("/", ".") for k in defs.resolve_asset_graph().get_all_asset_keys()
-    }
+    keys = {".".join(k.path) for k in defs.resolve_asset_graph().get_all_asset_keys()}
     assert set(TABLES) == keys
 
 
