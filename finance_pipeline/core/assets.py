@@ -324,7 +324,7 @@ def _plans_md(plans: list[BuildPlan], counts: dict[str, dict[str, int]]) -> str:
             asset=["core", "ledger"],
             blocking=True,
             description="Succeeded charges and refunds appear once each, and "
-            "gross revenue equals raw tax-exclusive charge totals.",
+            "gross revenue equals raw tax-exclusive charge totals exactly (integer micro-units).",
         )
     ],
 )
