@@ -15,6 +15,7 @@ from finance_pipeline.metrics.cfo_assets import cfo_marts
 from finance_pipeline.metrics.mrr_assets import mrr_marts
 from finance_pipeline.partitions import daily_partitions
 from finance_pipeline.resources import StripeResource, WarehouseResource
+from finance_pipeline.table_checks import schema_checks, with_table_metadata
 
 # Late data (a refund, a backdated cancellation) restates the last few days on every refresh.
 RESTATEMENT_DAYS = 3
@@ -97,21 +98,55 @@ def daily_refresh(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
     )
 
 
+# Freshness (FreshnessPolicy: Dagster 1.13 supersedes the build_*_freshness_checks factories with
+# it; the freshness daemon evaluates it, no sensor needed). The daily refresh runs at 02:15 UTC, so
+# the daily marts must have been materialized between midnight and 06:00 UTC (yesterday's
+# partition); the month-end close runs on the 1st at 04:00, so the monthly marts by the 2nd.
+DAILY_FRESHNESS = dg.FreshnessPolicy.cron(
+    deadline_cron="0 6 * * *", lower_bound_delta=timedelta(hours=6), timezone="UTC"
+)
+MONTHLY_FRESHNESS = dg.FreshnessPolicy.cron(
+    deadline_cron="0 0 2 * *", lower_bound_delta=timedelta(days=1), timezone="UTC"
+)
+_FRESHNESS = {
+    **{
+        key: DAILY_FRESHNESS
+        for a in (mrr_marts, cfo_marts, alerts, advisory_memos)
+        for key in a.keys
+    },
+    **{key: MONTHLY_FRESHNESS for a in (customer_margins_monthly, forecasts) for key in a.keys},
+}
+
+
+def _with_freshness(spec: dg.AssetSpec) -> dg.AssetSpec:
+    policy = _FRESHNESS.get(spec.key)
+    return dg.apply_freshness_policy(spec, policy) if policy else spec
+
+
+# Every asset carries its table's column schema (warehouse/tables.py) and a blocking schema check.
+assets = with_table_metadata(
+    dg.map_asset_specs(
+        _with_freshness,
+        [
+            *stripe_assets,
+            landing_files,
+            fx_rates,
+            ledger,
+            subscription_history,
+            mrr_marts,
+            cfo_marts,
+            alerts,
+            advisory_memos,
+            recognized_revenue_monthly,
+            customer_margins_monthly,
+            forecasts,
+        ],
+    )
+)
+
 defs = dg.Definitions(
-    assets=[
-        *stripe_assets,
-        landing_files,
-        fx_rates,
-        ledger,
-        subscription_history,
-        mrr_marts,
-        cfo_marts,
-        alerts,
-        advisory_memos,
-        recognized_revenue_monthly,
-        customer_margins_monthly,
-        forecasts,
-    ],
+    assets=assets,
+    asset_checks=schema_checks(assets),
     jobs=[ingest_job, landing_job, daily_refresh_job, marts_job, monthly_job],
     schedules=[daily_refresh, monthly_margins],
     sensors=[landing_folder_sensor],

@@ -42,3 +42,23 @@ def test_monthly_schedule_closes_the_previous_month() -> None:
     ctx = dg.build_schedule_context(scheduled_execution_time=datetime(2027, 1, 1, 4, tzinfo=UTC))
     req = monthly_margins(ctx)
     assert req.partition_key == "2026-12-01" and req.run_key == "monthly_margins:2026-12-01"
+
+
+def test_every_table_has_a_blocking_schema_check() -> None:
+    graph = defs.resolve_asset_graph()
+    for key in graph.get_all_asset_keys():
+        check = graph.get_check_spec(dg.AssetCheckKey(key, "schema_matches_metadata"))
+        assert check.blocking, key
+
+
+def test_daily_and_monthly_marts_have_freshness_deadlines() -> None:
+    graph = defs.resolve_asset_graph()
+    daily = ["mrr_daily", "cfo_metrics_daily", "revenue_daily", "alerts", "advisory_memos"]
+    for name in daily:
+        policy = graph.get(dg.AssetKey(["mart", name])).freshness_policy
+        # Yesterday's partition, materialized by the 02:15 refresh, is there by 06:00 UTC.
+        assert policy.deadline_cron == "0 6 * * *" and policy.timezone == "UTC", name
+    for name in ("customer_margins_monthly", "forecasts"):
+        policy = graph.get(dg.AssetKey(["mart", name])).freshness_policy
+        assert policy.deadline_cron == "0 0 2 * *", name
+    assert graph.get(dg.AssetKey(["core", "ledger"])).freshness_policy is None

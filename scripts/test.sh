@@ -13,6 +13,11 @@ fi
 
 uv run --frozen ruff check .
 uv run --frozen ruff format --check .
+# Load and validate the code location (workspace.yaml) as the webserver would, on a throwaway
+# instance. 1.13 marks this command superseded by `dg check defs`; the dg CLI is not installed.
+defs_home="$(mktemp -d)" && touch "$defs_home/dagster.yaml"
+DAGSTER_HOME="$defs_home" uv run --frozen dagster definitions validate -w workspace.yaml
+rm -rf "$defs_home"
 
 set +e
 uv run --frozen pytest -n 2 --dist loadfile "$@"

@@ -24,6 +24,7 @@ from finance_pipeline.advisory.memos import (
 from finance_pipeline.metrics.cfo_assets import CFO_KEY, days_between
 from finance_pipeline.partitions import daily_partitions
 from finance_pipeline.resources import WarehouseResource
+from finance_pipeline.table_checks import table_metadata
 from finance_pipeline.tenancy import list_workspaces
 
 MEMOS_KEY = dg.AssetKey(["mart", "advisory_memos"])
@@ -113,6 +114,7 @@ def advisory_memos(
         "days": (end - start).days + 1,
         "window": f"{start}..{end}",
         "memos_written": len(rows),
+        **table_metadata(MEMOS_KEY, len(rows)),
         "ai_calls": ai_calls,
         "ai_available_on_last_day": sum(1 for _, m in latest if m["ai_available"]),
         "latest_summary": dg.MetadataValue.md("\n".join(preview)),

@@ -56,6 +56,7 @@ from finance_pipeline.partitions import daily_partitions
 from finance_pipeline.resources import WarehouseResource
 from finance_pipeline.secrets import SecretError
 from finance_pipeline.stripe_sync.health import DEFAULT_SCHEDULE_SECONDS, sync_status
+from finance_pipeline.table_checks import table_metadata
 from finance_pipeline.tenancy import Workspace, list_workspaces
 from finance_pipeline.warehouse.db import Warehouse
 
@@ -394,6 +395,7 @@ def alerts(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> I
             "alerts_written": sum(counts.values()),
             # The episodes rebuilt around the window, by status.
             "episodes": dg.MetadataValue.json(dict(sorted(episodes.items()))),
+            **table_metadata(ALERTS_KEY, sum(counts.values())),
             "by_type": dg.MetadataValue.json(
                 {f"{t}/{s}": n for (t, s), n in sorted(counts.items())}
             ),

@@ -3,6 +3,8 @@ raw since their last build (or wholly, on request)."""
 
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping
+from dataclasses import dataclass
+from fractions import Fraction
 
 import dagster as dg
 import sqlalchemy as sa
@@ -21,8 +23,10 @@ from finance_pipeline.core.incremental import (
     save_state,
 )
 from finance_pipeline.lib.ledger import LedgerBuilder, fx_lookup
+from finance_pipeline.lib.money import micros_per_minor, round_half_away
 from finance_pipeline.lib.subscription_history import build_history_until
 from finance_pipeline.resources import WarehouseResource
+from finance_pipeline.table_checks import table_metadata
 from finance_pipeline.tenancy import Workspace, list_workspaces
 from finance_pipeline.warehouse.db import Warehouse
 
@@ -63,8 +67,13 @@ def fx_rates(warehouse: WarehouseResource) -> dg.MaterializeResult:
             for r in summary
         ]
     )
+    rows = sum(r["days"] for r in summary)
     return dg.MaterializeResult(
-        metadata={"rows": sum(r["days"] for r in summary), "coverage": dg.MetadataValue.md(table)}
+        metadata={
+            "rows": rows,
+            "coverage": dg.MetadataValue.md(table),
+            **table_metadata(dg.AssetKey(["core", "fx_rates"]), rows),
+        }
     )
 
 
@@ -139,23 +148,47 @@ def _ledger_rows(
     return [dict(vars(r)) for r in b.rows]
 
 
-def reconcile_ledger_with_raw(rows: Callable[..., list[dict]]) -> list[str]:
-    """Differences between ledger cash entries and raw Stripe totals, per workspace and currency.
+@dataclass(frozen=True)
+class LedgerMismatch:
+    """One difference between core.ledger and raw Stripe data for a workspace and currency."""
 
-    Counts must match exactly; sums must match the raw tax-exclusive totals (computed here in SQL,
-    independently of the ledger code) within half a micro-unit per entry. `rows(sql, **params)`
-    runs a query, so the check can see an uncommitted rebuild.
+    workspace_id: str
+    currency: str
+    what: str
+    ledger: str
+    raw: str
+
+    def __str__(self) -> str:
+        return f"{self.workspace_id} {self.currency}: {self.what}: ledger {self.ledger}, raw {self.raw}"
+
+
+def reconcile_ledger_with_raw(rows: Callable[..., list[dict]]) -> list[LedgerMismatch]:
+    """Differences between ledger cash entries and raw Stripe data, per workspace and currency.
+
+    Succeeded charges and refunds must appear once each, and gross revenue must equal the raw
+    tax-exclusive charge totals exactly: computed here independently of the ledger code, in
+    integer arithmetic, each charge's share rounded once to whole micro-units like a ledger entry.
+    `rows(sql, **params)` runs a query, so the check can see an uncommitted rebuild.
     """
-    problems = []
-    raw = rows(
-        "SELECT c.workspace_id, c.currency, COUNT(*) AS n,"
-        " SUM(CASE WHEN i.total IS NULL OR i.total = 0 OR i.total_excluding_tax IS NULL"
-        "          THEN c.amount * 1.0 ELSE c.amount * 1.0 * i.total_excluding_tax / i.total END) AS minor"
+    # Charges grouped by amount and by their invoice's totals: recurring charges repeat, so the
+    # groups are far fewer than the charges, and a group's entries all round alike.
+    expected: dict[tuple[str, str], int] = {}
+    charges: dict[tuple[str, str], int] = {}
+    for r in rows(
+        "SELECT c.workspace_id, c.currency, c.amount, i.total, i.total_excluding_tax,"
+        " COUNT(*) AS n"
         " FROM raw.stripe_charges c"
         " LEFT JOIN raw.stripe_invoice_payments p ON p.workspace_id = c.workspace_id AND p.charge = c.id"
         " LEFT JOIN raw.stripe_invoices i ON i.workspace_id = p.workspace_id AND i.id = p.invoice"
-        " WHERE c.status = 'succeeded' GROUP BY c.workspace_id, c.currency"
-    )
+        " WHERE c.status = 'succeeded'"
+        " GROUP BY c.workspace_id, c.currency, c.amount, i.total, i.total_excluding_tax"
+    ):
+        key = (r["workspace_id"], r["currency"])
+        total, excl = r["total"], r["total_excluding_tax"]
+        ratio = Fraction(1) if not total or excl is None else Fraction(int(excl), int(total))
+        share = round_half_away(int(r["amount"] or 0) * micros_per_minor(r["currency"]) * ratio)
+        expected[key] = expected.get(key, 0) + int(r["n"]) * share
+        charges[key] = charges.get(key, 0) + int(r["n"])
     led = {
         (r["workspace_id"], r["currency"]): r
         for r in rows(
@@ -164,39 +197,56 @@ def reconcile_ledger_with_raw(rows: Callable[..., list[dict]]) -> list[str]:
             " GROUP BY workspace_id, currency"
         )
     }
-    from finance_pipeline.lib.money import micros_per_minor
-
-    for r in raw:
-        got = led.get((r["workspace_id"], r["currency"]))
-        if got is None or got["n"] != r["n"]:
+    problems: list[LedgerMismatch] = []
+    for key in sorted(set(charges) | set(led)):
+        got = led.get(key)
+        got_n, got_micros = (0, 0) if got is None else (int(got["n"]), int(got["micros"] or 0))
+        if got_n != charges.get(key, 0):
             problems.append(
-                f"{r['workspace_id']} {r['currency']}: {r['n']} succeeded charges, "
-                f"{0 if got is None else got['n']} ledger entries"
+                LedgerMismatch(*key, "succeeded charges", str(got_n), str(charges.get(key, 0)))
             )
-            continue
-        expected = float(r["minor"]) * micros_per_minor(r["currency"])
-        if abs(int(got["micros"]) - expected) > max(1.0, r["n"] * 0.5 + expected * 1e-12):
+        elif got_micros != expected.get(key, 0):
             problems.append(
-                f"{r['workspace_id']} {r['currency']}: ledger gross {got['micros']} micros,"
-                f" raw tax-exclusive charges {expected:.0f}"
+                LedgerMismatch(
+                    *key, "gross revenue micros", str(got_micros), str(expected.get(key, 0))
+                )
             )
     raw_refunds = {
-        (r["workspace_id"], r["currency"]): r["n"]
+        (r["workspace_id"], r["currency"]): int(r["n"])
         for r in rows(
             "SELECT workspace_id, currency, COUNT(*) AS n FROM raw.stripe_refunds WHERE status = 'succeeded'"
             " GROUP BY workspace_id, currency"
         )
     }
     led_refunds = {
-        (r["workspace_id"], r["currency"]): r["n"]
+        (r["workspace_id"], r["currency"]): int(r["n"])
         for r in rows(
             "SELECT workspace_id, currency, COUNT(*) AS n FROM core.ledger WHERE kind = 'refund'"
             " AND source_table = 'raw.stripe_refunds' GROUP BY workspace_id, currency"
         )
     }
-    if raw_refunds != led_refunds:
-        problems.append(f"refund counts differ: raw {raw_refunds} vs ledger {led_refunds}")
+    for key in sorted(set(raw_refunds) | set(led_refunds)):
+        want_n, got_n = raw_refunds.get(key, 0), led_refunds.get(key, 0)
+        if want_n != got_n:
+            problems.append(LedgerMismatch(*key, "succeeded refunds", str(got_n), str(want_n)))
     return problems
+
+
+def _mismatch_metadata(mismatches: list[LedgerMismatch]) -> dict:
+    """Check metadata finance can act on: which workspace and currency differ, and both totals."""
+    lines = ["| workspace | currency | what | ledger | raw |", "|---|---|---|---|---|"] + [
+        f"| {m.workspace_id} | {m.currency} | {m.what} | {m.ledger} | {m.raw} |"
+        for m in mismatches[:50]
+    ]
+    return {
+        "mismatches": len(mismatches),
+        "differences": dg.MetadataValue.md("\n".join(lines)),
+        "first": dg.MetadataValue.json(vars(mismatches[0])),
+    }
+
+
+class _ReconciliationFailed(Exception):
+    """Raised inside the write transaction to roll the build back when the check fails."""
 
 
 class CoreBuildConfig(dg.Config):
@@ -274,7 +324,7 @@ def _plans_md(plans: list[BuildPlan], counts: dict[str, dict[str, int]]) -> str:
             asset=["core", "ledger"],
             blocking=True,
             description="Succeeded charges and refunds appear once each, and "
-            "gross revenue equals raw tax-exclusive charge totals.",
+            "gross revenue equals raw tax-exclusive charge totals exactly (integer micro-units).",
         )
     ],
 )
@@ -301,39 +351,52 @@ def ledger(
         plans.append(plan)
         work.append((plan, changes, rows))
     counts: dict[str, dict[str, int]] = {}
-    with wh.begin() as db:
-        for plan, changes, rows in work:
-            if changes is None:
-                deleted = db.execute(
-                    wh.text("DELETE FROM core.ledger WHERE workspace_id = :w"),
-                    {"w": plan.workspace_id},
-                ).rowcount
-                objects = len(rows)
-            else:
-                deleted = _delete_in(
-                    wh, db, "core.ledger", "entry_id", plan.workspace_id, ledger_entry_ids(changes)
-                )
-                objects = sum(len(v) for v in changes.values())
-            if rows:
-                db.execute(sa.insert(wh.table("core.ledger")), rows)
-            save_state(db, wh, "core.ledger", plan, now)
-            counts[plan.workspace_id] = {
-                "objects": objects,
-                "deleted": max(deleted or 0, 0),
-                "inserted": len(rows),
-            }
-        # Validate the whole table inside the transaction: a failed reconciliation rolls the
-        # build back, incremental or not.
-        problems = reconcile_ledger_with_raw(
-            lambda sql, **p: [dict(r._mapping) for r in db.execute(wh.text(sql), p)]
-        )
-        if problems:
-            raise dg.Failure(
-                "ledger does not reconcile with raw Stripe data; nothing was written",
-                metadata={
-                    "problems": dg.MetadataValue.md("\n".join(f"- {p}" for p in problems[:50]))
-                },
+    mismatches: list[LedgerMismatch] = []
+    try:
+        with wh.begin() as db:
+            for plan, changes, rows in work:
+                if changes is None:
+                    deleted = db.execute(
+                        wh.text("DELETE FROM core.ledger WHERE workspace_id = :w"),
+                        {"w": plan.workspace_id},
+                    ).rowcount
+                    objects = len(rows)
+                else:
+                    deleted = _delete_in(
+                        wh,
+                        db,
+                        "core.ledger",
+                        "entry_id",
+                        plan.workspace_id,
+                        ledger_entry_ids(changes),
+                    )
+                    objects = sum(len(v) for v in changes.values())
+                if rows:
+                    db.execute(sa.insert(wh.table("core.ledger")), rows)
+                save_state(db, wh, "core.ledger", plan, now)
+                counts[plan.workspace_id] = {
+                    "objects": objects,
+                    "deleted": max(deleted or 0, 0),
+                    "inserted": len(rows),
+                }
+            # Validate the whole table inside the transaction, before it commits: a failed
+            # reconciliation rolls the build back, incremental or not, so nothing is written.
+            mismatches = reconcile_ledger_with_raw(
+                lambda sql, **p: [dict(r._mapping) for r in db.execute(wh.text(sql), p)]
             )
+            if mismatches:
+                raise _ReconciliationFailed
+    except _ReconciliationFailed:
+        yield dg.AssetCheckResult(
+            check_name="ledger_matches_raw_stripe",
+            passed=False,
+            severity=dg.AssetCheckSeverity.ERROR,
+            metadata=_mismatch_metadata(mismatches),
+        )
+        raise dg.Failure(
+            f"core.ledger does not reconcile with raw Stripe data for {len(mismatches)} "
+            "workspace/currency total(s); nothing was written"
+        ) from None
     totals = {
         r["kind"]: int(r["total"])
         for r in wh.rows(
@@ -348,9 +411,11 @@ def ledger(
             " WHERE amount_reporting_micros IS NULL GROUP BY currency ORDER BY currency"
         )
     }
+    n_rows = int(wh.scalar("SELECT COUNT(*) FROM core.ledger") or 0)
     yield dg.MaterializeResult(
         metadata={
-            "rows": int(wh.scalar("SELECT COUNT(*) FROM core.ledger") or 0),
+            "rows": n_rows,
+            **table_metadata(dg.AssetKey(["core", "ledger"]), n_rows),
             "mode": _mode(plans),
             "objects_changed": sum(c["objects"] for c in counts.values()),
             "rows_deleted": sum(c["deleted"] for c in counts.values()),
@@ -363,7 +428,7 @@ def ledger(
     yield dg.AssetCheckResult(
         check_name="ledger_matches_raw_stripe",
         passed=True,
-        metadata={"checked_at": int(time.time())},
+        metadata={"checked_at": int(time.time()), "mismatches": 0},
     )
 
 
@@ -451,10 +516,12 @@ def subscription_history(
                 db.execute(sa.insert(wh.table("core.subscription_history_due")), due)
             save_state(db, wh, "core.subscription_history", plan, now)
             counts[w] = {"objects": objects, "deleted": max(deleted or 0, 0), "inserted": len(rows)}
+    n_rows = int(wh.scalar("SELECT COUNT(*) FROM core.subscription_history") or 0)
     return dg.MaterializeResult(
         metadata={
             "subscriptions": n_subs,
-            "rows": int(wh.scalar("SELECT COUNT(*) FROM core.subscription_history") or 0),
+            "rows": n_rows,
+            **table_metadata(dg.AssetKey(["core", "subscription_history"]), n_rows),
             "mode": _mode(plans),
             "objects_changed": sum(c["objects"] for c in counts.values()),
             "rows_deleted": sum(c["deleted"] for c in counts.values()),

@@ -27,6 +27,7 @@ from finance_pipeline.lib.money import round_half_away
 from finance_pipeline.margins.assets import RECOGNIZED_KEY, _plain
 from finance_pipeline.partitions import monthly_partitions
 from finance_pipeline.resources import WarehouseResource
+from finance_pipeline.table_checks import table_metadata
 from finance_pipeline.tenancy import Workspace, list_workspaces
 from finance_pipeline.warehouse.db import Warehouse
 
@@ -208,6 +209,7 @@ def forecasts(
         metadata={
             "as_of": as_of.isoformat(),
             "forecasts_written": len(rows),
+            **table_metadata(FORECASTS_KEY, len(rows)),
             "written": dg.MetadataValue.json(written),
             "skipped": dg.MetadataValue.json(skipped),
         },

@@ -17,6 +17,7 @@ from finance_pipeline.ingest.landing import (
 from finance_pipeline.ingest.manual_rows import KIND_TABLES
 from finance_pipeline.resources import WarehouseResource
 from finance_pipeline.settings import get_settings
+from finance_pipeline.table_checks import table_metadata
 from finance_pipeline.warehouse.db import Warehouse
 
 LANDING_KEYS = {kind: dg.AssetKey(table.split(".")) for kind, (table, _) in KIND_TABLES.items()}
@@ -117,13 +118,15 @@ def landing_files(
     for kind, key in LANDING_KEYS.items():
         mine = [o for o in outcomes if o.kind == kind and o.status != "rejected"]
         table = KIND_TABLES[kind][0]
+        rows_total = int(wh.scalar(f"SELECT COUNT(*) FROM {table}") or 0)
         yield dg.MaterializeResult(
             asset_key=key,
             metadata={
                 "files": len(mine),
                 "rows_inserted": sum(o.inserted for o in mine),
                 "duplicates_skipped": sum(o.duplicates for o in mine),
-                "rows_total": int(wh.scalar(f"SELECT COUNT(*) FROM {table}") or 0),
+                "rows_total": rows_total,
+                **table_metadata(key, rows_total),
             },
         )
     rejected = [o for o in outcomes if o.status == "rejected"]

@@ -10,6 +10,7 @@ from finance_pipeline.resources import StripeResource, WarehouseResource
 from finance_pipeline.stripe_sync.engine import StreamResult, StripeStreamSync
 from finance_pipeline.stripe_sync.gateway import StripeGateway, StripeSyncError
 from finance_pipeline.stripe_sync.streams import STREAMS, Stream
+from finance_pipeline.table_checks import table_metadata
 from finance_pipeline.tenancy import stripe_connections
 
 STRIPE_POOL = "stripe_api"
@@ -124,12 +125,14 @@ def build_stripe_asset(stream: Stream) -> dg.AssetsDefinition:
     ):
         results, totals = run_stream(context, stream, warehouse, stripe)
         wh = warehouse.get()
+        rows_total = int(wh.scalar(f"SELECT COUNT(*) FROM {stream.table}") or 0)
         yield dg.MaterializeResult(
             asset_key=main_key,
             metadata={
                 "workspaces": len(results),
                 "objects_synced": sum(r.objects for r in results),
-                "rows_total": int(wh.scalar(f"SELECT COUNT(*) FROM {stream.table}") or 0),
+                "rows_total": rows_total,
+                **table_metadata(main_key, rows_total),
                 "stripe_requests": totals["requests"],
                 "stripe_retries": totals["retries"],
                 "throttled_seconds": round(totals["throttled_s"], 3),
@@ -138,11 +141,13 @@ def build_stripe_asset(stream: Stream) -> dg.AssetsDefinition:
             },
         )
         for sub in stream.sublists:
+            sub_total = int(wh.scalar(f"SELECT COUNT(*) FROM {sub.table}") or 0)
             yield dg.MaterializeResult(
                 asset_key=asset_key_for(sub.table),
                 metadata={
                     "rows_written": sum(r.sublist_rows for r in results),
-                    "rows_total": int(wh.scalar(f"SELECT COUNT(*) FROM {sub.table}") or 0),
+                    "rows_total": sub_total,
+                    **table_metadata(asset_key_for(sub.table), sub_total),
                 },
             )
 

@@ -52,6 +52,7 @@ from finance_pipeline.margins.mappings import (
 )
 from finance_pipeline.partitions import monthly_partitions
 from finance_pipeline.resources import WarehouseResource
+from finance_pipeline.table_checks import table_metadata
 from finance_pipeline.tenancy import Workspace, list_workspaces
 from finance_pipeline.warehouse.db import Warehouse
 
@@ -210,7 +211,13 @@ def recognized_revenue_monthly(warehouse: WarehouseResource) -> dg.MaterializeRe
                 db.execute(sa.insert(wh.table("core.recognized_revenue_monthly")), rows)
             total_rows += len(rows)
             skipped += sum(r["skipped_lines"] for r in rows)
-    return dg.MaterializeResult(metadata={"rows": total_rows, "skipped_lines": skipped})
+    return dg.MaterializeResult(
+        metadata={
+            "rows": total_rows,
+            "skipped_lines": skipped,
+            **table_metadata(RECOGNIZED_KEY, total_rows),
+        }
+    )
 
 
 # --- margins -------------------------------------------------------------------------------------
@@ -421,6 +428,7 @@ def customer_margins_monthly(
     meta["critical_count"] = sum(r["table"]["summary"]["criticalCount"] for r in results.values())
     meta["at_risk_count"] = sum(r["table"]["summary"]["atRiskCount"] for r in results.values())
     meta["rows_written"] = sum(len(r["table"]["customers"]) for r in results.values())
+    meta.update(table_metadata(MARGINS_KEY, meta["rows_written"]))
     meta["auto_matches_created"] = sum(r.created for r in refreshed.values())
     meta["auto_matches_pending"] = sum(r.pending for r in refreshed.values())
     meta["margins"] = dg.MetadataValue.md("\n".join(lines))

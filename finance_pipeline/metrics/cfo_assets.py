@@ -27,6 +27,7 @@ from finance_pipeline.lib.cfo_metrics import WINDOW_DAYS
 from finance_pipeline.lib.money import MICROS_PER_CENT, foot, micros_to_decimal
 from finance_pipeline.partitions import daily_partitions
 from finance_pipeline.resources import WarehouseResource
+from finance_pipeline.table_checks import table_metadata
 from finance_pipeline.tenancy import Workspace, list_workspaces
 from finance_pipeline.warehouse.db import Warehouse
 
@@ -267,6 +268,7 @@ def cfo_marts(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
             cfo_meta[f"{ws_id}_runway_months"] = dg.MetadataValue.text(str(last["runway_months"]))
     cfo_meta["last_day"] = dg.MetadataValue.md("\n".join(lines))
     cfo_meta["rows_written"] = sum(len(r.metrics) for r in results.values())
+    cfo_meta.update(table_metadata(CFO_KEY, cfo_meta["rows_written"]))
     cfo_meta["days_without_mrr_row"] = sum(r.days_without_mrr for r in results.values())
     yield dg.MaterializeResult(asset_key=CFO_KEY, metadata=cfo_meta)
 
@@ -293,6 +295,7 @@ def cfo_marts(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
             "days": days,
             "window": f"{start}..{end}",
             "rows_written": sum(len(r.revenue) for r in results.values()),
+            **table_metadata(REVENUE_KEY, sum(len(r.revenue) for r in results.values())),
             "window_totals": dg.MetadataValue.md("\n".join(rev_lines)),
         },
     )

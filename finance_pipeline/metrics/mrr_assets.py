@@ -21,6 +21,7 @@ from finance_pipeline.metrics.mrr_compute import compute_mrr_window, mrr_setting
 from finance_pipeline.metrics.reconcile import invoice_mrr_mismatches
 from finance_pipeline.partitions import daily_partitions
 from finance_pipeline.resources import WarehouseResource
+from finance_pipeline.table_checks import table_metadata
 from finance_pipeline.tenancy import list_workspaces
 
 MRR_TABLES = {
@@ -165,6 +166,7 @@ def mrr_marts(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
             "mrr_plan_daily": "plans",
         }[name]
         m["rows_written"] = sum(len(getattr(r, attr)) for r in results.values())
+        m.update(table_metadata(key, m["rows_written"]))
         yield dg.MaterializeResult(asset_key=key, metadata=m)
     yield dg.AssetCheckResult(
         check_name="movement_identity_holds",
