@@ -14,7 +14,7 @@ from typing import Any
 import dagster as dg
 
 from finance_pipeline.resources import WarehouseResource
-from finance_pipeline.warehouse.tables import Table, schema_problems, table_for
+from finance_pipeline.warehouse.tables import COMPANIONS, Table, schema_problems, table_for
 
 SCHEMA_CHECK = "schema_matches_metadata"
 
@@ -76,8 +76,9 @@ def _schema_check(assets_def: dg.AssetsDefinition) -> dg.AssetChecksDefinition:
                 SCHEMA_CHECK,
                 asset=key,
                 blocking=True,
-                description=f"The live table {table_of(key).name} has the described columns "
-                "(none missing or extra), type families, nullability and primary key.",
+                description=f"The live table {table_of(key).name} (and the tables the asset "
+                "writes beside it) has the described columns (none missing or extra), type "
+                "families, nullability and primary key.",
             )
             for key in keys
         ],
@@ -90,6 +91,8 @@ def _schema_check(assets_def: dg.AssetsDefinition) -> dg.AssetChecksDefinition:
         for check_key in sorted(context.selected_asset_check_keys, key=lambda k: k.asset_key.path):
             table = table_of(check_key.asset_key)
             problems = schema_problems(wh, table)
+            for companion in COMPANIONS.get(table.name, ()):
+                problems += [f"{companion.name}: {p}" for p in schema_problems(wh, companion)]
             yield dg.AssetCheckResult(
                 asset_key=check_key.asset_key,
                 check_name=SCHEMA_CHECK,

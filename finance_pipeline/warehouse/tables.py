@@ -271,7 +271,7 @@ _EXTERNAL = _col("external_id TEXT NOT NULL", "Caller's id of the row; re-ingest
 LANDING_TABLES = (
     Table(
         "raw.cost_records",
-        "Cost records (seeds/001 shape) by category, some tagged to a customer.",
+        "Cost records (products API shape) by category, some tagged to a customer.",
         (
             WORKSPACE,
             _EXTERNAL,
@@ -325,8 +325,8 @@ LANDING_TABLES = (
         (
             WORKSPACE,
             _EXTERNAL,
-            _col("type TEXT NOT NULL", "Revenue type in seeds/001's vocabulary."),
-            _col("subtype TEXT NOT NULL", "Revenue subtype in seeds/004's vocabulary."),
+            _col("type TEXT NOT NULL", "Revenue type in products API's vocabulary."),
+            _col("subtype TEXT NOT NULL", "Revenue subtype in v1 API's vocabulary."),
             _col("amount_micros BIGINT NOT NULL", "Signed amount in micro-units of `currency`."),
             _col("currency TEXT NOT NULL", "ISO currency of the amount (lower case)."),
             _col("date DATE NOT NULL", "Day the revenue was earned."),
@@ -369,7 +369,7 @@ CORE_TABLES = (
     ),
     Table(
         "core.ledger",
-        "One row per money movement (metrics.md §7), native and reporting currency.",
+        "One row per money movement (docs/metrics.md §7), native and reporting currency.",
         (
             WORKSPACE,
             _col("entry_id TEXT NOT NULL", "Deterministic id from the source table and id."),
@@ -421,7 +421,7 @@ CORE_TABLES = (
     ),
     Table(
         "core.recognized_revenue_monthly",
-        "Recognized revenue per customer, month and native currency (metrics.md §8).",
+        "Recognized revenue per customer, month and native currency (docs/metrics.md §8).",
         (
             WORKSPACE,
             _col("customer_id TEXT NOT NULL", "Stripe customer id."),
@@ -526,7 +526,7 @@ _CENTS_30D = "in cents of the reporting currency over the 30 days ending `day`"
 CFO_TABLES = (
     Table(
         "mart.cfo_metrics_daily",
-        "seeds/004 CFO metrics per workspace and local day over the rolling 30 days (§9).",
+        "v1 API CFO metrics per workspace and local day over the rolling 30 days (§9).",
         (
             WORKSPACE,
             DAY,
@@ -583,13 +583,15 @@ CFO_TABLES = (
             _col("message TEXT NOT NULL", "Human-readable message."),
             _col("payload_json JSONB NOT NULL", "The alert's numbers."),
             _col("created_at BIGINT NOT NULL", "When the alert was evaluated (Unix seconds)."),
+            _col("episode_id TEXT", "The episode this day belongs to (NULL for rows before them)."),
+            _col("opens_episode BOOLEAN NOT NULL", "True on the day that opened the episode."),
         ),
         ("workspace_id", "day", "alert_id"),
         row_count="window",
     ),
     Table(
         "mart.advisory_memos",
-        "One seeds/004 advisory memo per workspace and local day.",
+        "One v1 API advisory memo per workspace and local day.",
         (
             WORKSPACE,
             DAY,
@@ -611,7 +613,7 @@ CFO_TABLES = (
 MONTHLY_TABLES = (
     Table(
         "mart.customer_margins_monthly",
-        "Customer margins per month (§11, seeds/003).",
+        "Customer margins per month (§11, margins API).",
         (
             WORKSPACE,
             MONTH,
@@ -627,9 +629,9 @@ MONTHLY_TABLES = (
             _col("projected_margin_percent TEXT", "Projected margin percent (exact decimal)."),
             _col("projected_tier_worsening BOOLEAN NOT NULL", "True if the tier will worsen."),
             _col("budget_suggestion_micros BIGINT", "Suggested cost budget."),
-            _col("sort_order INTEGER NOT NULL", "Position in the seeds/003 list."),
+            _col("sort_order INTEGER NOT NULL", "Position in the margins API list."),
             _col("sparkline_json JSONB NOT NULL", "Monthly margins with the projection."),
-            _col("row_json JSONB NOT NULL", "The seeds/003 `customers[]` item as served."),
+            _col("row_json JSONB NOT NULL", "The margins API `customers[]` item as served."),
         ),
         ("workspace_id", "month", "customer_key"),
         row_count="window",
@@ -644,7 +646,7 @@ MONTHLY_TABLES = (
             _col("as_of DATE NOT NULL", "Day the forecast starts from."),
             _col("horizon_months INTEGER NOT NULL", "Months forecast."),
             _col("request_json JSONB NOT NULL", "The forecast request."),
-            _col("response_json JSONB NOT NULL", "The seeds/004 forecast response."),
+            _col("response_json JSONB NOT NULL", "The v1 API forecast response."),
             _col("created_at BIGINT NOT NULL", "When it was computed (Unix seconds)."),
             _col("is_default BOOLEAN NOT NULL", "True for the pipeline's default forecast."),
         ),
@@ -663,6 +665,105 @@ TABLES: dict[str, Table] = {
         *CFO_TABLES,
         *MONTHLY_TABLES,
     )
+}
+
+
+# Tables an asset writes beside the one its key mirrors (state, summaries, derived episodes): their
+# schema is checked by that asset's schema check, and they are described here like the others.
+_BUILD_STATE = Table(
+    "core.build_state",
+    "Per workspace and core asset: the source watermarks of its last build (incremental core).",
+    (
+        WORKSPACE,
+        _col("asset TEXT NOT NULL", "The core asset (`ledger`, `subscription_history`)."),
+        _col("watermark BIGINT", "Latest synced_at the build consumed (Unix seconds)."),
+        _col("built_at BIGINT NOT NULL", "When the build ran (Unix seconds)."),
+        _col("mode TEXT NOT NULL", "`full` or `incremental`."),
+        _col("settings_hash TEXT NOT NULL", "Hash of the switches the build used."),
+        _col("watermarks_json JSONB NOT NULL", "Watermark per source table."),
+    ),
+    ("workspace_id", "asset"),
+)
+COMPANIONS: dict[str, tuple[Table, ...]] = {
+    "core.ledger": (_BUILD_STATE,),
+    "core.subscription_history": (
+        _BUILD_STATE,
+        Table(
+            "core.subscription_history_due",
+            "Subscriptions whose history depends on the build time: rebuilt by any later run.",
+            (
+                WORKSPACE,
+                _col("subscription_id TEXT NOT NULL", "Stripe subscription id."),
+                _col("due_at BIGINT NOT NULL", "From when a rebuild is due (Unix seconds)."),
+            ),
+            ("workspace_id", "subscription_id"),
+        ),
+    ),
+    "mart.alerts": (
+        Table(
+            "mart.alert_episodes",
+            "Alert episodes (§14): consecutive evaluated days of one alert, opened to resolved.",
+            (
+                WORKSPACE,
+                _col(
+                    "episode_id TEXT NOT NULL",
+                    "Deterministic id from workspace, type, subject, opened_on.",
+                ),
+                _col("type TEXT NOT NULL", "Alert rule."),
+                _col("subject TEXT NOT NULL", "Customer for margin alerts, '' otherwise."),
+                _col("opened_on DATE NOT NULL", "First active day."),
+                _col("last_active_on DATE NOT NULL", "Latest active day."),
+                _col("resolved_on DATE", "First evaluated day without the alert; NULL while open."),
+                _col("status TEXT NOT NULL", "`opened`, `active` or `resolved`."),
+                _col("peak_severity TEXT NOT NULL", "Worst severity of the episode."),
+                _col("severity TEXT NOT NULL", "Severity on the latest active day."),
+                _col("first_severity TEXT NOT NULL", "Severity on the opening day."),
+                _col("first_alert_id TEXT NOT NULL", "Daily alert that opened the episode."),
+                _col("last_alert_id TEXT NOT NULL", "Latest daily alert of the episode."),
+                _col("first_message TEXT NOT NULL", "Message on the opening day."),
+                _col("last_message TEXT NOT NULL", "Message on the latest active day."),
+                _col("first_payload_json JSONB NOT NULL", "Numbers on the opening day."),
+                _col("last_payload_json JSONB NOT NULL", "Numbers on the latest active day."),
+            ),
+            ("workspace_id", "episode_id"),
+        ),
+        Table(
+            "mart.alert_evaluated_days",
+            "Local days whose alerts were evaluated: only such a day can resolve an episode.",
+            (WORKSPACE, DAY),
+            ("workspace_id", "day"),
+        ),
+    ),
+    "mart.customer_margins_monthly": (
+        Table(
+            "mart.customer_margins_summary_monthly",
+            "Per workspace and month: the margins API `summary` and unmatched report (§11).",
+            (
+                WORKSPACE,
+                MONTH,
+                _col("revenue_micros BIGINT NOT NULL", f"Recognized revenue {REPORTING}."),
+                _col("cost_micros BIGINT NOT NULL", f"Attributed cost {REPORTING}."),
+                _col(
+                    "blended_margin_percent TEXT",
+                    "Blended margin % (2 decimals); NULL without revenue.",
+                ),
+                _col("critical_count INTEGER NOT NULL", "Customers in the critical tier."),
+                _col("at_risk_count INTEGER NOT NULL", "Customers in the at-risk tier."),
+                _col(
+                    "untagged_cost_micros BIGINT NOT NULL",
+                    f"Costs with no customer tag {REPORTING}.",
+                ),
+                _col(
+                    "unmapped_cost_micros BIGINT NOT NULL",
+                    f"Costs whose tag maps to no customer {REPORTING}.",
+                ),
+                _col("summary_json JSONB NOT NULL", "The margins API `summary` object."),
+                _col("unmatched_json JSONB NOT NULL", "Unmatched customers and unmapped tags."),
+                _col("computed_at BIGINT NOT NULL", "When the month was computed (Unix seconds)."),
+            ),
+            ("workspace_id", "month"),
+        ),
+    ),
 }
 
 
