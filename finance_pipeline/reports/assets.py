@@ -100,13 +100,19 @@ def report_asset(report_type: str) -> dg.AssetsDefinition:
         ]
         meta: dict[str, Any] = {}
         files = rows = 0
+        skipped: list[str] = []
         for month in partition_months(context):
             start, end = month_bounds(month)
             for ws in list_workspaces(wh):
                 try:
                     entry, table = render_and_store(wh, root, ws, report_type, start, end)
                 except ReportDataMissing as exc:
-                    raise dg.Failure(str(exc)) from exc
+                    if exc.days_found:
+                        raise dg.Failure(str(exc)) from exc
+                    # Nothing materialized for this workspace and month (e.g. it was created
+                    # later): no report rather than one of invented zeros; listed below.
+                    skipped.append(f"{ws.id} {month}: {exc}")
+                    continue
                 totals = ", ".join(f"{k} {_money(v)}" for k, v in table.totals.items())
                 lines.append(
                     f"| {ws.id} | {month} | {entry.path} | {entry.version} | {entry.size_bytes}"
@@ -121,6 +127,7 @@ def report_asset(report_type: str) -> dg.AssetsDefinition:
             rows=rows,
             reports_dir=dg.MetadataValue.path(str(root)),
             reports=dg.MetadataValue.md("\n".join(lines)),
+            skipped=dg.MetadataValue.md("\n".join(f"- {s}" for s in skipped) or "none"),
         )
         return dg.MaterializeResult(metadata=meta)
 

@@ -26,6 +26,10 @@ from finance_pipeline.warehouse.db import Warehouse
 class ReportDataMissing(RuntimeError):
     """The marts do not cover the report's period (backfill them first)."""
 
+    def __init__(self, message: str, days_found: int = 0) -> None:
+        super().__init__(message)
+        self.days_found = days_found
+
 
 def _json(value: Any) -> Any:
     return json.loads(value) if isinstance(value, str) else value
@@ -66,7 +70,8 @@ def mrr_roll_forward(
     if len(rows) != expected:
         raise ReportDataMissing(
             f"mart.mrr_daily of {ws.id} has {len(rows)} of the {expected} days {start}..{end};"
-            " backfill the MRR marts first"
+            " backfill the MRR marts first",
+            days_found=len(rows),
         )
     exact = [_json(r["exact_json"]) for r in rows]
     moves = {
