@@ -144,6 +144,12 @@ _KEY_WHERE = (
 )
 
 
+def _lock_id(key: ReportKey) -> int:
+    """A signed 64-bit advisory lock id for one report (workspace, type, period, plan, format)."""
+    text = "|".join(str(v) for v in _key_params(key).values())
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big", signed=True)
+
+
 def _key_params(key: ReportKey) -> dict[str, Any]:
     return {
         "w": key.workspace_id,
@@ -230,6 +236,11 @@ def _store(
 ) -> CatalogueEntry:
     """store_report's transaction; appends the path it puts in place to `written`."""
     with wh.begin() as db:
+        if not wh.is_sqlite:
+            # Two writers of one report would pick the same version and path, and the loser's
+            # cleanup would delete the winner's file: serialize them (SQLite's BEGIN IMMEDIATE
+            # already does).
+            db.execute(wh.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _lock_id(key)})
         stored = {
             int(r["version"]): r
             for r in db.execute(
