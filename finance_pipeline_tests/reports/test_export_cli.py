@@ -55,3 +55,16 @@ def test_export_refuses_bad_requests(wh: Warehouse, capsys: pytest.CaptureFixtur
     assert cli.main([*ARGS, *RANGE, "--format", "pdf", "--wait", "--timeout", "0"]) == 1
     assert "still processing" in capsys.readouterr().err
     assert pending_exports(wh) != []
+
+
+def test_reports_are_wired_into_the_definitions() -> None:
+    import dagster as dg
+
+    from finance_pipeline.definitions import defs
+    from finance_pipeline.reports.exports import report_export_sensor
+
+    job = defs.resolve_job_def("monthly_reports")
+    assert {k.path[0] for k in job.asset_layer.executable_asset_keys} == {"reports"}
+    assert len(job.asset_layer.executable_asset_keys) == 6
+    assert defs.resolve_job_def("report_export_job") is not None
+    assert report_export_sensor.default_status == dg.DefaultSensorStatus.RUNNING
