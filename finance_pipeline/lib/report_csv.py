@@ -165,14 +165,15 @@ def mrr_breakdown(
     if movements is not None and opening is not None and closing is not None:
         signed = {k: MOVEMENT_SIGNS[k] * Fraction(movements.get(k, 0)) for k in MOVEMENT_SIGNS}
         company = foot_roll_forward(opening, signed, closing, MICROS_PER_CENT)
-    if company is not None and plans:
-        # Plan balances add up to the company balance exactly; foot them to its displayed figure.
-        try:
-            open_r = foot([p.opening for p in plans], MICROS_PER_CENT, total=company[0])
-            close_r = foot([p.closing for p in plans], MICROS_PER_CENT, total=company[2])
-        except ValueError:
-            open_r = [to_cents(p.opening) for p in plans]
-            close_r = [to_cents(p.closing) for p in plans]
+    exact_sums = (
+        sum((p.opening for p in plans), Fraction(0)),
+        sum((p.closing for p in plans), Fraction(0)),
+    )
+    if company is not None and plans and exact_sums == (Fraction(opening), Fraction(closing)):
+        # The plans add up to the company exactly: foot them to its displayed figures. (They do
+        # not when an amount without an FX rate is left out on one side only.)
+        open_r = foot([p.opening for p in plans], MICROS_PER_CENT, total=company[0])
+        close_r = foot([p.closing for p in plans], MICROS_PER_CENT, total=company[2])
     else:
         open_r = [to_cents(p.opening) for p in plans]
         close_r = [to_cents(p.closing) for p in plans]
