@@ -92,6 +92,7 @@ def report_asset(report_type: str) -> dg.AssetsDefinition:
     def _report(
         context: dg.AssetExecutionContext, warehouse: WarehouseResource
     ) -> dg.MaterializeResult:
+        """Render and store the report of every month of the run for every workspace."""
         wh = warehouse.get()
         root = get_settings().resolved_reports_dir
         lines = [
