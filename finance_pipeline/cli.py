@@ -1,4 +1,5 @@
-"""`finance-pipeline`: the command line for operators (migrations, landing files, sync status)."""
+"""`finance-pipeline`: the command line for operators (migrations, landing files, sync status,
+report exports)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import argparse
 import json
 import os
 import sys
+import time
+from datetime import date
 from pathlib import Path
 
 from finance_pipeline.settings import get_settings
@@ -62,6 +65,44 @@ def cmd_sync_status(_args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    """Request a report export (the export sensor renders it); --wait prints the file's path."""
+    from finance_pipeline.reports.exports import create_export, get_export
+
+    wh = _warehouse()
+    export_id = create_export(
+        wh,
+        args.workspace,
+        args.type,
+        args.format,
+        date.fromisoformat(args.start),
+        date.fromisoformat(args.end),
+        args.plan,
+        requested_by="cli",
+    )
+    print(f"{export_id} processing")
+    if not args.wait:
+        return 0
+    # The sensor (and so the daemon) renders the request; poll its row until it is done.
+    deadline = time.monotonic() + args.timeout
+    while True:
+        row = get_export(wh, export_id) or {}
+        if row.get("status") == "completed":
+            print(get_settings().resolved_reports_dir / row["path"])
+            return 0
+        if row.get("status") == "failed":
+            print(f"error: export {export_id} failed: {row.get('error')}", file=sys.stderr)
+            return 1
+        if time.monotonic() > deadline:
+            print(
+                f"error: export {export_id} still processing after {args.timeout}s "
+                "(is the Dagster daemon running?)",
+                file=sys.stderr,
+            )
+            return 1
+        time.sleep(1.0)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The CLI's argument parser."""
     p = argparse.ArgumentParser(prog="finance-pipeline", description=__doc__)
@@ -82,6 +123,27 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("sync-status", help="Stripe sync health per workspace").set_defaults(
         fn=cmd_sync_status
     )
+    e = sub.add_parser("export", help="request a report export (CSV; PDF not available yet)")
+    e.add_argument("--workspace", required=True, help="workspace id")
+    e.add_argument(
+        "--type",
+        required=True,
+        choices=(
+            "mrr_breakdown",
+            "invoice_summary",
+            "revenue_trend",
+            "failed_payments",
+            "margins",
+            "mrr_movements",
+        ),
+    )
+    e.add_argument("--format", choices=("csv", "pdf"), default="csv")
+    e.add_argument("--start", required=True, help="first local day, YYYY-MM-DD")
+    e.add_argument("--end", required=True, help="last local day, YYYY-MM-DD (inclusive)")
+    e.add_argument("--plan", default=None, help="plan (price) id filter")
+    e.add_argument("--wait", action="store_true", help="wait until rendered; print the path")
+    e.add_argument("--timeout", type=float, default=600.0, help="seconds --wait waits at most")
+    e.set_defaults(fn=cmd_export)
     return p
 
 

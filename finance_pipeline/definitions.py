@@ -14,6 +14,8 @@ from finance_pipeline.margins.assets import customer_margins_monthly, recognized
 from finance_pipeline.metrics.cfo_assets import cfo_marts
 from finance_pipeline.metrics.mrr_assets import mrr_marts
 from finance_pipeline.partitions import daily_partitions
+from finance_pipeline.reports.assets import report_assets
+from finance_pipeline.reports.exports import report_export_job, report_export_sensor
 from finance_pipeline.resources import StripeResource, WarehouseResource
 from finance_pipeline.table_checks import schema_checks, with_table_metadata
 
@@ -57,6 +59,12 @@ monthly_job = dg.define_asset_job(
         recognized_revenue_monthly, customer_margins_monthly, forecasts
     ),
     description="Recognized revenue, customer margins and the default forecast for a month.",
+)
+
+monthly_reports_job = dg.define_asset_job(
+    "monthly_reports",
+    selection=dg.AssetSelection.assets(*report_assets),
+    description="The month's CSV reports for every workspace, into the report store and catalogue.",
 )
 
 
@@ -145,10 +153,19 @@ assets = with_table_metadata(
 )
 
 defs = dg.Definitions(
-    assets=assets,
+    # Report assets write files and catalogue rows, not warehouse tables: no table schema.
+    assets=[*assets, *report_assets],
     asset_checks=schema_checks(assets),
-    jobs=[ingest_job, landing_job, daily_refresh_job, marts_job, monthly_job],
+    jobs=[
+        ingest_job,
+        landing_job,
+        daily_refresh_job,
+        marts_job,
+        monthly_job,
+        monthly_reports_job,
+        report_export_job,
+    ],
     schedules=[daily_refresh, monthly_margins],
-    sensors=[landing_folder_sensor],
+    sensors=[landing_folder_sensor, report_export_sensor],
     resources={"warehouse": WarehouseResource(), "stripe": StripeResource()},
 )

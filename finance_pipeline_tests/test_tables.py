@@ -14,7 +14,11 @@ DESCRIBED = {**TABLES, **{t.name: t for ts in COMPANIONS.values() for t in ts}}
 
 
 def test_every_asset_table_is_described_and_nothing_else() -> None:
-    keys = {".".join(k.path) for k in defs.resolve_asset_graph().get_all_asset_keys()}
+    graph = defs.resolve_asset_graph()
+    # The report assets write files (and catalogue rows), not a table of their own.
+    keys = {
+        ".".join(k.path) for k in graph.get_all_asset_keys() if graph.get(k).group_name != "reports"
+    }
     assert set(TABLES) == keys
 
 

@@ -1,0 +1,503 @@
+"""CSV reports as people read them: stable columns, footed amounts, safe in a spreadsheet.
+
+Pure functions (no Dagster, no I/O): each builder takes rows read from the marts and returns a
+`CsvTable` whose `render()` is the file's bytes. Columns, order and formats are documented in
+docs/reports.md and must not change without a new report type. Rules (docs/metrics.md §2):
+- amounts are whole units with exactly 2 decimals, no thousands separators, '-' for negatives;
+  the lines of a table are footed (largest remainder) so a total row is the sum of its lines;
+- dates are ISO 8601 (YYYY-MM-DD), currencies upper-case ISO codes;
+- a text cell that a spreadsheet would run as a formula (starting with =, +, -, @, tab or CR) gets a
+  leading apostrophe; amounts and counts are numbers, never text, and are written as they are.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from decimal import Decimal
+from fractions import Fraction
+from typing import Any
+
+from finance_pipeline.lib.money import (
+    MICROS_PER_CENT,
+    foot,
+    foot_roll_forward,
+    round_half_away,
+)
+
+# Characters that make a spreadsheet treat a cell as a formula (OWASP CSV injection).
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+TOTAL = "Total"
+# Signs with which each movement changes MRR (docs/metrics.md §5); shown signed in the CSVs.
+MOVEMENT_SIGNS = {
+    "new": 1,
+    "expansion": 1,
+    "reactivation": 1,
+    "contraction": -1,
+    "churn": -1,
+    "fx": 1,
+}
+
+Cell = str | int | Decimal | date | None
+
+
+class Amount(Decimal):
+    """A money cell: a number written as is (never neutralized), 2 decimals."""
+
+
+def neutralize(text: str) -> str:
+    """A text cell made inert for spreadsheets: a leading `'` before a formula character."""
+    return "'" + text if text.startswith(FORMULA_PREFIXES) else text
+
+
+def cents_amount(rounded_micros: int) -> Amount:
+    """An amount already rounded to the cent (a multiple of 10,000 micros) as a 2-decimal cell."""
+    if rounded_micros % MICROS_PER_CENT:
+        raise ValueError(f"{rounded_micros} micros is not a whole number of cents")
+    return Amount(Decimal(rounded_micros // MICROS_PER_CENT).scaleb(-2))
+
+
+def to_cents(exact_micros: Fraction | int) -> int:
+    """Exact micros rounded once to the cent (half away from zero), still in micros."""
+    return round_half_away(Fraction(exact_micros), MICROS_PER_CENT)
+
+
+def percent_cell(value: str | Decimal | Fraction | None) -> Amount | None:
+    """A percentage rounded independently to 2 decimals (not footed, §2); None stays empty."""
+    if value is None:
+        return None
+    scaled = round_half_away(Fraction(str(value)) * 100)
+    return Amount(Decimal(scaled).scaleb(-2))
+
+
+def _cell(value: Cell) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, Decimal):
+        return f"{value:f}"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, date):
+        return value.isoformat()
+    return neutralize(str(value))
+
+
+@dataclass
+class CsvTable:
+    """A report table: its header, its rows (total rows included) and totals for metadata."""
+
+    columns: list[str]
+    rows: list[list[Cell]] = field(default_factory=list)
+    # Headline totals for the asset's metadata: name -> rounded micros (or a count).
+    totals: dict[str, int] = field(default_factory=dict)
+    line_count: int = 0
+
+    def render(self) -> bytes:
+        """The CSV file: UTF-8, comma separated, RFC 4180 quoting, CRLF line ends."""
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\r\n")
+        writer.writerow([neutralize(c) for c in self.columns])
+        for row in self.rows:
+            if len(row) != len(self.columns):
+                raise ValueError(f"row has {len(row)} cells for {len(self.columns)} columns")
+            writer.writerow([_cell(c) for c in row])
+        return buf.getvalue().encode("utf-8")
+
+
+def _upper(currency: str | None) -> str | None:
+    return currency.upper() if currency else None
+
+
+def _footed_column(values: Sequence[Fraction | int]) -> tuple[list[int], int]:
+    """Lines rounded to the cent so they add up to the rounded exact total; (lines, total)."""
+    lines = foot(list(values), MICROS_PER_CENT) if values else []
+    return lines, sum(lines)
+
+
+# --- mrr_breakdown -------------------------------------------------------------------------------
+
+MRR_BREAKDOWN_COLUMNS = [
+    "Plan",
+    "Opening MRR",
+    "New",
+    "Expansion",
+    "Reactivation",
+    "Contraction",
+    "Churn",
+    "FX",
+    "Net Change",
+    "Closing MRR",
+    "Currency",
+]
+ALL_PLANS = "All plans"
+
+
+@dataclass(frozen=True)
+class PlanBalance:
+    """One plan's exact MRR on the day before the range and on its last day (reporting micros)."""
+
+    plan_id: str
+    opening: Fraction
+    closing: Fraction
+
+
+def mrr_breakdown(
+    currency: str,
+    opening: Fraction | int | None,
+    movements: Mapping[str, Fraction | int] | None,
+    closing: Fraction | int | None,
+    plans: Sequence[PlanBalance],
+) -> CsvTable:
+    """The MRR roll-forward of a range: the company row (opening, §5 movements signed, closing)
+    footed with foot_roll_forward, and one row per plan with its opening, net change and closing.
+
+    Plan rows are footed down to the company row (their openings and closings add up to its own),
+    so every column of the table foots. Without `movements` (a plan filter) only plan rows show.
+    """
+    table = CsvTable(MRR_BREAKDOWN_COLUMNS)
+    cur = _upper(currency)
+    company: tuple[int, dict[str, int], int] | None = None
+    if movements is not None and opening is not None and closing is not None:
+        signed = {k: MOVEMENT_SIGNS[k] * Fraction(movements.get(k, 0)) for k in MOVEMENT_SIGNS}
+        company = foot_roll_forward(opening, signed, closing, MICROS_PER_CENT)
+    exact_sums = (
+        sum((p.opening for p in plans), Fraction(0)),
+        sum((p.closing for p in plans), Fraction(0)),
+    )
+    if company is not None and plans and exact_sums == (Fraction(opening), Fraction(closing)):
+        # The plans add up to the company exactly: foot them to its displayed figures. (They do
+        # not when an amount without an FX rate is left out on one side only.)
+        open_r = foot([p.opening for p in plans], MICROS_PER_CENT, total=company[0])
+        close_r = foot([p.closing for p in plans], MICROS_PER_CENT, total=company[2])
+    else:
+        open_r = [to_cents(p.opening) for p in plans]
+        close_r = [to_cents(p.closing) for p in plans]
+    for p, o, c in zip(plans, open_r, close_r, strict=True):
+        table.rows.append(
+            [p.plan_id, cents_amount(o), *([None] * 6), cents_amount(c - o), cents_amount(c), cur]
+        )
+    if company is not None:
+        o, moves, c = company
+        table.rows.append(
+            [
+                ALL_PLANS,
+                cents_amount(o),
+                *(cents_amount(moves[k]) for k in MOVEMENT_SIGNS),
+                cents_amount(c - o),
+                cents_amount(c),
+                cur,
+            ]
+        )
+        table.totals = {"opening_mrr": o, "closing_mrr": c, **moves}
+    else:
+        table.totals = {"opening_mrr": sum(open_r), "closing_mrr": sum(close_r)}
+    table.line_count = len(plans)
+    return table
+
+
+# --- invoice_summary -----------------------------------------------------------------------------
+
+INVOICE_SUMMARY_COLUMNS = [
+    "Invoice Number",
+    "Customer ID",
+    "Customer Name",
+    "Status",
+    "Created Date",
+    "Paid Date",
+    "Period Start",
+    "Period End",
+    "Subtotal",
+    "Discount",
+    "Tax",
+    "Total",
+    "Amount Paid",
+    "Currency",
+    "Stripe Invoice ID",
+]
+_INVOICE_MONEY = ("subtotal", "discount", "tax", "total", "amount_paid")
+
+
+def _per_currency_totals(
+    table: CsvTable,
+    lines: Sequence[Mapping[str, Any]],
+    money: Sequence[str],
+    make_row: Any,
+    total_row: Any,
+) -> None:
+    """Rows grouped by currency, each currency followed by its total row; amounts footed."""
+    by_cur: dict[str, list[Mapping[str, Any]]] = {}
+    for line in lines:
+        by_cur.setdefault(str(line["currency"]).upper(), []).append(line)
+    for cur in sorted(by_cur):
+        group = by_cur[cur]
+        cols = {m: _footed_column([g[m] for g in group]) for m in money}
+        for i, g in enumerate(group):
+            table.rows.append(make_row(g, {m: cols[m][0][i] for m in money}, cur))
+        table.rows.append(total_row({m: cols[m][1] for m in money}, cur, len(group)))
+        for m in money:
+            table.totals[f"{m}_{cur.lower()}"] = cols[m][1]
+    table.line_count = len(lines)
+
+
+def invoice_summary(invoices: Sequence[Mapping[str, Any]]) -> CsvTable:
+    """One row per invoice (amounts in the invoice's currency), then a total row per currency.
+
+    Each invoice mapping has: number, customer_id, customer_name, status, created, paid, period_start,
+    period_end (dates or None), subtotal, discount, tax, total, amount_paid (exact micros),
+    currency, id.
+    """
+    table = CsvTable(INVOICE_SUMMARY_COLUMNS)
+
+    def row(g: Mapping[str, Any], m: Mapping[str, int], cur: str) -> list[Cell]:
+        return [
+            g["number"],
+            g["customer_id"],
+            g["customer_name"],
+            g["status"],
+            g["created"],
+            g["paid"],
+            g["period_start"],
+            g["period_end"],
+            *(cents_amount(m[k]) for k in _INVOICE_MONEY),
+            cur,
+            g["id"],
+        ]
+
+    def total(m: Mapping[str, int], cur: str, n: int) -> list[Cell]:
+        money = [cents_amount(m[k]) for k in _INVOICE_MONEY]
+        return [TOTAL, None, f"{n} invoices", *([None] * 5), *money, cur, None]
+
+    _per_currency_totals(table, invoices, _INVOICE_MONEY, row, total)
+    return table
+
+
+# --- revenue_trend -------------------------------------------------------------------------------
+
+REVENUE_TREND_COLUMNS = ["Month", "Revenue", "Refunds", "Expenses", "Net", "MRR", "Currency"]
+
+
+@dataclass(frozen=True)
+class TrendMonth:
+    """One month of docs/metrics.md §10 (reporting micros): sums of the days, MRR a balance."""
+
+    month: str
+    revenue: int
+    refunds: int
+    expenses: int
+    mrr: Fraction | None  # end-of-month (or end-of-range) MRR; None when not materialized
+
+
+def revenue_trend(currency: str, months: Sequence[TrendMonth]) -> CsvTable:
+    """Per month: revenue, refunds (negative), expenses, net = revenue - expenses, MRR at the end.
+
+    Revenue, refunds and expenses are footed down their columns; net is revenue - expenses of the
+    displayed figures, so it foots across and down. MRR is a balance: no total.
+    """
+    table = CsvTable(REVENUE_TREND_COLUMNS)
+    cur = _upper(currency)
+    rev, rev_t = _footed_column([m.revenue for m in months])
+    ref, ref_t = _footed_column([m.refunds for m in months])
+    exp, exp_t = _footed_column([m.expenses for m in months])
+    for i, m in enumerate(months):
+        table.rows.append(
+            [
+                m.month,
+                cents_amount(rev[i]),
+                cents_amount(ref[i]),
+                cents_amount(exp[i]),
+                cents_amount(rev[i] - exp[i]),
+                None if m.mrr is None else cents_amount(to_cents(m.mrr)),
+                cur,
+            ]
+        )
+    table.rows.append(
+        [
+            TOTAL,
+            cents_amount(rev_t),
+            cents_amount(ref_t),
+            cents_amount(exp_t),
+            cents_amount(rev_t - exp_t),
+            None,
+            cur,
+        ]
+    )
+    table.totals = {"revenue": rev_t, "refunds": ref_t, "expenses": exp_t, "net": rev_t - exp_t}
+    table.line_count = len(months)
+    return table
+
+
+# --- failed_payments -----------------------------------------------------------------------------
+
+FAILED_PAYMENTS_COLUMNS = [
+    "Date",
+    "Customer ID",
+    "Customer Name",
+    "Amount",
+    "Currency",
+    "Failure Code",
+    "Failure Message",
+    "Invoice ID",
+    "Stripe Charge ID",
+    "Stripe Payment Intent ID",
+]
+
+
+def failed_payments(charges: Sequence[Mapping[str, Any]]) -> CsvTable:
+    """One row per failed charge (amount in its currency), then a total row per currency.
+
+    Each mapping has: day, customer_id, customer_name, amount (exact micros), currency,
+    failure_code, failure_message, invoice_id, charge_id, payment_intent_id.
+    """
+    table = CsvTable(FAILED_PAYMENTS_COLUMNS)
+
+    def row(g: Mapping[str, Any], m: Mapping[str, int], cur: str) -> list[Cell]:
+        return [
+            g["day"],
+            g["customer_id"],
+            g["customer_name"],
+            cents_amount(m["amount"]),
+            cur,
+            g["failure_code"],
+            g["failure_message"],
+            g["invoice_id"],
+            g["charge_id"],
+            g["payment_intent_id"],
+        ]
+
+    def total(m: Mapping[str, int], cur: str, n: int) -> list[Cell]:
+        return [TOTAL, None, f"{n} failed payments", cents_amount(m["amount"]), cur, *[None] * 5]
+
+    _per_currency_totals(table, charges, ("amount",), row, total)
+    return table
+
+
+# --- margins (margins API CSV) ---------------------------------------------------------------------
+
+MARGINS_COLUMNS = [
+    "Customer",
+    "Stripe ID",
+    "Tag Value",
+    "Revenue ($)",
+    "Cost ($)",
+    "Margin (%)",
+    "Margin ($)",
+    "Health Tier",
+]
+
+
+def margins_file_name(month: str) -> str:
+    """The margins API's download name, `margins-YYYY-MM.csv`."""
+    return f"margins-{month}.csv"
+
+
+def margins(
+    rows: Sequence[Mapping[str, Any]],
+    blended_percent: str | Decimal | None = None,
+    *,
+    with_total: bool = True,
+) -> CsvTable:
+    """The margins API CSV of a month, in the mart's order (docs/metrics.md §11).
+
+    Each mapping has customer_name, stripe_customer_id, tag_value, revenue_micros, cost_micros,
+    margin_percent (exact decimal text or None), health_tier. Revenue and cost are footed down
+    their columns; Margin ($) is revenue - cost of the displayed figures. The total row (Customer
+    "Total", blended percent) follows the lines unless `with_total` is False.
+    """
+    table = CsvTable(MARGINS_COLUMNS)
+    rev, rev_t = _footed_column([r["revenue_micros"] for r in rows])
+    cost, cost_t = _footed_column([r["cost_micros"] for r in rows])
+    for i, r in enumerate(rows):
+        table.rows.append(
+            [
+                r["customer_name"] or r["stripe_customer_id"],
+                r["stripe_customer_id"],
+                r["tag_value"],
+                cents_amount(rev[i]),
+                cents_amount(cost[i]),
+                percent_cell(r["margin_percent"]),
+                cents_amount(rev[i] - cost[i]),
+                r["health_tier"],
+            ]
+        )
+    if with_total:
+        table.rows.append(
+            [
+                TOTAL,
+                None,
+                None,
+                cents_amount(rev_t),
+                cents_amount(cost_t),
+                percent_cell(blended_percent),
+                cents_amount(rev_t - cost_t),
+                None,
+            ]
+        )
+    table.totals = {"revenue": rev_t, "cost": cost_t, "margin": rev_t - cost_t}
+    table.line_count = len(rows)
+    return table
+
+
+# --- mrr_movements -------------------------------------------------------------------------------
+
+MRR_MOVEMENTS_COLUMNS = [
+    "Date",
+    "Customer ID",
+    "Customer Name",
+    "Type",
+    "Reason",
+    "Amount",
+    "Currency",
+    "MRR After",
+    "MRR Currency",
+    "Plans",
+    "Stripe Subscription IDs",
+    "Stripe Subscription Item IDs",
+]
+
+
+def mrr_movements(currency: str, movements: Sequence[Mapping[str, Any]]) -> CsvTable:
+    """One row per customer movement (docs/metrics.md §5), signed like the roll-forward (churn and
+    contraction negative), in the reporting currency; then the total (the net customer movement).
+
+    Each mapping has: day, customer_id, customer_name, kind, reason, amount_exact (positive, as
+    stored), mrr_after (exact native micros or None), mrr_currency, plans, subscription_ids,
+    item_ids (lists of ids).
+    """
+    table = CsvTable(MRR_MOVEMENTS_COLUMNS)
+    cur = _upper(currency)
+    signed = [MOVEMENT_SIGNS[m["kind"]] * Fraction(m["amount_exact"]) for m in movements]
+    amounts, total = _footed_column(signed)
+    for i, m in enumerate(movements):
+        after = m["mrr_after"]
+        table.rows.append(
+            [
+                m["day"],
+                m["customer_id"],
+                m["customer_name"],
+                m["kind"],
+                m["reason"],
+                cents_amount(amounts[i]),
+                cur,
+                None if after is None else cents_amount(to_cents(after)),
+                _upper(m["mrr_currency"]),
+                " ".join(m["plans"]) or None,
+                " ".join(m["subscription_ids"]) or None,
+                " ".join(m["item_ids"]) or None,
+            ]
+        )
+    table.rows.append(
+        [TOTAL, None, f"{len(movements)} movements", None, None, cents_amount(total), cur]
+        + [None] * 5
+    )
+    table.totals = {"net_movement": total}
+    for kind in MOVEMENT_SIGNS:
+        table.totals[kind] = sum(
+            a for a, m in zip(amounts, movements, strict=True) if m["kind"] == kind
+        )
+    table.line_count = len(movements)
+    return table

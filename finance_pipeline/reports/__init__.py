@@ -1,0 +1,1 @@
+"""Reports: the report store and catalogue, month-end CSV reports and on-demand exports."""

@@ -1,0 +1,1 @@
+"""Reports: store, CSV builders, assets and exports."""

@@ -1,0 +1,419 @@
+"""Report assets and exports end to end on both databases: the CSVs equal the marts they read."""
+
+from __future__ import annotations
+
+import csv
+import io
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import pytest
+import sqlalchemy as sa
+
+from finance_pipeline.lib.money import MICROS_PER_CENT, foot, foot_roll_forward
+from finance_pipeline.reports.assets import report_assets
+from finance_pipeline.reports.exports import (
+    PDF_NOT_AVAILABLE,
+    create_export,
+    get_export,
+    render_export,
+    report_export_job,
+    report_export_sensor,
+)
+from finance_pipeline.reports.render import ReportRequestError
+from finance_pipeline.reports.store import list_entries
+from finance_pipeline.settings import get_settings
+from finance_pipeline.tenancy import create_organization, create_workspace
+from finance_pipeline.warehouse import Warehouse, apply_migrations
+from finance_pipeline_tests.dagster_runs import warehouse_resources
+
+WS = "ws1"
+SEPT = [date(2026, 9, 1) + timedelta(days=i) for i in range(30)]
+AUG31 = date(2026, 8, 31)
+# Exact MRR (reporting micros): an opening that is not a whole micro-unit, three movements.
+OPENING = Fraction(450_000_001, 3)  # 150.000000333...
+NEW_C = Fraction(49_995_000)  # cus_c new on 09-05 (49.995: a half cent)
+EXP_A = Fraction(10_004_000)  # cus_a expansion on 09-10
+CHURN_B = Fraction(50_000_000)  # cus_b churn on 09-20
+MOVES = {5: ("new", NEW_C), 10: ("expansion", EXP_A), 20: ("churn", CHURN_B)}
+EVIL = '=HYPERLINK("http://x","y")'
+
+
+def ts(d: date, hour: int = 12) -> int:
+    return int(datetime(d.year, d.month, d.day, hour, tzinfo=UTC).timestamp())
+
+
+def _insert(wh: Warehouse, table: str, rows: list[dict[str, Any]]) -> None:
+    # Every row gets every column any row has (absent ones NULL): one executemany statement.
+    keys = {k: None for r in rows for k in r}
+    rows = [{**keys, **r} for r in rows]
+    with wh.begin() as db:
+        db.execute(sa.insert(wh.table(table)), rows)
+
+
+def _stripe(**kw: Any) -> dict[str, Any]:
+    return {"workspace_id": WS, "account_id": "acct_1", "livemode": False, "synced_at": 0, **kw}
+
+
+def _s(x: Fraction) -> str:
+    return f"{x.numerator}/{x.denominator}"
+
+
+def seed(wh: Warehouse) -> None:
+    """ws1 (usd, UTC) with September 2026 in every mart the reports read; ws2 has nothing."""
+    org = create_organization(wh, "Org", org_id="org1")
+    create_workspace(wh, org, "One", workspace_id=WS)
+    create_workspace(wh, org, "Two", workspace_id="ws2")
+    daily, mrr = [], OPENING
+    for d in SEPT:
+        kind, amount = MOVES.get(d.day, (None, Fraction(0)))
+        prev = mrr
+        mrr = prev + (-amount if kind == "churn" else amount)
+        moves = dict.fromkeys(("new", "expansion", "reactivation", "contraction", "churn"), "0")
+        moves["fx"] = "0"
+        if kind:
+            moves[kind] = _s(amount)
+        daily.append(
+            {"workspace_id": WS, "day": d, "currency": "usd", "mrr_micros": round(mrr),
+             "cmrr_micros": round(mrr), "arr_micros": 12 * round(mrr), "active_subscriptions": 2,
+             "paying_customers": 2, **{f"{k}_micros": round(Fraction(v)) for k, v in moves.items()},
+             "new_customers": 0, "reactivated_customers": 0, "churned_customers": 0,
+             "delinquent_churned_customers": 0, "skipped_currencies_json": [],
+             "exact_json": {**moves, "mrr": _s(mrr), "cmrr": _s(mrr), "previous_mrr": _s(prev)}}
+        )  # fmt: skip
+    _insert(wh, "mart.mrr_daily", daily)
+    closing = mrr
+    plan = [
+        ("2026-08-31", "price_basic", Fraction(50_000_000)),
+        ("2026-08-31", "price_pro", OPENING - 50_000_000),
+        ("2026-09-30", "price_basic", NEW_C),
+        ("2026-09-30", "price_pro", closing - NEW_C),
+    ]
+    _insert(
+        wh,
+        "mart.mrr_plan_daily",
+        [
+            {"workspace_id": WS, "day": date.fromisoformat(d), "plan_id": p, "currency": "usd",
+             "mrr_micros": round(v), "subscriptions": 1, "mrr_exact": _s(v)}
+            for d, p, v in plan
+        ],
+    )  # fmt: skip
+    _insert(
+        wh,
+        "mart.mrr_movements",
+        [
+            {"workspace_id": WS, "customer_id": c, "day": date(2026, 9, day), "kind": kind,
+             "amount_micros": round(a), "amount_exact": _s(a), "reason": r}
+            for c, day, kind, a, r in (
+                ("cus_c", 5, "new", NEW_C, None),
+                ("cus_a", 10, "expansion", EXP_A, None),
+                ("cus_b", 20, "churn", CHURN_B, "voluntary"),
+            )
+        ],
+    )  # fmt: skip
+    changes = [
+        ("cus_a", date(2026, 8, 1), OPENING - 50_000_000, {"price_pro": OPENING - 50_000_000}),
+        ("cus_b", date(2026, 8, 1), Fraction(50_000_000), {"price_basic": 50_000_000}),
+        ("cus_c", date(2026, 9, 5), NEW_C, {"price_basic": NEW_C}),
+        ("cus_a", date(2026, 9, 10), OPENING - 50_000_000 + EXP_A, {"price_pro": 1}),
+        ("cus_b", date(2026, 9, 20), Fraction(0), {}),
+    ]
+    _insert(
+        wh,
+        "mart.mrr_changes",
+        [
+            {"workspace_id": WS, "customer_id": c, "currency": "usd", "day": d,
+             "mrr_micros": round(v), "cmrr_micros": round(v), "active_subscriptions": 1 if v else 0,
+             "mrr_exact": _s(v), "cmrr_exact": _s(v),
+             "by_plan_json": {k: _s(Fraction(x)) for k, x in p.items()}, "churn_reason": None}
+            for c, d, v, p in changes
+        ],
+    )  # fmt: skip
+    hist = [
+        ("sub_c", "si_c", "cus_c", ts(date(2026, 9, 5)), None),
+        ("sub_b", "si_b", "cus_b", ts(date(2026, 8, 1)), ts(date(2026, 9, 20))),
+        ("sub_a", "si_a1", "cus_a", ts(date(2026, 8, 1)), ts(date(2026, 9, 10))),
+        ("sub_a", "si_a2", "cus_a", ts(date(2026, 9, 10)), None),
+    ]
+    _insert(
+        wh,
+        "core.subscription_history",
+        [
+            {"workspace_id": WS, "subscription_id": s, "valid_from": f, "item_id": i,
+             "valid_to": t, "customer_id": c, "currency": "usd", "status": "active",
+             "pause_collection": False, "cancel_scheduled": False, "discounts_json": []}
+            for s, i, c, f, t in hist
+        ],
+    )  # fmt: skip
+    _insert(
+        wh,
+        "mart.revenue_daily",
+        [
+            {"workspace_id": WS, "day": d, "currency": "usd", "gross_revenue_micros": g,
+             "manual_revenue_micros": 0, "refunds_micros": r, "expenses_micros": e,
+             "fees_micros": 0, "one_time_expenses_micros": 0, "net_micros": g - e,
+             "net_revenue_micros": g + r, "skipped_currencies_json": {}}
+            for d, g, r, e in (
+                (date(2026, 8, 15), 7_000_000, 0, 1_000_000),
+                (date(2026, 9, 2), 100_004_000, -5_000_000, 30_003_000),
+                (date(2026, 9, 3), 20_003_000, 0, 4_001_000),
+            )
+        ],
+    )  # fmt: skip
+    _insert(
+        wh,
+        "mart.customer_margins_monthly",
+        [
+            {"workspace_id": WS, "month": "2026-09", "customer_key": c, "stripe_customer_id": c,
+             "customer_name": n, "tag_value": t, "revenue_micros": rv, "cost_micros": co,
+             "margin_micros": rv - co, "margin_percent": p, "health_tier": tier,
+             "projected_margin_percent": None, "projected_tier_worsening": False,
+             "budget_suggestion_micros": None, "sort_order": i, "sparkline_json": [],
+             "row_json": {}}
+            for i, (c, n, t, rv, co, p, tier) in enumerate(
+                (
+                    ("cus_a", EVIL, "acme", 100_005_000, 50_000_000, "50.0025", "healthy"),
+                    ("cus_b", "Beta", None, 33_335_000, 30_000_000, "10.0044997749887494",
+                     "critical"),
+                )
+            )
+        ],
+    )  # fmt: skip
+    _insert(
+        wh,
+        "mart.customer_margins_summary_monthly",
+        [
+            {"workspace_id": WS, "month": "2026-09", "revenue_micros": 133_340_000,
+             "cost_micros": 80_000_000, "blended_margin_percent": "40.0029998500074996",
+             "critical_count": 1, "at_risk_count": 0, "untagged_cost_micros": 0,
+             "unmapped_cost_micros": 0, "summary_json": {}, "unmatched_json": {},
+             "computed_at": 0}
+        ],
+    )  # fmt: skip
+    _insert(
+        wh,
+        "raw.stripe_customers",
+        [
+            _stripe(id="cus_a", name=EVIL, email=None, payload={}),
+            _stripe(id="cus_b", name="Beta", email=None, payload={}),
+            _stripe(id="cus_c", name=None, email="c@example.com", payload={}),
+        ],
+    )
+    _insert(
+        wh,
+        "raw.stripe_invoices",
+        [
+            _stripe(id="in_1", customer="cus_a", status="paid", currency="usd",
+                    created=ts(date(2026, 9, 10)), paid_at=ts(date(2026, 9, 11)),
+                    period_start=ts(date(2026, 9, 10)), period_end=ts(date(2026, 10, 10)),
+                    subtotal=12000, total=11880, total_excluding_tax=10800, amount_paid=11880,
+                    payload={"number": "-INV-0001", "total_discount_amounts": [{"amount": 1200}]}),
+            _stripe(id="in_2", customer="cus_c", status="open", currency="usd",
+                    created=ts(date(2026, 9, 5)), subtotal=4999, total=4999,
+                    total_excluding_tax=4999, amount_paid=0, payload={"number": "INV-0002"}),
+            _stripe(id="in_3", customer="cus_c", status="draft", currency="usd",
+                    created=ts(date(2026, 9, 6)), subtotal=1, total=1, total_excluding_tax=1,
+                    amount_paid=0, payload={}),
+            _stripe(id="in_4", customer="cus_b", status="paid", currency="usd",
+                    created=ts(date(2026, 8, 6)), subtotal=5000, total=5000,
+                    total_excluding_tax=5000, amount_paid=5000, payload={}),
+        ],
+    )  # fmt: skip
+    _insert(
+        wh,
+        "raw.stripe_invoice_lines",
+        [
+            _stripe(id="il_1", invoice="in_1", price="price_pro", amount=12000, currency="usd",
+                    payload={}),
+            _stripe(id="il_2", invoice="in_2", price="price_basic", amount=4999, currency="usd",
+                    payload={}),
+        ],
+    )  # fmt: skip
+    _insert(
+        wh,
+        "raw.stripe_charges",
+        [
+            _stripe(id="ch_f", customer="cus_c", amount=4999, currency="usd", status="failed",
+                    created=ts(date(2026, 9, 5)), failure_code="card_declined",
+                    payment_intent="pi_f", paid=False,
+                    payload={"failure_message": "@Your card was declined."}),
+            _stripe(id="ch_ok", customer="cus_a", amount=11880, currency="usd",
+                    status="succeeded", created=ts(date(2026, 9, 11)), paid=True, payload={}),
+        ],
+    )  # fmt: skip
+    _insert(
+        wh,
+        "raw.stripe_invoice_payments",
+        [_stripe(id="inpay_1", invoice="in_2", charge="ch_f", amount_paid=0, payload={})],
+    )
+
+
+@pytest.fixture(
+    scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+)
+def seeded(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Warehouse]:
+    """One seeded warehouse per dialect, shared by the tests of this module."""
+    name = None
+    if request.param == "sqlite":
+        wh = Warehouse(f"sqlite:///{tmp_path_factory.mktemp('reports') / 'warehouse.sqlite'}")
+    else:
+        admin: sa.Engine = request.getfixturevalue("pg_admin")
+        name = f"fp_test_{uuid.uuid4().hex[:12]}"
+        with admin.connect() as c:
+            c.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        wh = Warehouse(admin.url.set(database=name).render_as_string(hide_password=False))
+    apply_migrations(wh)
+    seed(wh)
+    yield wh
+    wh.dispose()
+    if name is not None:
+        with admin.connect() as c:
+            c.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def _clear_store(wh: Warehouse) -> None:
+    with wh.begin() as db:
+        db.execute(wh.text("DELETE FROM app.report_exports"))
+        db.execute(wh.text("DELETE FROM app.report_catalogue"))
+
+
+def _read(path: Path) -> list[list[str]]:
+    return list(csv.reader(io.StringIO(path.read_text(encoding="utf-8"), newline="")))
+
+
+def _dec(micros: int) -> Decimal:
+    return Decimal(micros) / 1_000_000
+
+
+def _materialize_september(wh: Warehouse) -> dg.ExecuteInProcessResult:
+    return dg.materialize(
+        report_assets,
+        partition_key="2026-09-01",
+        resources=warehouse_resources(wh),
+        instance=dg.DagsterInstance.ephemeral(),
+    )
+
+
+def test_monthly_report_assets_equal_the_marts(seeded: Warehouse) -> None:
+    _clear_store(seeded)
+    result = _materialize_september(seeded)
+    assert result.success
+    root = get_settings().resolved_reports_dir
+    entries = {(e.key.workspace_id, e.key.report_type): e for e in list_entries(seeded, WS)}
+    # ws2 has no MRR marts for September: no mrr_breakdown (listed as skipped), empty others.
+    assert len(list_entries(seeded, "ws2")) == 5
+    skipped = result.asset_materializations_for_node("reports__mrr_breakdown")[0].metadata
+    assert "ws2 2026-09" in skipped["skipped"].value
+    files = {t: _read(root / e.path) for (_, t), e in entries.items()}
+    assert entries[(WS, "margins")].path == "ws1/2026-09/margins-2026-09.csv"
+
+    # mrr_breakdown: the company row is the footed roll-forward of mart.mrr_daily's exact values.
+    closing = OPENING + NEW_C + EXP_A - CHURN_B
+    signed = {"new": NEW_C, "expansion": EXP_A, "reactivation": 0, "contraction": 0,
+              "churn": -CHURN_B, "fx": 0}  # fmt: skip
+    o, m, c = foot_roll_forward(OPENING, signed, closing, MICROS_PER_CENT)
+    mrr = files["mrr_breakdown"]
+    assert mrr[-1] == ["All plans", *(f"{_dec(v):.2f}" for v in (o, *m.values())),
+                       f"{_dec(c - o):.2f}", f"{_dec(c):.2f}", "USD"]  # fmt: skip
+    assert mrr[-1][1:4] == ["150.00", "50.00", "10.00"]  # 49.995 -> 50.00 and footed
+    assert [r[0] for r in mrr[1:-1]] == ["price_basic", "price_pro"]
+    for col in (1, 8, 9):
+        assert sum(Decimal(r[col]) for r in mrr[1:-1]) == Decimal(mrr[-1][col])
+
+    # revenue_trend: sums of mart.revenue_daily, MRR on the last day.
+    assert files["revenue_trend"][1:] == [
+        ["2026-09", "120.01", "-5.00", "34.00", "86.01", f"{_dec(c):.2f}", "USD"],
+        ["Total", "120.01", "-5.00", "34.00", "86.01", "", "USD"],
+    ]
+
+    # margins: the margins API columns, neutralized name, footed revenue and cost.
+    mg = files["margins"]
+    assert mg[0] == ["Customer", "Stripe ID", "Tag Value", "Revenue ($)", "Cost ($)",
+                     "Margin (%)", "Margin ($)", "Health Tier"]  # fmt: skip
+    rev = foot([100_005_000, 33_335_000])
+    assert mg[1] == ["'" + EVIL, "cus_a", "acme", f"{_dec(rev[0]):.2f}", "50.00", "50.00",
+                     f"{_dec(rev[0] - 50_000_000):.2f}", "healthy"]  # fmt: skip
+    assert mg[2][3:7] == [f"{_dec(rev[1]):.2f}", "30.00", "10.00", f"{_dec(rev[1]) - 30:.2f}"]
+    assert mg[3] == ["Total", "", "", "133.34", "80.00", "40.00", "53.34", ""]
+    assert sum(Decimal(r[3]) for r in mg[1:3]) == Decimal("133.34")
+
+    # invoice_summary: drafts and other months left out; amounts from the Stripe minor units.
+    inv = files["invoice_summary"]
+    assert [r[14] for r in inv[1:-1]] == ["in_2", "in_1"]
+    assert inv[2][:4] == ["'-INV-0001", "cus_a", "'" + EVIL, "paid"]
+    assert inv[2][4:8] == ["2026-09-10", "2026-09-11", "2026-09-10", "2026-10-10"]
+    assert inv[2][8:14] == ["120.00", "12.00", "10.80", "118.80", "118.80", "USD"]
+    assert inv[-1][8:14] == ["169.99", "12.00", "10.80", "168.79", "118.80", "USD"]
+
+    # failed_payments: the failed charge with its invoice, message neutralized.
+    fp = files["failed_payments"]
+    assert fp[1] == ["2026-09-05", "cus_c", "c@example.com", "49.99", "USD", "card_declined",
+                     "'@Your card was declined.", "in_2", "ch_f", "pi_f"]  # fmt: skip
+    assert fp[2][:5] == ["Total", "", "1 failed payments", "49.99", "USD"]
+
+    # mrr_movements: one row per mart.mrr_movements row, signed, traced to subscriptions.
+    mv = files["mrr_movements"]
+    assert [r[:6] for r in mv[1:-1]] == [
+        ["2026-09-05", "cus_c", "c@example.com", "new", "", "50.00"],
+        ["2026-09-10", "cus_a", "'" + EVIL, "expansion", "", "10.00"],
+        ["2026-09-20", "cus_b", "Beta", "churn", "voluntary", "-50.00"],
+    ]
+    assert mv[1][7:] == ["50.00", "USD", "price_basic", "sub_c", "si_c"]
+    assert mv[2][9:] == ["price_pro", "sub_a", "si_a1 si_a2"]
+    assert mv[3][7:] == ["0.00", "USD", "price_basic", "sub_b", "si_b"]
+    assert mv[-1][5] == "10.00" and sum(Decimal(r[5]) for r in mv[1:-1]) == Decimal("10.00")
+
+    # Metadata shows each file; a re-run with the same data stores nothing new.
+    mats = result.asset_materializations_for_node("reports__margins")
+    assert mats[0].metadata["files"].value == 2
+    assert "margins-2026-09.csv" in mats[0].metadata["reports"].value
+    before = list_entries(seeded, WS)
+    assert _materialize_september(seeded).success
+    assert list_entries(seeded, WS) == before
+
+
+def test_export_sensor_and_op(seeded: Warehouse) -> None:
+    _clear_store(seeded)
+    resources = warehouse_resources(seeded)
+    instance = dg.DagsterInstance.ephemeral()
+    csv_id = create_export(
+        seeded, WS, "mrr_breakdown", "csv", date(2026, 9, 3), date(2026, 9, 12), "price_pro"
+    )
+    pdf_id = create_export(seeded, WS, "revenue_trend", "pdf", date(2026, 8, 1), date(2026, 9, 30))
+    with pytest.raises(ReportRequestError):
+        create_export(seeded, WS, "revenue_trend", "csv", date(2026, 9, 2), date(2026, 9, 1))
+    with pytest.raises(ReportRequestError):
+        create_export(seeded, "ws_nope", "revenue_trend", "csv", date(2026, 9, 1), date(2026, 9, 2))
+
+    ctx = dg.build_sensor_context(instance=instance, resources=resources)
+    result = report_export_sensor(ctx)
+    assert sorted(r.run_key for r in result.run_requests) == sorted([csv_id, pdf_id])
+    for req in result.run_requests:
+        run = report_export_job.execute_in_process(
+            run_config=req.run_config, resources=resources, instance=instance, raise_on_error=False
+        )
+        assert run.success is (req.run_key == csv_id)
+    done = get_export(seeded, csv_id)
+    assert done["status"] == "completed" and done["error"] is None
+    path = get_settings().resolved_reports_dir / done["path"]
+    assert done["path"] == "ws1/2026-09/mrr_breakdown-2026-09-03_2026-09-12-plan-price_pro.csv"
+    assert _read(path)[1][0] == "price_pro"
+    failed = get_export(seeded, pdf_id)
+    assert failed["status"] == "failed" and failed["error"] == PDF_NOT_AVAILABLE
+    # Nothing is pending any more; a re-executed op changes nothing.
+    assert isinstance(report_export_sensor(ctx), dg.SkipReason)
+    assert render_export is not None
+    run = report_export_job.execute_in_process(
+        run_config={"ops": {"render_export": {"config": {"export_id": csv_id}}}},
+        resources=resources,
+        instance=instance,
+    )
+    assert run.success and get_export(seeded, csv_id) == done
