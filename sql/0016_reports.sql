@@ -8,17 +8,17 @@
 -- export_id when an export request produced the file.
 CREATE TABLE IF NOT EXISTS app.report_catalogue (
     id TEXT PRIMARY KEY, workspace_id TEXT NOT NULL, report_type TEXT NOT NULL,
-    period_start DATE NOT NULL, period_end DATE NOT NULL, plan_id TEXT,
+    date_start DATE NOT NULL, date_end DATE NOT NULL, plan_id TEXT,
     format TEXT NOT NULL CHECK (format IN ('csv', 'pdf', 'json')),
     version INTEGER NOT NULL CHECK (version >= 1), path TEXT NOT NULL UNIQUE,
     size_bytes BIGINT NOT NULL, sha256 TEXT NOT NULL, close_id TEXT, export_id TEXT,
     created_at BIGINT NOT NULL,
-    UNIQUE (workspace_id, report_type, period_start, period_end, plan_id, format, version)
+    UNIQUE (workspace_id, report_type, date_start, date_end, plan_id, format, version)
 );
 -- NULLs are distinct in a UNIQUE constraint: this index makes "all plans" (NULL) unique too.
 CREATE UNIQUE INDEX IF NOT EXISTS report_catalogue_key ON app.report_catalogue
-    (workspace_id, report_type, period_start, period_end, (COALESCE(plan_id, '')), format, version);
-CREATE INDEX IF NOT EXISTS report_catalogue_period ON app.report_catalogue (workspace_id, period_start);
+    (workspace_id, report_type, date_start, date_end, (COALESCE(plan_id, '')), format, version);
+CREATE INDEX IF NOT EXISTS report_catalogue_period ON app.report_catalogue (workspace_id, date_start);
 
 -- Export requests, written by the CLI (and the API) with status 'processing'; the export sensor
 -- renders each one into the store and sets 'completed' (catalogue_id) or 'failed' (error).

@@ -13,7 +13,6 @@ from typing import Any
 
 import dagster as dg
 
-from finance_pipeline.lib.cfo_daily import as_date
 from finance_pipeline.reports.render import (
     ReportRequestError,
     render_and_store,
@@ -133,8 +132,8 @@ def run_export(wh: Warehouse, root: Path, export_id: str) -> dict[str, Any]:
             root,
             workspace(wh, req["workspace_id"]),
             req["report_type"],
-            as_date(req["date_start"]),
-            as_date(req["date_end"]),
+            req["date_start"],
+            req["date_end"],
             req["plan_id"],
             export_id=export_id,
         )

@@ -96,7 +96,7 @@ def plan_balances(
     opening: dict[str, Fraction] = {}
     closing: dict[str, Fraction] = {}
     for r in wh.rows(sql, **params):
-        side = closing if as_date(r["day"]) == end else opening
+        side = closing if r["day"] == end else opening
         side[r["plan_id"]] = Fraction(r["mrr_exact"])
     plans = sorted(set(opening) | set(closing) | ({plan_id} if plan_id else set()))
     return [PlanBalance(p, opening.get(p, Fraction(0)), closing.get(p, Fraction(0))) for p in plans]
@@ -189,7 +189,7 @@ def revenue_months(wh: Warehouse, ws: Workspace, start: date, end: date) -> list
         a=start,
         b=end,
     ):
-        cell = sums.setdefault(month_key(as_date(r["day"])), [0, 0, 0])
+        cell = sums.setdefault(month_key(r["day"]), [0, 0, 0])
         cell[0] += int(r["gross_revenue_micros"])
         cell[1] += int(r["refunds_micros"])
         cell[2] += int(r["expenses_micros"])
@@ -308,7 +308,7 @@ def customer_movements(
     ):
         changes.setdefault(r["customer_id"], []).append(r)
     for rows in changes.values():
-        rows.sort(key=lambda r: (as_date(r["day"]), r["currency"]))
+        rows.sort(key=lambda r: (r["day"], r["currency"]))
     history: dict[str, list[dict[str, Any]]] = {}
     for r in wh.rows_in(
         "SELECT customer_id, subscription_id, item_id, valid_from, valid_to"
@@ -347,10 +347,10 @@ def _change_around(
     rows: Sequence[Mapping[str, Any]], day: date
 ) -> tuple[Mapping[str, Any] | None, Mapping[str, Any] | None]:
     """The customer's latest change row on or before `day` and the one before it."""
-    upto = [r for r in rows if as_date(r["day"]) <= day]
-    on_day = [r for r in upto if as_date(r["day"]) == day]
+    upto = [r for r in rows if r["day"] <= day]
+    on_day = [r for r in upto if r["day"] == day]
     after = on_day[-1] if on_day else (upto[-1] if upto else None)
-    earlier = [r for r in upto if as_date(r["day"]) < day]
+    earlier = [r for r in upto if r["day"] < day]
     return after, earlier[-1] if earlier else None
 
 

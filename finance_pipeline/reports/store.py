@@ -19,7 +19,6 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from finance_pipeline.lib.cfo_daily import as_date
 from finance_pipeline.tenancy import new_id
 from finance_pipeline.warehouse.db import Warehouse
 
@@ -135,11 +134,11 @@ def write_atomic(target: Path, content: bytes) -> None:
 
 
 _COLUMNS = (
-    "id, workspace_id, report_type, period_start, period_end, plan_id, format, version, path,"
+    "id, workspace_id, report_type, date_start, date_end, plan_id, format, version, path,"
     " size_bytes, sha256, close_id, export_id, created_at"
 )
 _KEY_WHERE = (
-    "workspace_id = :w AND report_type = :t AND period_start = :a AND period_end = :b"
+    "workspace_id = :w AND report_type = :t AND date_start = :a AND date_end = :b"
     " AND COALESCE(plan_id, '') = :p AND format = :f"
 )
 
@@ -167,8 +166,8 @@ def _entry(r: dict[str, Any]) -> CatalogueEntry:
         key=ReportKey(
             r["workspace_id"],
             r["report_type"],
-            as_date(r["period_start"]),
-            as_date(r["period_end"]),
+            r["date_start"],
+            r["date_end"],
             r["plan_id"],
             r["format"],
         ),
@@ -243,10 +242,11 @@ def _store(
             db.execute(wh.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _lock_id(key)})
         stored = {
             int(r["version"]): r
-            for r in db.execute(
-                wh.text(f"SELECT {_COLUMNS} FROM app.report_catalogue WHERE {_KEY_WHERE}"),
-                _key_params(key),
-            ).mappings()
+            for r in wh.read(
+                db,
+                f"SELECT {_COLUMNS} FROM app.report_catalogue WHERE {_KEY_WHERE}",
+                **_key_params(key),
+            )
         }
         wanted = version if version is not None else max(stored, default=0) or 1
         existing = stored.get(wanted)
@@ -271,8 +271,8 @@ def _store(
             "id": new_id("rpt"),
             "workspace_id": key.workspace_id,
             "report_type": key.report_type,
-            "period_start": key.period_start,
-            "period_end": key.period_end,
+            "date_start": key.period_start,
+            "date_end": key.period_end,
             "plan_id": key.plan_id,
             "format": key.format,
             "version": wanted,
@@ -321,7 +321,7 @@ def list_entries(
     if month is not None:
         first = date(int(month[:4]), int(month[5:7]), 1)
         following = date(first.year + (first.month == 12), first.month % 12 + 1, 1)
-        sql += " AND period_start >= :a AND period_start < :b"
+        sql += " AND date_start >= :a AND date_start < :b"
         params.update(a=first, b=following)
     entries = [_entry(r) for r in wh.rows(sql, **params)]
     entries.sort(
