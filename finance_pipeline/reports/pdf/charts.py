@@ -20,9 +20,11 @@ def _num(x: float) -> str:
     return f"{x:.2f}".rstrip("0").rstrip(".") if x != int(x) else str(int(x))
 
 
-def nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
-    """Round axis ticks (1, 2, 2.5, 5 x 10^k) covering [lo, hi], zero included."""
-    lo, hi = min(lo, 0.0), max(hi, 0.0)
+def nice_ticks(lo: float, hi: float, count: int = 5, zero: bool = True) -> list[float]:
+    """Round axis ticks (1, 2, 2.5, 5 x 10^k) covering [lo, hi], zero included unless `zero`
+    is False (a waterfall reads better on an axis cut near its lowest level)."""
+    if zero:
+        lo, hi = min(lo, 0.0), max(hi, 0.0)
     if hi == lo:
         hi = lo + 1
     raw = (hi - lo) / count
@@ -49,9 +51,11 @@ def compact(value: float) -> str:
 class _Frame:
     """Plot area and y scale shared by the chart kinds."""
 
-    def __init__(self, lo: float, hi: float, width: float = W, height: float = H) -> None:
+    def __init__(
+        self, lo: float, hi: float, width: float = W, height: float = H, zero: bool = True
+    ) -> None:
         self.w, self.h = width, height
-        self.ticks = nice_ticks(lo, hi)
+        self.ticks = nice_ticks(lo, hi, zero=zero)
         self.lo, self.hi = self.ticks[0], self.ticks[-1]
         self.x0, self.x1 = LEFT, width - RIGHT
         self.y0, self.y1 = height - BOTTOM, TOP
@@ -100,9 +104,16 @@ def waterfall_svg(steps: Sequence[tuple[str, float, str]]) -> str:
         else:
             bars.append((label, level, level + value, UP if value >= 0 else DOWN, value))
             level += value
-    lo = min(min(a, b) for _l, a, b, _c, _v in bars)
-    hi = max(max(a, b) for _l, a, b, _c, _v in bars)
-    f = _Frame(lo, hi * 1.08 if hi > 0 else hi)
+    levels = [v for _l, a, b, _c, _v in bars for v in (a, b) if _c != TOTAL or v]
+    lo, hi = min(levels), max(levels)
+    span = (hi - lo) or abs(hi) or 1.0
+    # Cut the axis below the lowest level so a month's movements are visible next to balances;
+    # balance bars then start at the cut, which the axis labels make explicit.
+    cut = lo - span * 0.8 if lo > 0 else lo
+    f = _Frame(max(cut, 0.0) if lo > 0 else cut, hi + span * 0.15, zero=lo <= 0)
+    bars = [
+        (lbl, f.lo if c == TOTAL and a == 0.0 else a, b, c, v) for lbl, a, b, c, v in bars
+    ]
     out = f.open("MRR roll-forward waterfall")
     slot = (f.x1 - f.x0) / len(bars)
     bw = slot * 0.58
