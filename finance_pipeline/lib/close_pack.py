@@ -64,9 +64,7 @@ def cohort_retention(
     return rows
 
 
-def customer_churn_rate(
-    churn_events: int, customers_at_start: int
-) -> Fraction | None:
+def customer_churn_rate(churn_events: int, customers_at_start: int) -> Fraction | None:
     """ChartMogul-style customer churn: churn events in the period / customers at its start.
 
     Every churn event counts, even one reactivated later in the period; None without customers.

@@ -34,7 +34,9 @@ def build_account(
     wh: Warehouse, landing: Path, *, customers: int, months: int, end: date, seed: int
 ) -> None:
     """Simulate, sync once, land the CSVs and run the daily refresh and monthly jobs to `end`."""
-    sim = simulate(seed=seed, customers=customers, months=months, end=end, currencies=("usd", "eur"))
+    sim = simulate(
+        seed=seed, customers=customers, months=months, end=end, currencies=("usd", "eur")
+    )
     [(acct, a)] = sim.fixture["accounts"].items()
     key = next(iter(a["keys"]))
     standin = StandIn(sim.fixture)
@@ -49,9 +51,7 @@ def build_account(
             cash_on_hand_micros=CASH_MICROS,
             settings={"mapping_auto_accept_confidence": 1},
         )
-        connect_stripe(
-            wh, WORKSPACE, account_id=acct, livemode=False, api_key=key, api_base=url
-        )
+        connect_stripe(wh, WORKSPACE, account_id=acct, livemode=False, api_key=key, api_base=url)
         (landing / WORKSPACE).mkdir(parents=True, exist_ok=True)
         sim.write_landing(landing / WORKSPACE)
         for path in pending_files(landing):

@@ -89,7 +89,9 @@ def _legend(items: Sequence[tuple[str, str]], y: float, width: float = W) -> lis
     out = []
     for (label, color), w in zip(items, widths, strict=True):
         out.append(f'<rect x="{_num(x)}" y="{_num(y - 8)}" width="10" height="10" fill="{color}"/>')
-        out.append(f'<text x="{_num(x + 14)}" y="{_num(y + 1)}" fill="{INK}" {FONT}>{escape(label)}</text>')
+        out.append(
+            f'<text x="{_num(x + 14)}" y="{_num(y + 1)}" fill="{INK}" {FONT}>{escape(label)}</text>'
+        )
         x += w
     return out
 
@@ -111,9 +113,7 @@ def waterfall_svg(steps: Sequence[tuple[str, float, str]]) -> str:
     # balance bars then start at the cut, which the axis labels make explicit.
     cut = lo - span * 0.8 if lo > 0 else lo
     f = _Frame(max(cut, 0.0) if lo > 0 else cut, hi + span * 0.15, zero=lo <= 0)
-    bars = [
-        (lbl, f.lo if c == TOTAL and a == 0.0 else a, b, c, v) for lbl, a, b, c, v in bars
-    ]
+    bars = [(lbl, f.lo if c == TOTAL and a == 0.0 else a, b, c, v) for lbl, a, b, c, v in bars]
     out = f.open("MRR roll-forward waterfall")
     slot = (f.x1 - f.x0) / len(bars)
     bw = slot * 0.58

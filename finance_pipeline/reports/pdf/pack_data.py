@@ -315,21 +315,33 @@ def _cfo_day(wh: Warehouse, ws: str, day: date) -> dict[str, Any] | None:
     return rows[0] if rows else None
 
 
-def _money_kpi(key: str, label: str, cur: Fraction | None, prev: Fraction | None, note: str = "") -> Kpi:
+def _money_kpi(
+    key: str, label: str, cur: Fraction | None, prev: Fraction | None, note: str = ""
+) -> Kpi:
     return Kpi(
-        key, label, "money", cur, prev,
-        None if cur is None else _units(cur), None if prev is None else _units(prev), note,
-    )  # fmt: skip
+        key,
+        label,
+        "money",
+        cur,
+        prev,
+        None if cur is None else _units(cur),
+        None if prev is None else _units(prev),
+        note,
+    )
 
 
-def _cents_kpi(key: str, label: str, cur: dict | None, prev: dict | None, col: str, note: str = "") -> Kpi:
+def _cents_kpi(
+    key: str, label: str, cur: dict | None, prev: dict | None, col: str, note: str = ""
+) -> Kpi:
     def get(r: dict | None) -> Fraction | None:
         return None if r is None or r[col] is None else Fraction(int(r[col]) * CENT)
 
     return _money_kpi(key, label, get(cur), get(prev), note)
 
 
-def _ratio_kpi(key: str, label: str, cur: Fraction | None, prev: Fraction | None, note: str = "") -> Kpi:
+def _ratio_kpi(
+    key: str, label: str, cur: Fraction | None, prev: Fraction | None, note: str = ""
+) -> Kpi:
     return Kpi(key, label, "percent", cur, prev, _pct(cur), _pct(prev), note)
 
 
@@ -365,8 +377,10 @@ def close_pack_data(
     days = wh.rows(
         "SELECT * FROM mart.mrr_daily WHERE workspace_id = :w AND day >= :a AND day <= :b"
         " ORDER BY day",
-        w=ws.id, a=prev_start, b=end,
-    )  # fmt: skip
+        w=ws.id,
+        a=prev_start,
+        b=end,
+    )
     month_rows = [r for r in days if _day(r["day"]) >= start]
     prev_rows = [r for r in days if _day(r["day"]) < start]
     close_row = month_rows[-1] if month_rows else None
@@ -408,35 +422,79 @@ def close_pack_data(
     last_prev = prev_rows[-1] if prev_rows else None
 
     def runway(r: dict | None) -> Fraction | None:
-        return None if r is None or r["runway_months"] is None else Fraction(str(r["runway_months"]))
+        return (
+            None if r is None or r["runway_months"] is None else Fraction(str(r["runway_months"]))
+        )
 
     kpis = (
         _money_kpi("mrr", "MRR", closing if close_row else None, prev_close),
-        _money_kpi("cmrr", "Committed MRR (CMRR)", cmrr(close_row), cmrr(last_prev),
-                   "stops at a scheduled cancellation"),
-        _money_kpi("arr", "ARR", 12 * closing if close_row else None,
-                   None if prev_close is None else 12 * prev_close, "12 x MRR"),
-        _money_kpi("net_new_mrr", "Net new MRR", net_new(mv) if month_rows else None,
-                   net_new(prev_mv) if prev_rows else None, "excludes FX"),
-        _ratio_kpi("nrr", "Net revenue retention (NRR)", rates and rates.nrr,
-                   prev_rates and prev_rates.nrr, "cohort paying at month start"),
-        _ratio_kpi("grr", "Gross revenue retention (GRR)", rates and rates.grr,
-                   prev_rates and prev_rates.grr, "capped at starting MRR"),
+        _money_kpi(
+            "cmrr",
+            "Committed MRR (CMRR)",
+            cmrr(close_row),
+            cmrr(last_prev),
+            "stops at a scheduled cancellation",
+        ),
+        _money_kpi(
+            "arr",
+            "ARR",
+            12 * closing if close_row else None,
+            None if prev_close is None else 12 * prev_close,
+            "12 x MRR",
+        ),
+        _money_kpi(
+            "net_new_mrr",
+            "Net new MRR",
+            net_new(mv) if month_rows else None,
+            net_new(prev_mv) if prev_rows else None,
+            "excludes FX",
+        ),
+        _ratio_kpi(
+            "nrr",
+            "Net revenue retention (NRR)",
+            rates and rates.nrr,
+            prev_rates and prev_rates.nrr,
+            "cohort paying at month start",
+        ),
+        _ratio_kpi(
+            "grr",
+            "Gross revenue retention (GRR)",
+            rates and rates.grr,
+            prev_rates and prev_rates.grr,
+            "capped at starting MRR",
+        ),
         _money_kpi("arpa", "ARPA", arpa(close_row), arpa(last_prev), "MRR / paying customers"),
-        Kpi("paying_customers", "Paying customers", "count",
+        Kpi(
+            "paying_customers",
+            "Paying customers",
+            "count",
             None if close_row is None else Fraction(close_row["paying_customers"]),
             None if last_prev is None else Fraction(last_prev["paying_customers"]),
             None if close_row is None else Decimal(close_row["paying_customers"]),
-            None if last_prev is None else Decimal(last_prev["paying_customers"])),
-        _cents_kpi("burn", "Burn (30 days)", cfo_now, cfo_prev, "burn_cents_30d",
-                   "expenses - net revenue"),
-        _cents_kpi("recurring_burn", "Recurring burn (30 days)", cfo_now, cfo_prev,
-                   "recurring_burn_cents_30d", "used for runway"),
-        Kpi("runway", "Runway", "months", runway(cfo_now), runway(cfo_prev),
+            None if last_prev is None else Decimal(last_prev["paying_customers"]),
+        ),
+        _cents_kpi(
+            "burn", "Burn (30 days)", cfo_now, cfo_prev, "burn_cents_30d", "expenses - net revenue"
+        ),
+        _cents_kpi(
+            "recurring_burn",
+            "Recurring burn (30 days)",
+            cfo_now,
+            cfo_prev,
+            "recurring_burn_cents_30d",
+            "used for runway",
+        ),
+        Kpi(
+            "runway",
+            "Runway",
+            "months",
+            runway(cfo_now),
+            runway(cfo_prev),
             None if runway(cfo_now) is None else Decimal(str(cfo_now["runway_months"])),
             None if runway(cfo_prev) is None else Decimal(str(cfo_prev["runway_months"])),
-            "months of cash at recurring burn"),
-    )  # fmt: skip
+            "months of cash at recurring burn",
+        ),
+    )
     _ = open_row, prev_open_row
 
     # --- churn conventions (§6) ----------------------------------------------------------------
@@ -447,8 +505,10 @@ def close_pack_data(
             wh.scalar(
                 "SELECT COUNT(*) FROM mart.mrr_movements WHERE workspace_id = :w AND kind = 'churn'"
                 " AND day >= :a AND day <= :b",
-                w=ws.id, a=a, b=b,
-            )  # fmt: skip
+                w=ws.id,
+                a=a,
+                b=b,
+            )
             or 0
         )
 
@@ -474,24 +534,44 @@ def close_pack_data(
         return None if r is None else _pct(getattr(r, name))
 
     churn = (
-        ChurnRate("cohort logo churn (ours)", "paying at month start, paying nothing at month end",
-                  rate(rates, "logo_churn_rate"), rate(prev_rates, "logo_churn_rate"),
-                  f"{rates.churned_customers} of {rates.starting_customers} customers"
-                  if rates else "no data"),
-        ChurnRate("ChartMogul customer churn rate", "churn events in the month / customers at start",
-                  _pct(cm_now), _pct(cm_prev),
-                  f"{churn_events(start, end)} churn events"),
-        ChurnRate("Stripe 30-day subscriber churn",
-                  "subscriptions churned in 30 days / subscriptions 30 days before",
-                  _pct(stripe_now[2]), _pct(stripe_prev[2]),
-                  f"{stripe_now[0]} of {stripe_now[1]} subscriptions"),
-        ChurnRate("gross MRR churn", "(churn + contraction) / opening MRR",
-                  rate(rates, "gross_mrr_churn_rate"), rate(prev_rates, "gross_mrr_churn_rate"),
-                  "MRR churn rate"),
-        ChurnRate("net MRR churn", "(churn + contraction - expansion - reactivation) / opening MRR",
-                  rate(rates, "net_mrr_churn_rate"), rate(prev_rates, "net_mrr_churn_rate"),
-                  "negative: expansion outweighs churn"),
-    )  # fmt: skip
+        ChurnRate(
+            "cohort logo churn (ours)",
+            "paying at month start, paying nothing at month end",
+            rate(rates, "logo_churn_rate"),
+            rate(prev_rates, "logo_churn_rate"),
+            f"{rates.churned_customers} of {rates.starting_customers} customers"
+            if rates
+            else "no data",
+        ),
+        ChurnRate(
+            "ChartMogul customer churn rate",
+            "churn events in the month / customers at start",
+            _pct(cm_now),
+            _pct(cm_prev),
+            f"{churn_events(start, end)} churn events",
+        ),
+        ChurnRate(
+            "Stripe 30-day subscriber churn",
+            "subscriptions churned in 30 days / subscriptions 30 days before",
+            _pct(stripe_now[2]),
+            _pct(stripe_prev[2]),
+            f"{stripe_now[0]} of {stripe_now[1]} subscriptions",
+        ),
+        ChurnRate(
+            "gross MRR churn",
+            "(churn + contraction) / opening MRR",
+            rate(rates, "gross_mrr_churn_rate"),
+            rate(prev_rates, "gross_mrr_churn_rate"),
+            "MRR churn rate",
+        ),
+        ChurnRate(
+            "net MRR churn",
+            "(churn + contraction - expansion - reactivation) / opening MRR",
+            rate(rates, "net_mrr_churn_rate"),
+            rate(prev_rates, "net_mrr_churn_rate"),
+            "negative: expansion outweighs churn",
+        ),
+    )
 
     # --- customers and subscriptions roll-forward ----------------------------------------------
     def count(rows: list[dict[str, Any]], col: str) -> int:
@@ -511,7 +591,9 @@ def close_pack_data(
     other = close_customers - (open_customers + new_c + react_c - churn_c)
     if other:  # a customer moving between currencies only; shown rather than hidden
         customers_roll.append(CountLine("Other", other))
-    customers_roll.append(CountLine(f"Paying customers ({end.isoformat()})", close_customers, "balance"))
+    customers_roll.append(
+        CountLine(f"Paying customers ({end.isoformat()})", close_customers, "balance")
+    )
     open_subs = int(open_row["active_subscriptions"]) if open_row else 0
     close_subs = int(close_row["active_subscriptions"]) if close_row else 0
     subscriptions_roll = (
@@ -535,8 +617,10 @@ def close_pack_data(
     plan_rows = wh.rows(
         "SELECT day, plan_id, mrr_exact FROM mart.mrr_plan_daily WHERE workspace_id = :w"
         " AND day >= :a AND day <= :b",
-        w=ws.id, a=ends[0], b=ends[-1],
-    )  # fmt: skip
+        w=ws.id,
+        a=ends[0],
+        b=ends[-1],
+    )
     by_plan: dict[str, dict[date, Fraction]] = defaultdict(dict)
     end_set = set(ends)
     for r in plan_rows:
@@ -552,7 +636,10 @@ def close_pack_data(
     rest = [p for p in ranked if p not in named]
     if rest:
         series.append(
-            ("Other plans", [sum((by_plan[p].get(d, Fraction(0)) for p in rest), Fraction(0)) for d in ends])
+            (
+                "Other plans",
+                [sum((by_plan[p].get(d, Fraction(0)) for p in rest), Fraction(0)) for d in ends],
+            )
         )
     columns = [foot([s[1][i] for s in series], CENT) if series else [] for i in range(len(ends))]
     plans = tuple(
@@ -594,8 +681,10 @@ def close_pack_data(
     rev_rows = wh.rows(
         "SELECT day, gross_revenue_micros, refunds_micros, expenses_micros FROM mart.revenue_daily"
         " WHERE workspace_id = :w AND day >= :a AND day <= :b",
-        w=ws.id, a=date.fromisoformat(money_keys[0] + "-01"), b=end,
-    )  # fmt: skip
+        w=ws.id,
+        a=date.fromisoformat(money_keys[0] + "-01"),
+        b=end,
+    )
     sums: dict[str, list[int]] = {m: [0, 0, 0] for m in money_keys}
     for r in rev_rows:
         s = sums[month_key(_day(r["day"]))]
@@ -611,9 +700,13 @@ def close_pack_data(
     shown_totals = [sum(c) for c in cols]
     # Net = revenue - expenses (§10); the columns are footed, so net cross-foots the table.
     money_total = MonthMoney(
-        "Total", shown_totals[0], shown_totals[1], shown_totals[2],
-        shown_totals[0] - shown_totals[2], *totals,
-    )  # fmt: skip
+        "Total",
+        shown_totals[0],
+        shown_totals[1],
+        shown_totals[2],
+        shown_totals[0] - shown_totals[2],
+        *totals,
+    )
 
     # --- CFO metrics (§9) at month end ----------------------------------------------------------
     cfo_cols = (
@@ -629,17 +722,33 @@ def close_pack_data(
     )
     cfo = (
         *(_cents_kpi(k, label, cfo_now, cfo_prev, col) for k, label, col in cfo_cols),
-        Kpi("runway_months", "Runway (months)", "months", runway(cfo_now), runway(cfo_prev),
-            None if cfo_now is None or cfo_now["runway_months"] is None
+        Kpi(
+            "runway_months",
+            "Runway (months)",
+            "months",
+            runway(cfo_now),
+            runway(cfo_prev),
+            None
+            if cfo_now is None or cfo_now["runway_months"] is None
             else Decimal(str(cfo_now["runway_months"])),
-            None if cfo_prev is None or cfo_prev["runway_months"] is None
-            else Decimal(str(cfo_prev["runway_months"]))),
-        Kpi("runway_days", "Runway (days)", "months", None, None,
-            None if cfo_now is None or cfo_now["runway_days"] is None
+            None
+            if cfo_prev is None or cfo_prev["runway_months"] is None
+            else Decimal(str(cfo_prev["runway_months"])),
+        ),
+        Kpi(
+            "runway_days",
+            "Runway (days)",
+            "months",
+            None,
+            None,
+            None
+            if cfo_now is None or cfo_now["runway_days"] is None
             else Decimal(str(cfo_now["runway_days"])),
-            None if cfo_prev is None or cfo_prev["runway_days"] is None
-            else Decimal(str(cfo_prev["runway_days"]))),
-    )  # fmt: skip
+            None
+            if cfo_prev is None or cfo_prev["runway_days"] is None
+            else Decimal(str(cfo_prev["runway_days"])),
+        ),
+    )
     cfo_warnings = tuple(
         w if isinstance(w, str) else str(w.get("message") or w.get("code") or w)
         for w in (_json(cfo_now["warnings_json"]) if cfo_now else [])
@@ -649,27 +758,45 @@ def close_pack_data(
     margin_rows = wh.rows(
         "SELECT * FROM mart.customer_margins_monthly WHERE workspace_id = :w AND month = :m"
         " ORDER BY sort_order",
-        w=ws.id, m=mkey,
-    )  # fmt: skip
+        w=ws.id,
+        m=mkey,
+    )
     summary = wh.rows(
         "SELECT * FROM mart.customer_margins_summary_monthly WHERE workspace_id = :w AND month = :m",
-        w=ws.id, m=mkey,
-    )  # fmt: skip
+        w=ws.id,
+        m=mkey,
+    )
     tiers = ("healthy", "at_risk", "critical")
-    tier_rev = {t: sum(int(r["revenue_micros"]) for r in margin_rows if r["health_tier"] == t) for t in tiers}
-    tier_cost = {t: sum(int(r["cost_micros"]) for r in margin_rows if r["health_tier"] == t) for t in tiers}
+    tier_rev = {
+        t: sum(int(r["revenue_micros"]) for r in margin_rows if r["health_tier"] == t)
+        for t in tiers
+    }
+    tier_cost = {
+        t: sum(int(r["cost_micros"]) for r in margin_rows if r["health_tier"] == t) for t in tiers
+    }
     rev_r = foot([tier_rev[t] for t in tiers], CENT)
     cost_r = foot([tier_cost[t] for t in tiers], CENT)
     margin_tiers = tuple(
-        MarginTier(t, sum(1 for r in margin_rows if r["health_tier"] == t), rev_r[i], cost_r[i],
-                   rev_r[i] - cost_r[i])
+        MarginTier(
+            t,
+            sum(1 for r in margin_rows if r["health_tier"] == t),
+            rev_r[i],
+            cost_r[i],
+            rev_r[i] - cost_r[i],
+        )
         for i, t in enumerate(tiers)
-    )  # fmt: skip
+    )
     margin_total = MarginTier(
         "Total", len(margin_rows), sum(rev_r), sum(cost_r), sum(rev_r) - sum(cost_r)
     )
     watch = [r for r in margin_rows if r["health_tier"] in ("critical", "at_risk")]
-    watch.sort(key=lambda r: (r["health_tier"] != "critical", Decimal(r["margin_percent"] or "-1e9"), r["customer_key"]))
+    watch.sort(
+        key=lambda r: (
+            r["health_tier"] != "critical",
+            Decimal(r["margin_percent"] or "-1e9"),
+            r["customer_key"],
+        )
+    )
     margin_watch = tuple(
         MarginCustomer(
             r["customer_name"] or r["stripe_customer_id"] or r["customer_key"],
@@ -677,12 +804,15 @@ def close_pack_data(
             round_half_away(int(r["revenue_micros"]), CENT),
             round_half_away(int(r["cost_micros"]), CENT),
             None if r["margin_percent"] is None else Decimal(str(r["margin_percent"])),
-            None if r["projected_margin_percent"] is None else Decimal(str(r["projected_margin_percent"])),
-            None if r["budget_suggestion_micros"] is None
+            None
+            if r["projected_margin_percent"] is None
+            else Decimal(str(r["projected_margin_percent"])),
+            None
+            if r["budget_suggestion_micros"] is None
             else round_half_away(int(r["budget_suggestion_micros"]), CENT),
         )
         for r in watch
-    )  # fmt: skip
+    )
     blended = (
         Decimal(str(summary[0]["blended_margin_percent"]))
         if summary and summary[0]["blended_margin_percent"] is not None
@@ -694,32 +824,51 @@ def close_pack_data(
     alert_rows = wh.rows(
         "SELECT day, type, subject, severity, message FROM mart.alerts WHERE workspace_id = :w"
         " AND day >= :a AND day <= :b ORDER BY type, subject, day",
-        w=ws.id, a=start, b=end,
-    )  # fmt: skip
+        w=ws.id,
+        a=start,
+        b=end,
+    )
     rank = {"info": 0, "warn": 1, "critical": 2}
     episodes: list[AlertEpisode] = []
     for r in alert_rows:
         d = _day(r["day"])
         last = episodes[-1] if episodes else None
-        if last and (last.type, last.subject) == (r["type"], r["subject"]) and d == last.last_day + timedelta(days=1):
+        if (
+            last
+            and (last.type, last.subject) == (r["type"], r["subject"])
+            and d == last.last_day + timedelta(days=1)
+        ):
             peak = max(last.peak_severity, r["severity"], key=lambda s: rank.get(s, 0))
-            episodes[-1] = AlertEpisode(last.type, last.subject, last.first_day, d, peak, r["message"], d == end)
+            episodes[-1] = AlertEpisode(
+                last.type, last.subject, last.first_day, d, peak, r["message"], d == end
+            )
         else:
-            episodes.append(AlertEpisode(r["type"], r["subject"], d, d, r["severity"], r["message"], d == end))
+            episodes.append(
+                AlertEpisode(r["type"], r["subject"], d, d, r["severity"], r["message"], d == end)
+            )
     episodes.sort(key=lambda e: (-rank.get(e.peak_severity, 0), e.first_day, e.type, e.subject))
     names = _customer_names(wh, ws.id)
     episodes = [
-        AlertEpisode(e.type, names.get(e.subject, e.subject), e.first_day, e.last_day,
-                     e.peak_severity, e.message, e.open_at_month_end)
+        AlertEpisode(
+            e.type,
+            names.get(e.subject, e.subject),
+            e.first_day,
+            e.last_day,
+            e.peak_severity,
+            e.message,
+            e.open_at_month_end,
+        )
         for e in episodes
-    ]  # fmt: skip
+    ]
 
     # --- default forecast (§12) -----------------------------------------------------------------
     fc_rows = wh.rows(
         "SELECT as_of, response_json FROM mart.forecasts WHERE workspace_id = :w"
         " AND is_default = :t AND as_of = :d",
-        w=ws.id, t=True, d=end,
-    )  # fmt: skip
+        w=ws.id,
+        t=True,
+        d=end,
+    )
     forecast: tuple[ForecastVariant, ...] = ()
     forecast_months: tuple[str, ...] = ()
     forecast_as_of = None
@@ -755,14 +904,18 @@ def close_pack_data(
             "SELECT created, customer, amount, currency, failure_code FROM raw.stripe_charges"
             " WHERE workspace_id = :w AND status = 'failed' AND created >= :a AND created < :b"
             " ORDER BY created, id",
-            w=ws.id, a=t0, b=t1,
-        )  # fmt: skip
+            w=ws.id,
+            a=t0,
+            b=t1,
+        )
     )
 
     # --- data quality: sync, watermarks and tie-outs --------------------------------------------
     health = sync_status(wh, ws.id, now=int(generated_at.timestamp()))
     watermarks = tuple(
-        Watermark(f"Stripe {r['stream'].replace('_', ' ')}", _iso(r["last_success_at"]), r["status"])
+        Watermark(
+            f"Stripe {r['stream'].replace('_', ' ')}", _iso(r["last_success_at"]), r["status"]
+        )
         for r in wh.rows(
             "SELECT stream, last_success_at, status FROM raw.sync_state WHERE workspace_id = :w"
             " ORDER BY stream",
@@ -777,12 +930,16 @@ def close_pack_data(
     )
     tie_outs = _tie_outs(wh, ws, start, end, opening, mv, closing)
     check_results = tuple(
-        c if isinstance(c, CheckResult) else CheckResult(
-            str(c["name"]), bool(c["passed"]), str(c.get("description", "")),
+        c
+        if isinstance(c, CheckResult)
+        else CheckResult(
+            str(c["name"]),
+            bool(c["passed"]),
+            str(c.get("description", "")),
             str(c.get("severity", "ERROR")),
         )
         for c in checks
-    )  # fmt: skip
+    )
     return ClosePackData(
         workspace_id=ws.id,
         workspace_name=ws.name,
@@ -821,9 +978,13 @@ def close_pack_data(
         sync_health=health["sync_health"],
         sync_reason=health["health_reason"],
         tie_outs=tie_outs,
-        exact={"opening": opening, "closing": closing, "movements": mv,
-               "plan_exact": {p.plan: p.exact for p in plans}},
-    )  # fmt: skip
+        exact={
+            "opening": opening,
+            "closing": closing,
+            "movements": mv,
+            "plan_exact": {p.plan: p.exact for p in plans},
+        },
+    )
 
 
 def _local_day(ts: int, tz: str) -> date:
@@ -859,43 +1020,75 @@ def _tie_outs(
     charges = wh.rows(
         "SELECT COUNT(*) AS n, currency FROM raw.stripe_charges WHERE workspace_id = :w"
         " AND status = 'succeeded' AND created >= :a AND created < :b GROUP BY currency",
-        w=ws.id, a=t0, b=t1,
-    )  # fmt: skip
+        w=ws.id,
+        a=t0,
+        b=t1,
+    )
     ledger = wh.rows(
         "SELECT COUNT(*) AS n, currency FROM core.ledger WHERE workspace_id = :w"
         " AND kind = 'gross_revenue' AND source_table = 'raw.stripe_charges'"
         " AND day >= :a AND day <= :b GROUP BY currency",
-        w=ws.id, a=start, b=end,
-    )  # fmt: skip
+        w=ws.id,
+        a=start,
+        b=end,
+    )
     n_charges = {str(r["currency"]).lower(): int(r["n"]) for r in charges}
     n_ledger = {str(r["currency"]).lower(): int(r["n"]) for r in ledger}
     ledger_rev = int(
         wh.scalar(
             "SELECT COALESCE(SUM(amount_reporting_micros), 0) FROM core.ledger WHERE workspace_id = :w"
             " AND kind IN ('gross_revenue', 'manual_revenue') AND day >= :a AND day <= :b",
-            w=ws.id, a=start, b=end,
-        )  # fmt: skip
+            w=ws.id,
+            a=start,
+            b=end,
+        )
         or 0
     )
     mart_rev = int(
         wh.scalar(
             "SELECT COALESCE(SUM(gross_revenue_micros), 0) FROM mart.revenue_daily"
             " WHERE workspace_id = :w AND day >= :a AND day <= :b",
-            w=ws.id, a=start, b=end,
-        )  # fmt: skip
+            w=ws.id,
+            a=start,
+            b=end,
+        )
         or 0
     )
-    moved = mv["new"] + mv["expansion"] + mv["reactivation"] - mv["contraction"] - mv["churn"] + mv["fx"]
+    moved = (
+        mv["new"]
+        + mv["expansion"]
+        + mv["reactivation"]
+        - mv["contraction"]
+        - mv["churn"]
+        + mv["fx"]
+    )
 
     def counts(d: Mapping[str, int]) -> str:
         return ", ".join(f"{c.upper()} {n}" for c, n in sorted(d.items())) or "none"
 
     return (
-        TieOut("Ledger = Stripe charges (count per currency)", "Stripe succeeded charges",
-               counts(n_charges), "ledger gross-revenue entries", counts(n_ledger),
-               n_charges == n_ledger),
-        TieOut("Revenue mart = ledger", "ledger revenue", _fmt(ledger_rev),
-               "mart.revenue_daily revenue", _fmt(mart_rev), ledger_rev == mart_rev),
-        TieOut("MRR identity (exact)", "opening + movements", _fmt(opening + moved),
-               "closing MRR", _fmt(closing), opening + moved == closing),
-    )  # fmt: skip
+        TieOut(
+            "Ledger = Stripe charges (count per currency)",
+            "Stripe succeeded charges",
+            counts(n_charges),
+            "ledger gross-revenue entries",
+            counts(n_ledger),
+            n_charges == n_ledger,
+        ),
+        TieOut(
+            "Revenue mart = ledger",
+            "ledger revenue",
+            _fmt(ledger_rev),
+            "mart.revenue_daily revenue",
+            _fmt(mart_rev),
+            ledger_rev == mart_rev,
+        ),
+        TieOut(
+            "MRR identity (exact)",
+            "opening + movements",
+            _fmt(opening + moved),
+            "closing MRR",
+            _fmt(closing),
+            opening + moved == closing,
+        ),
+    )

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, timedelta
 from decimal import Decimal
 from importlib import resources
+
 import jinja2
 from markupsafe import Markup
 
@@ -139,13 +140,16 @@ def _to_units(micros: int) -> float:
 def _charts(d: ClosePackData) -> dict[str, Markup]:
     steps = [
         (
-            "Opening" if line.kind == "balance" and i == 0 else
-            "Closing" if line.kind == "balance" else line.label,
+            "Opening"
+            if line.kind == "balance" and i == 0
+            else "Closing"
+            if line.kind == "balance"
+            else line.label,
             _to_units(line.shown),
             "balance" if line.kind == "balance" else "move",
         )
         for i, line in enumerate(d.roll_forward)
-    ]  # fmt: skip
+    ]
     out = {
         "waterfall": charts.waterfall_svg(steps),
         "plans": charts.stacked_bars_svg(
@@ -222,7 +226,8 @@ def render_html(d: ClosePackData, attachments: Mapping[str, bytes]) -> str:
         charts=_charts(d),
         attachment_names=sorted(files),
         attachment_rows=[
-            _AttachmentRow(n, len(b), hashlib.sha256(b).hexdigest()) for n, b in sorted(files.items())
+            _AttachmentRow(n, len(b), hashlib.sha256(b).hexdigest())
+            for n, b in sorted(files.items())
         ],
     )
 
