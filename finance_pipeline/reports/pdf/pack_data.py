@@ -211,11 +211,12 @@ class CheckResult:
 
 @dataclass(frozen=True)
 class Watermark:
-    """How fresh one source or build is: its name, last success and status."""
+    """How fresh one source or build is: last success, newest data it holds, and status."""
 
     source: str
     as_of: str | None
     status: str
+    newest: str | None = None
 
 
 @dataclass(frozen=True)
@@ -914,17 +915,22 @@ def close_pack_data(
     health = sync_status(wh, ws.id, now=int(generated_at.timestamp()))
     watermarks = tuple(
         Watermark(
-            f"Stripe {r['stream'].replace('_', ' ')}", _iso(r["last_success_at"]), r["status"]
+            f"Stripe {r['stream'].replace('_', ' ')}",
+            _iso(r["last_success_at"]),
+            r["status"],
+            _iso(r["high_water"]),
         )
         for r in wh.rows(
-            "SELECT stream, last_success_at, status FROM raw.sync_state WHERE workspace_id = :w"
+            "SELECT stream, last_success_at, status, high_water FROM raw.sync_state"
+            " WHERE workspace_id = :w"
             " ORDER BY stream",
             w=ws.id,
         )
     ) + tuple(
-        Watermark(f"build {r['asset']}", _iso(r["built_at"]), r["mode"])
+        Watermark(f"build {r['asset']}", _iso(r["built_at"]), r["mode"], _iso(r["watermark"]))
         for r in wh.rows(
-            "SELECT asset, built_at, mode FROM core.build_state WHERE workspace_id = :w ORDER BY asset",
+            "SELECT asset, built_at, mode, watermark FROM core.build_state WHERE workspace_id = :w"
+            " ORDER BY asset",
             w=ws.id,
         )
     )
