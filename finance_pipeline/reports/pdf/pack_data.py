@@ -253,6 +253,7 @@ class ClosePackData:
     untagged_cost: int
     alerts: tuple[AlertEpisode, ...]
     forecast_as_of: date | None
+    forecast_start_mrr: int | None  # MRR on as_of (micro-units), where every variant starts
     forecast_months: tuple[str, ...]
     forecast: tuple[ForecastVariant, ...]
     failed_payments: tuple[FailedPayment, ...]
@@ -873,10 +874,12 @@ def close_pack_data(
     forecast: tuple[ForecastVariant, ...] = ()
     forecast_months: tuple[str, ...] = ()
     forecast_as_of = None
+    forecast_start = None
     if fc_rows:
         resp = _json(fc_rows[0]["response_json"])
         forecast_as_of = _day(fc_rows[0]["as_of"])
         forecast_months = tuple(resp["series"]["months"])
+        forecast_start = int((resp.get("start") or {}).get("mrr_micros") or 0)
         forecast = tuple(
             ForecastVariant(
                 name,
@@ -977,6 +980,7 @@ def close_pack_data(
         untagged_cost=untagged,
         alerts=tuple(episodes),
         forecast_as_of=forecast_as_of,
+        forecast_start_mrr=forecast_start,
         forecast_months=forecast_months,
         forecast=forecast,
         failed_payments=failed,

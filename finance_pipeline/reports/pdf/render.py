@@ -12,13 +12,18 @@ import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, timedelta
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from importlib import resources
 
 import jinja2
 from markupsafe import Markup
 
-from finance_pipeline.lib.money import MICROS_PER_CENT, MICROS_PER_UNIT, minor_unit_exponent
+from finance_pipeline.lib.money import (
+    MICROS_PER_CENT,
+    MICROS_PER_UNIT,
+    minor_unit_exponent,
+    round_half_away,
+)
 from finance_pipeline.reports.pdf import charts
 from finance_pipeline.reports.pdf.pack_data import ClosePackData, FailedPayment, Kpi
 
@@ -36,6 +41,10 @@ TOC = (
     ("forecast", "10. Forecast: base, best and worst"),
     ("quality", "Appendix: data quality"),
 )
+MONTH_NAMES = (
+    "January", "February", "March", "April", "May", "June",
+    "July", "August", "September", "October", "November", "December",
+)  # fmt: skip
 DASH = "–"  # an en dash for "no value": null rates, runway without burn
 
 
@@ -115,21 +124,35 @@ def _environment() -> jinja2.Environment:
     env.filters.update(
         money=money,
         amount=_amount,
+        money_micros=lambda m: money(None if m is None else round_half_away(m, MICROS_PER_CENT)),
         pct=pct,
         kpi_value=_kpi_value,
         kpi_change=_kpi_change,
         minor=_minor,
         heat=_heat,
         cents=lambda c: DASH if c is None else money(int(c) * MICROS_PER_CENT),
-        dec2=lambda v: DASH if v is None else f"{Decimal(str(v)):,.2f}",
+        dec2=_dec2,
         tier=lambda t: {"at_risk": "at risk"}.get(t, t),
         signed_count=lambda v, kind: f"{v:,}" if kind == "balance" or v <= 0 else f"+{v:,}",
     )
     return env
 
 
+def _dec2(value: object) -> str:
+    """A decimal string (forecast assumptions, runway) with 2 decimals, half away from zero."""
+    if value is None:
+        return DASH
+    return f"{Decimal(str(value)).quantize(Decimal('0.01'), rounding=ROUND_HALF_UP):,.2f}"
+
+
+def _short_month(month: str) -> str:
+    """An axis label for a "YYYY-MM" month: "Oct 26"."""
+    return f"{MONTH_NAMES[int(month[5:7]) - 1][:3]} {month[2:4]}"
+
+
 def _month_label(month: str) -> str:
-    return date.fromisoformat(month + "-01").strftime("%B %Y")
+    """ "October 2026" for "2026-10", in English whatever the process locale."""
+    return f"{MONTH_NAMES[int(month[5:7]) - 1]} {month[:4]}"
 
 
 def _to_units(micros: int) -> float:
@@ -153,19 +176,24 @@ def _charts(d: ClosePackData) -> dict[str, Markup]:
     out = {
         "waterfall": charts.waterfall_svg(steps),
         "plans": charts.stacked_bars_svg(
-            [m[2:] for m in d.plan_months],
+            [_short_month(m) for m in d.plan_months],
             [(p.plan, [_to_units(v) for v in p.shown]) for p in d.plans],
         ),
         "revenue": charts.bars_and_line_svg(
-            [m[2:] for m in (x.month for x in d.money_months)],
+            [_short_month(m.month) for m in d.money_months],
             [_to_units(m.revenue) for m in d.money_months],
             [_to_units(m.expenses) for m in d.money_months],
             [_to_units(m.net) for m in d.money_months],
         ),
         "forecast": charts.lines_svg(
-            [m[2:] for m in d.forecast_months],
+            # Every variant starts from the closing MRR of the month the forecast is as of.
+            [_short_month(d.month), *(_short_month(m) for m in d.forecast_months)],
             [
-                (v.name, [c / 100 for c in v.mrr_cents], color)
+                (
+                    v.name,
+                    [_to_units(d.forecast_start_mrr or 0)] + [c / 100 for c in v.mrr_cents],
+                    color,
+                )
                 for v, color in zip(
                     d.forecast, (charts.TOTAL, charts.UP, charts.DOWN), strict=False
                 )
