@@ -16,7 +16,13 @@ from pathlib import Path
 
 import pytest
 
-from finance_pipeline.lib.money import MICROS_PER_CENT, foot_roll_forward, round_half_away
+from finance_pipeline.lib.money import (
+    MICROS_PER_CENT,
+    foot_roll_forward,
+    percent,
+    round_half_away,
+)
+from finance_pipeline.metrics.retention_io import retention_for_period
 from finance_pipeline.reports.pdf.pack_data import (
     MOVEMENTS,
     CheckResult,
@@ -97,6 +103,11 @@ def test_roll_forward_foots_and_equals_the_marts(pack: Pack) -> None:
     kpi = {k.key: k for k in pack.data.kpis}
     assert kpi["mrr"].current == closing and kpi["arr"].current == 12 * closing
     assert pack.data.plan_totals[-1] == lines[-1].shown  # plans foot to the month's MRR
+    rates = retention_for_period(pack.wh, WORKSPACE, "usd", MONTH, END)
+    assert (kpi["nrr"].current, kpi["grr"].current) == (rates.nrr, rates.grr)
+    churn = {c.label: c for c in pack.data.churn}
+    assert churn["cohort logo churn (ours)"].current == percent(rates.logo_churn_rate, 1)
+    assert churn["net MRR churn"].current == percent(rates.net_mrr_churn_rate, 1)
     assert pack.data.all_tie_outs_pass
 
 

@@ -31,6 +31,7 @@ from finance_pipeline.lib.money import (
     round_half_away,
 )
 from finance_pipeline.lib.mrr import subscription_counts
+from finance_pipeline.lib.mrr_timeline import expand_converted_trials
 from finance_pipeline.lib.retention import RetentionRates, customer_balances
 from finance_pipeline.metrics.mrr_compute import mrr_settings
 from finance_pipeline.metrics.retention_io import load_mrr_changes, retention_for_period
@@ -387,7 +388,6 @@ def close_pack_data(
     prev_rows = [r for r in days if _day(r["day"]) < start]
     close_row = month_rows[-1] if month_rows else None
     open_row = _mrr_day(wh, ws.id, opening_day)
-    prev_open_row = _mrr_day(wh, ws.id, prev_start - timedelta(days=1))
 
     def movements(rows: list[dict[str, Any]]) -> dict[str, Fraction]:
         return {k: sum((_exact(r, k) for r in rows), Fraction(0)) for k, _s in MOVEMENTS}
@@ -497,7 +497,6 @@ def close_pack_data(
             "months of cash at recurring burn",
         ),
     )
-    _ = open_row, prev_open_row
 
     # --- churn conventions (§6) ----------------------------------------------------------------
     changes = load_mrr_changes(wh, ws.id, end)
@@ -514,8 +513,11 @@ def close_pack_data(
             or 0
         )
 
-    states = states_from_rows(
-        wh.rows("SELECT * FROM core.subscription_history WHERE workspace_id = :w", w=ws.id)
+    # A converted trial counts from trial_end (§3): split those states as the MRR engine does.
+    states = expand_converted_trials(
+        states_from_rows(
+            wh.rows("SELECT * FROM core.subscription_history WHERE workspace_id = :w", w=ws.id)
+        )
     )
     by_sub: dict[str, list[Any]] = defaultdict(list)
     for st in states:
