@@ -30,6 +30,7 @@ from finance_pipeline.reports.pdf.pack_data import (
     close_pack_data,
 )
 from finance_pipeline.reports.pdf.render import MANIFEST_NAME, money, render_close_pack
+from finance_pipeline.tenancy import create_organization, create_workspace
 from finance_pipeline.warehouse import Warehouse, apply_migrations
 from finance_pipeline_tests.reports_pdf.dataset import WORKSPACE, build_account
 
@@ -204,3 +205,19 @@ def test_pack_data_reads_the_marts_on_both_dialects(warehouse: Warehouse, tmp_pa
         "Stripe 30-day subscriber churn",
     ]
     assert d.money_total.revenue == sum(m.revenue for m in d.money_months)
+
+
+@needs_poppler
+def test_a_workspace_without_data_renders_with_dashes(
+    sqlite_warehouse: Warehouse, tmp_path: Path
+) -> None:
+    create_organization(sqlite_warehouse, "o", org_id="o")
+    create_workspace(sqlite_warehouse, "o", "Empty Co", workspace_id="empty")
+    d = close_pack_data(sqlite_warehouse, "empty", MONTH, generated_at=GENERATED)
+    assert [line.shown for line in d.roll_forward] == [0] * 8
+    assert d.forecast == () and d.cohorts == () and d.alerts == ()
+    path = tmp_path / "empty.pdf"
+    path.write_bytes(render_close_pack(d, {}))
+    text = _text(path)
+    assert "Empty Co" in text and "No alert fired in October 2026." in text
+    assert "No default forecast is stored for October 2026." in text
