@@ -206,6 +206,28 @@ def _charts(d: ClosePackData) -> dict[str, Markup]:
     return {k: Markup(v) for k, v in out.items()}  # our own SVG text, escaped where it holds data
 
 
+def _cover_sources(d: ClosePackData) -> list[tuple[str, str, str]]:
+    """The cover's freshness lines: Stripe as fresh as its stalest stream, then each build."""
+    stripe = [w for w in d.watermarks if w.source.startswith("Stripe ")]
+    out = []
+    if stripe:
+        synced = [w.as_of for w in stripe]
+        newest = [w.newest for w in stripe if w.newest]
+        out.append(
+            (
+                f"Stripe ({len(stripe)} streams)",
+                "never" if None in synced else min(s for s in synced if s),
+                max(newest) if newest else DASH,
+            )
+        )
+    out += [
+        (w.source.removeprefix("build "), w.as_of or "never", w.newest or DASH)
+        for w in d.watermarks
+        if w.source.startswith("build ")
+    ]
+    return out
+
+
 def manifest(d: ClosePackData, attachments: Mapping[str, bytes]) -> bytes:
     """The JSON manifest attached to the pack: what the figures are and which files ride along."""
     body = {
@@ -251,6 +273,7 @@ def render_html(d: ClosePackData, attachments: Mapping[str, bytes]) -> str:
         generated_iso=gen.strftime("%Y-%m-%dT%H:%M:%SZ"),
         generated_text=gen.strftime("%Y-%m-%d %H:%M UTC"),
         toc=TOC,
+        cover_sources=_cover_sources(d),
         charts=_charts(d),
         attachment_names=sorted(files),
         attachment_rows=[
