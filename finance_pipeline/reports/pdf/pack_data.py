@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from fractions import Fraction
@@ -33,6 +33,7 @@ from finance_pipeline.lib.money import (
 from finance_pipeline.lib.mrr import subscription_counts
 from finance_pipeline.lib.mrr_timeline import expand_converted_trials
 from finance_pipeline.lib.retention import RetentionRates, customer_balances
+from finance_pipeline.lib.timeutil import day_start_ts
 from finance_pipeline.metrics.mrr_compute import mrr_settings
 from finance_pipeline.metrics.retention_io import load_mrr_changes, retention_for_period
 from finance_pipeline.stripe_sync.health import sync_status
@@ -355,125 +356,171 @@ def _retention(wh: Warehouse, ws: Workspace, start: date, end: date) -> Retentio
         return None
 
 
-def close_pack_data(
-    wh: Warehouse,
-    workspace_id: str,
-    month: date,
-    *,
-    generated_at: datetime,
-    checks: Sequence[CheckResult | Mapping[str, Any]] = (),
-) -> ClosePackData:
-    """Read the marts for `month` (any day in it) and build the close pack's footed figures.
+@dataclass(frozen=True)
+class _Period:
+    """The month being closed and the month before it, in the workspace's local days."""
 
-    `generated_at` is printed on the cover and fixes the PDF's dates, so a re-render of an
-    unchanged month is identical; `checks` are the latest data-quality check results.
-    """
-    ws = _workspace(wh, workspace_id)
-    cur = ws.reporting_currency
-    mkey = month_key(month)
-    start, end = month.replace(day=1), month_end(mkey)
-    prev_key = shift_month(mkey, -1)
-    prev_start, prev_end = date.fromisoformat(prev_key + "-01"), month_end(prev_key)
-    opening_day = start - timedelta(days=1)
+    ws: Workspace
+    month: str
+    start: date
+    end: date
+    prev_start: date
+    prev_end: date
 
-    # --- MRR marts: balances at month ends, movements summed over the month (§5) ---------------
-    days = wh.rows(
-        "SELECT * FROM mart.mrr_daily WHERE workspace_id = :w AND day >= :a AND day <= :b"
-        " ORDER BY day",
-        w=ws.id,
-        a=prev_start,
-        b=end,
+    @classmethod
+    def of(cls, ws: Workspace, day: date) -> _Period:
+        month = month_key(day)
+        prev = shift_month(month, -1)
+        return cls(
+            ws,
+            month,
+            day.replace(day=1),
+            month_end(month),
+            date.fromisoformat(prev + "-01"),
+            month_end(prev),
+        )
+
+    @property
+    def opening_day(self) -> date:
+        return self.start - timedelta(days=1)
+
+
+@dataclass(frozen=True)
+class _MrrMonth:
+    """mart.mrr_daily rows of the month and the month before, with the exact roll-forward."""
+
+    rows: list[dict[str, Any]]
+    prev_rows: list[dict[str, Any]]
+    open_row: dict[str, Any] | None
+    opening: Fraction
+    closing: Fraction
+    movements: dict[str, Fraction]
+    prev_movements: dict[str, Fraction]
+
+    @property
+    def close_row(self) -> dict[str, Any] | None:
+        return self.rows[-1] if self.rows else None
+
+    @property
+    def prev_close_row(self) -> dict[str, Any] | None:
+        return self.prev_rows[-1] if self.prev_rows else None
+
+    @classmethod
+    def load(cls, wh: Warehouse, p: _Period) -> _MrrMonth:
+        days = wh.rows(
+            "SELECT * FROM mart.mrr_daily WHERE workspace_id = :w AND day >= :a AND day <= :b"
+            " ORDER BY day",
+            w=p.ws.id,
+            a=p.prev_start,
+            b=p.end,
+        )
+        rows = [r for r in days if _day(r["day"]) >= p.start]
+        prev_rows = [r for r in days if _day(r["day"]) < p.start]
+
+        def movements(rs: list[dict[str, Any]]) -> dict[str, Fraction]:
+            return {k: sum((_exact(r, k) for r in rs), Fraction(0)) for k, _s in MOVEMENTS}
+
+        return cls(
+            rows=rows,
+            prev_rows=prev_rows,
+            open_row=_mrr_day(wh, p.ws.id, p.opening_day),
+            # Period movements are sums of daily ones; balances are the values on a day (§5).
+            opening=_exact(rows[0], "previous_mrr") if rows else Fraction(0),
+            closing=_exact(rows[-1], "mrr") if rows else Fraction(0),
+            movements=movements(rows),
+            prev_movements=movements(prev_rows),
+        )
+
+
+def _net_new(m: Mapping[str, Fraction]) -> Fraction:
+    # Net new MRR leaves fx out: it is the business's own movement, not the exchange rate's.
+    return m["new"] + m["expansion"] + m["reactivation"] - m["contraction"] - m["churn"]
+
+
+def _roll_forward(mrr: _MrrMonth, p: _Period) -> tuple[Line, ...]:
+    """Opening, movements and closing MRR, footed to the cent with `foot_roll_forward` (§2)."""
+    signed = {k: s * mrr.movements[k] for k, s in MOVEMENTS}
+    opening_r, moves_r, closing_r = foot_roll_forward(mrr.opening, signed, mrr.closing, CENT)
+    closing_day = _day(mrr.close_row["day"]) if mrr.close_row else p.end
+    return (
+        Line(f"Opening MRR ({p.opening_day.isoformat()})", mrr.opening, opening_r, "balance"),
+        *(Line("FX" if k == "fx" else k.capitalize(), signed[k], moves_r[k]) for k, _ in MOVEMENTS),
+        Line(f"Closing MRR ({closing_day.isoformat()})", mrr.closing, closing_r, "balance"),
     )
-    month_rows = [r for r in days if _day(r["day"]) >= start]
-    prev_rows = [r for r in days if _day(r["day"]) < start]
-    close_row = month_rows[-1] if month_rows else None
-    open_row = _mrr_day(wh, ws.id, opening_day)
 
-    def movements(rows: list[dict[str, Any]]) -> dict[str, Fraction]:
-        return {k: sum((_exact(r, k) for r in rows), Fraction(0)) for k, _s in MOVEMENTS}
 
-    mv, prev_mv = movements(month_rows), movements(prev_rows)
-    opening = _exact(month_rows[0], "previous_mrr") if month_rows else Fraction(0)
-    closing = _exact(close_row, "mrr")
-    signed = {k: s * mv[k] for k, s in MOVEMENTS}
-    opening_r, moves_r, closing_r = foot_roll_forward(opening, signed, closing, CENT)
-    roll = (
-        Line(f"Opening MRR ({opening_day.isoformat()})", opening, opening_r, "balance"),
-        *(Line(k.capitalize() if k != "fx" else "FX", signed[k], moves_r[k]) for k, _ in MOVEMENTS),
-        Line(f"Closing MRR ({end.isoformat()})", closing, closing_r, "balance"),
-    )
+def _runway(r: Mapping[str, Any] | None, col: str = "runway_months") -> Decimal | None:
+    return None if r is None or r[col] is None else Decimal(str(r[col]))
 
-    def net_new(m: dict[str, Fraction]) -> Fraction:
-        # Net new MRR leaves fx out: it is the business's own movement, not the exchange rate's.
-        return m["new"] + m["expansion"] + m["reactivation"] - m["contraction"] - m["churn"]
 
-    prev_close = _exact(prev_rows[-1], "mrr") if prev_rows else None
-    rates = _retention(wh, ws, start, end)
-    prev_rates = _retention(wh, ws, prev_start, prev_end)
+def _frac(value: Decimal | None) -> Fraction | None:
+    return None if value is None else Fraction(value)
+
+
+def _kpis(
+    mrr: _MrrMonth,
+    rates: RetentionRates | None,
+    prev_rates: RetentionRates | None,
+    cfo_now: dict[str, Any] | None,
+    cfo_prev: dict[str, Any] | None,
+) -> tuple[Kpi, ...]:
+    """The headline KPIs of the month against the month before."""
+    now, before = mrr.close_row, mrr.prev_close_row
+
+    def mrr_of(row: dict[str, Any] | None, name: str = "mrr", factor: int = 1) -> Fraction | None:
+        return None if row is None else factor * _exact(row, name)
 
     def arpa(row: dict[str, Any] | None) -> Fraction | None:
         if row is None or not row["paying_customers"]:
             return None
         return _exact(row, "mrr") / row["paying_customers"]
 
-    def cmrr(row: dict[str, Any] | None) -> Fraction | None:
-        return None if row is None else _exact(row, "cmrr")
+    def paying(row: dict[str, Any] | None) -> Decimal | None:
+        return None if row is None else Decimal(row["paying_customers"])
 
-    cfo_now = _cfo_day(wh, ws.id, end)
-    cfo_prev = _cfo_day(wh, ws.id, prev_end)
-    last_prev = prev_rows[-1] if prev_rows else None
+    def attr(r: RetentionRates | None, name: str) -> Fraction | None:
+        return None if r is None else getattr(r, name)
 
-    def runway(r: dict | None) -> Fraction | None:
-        return (
-            None if r is None or r["runway_months"] is None else Fraction(str(r["runway_months"]))
-        )
-
-    kpis = (
-        _money_kpi("mrr", "MRR", closing if close_row else None, prev_close),
+    return (
+        _money_kpi("mrr", "MRR", mrr_of(now), mrr_of(before)),
         _money_kpi(
             "cmrr",
             "Committed MRR (CMRR)",
-            cmrr(close_row),
-            cmrr(last_prev),
+            mrr_of(now, "cmrr"),
+            mrr_of(before, "cmrr"),
             "stops at a scheduled cancellation",
         ),
-        _money_kpi(
-            "arr",
-            "ARR",
-            12 * closing if close_row else None,
-            None if prev_close is None else 12 * prev_close,
-            "12 x MRR",
-        ),
+        _money_kpi("arr", "ARR", mrr_of(now, factor=12), mrr_of(before, factor=12), "12 x MRR"),
         _money_kpi(
             "net_new_mrr",
             "Net new MRR",
-            net_new(mv) if month_rows else None,
-            net_new(prev_mv) if prev_rows else None,
+            _net_new(mrr.movements) if mrr.rows else None,
+            _net_new(mrr.prev_movements) if mrr.prev_rows else None,
             "excludes FX",
         ),
         _ratio_kpi(
             "nrr",
             "Net revenue retention (NRR)",
-            rates and rates.nrr,
-            prev_rates and prev_rates.nrr,
+            attr(rates, "nrr"),
+            attr(prev_rates, "nrr"),
             "cohort paying at month start",
         ),
         _ratio_kpi(
             "grr",
             "Gross revenue retention (GRR)",
-            rates and rates.grr,
-            prev_rates and prev_rates.grr,
+            attr(rates, "grr"),
+            attr(prev_rates, "grr"),
             "capped at starting MRR",
         ),
-        _money_kpi("arpa", "ARPA", arpa(close_row), arpa(last_prev), "MRR / paying customers"),
+        _money_kpi("arpa", "ARPA", arpa(now), arpa(before), "MRR / paying customers"),
         Kpi(
             "paying_customers",
             "Paying customers",
             "count",
-            None if close_row is None else Fraction(close_row["paying_customers"]),
-            None if last_prev is None else Fraction(last_prev["paying_customers"]),
-            None if close_row is None else Decimal(close_row["paying_customers"]),
-            None if last_prev is None else Decimal(last_prev["paying_customers"]),
+            _frac(paying(now)),
+            _frac(paying(before)),
+            paying(now),
+            paying(before),
         ),
         _cents_kpi(
             "burn", "Burn (30 days)", cfo_now, cfo_prev, "burn_cents_30d", "expenses - net revenue"
@@ -490,54 +537,60 @@ def close_pack_data(
             "runway",
             "Runway",
             "months",
-            runway(cfo_now),
-            runway(cfo_prev),
-            None if runway(cfo_now) is None else Decimal(str(cfo_now["runway_months"])),
-            None if runway(cfo_prev) is None else Decimal(str(cfo_prev["runway_months"])),
+            _frac(_runway(cfo_now)),
+            _frac(_runway(cfo_prev)),
+            _runway(cfo_now),
+            _runway(cfo_prev),
             "months of cash at recurring burn",
         ),
     )
 
-    # --- churn conventions (§6) ----------------------------------------------------------------
-    changes = load_mrr_changes(wh, ws.id, end)
 
-    def churn_events(a: date, b: date) -> int:
-        return int(
-            wh.scalar(
-                "SELECT COUNT(*) FROM mart.mrr_movements WHERE workspace_id = :w AND kind = 'churn'"
-                " AND day >= :a AND day <= :b",
-                w=ws.id,
-                a=a,
-                b=b,
-            )
-            or 0
+def _churn_events(wh: Warehouse, ws: str, a: date, b: date) -> int:
+    """Churn movements (a customer's MRR going to 0) on the days a..b, each one counted."""
+    return int(
+        wh.scalar(
+            "SELECT COUNT(*) FROM mart.mrr_movements WHERE workspace_id = :w AND kind = 'churn'"
+            " AND day >= :a AND day <= :b",
+            w=ws,
+            a=a,
+            b=b,
         )
+        or 0
+    )
 
+
+def _churn(
+    wh: Warehouse, p: _Period, rates: RetentionRates | None, prev_rates: RetentionRates | None
+) -> tuple[ChurnRate, ...]:
+    """Churn in the conventions finance compares against, labelled as in docs/metrics.md §6."""
     # A converted trial counts from trial_end (§3): split those states as the MRR engine does.
     states = expand_converted_trials(
         states_from_rows(
-            wh.rows("SELECT * FROM core.subscription_history WHERE workspace_id = :w", w=ws.id)
+            wh.rows("SELECT * FROM core.subscription_history WHERE workspace_id = :w", w=p.ws.id)
         )
     )
     by_sub: dict[str, list[Any]] = defaultdict(list)
     for st in states:
         by_sub[st.subscription_id].append(st)
-    settings = mrr_settings(ws)
+    settings = mrr_settings(p.ws)
 
     def counts_on(sub: str, day: date) -> bool:
         return any(subscription_counts(s, day, settings) for s in by_sub[sub])
 
-    stripe_now = subscriber_churn_30d(sorted(by_sub), counts_on, end)
-    stripe_prev = subscriber_churn_30d(sorted(by_sub), counts_on, prev_end)
-    cm_now = customer_churn_rate(churn_events(start, end), rates.starting_customers if rates else 0)
+    stripe_now = subscriber_churn_30d(sorted(by_sub), counts_on, p.end)
+    stripe_prev = subscriber_churn_30d(sorted(by_sub), counts_on, p.prev_end)
+    events = _churn_events(wh, p.ws.id, p.start, p.end)
+    cm_now = customer_churn_rate(events, rates.starting_customers if rates else 0)
     cm_prev = customer_churn_rate(
-        churn_events(prev_start, prev_end), prev_rates.starting_customers if prev_rates else 0
+        _churn_events(wh, p.ws.id, p.prev_start, p.prev_end),
+        prev_rates.starting_customers if prev_rates else 0,
     )
 
     def rate(r: RetentionRates | None, name: str) -> Decimal | None:
         return None if r is None else _pct(getattr(r, name))
 
-    churn = (
+    return (
         ChurnRate(
             "cohort logo churn (ours)",
             "paying at month start, paying nothing at month end",
@@ -552,7 +605,7 @@ def close_pack_data(
             "churn events in the month / customers at start",
             _pct(cm_now),
             _pct(cm_prev),
-            f"{churn_events(start, end)} churn events",
+            f"{events} churn events",
         ),
         ChurnRate(
             "Stripe 30-day subscriber churn",
@@ -577,167 +630,173 @@ def close_pack_data(
         ),
     )
 
-    # --- customers and subscriptions roll-forward ----------------------------------------------
-    def count(rows: list[dict[str, Any]], col: str) -> int:
-        return sum(int(r[col]) for r in rows)
 
-    open_customers = int(open_row["paying_customers"]) if open_row else 0
-    close_customers = int(close_row["paying_customers"]) if close_row else 0
-    new_c, react_c = count(month_rows, "new_customers"), count(month_rows, "reactivated_customers")
-    churn_c = count(month_rows, "churned_customers")
-    delinquent = count(month_rows, "delinquent_churned_customers")
-    customers_roll = [
-        CountLine(f"Paying customers ({opening_day.isoformat()})", open_customers, "balance"),
-        CountLine("New", new_c),
-        CountLine("Reactivated", react_c),
-        CountLine(f"Churned (of which delinquent: {delinquent})", -churn_c),
+def _count_rolls(mrr: _MrrMonth, p: _Period) -> tuple[tuple[CountLine, ...], tuple[CountLine, ...]]:
+    """Paying customers (opening, new, reactivated, churned, closing) and active subscriptions."""
+
+    def col(name: str) -> int:
+        return sum(int(r[name]) for r in mrr.rows)
+
+    def at(row: dict[str, Any] | None, name: str) -> int:
+        return int(row[name]) if row else 0
+
+    opening, closing = at(mrr.open_row, "paying_customers"), at(mrr.close_row, "paying_customers")
+    new, back, gone = col("new_customers"), col("reactivated_customers"), col("churned_customers")
+    customers = [
+        CountLine(f"Paying customers ({p.opening_day.isoformat()})", opening, "balance"),
+        CountLine("New", new),
+        CountLine("Reactivated", back),
+        CountLine(f"Churned (of which delinquent: {col('delinquent_churned_customers')})", -gone),
     ]
-    other = close_customers - (open_customers + new_c + react_c - churn_c)
-    if other:  # a customer moving between currencies only; shown rather than hidden
-        customers_roll.append(CountLine("Other", other))
-    customers_roll.append(
-        CountLine(f"Paying customers ({end.isoformat()})", close_customers, "balance")
+    other = closing - (opening + new + back - gone)
+    if other:  # counts that the movements do not explain are shown, never hidden
+        customers.append(CountLine("Other", other))
+    customers.append(CountLine(f"Paying customers ({p.end.isoformat()})", closing, "balance"))
+    subs_open = at(mrr.open_row, "active_subscriptions")
+    subs_close = at(mrr.close_row, "active_subscriptions")
+    subscriptions = (
+        CountLine(f"Active subscriptions ({p.opening_day.isoformat()})", subs_open, "balance"),
+        CountLine("Net change", subs_close - subs_open),
+        CountLine(f"Active subscriptions ({p.end.isoformat()})", subs_close, "balance"),
     )
-    open_subs = int(open_row["active_subscriptions"]) if open_row else 0
-    close_subs = int(close_row["active_subscriptions"]) if close_row else 0
-    subscriptions_roll = (
-        CountLine(f"Active subscriptions ({opening_day.isoformat()})", open_subs, "balance"),
-        CountLine("Net change", close_subs - open_subs),
-        CountLine(f"Active subscriptions ({end.isoformat()})", close_subs, "balance"),
-    )
+    return tuple(customers), subscriptions
 
-    # --- MRR by plan, last 13 month-ends --------------------------------------------------------
-    plan_months = tuple(trailing_months(mkey, 13))
-    plan_names = {
+
+def _plans(
+    wh: Warehouse, p: _Period
+) -> tuple[tuple[str, ...], tuple[PlanSeries, ...], tuple[int, ...]]:
+    """MRR by plan (product name) at the last 13 month ends, each month footed to its total."""
+    months = tuple(trailing_months(p.month, 13))
+    names = {
         r["id"]: r["name"] or r["id"]
         for r in wh.rows(
             "SELECT p.id AS id, pr.name AS name FROM raw.stripe_prices p"
             " LEFT JOIN raw.stripe_products pr"
             " ON pr.id = p.product AND pr.workspace_id = p.workspace_id WHERE p.workspace_id = :w",
-            w=ws.id,
+            w=p.ws.id,
         )
     }
-    ends = [month_end(m) for m in plan_months]
-    plan_rows = wh.rows(
-        "SELECT day, plan_id, mrr_exact FROM mart.mrr_plan_daily WHERE workspace_id = :w"
-        " AND day >= :a AND day <= :b",
-        w=ws.id,
-        a=ends[0],
-        b=ends[-1],
-    )
+    ends = [month_end(m) for m in months]
     by_plan: dict[str, dict[date, Fraction]] = defaultdict(dict)
     end_set = set(ends)
-    for r in plan_rows:
+    for r in wh.rows(
+        "SELECT day, plan_id, mrr_exact FROM mart.mrr_plan_daily WHERE workspace_id = :w"
+        " AND day >= :a AND day <= :b",
+        w=p.ws.id,
+        a=ends[0],
+        b=ends[-1],
+    ):
         d = _day(r["day"])
         if d in end_set:
-            name = plan_names.get(r["plan_id"], r["plan_id"])
+            name = names.get(r["plan_id"], r["plan_id"])
             by_plan[name][d] = by_plan[name].get(d, Fraction(0)) + Fraction(r["mrr_exact"])
-    ranked = sorted(by_plan, key=lambda p: (-by_plan[p].get(ends[-1], Fraction(0)), p))
+    ranked = sorted(by_plan, key=lambda n: (-by_plan[n].get(ends[-1], Fraction(0)), n))
     named = ranked[:PLAN_LINES] if len(ranked) > PLAN_LINES + 1 else ranked
-    series: list[tuple[str, list[Fraction]]] = [
-        (p, [by_plan[p].get(d, Fraction(0)) for d in ends]) for p in named
-    ]
-    rest = [p for p in ranked if p not in named]
+    series = [(n, [by_plan[n].get(d, Fraction(0)) for d in ends]) for n in named]
+    rest = [n for n in ranked if n not in named]
     if rest:
+        zero = Fraction(0)
         series.append(
-            (
-                "Other plans",
-                [sum((by_plan[p].get(d, Fraction(0)) for p in rest), Fraction(0)) for d in ends],
-            )
+            ("Other plans", [sum((by_plan[n].get(d, zero) for n in rest), zero) for d in ends])
         )
     columns = [foot([s[1][i] for s in series], CENT) if series else [] for i in range(len(ends))]
     plans = tuple(
         PlanSeries(name, tuple(values), tuple(columns[i][j] for i in range(len(ends))))
         for j, (name, values) in enumerate(series)
     )
-    plan_totals = tuple(sum(col) for col in columns)
+    return months, plans, tuple(sum(c) for c in columns)
 
-    # --- net-MRR cohort retention by first-paid month (12 cohorts) ------------------------------
+
+def _cohorts(
+    wh: Warehouse, p: _Period, changes: Sequence[Any]
+) -> tuple[tuple[str, ...], tuple[CohortLine, ...]]:
+    """Net-MRR retention of the last 12 first-paid cohorts at each month end."""
+    cur = p.ws.reporting_currency
     fx = fx_lookup(
         wh.rows("SELECT base, currency, date, rate FROM core.fx_rates WHERE base = :b", b=cur), cur
     )
-    cohort_months = tuple(trailing_months(mkey, 12))
+    months = tuple(trailing_months(p.month, 12))
     first_paid: dict[str, str] = {}
     for ch in sorted(changes, key=lambda c: c.day):
         if ch.mrr > 0 and ch.customer_id not in first_paid:
             first_paid[ch.customer_id] = month_key(ch.day)
     month_end_mrr: dict[str, dict[str, Fraction]] = defaultdict(dict)
-    for m in cohort_months:
+    for m in months:
         d = month_end(m)
         for (_w, customer), amounts in customer_balances(changes, d).items():
             total = Fraction(0)
             for currency, amount in amounts.items():
+                # MRR converts at the rate of the day it is reported on; without one it is
+                # left out, as in every converted total (§2).
                 r = Fraction(1) if currency == cur else fx(currency, d)
-                total += 0 if r is None else amount * r  # a missing rate leaves it out (§2)
+                total += 0 if r is None else amount * r
             month_end_mrr[customer][m] = total
-    cohorts = tuple(
+    rows = cohort_retention(first_paid, month_end_mrr, list(months))
+    return months, tuple(
         CohortLine(
             row.month,
             row.customers,
             round_half_away(row.starting_mrr, CENT),
             tuple(_pct(v) for v in row.retention),
         )
-        for row in cohort_retention(first_paid, month_end_mrr, list(cohort_months))
+        for row in rows
     )
 
-    # --- revenue, refunds, expenses and net by month (§10), last 12 months ----------------------
-    money_keys = list(trailing_months(mkey, 12))
-    rev_rows = wh.rows(
+
+def _money_by_month(wh: Warehouse, p: _Period) -> tuple[tuple[MonthMoney, ...], MonthMoney]:
+    """Revenue, refunds, expenses and net of the last 12 months (§10), footed by column."""
+    keys = list(trailing_months(p.month, 12))
+    sums: dict[str, list[int]] = {m: [0, 0, 0] for m in keys}
+    for r in wh.rows(
         "SELECT day, gross_revenue_micros, refunds_micros, expenses_micros FROM mart.revenue_daily"
         " WHERE workspace_id = :w AND day >= :a AND day <= :b",
-        w=ws.id,
-        a=date.fromisoformat(money_keys[0] + "-01"),
-        b=end,
-    )
-    sums: dict[str, list[int]] = {m: [0, 0, 0] for m in money_keys}
-    for r in rev_rows:
+        w=p.ws.id,
+        a=date.fromisoformat(keys[0] + "-01"),
+        b=p.end,
+    ):
         s = sums[month_key(_day(r["day"]))]
         s[0] += int(r["gross_revenue_micros"])
         s[1] += int(r["refunds_micros"])
         s[2] += int(r["expenses_micros"])
-    cols = [foot([sums[m][i] for m in money_keys], CENT) for i in range(3)]
-    money_months = tuple(
+    cols = [foot([sums[m][i] for m in keys], CENT) for i in range(3)]
+    months = tuple(
         MonthMoney(m, cols[0][i], cols[1][i], cols[2][i], cols[0][i] - cols[2][i], *sums[m])
-        for i, m in enumerate(money_keys)
+        for i, m in enumerate(keys)
     )
-    totals = [sum(sums[m][i] for m in money_keys) for i in range(3)]
-    shown_totals = [sum(c) for c in cols]
+    exact = [sum(sums[m][i] for m in keys) for i in range(3)]
+    shown = [sum(c) for c in cols]
     # Net = revenue - expenses (§10); the columns are footed, so net cross-foots the table.
-    money_total = MonthMoney(
-        "Total",
-        shown_totals[0],
-        shown_totals[1],
-        shown_totals[2],
-        shown_totals[0] - shown_totals[2],
-        *totals,
-    )
+    total = MonthMoney("Total", shown[0], shown[1], shown[2], shown[0] - shown[2], *exact)
+    return months, total
 
-    # --- CFO metrics (§9) at month end ----------------------------------------------------------
-    cfo_cols = (
-        ("gross_revenue", "Gross revenue (30 days)", "gross_revenue_cents_30d"),
-        ("refunds", "Refunds (30 days)", "refunds_cents_30d"),
-        ("net_revenue", "Net revenue (30 days)", "net_revenue_cents_30d"),
-        ("total_expenses", "Total expenses (30 days)", "total_expenses_cents_30d"),
-        ("recurring_expenses", "Recurring expenses (30 days)", "recurring_expenses_cents_30d"),
-        ("one_time_expenses", "One-time expenses (30 days)", "one_time_expenses_cents_30d"),
-        ("burn", "Burn (30 days)", "burn_cents_30d"),
-        ("recurring_burn", "Recurring burn (30 days)", "recurring_burn_cents_30d"),
-        ("cash_on_hand", "Cash on hand", "cash_on_hand_cents"),
-    )
-    cfo = (
-        *(_cents_kpi(k, label, cfo_now, cfo_prev, col) for k, label, col in cfo_cols),
+
+CFO_COLUMNS = (
+    ("gross_revenue", "Gross revenue (30 days)", "gross_revenue_cents_30d"),
+    ("refunds", "Refunds (30 days)", "refunds_cents_30d"),
+    ("net_revenue", "Net revenue (30 days)", "net_revenue_cents_30d"),
+    ("total_expenses", "Total expenses (30 days)", "total_expenses_cents_30d"),
+    ("recurring_expenses", "Recurring expenses (30 days)", "recurring_expenses_cents_30d"),
+    ("one_time_expenses", "One-time expenses (30 days)", "one_time_expenses_cents_30d"),
+    ("burn", "Burn (30 days)", "burn_cents_30d"),
+    ("recurring_burn", "Recurring burn (30 days)", "recurring_burn_cents_30d"),
+    ("cash_on_hand", "Cash on hand", "cash_on_hand_cents"),
+)
+
+
+def _cfo(
+    cfo_now: dict[str, Any] | None, cfo_prev: dict[str, Any] | None
+) -> tuple[tuple[Kpi, ...], tuple[str, ...]]:
+    """The §9 CFO metrics at both month ends (the mart's cents) and the month's warnings."""
+    metrics = (
+        *(_cents_kpi(k, label, cfo_now, cfo_prev, col) for k, label, col in CFO_COLUMNS),
         Kpi(
             "runway_months",
             "Runway (months)",
             "months",
-            runway(cfo_now),
-            runway(cfo_prev),
-            None
-            if cfo_now is None or cfo_now["runway_months"] is None
-            else Decimal(str(cfo_now["runway_months"])),
-            None
-            if cfo_prev is None or cfo_prev["runway_months"] is None
-            else Decimal(str(cfo_prev["runway_months"])),
+            _frac(_runway(cfo_now)),
+            _frac(_runway(cfo_prev)),
+            _runway(cfo_now),
+            _runway(cfo_prev),
         ),
         Kpi(
             "runway_days",
@@ -745,162 +804,165 @@ def close_pack_data(
             "months",
             None,
             None,
-            None
-            if cfo_now is None or cfo_now["runway_days"] is None
-            else Decimal(str(cfo_now["runway_days"])),
-            None
-            if cfo_prev is None or cfo_prev["runway_days"] is None
-            else Decimal(str(cfo_prev["runway_days"])),
+            _runway(cfo_now, "runway_days"),
+            _runway(cfo_prev, "runway_days"),
         ),
     )
-    cfo_warnings = tuple(
+    warnings = tuple(
         w if isinstance(w, str) else str(w.get("message") or w.get("code") or w)
         for w in (_json(cfo_now["warnings_json"]) if cfo_now else [])
     )
+    return metrics, warnings
 
-    # --- customer margins by tier (§11) ---------------------------------------------------------
-    margin_rows = wh.rows(
+
+@dataclass(frozen=True)
+class _Margins:
+    tiers: tuple[MarginTier, ...]
+    total: MarginTier
+    watch: tuple[MarginCustomer, ...]
+    blended: Decimal | None
+    untagged: int
+
+
+def _dec(value: Any) -> Decimal | None:
+    return None if value is None else Decimal(str(value))
+
+
+def _cents(value: Any) -> int | None:
+    return None if value is None else round_half_away(int(value), CENT)
+
+
+def _margins(wh: Warehouse, p: _Period) -> _Margins:
+    """Customer margins by health tier (§11), footed over tiers; critical and at-risk named."""
+    rows = wh.rows(
         "SELECT * FROM mart.customer_margins_monthly WHERE workspace_id = :w AND month = :m"
         " ORDER BY sort_order",
-        w=ws.id,
-        m=mkey,
+        w=p.ws.id,
+        m=p.month,
     )
     summary = wh.rows(
         "SELECT * FROM mart.customer_margins_summary_monthly WHERE workspace_id = :w AND month = :m",
-        w=ws.id,
-        m=mkey,
+        w=p.ws.id,
+        m=p.month,
     )
     tiers = ("healthy", "at_risk", "critical")
-    tier_rev = {
-        t: sum(int(r["revenue_micros"]) for r in margin_rows if r["health_tier"] == t)
-        for t in tiers
-    }
-    tier_cost = {
-        t: sum(int(r["cost_micros"]) for r in margin_rows if r["health_tier"] == t) for t in tiers
-    }
-    rev_r = foot([tier_rev[t] for t in tiers], CENT)
-    cost_r = foot([tier_cost[t] for t in tiers], CENT)
-    margin_tiers = tuple(
-        MarginTier(
-            t,
-            sum(1 for r in margin_rows if r["health_tier"] == t),
-            rev_r[i],
-            cost_r[i],
-            rev_r[i] - cost_r[i],
-        )
-        for i, t in enumerate(tiers)
-    )
-    margin_total = MarginTier(
-        "Total", len(margin_rows), sum(rev_r), sum(cost_r), sum(rev_r) - sum(cost_r)
-    )
-    watch = [r for r in margin_rows if r["health_tier"] in ("critical", "at_risk")]
-    watch.sort(
+    in_tier = {t: [r for r in rows if r["health_tier"] == t] for t in tiers}
+    rev = foot([sum(int(r["revenue_micros"]) for r in in_tier[t]) for t in tiers], CENT)
+    cost = foot([sum(int(r["cost_micros"]) for r in in_tier[t]) for t in tiers], CENT)
+    watch = sorted(
+        in_tier["critical"] + in_tier["at_risk"],
         key=lambda r: (
             r["health_tier"] != "critical",
-            Decimal(r["margin_percent"] or "-1e9"),
+            Decimal(r["margin_percent"] or "-1e9"),  # no percent (no revenue) sorts first
             r["customer_key"],
-        )
+        ),
     )
-    margin_watch = tuple(
-        MarginCustomer(
-            r["customer_name"] or r["stripe_customer_id"] or r["customer_key"],
-            r["health_tier"],
-            round_half_away(int(r["revenue_micros"]), CENT),
-            round_half_away(int(r["cost_micros"]), CENT),
-            None if r["margin_percent"] is None else Decimal(str(r["margin_percent"])),
-            None
-            if r["projected_margin_percent"] is None
-            else Decimal(str(r["projected_margin_percent"])),
-            None
-            if r["budget_suggestion_micros"] is None
-            else round_half_away(int(r["budget_suggestion_micros"]), CENT),
-        )
-        for r in watch
+    return _Margins(
+        tiers=tuple(
+            MarginTier(t, len(in_tier[t]), rev[i], cost[i], rev[i] - cost[i])
+            for i, t in enumerate(tiers)
+        ),
+        total=MarginTier("Total", len(rows), sum(rev), sum(cost), sum(rev) - sum(cost)),
+        watch=tuple(
+            MarginCustomer(
+                r["customer_name"] or r["stripe_customer_id"] or r["customer_key"],
+                r["health_tier"],
+                round_half_away(int(r["revenue_micros"]), CENT),
+                round_half_away(int(r["cost_micros"]), CENT),
+                _dec(r["margin_percent"]),
+                _dec(r["projected_margin_percent"]),
+                _cents(r["budget_suggestion_micros"]),
+            )
+            for r in watch
+        ),
+        blended=_dec(summary[0]["blended_margin_percent"]) if summary else None,
+        untagged=_cents(summary[0]["untagged_cost_micros"]) or 0 if summary else 0,
     )
-    blended = (
-        Decimal(str(summary[0]["blended_margin_percent"]))
-        if summary and summary[0]["blended_margin_percent"] is not None
-        else None
-    )
-    untagged = round_half_away(int(summary[0]["untagged_cost_micros"]), CENT) if summary else 0
 
-    # --- alerts of the month, as episodes (§14) -------------------------------------------------
-    alert_rows = wh.rows(
+
+SEVERITY_RANK = {"info": 0, "warn": 1, "critical": 2}
+
+
+def _alerts(wh: Warehouse, p: _Period, names: Mapping[str, str]) -> tuple[AlertEpisode, ...]:
+    """The month's alerts as episodes (§14): consecutive days of the same type and subject."""
+    episodes: list[AlertEpisode] = []
+    for r in wh.rows(
         "SELECT day, type, subject, severity, message FROM mart.alerts WHERE workspace_id = :w"
         " AND day >= :a AND day <= :b ORDER BY type, subject, day",
-        w=ws.id,
-        a=start,
-        b=end,
-    )
-    rank = {"info": 0, "warn": 1, "critical": 2}
-    episodes: list[AlertEpisode] = []
-    for r in alert_rows:
+        w=p.ws.id,
+        a=p.start,
+        b=p.end,
+    ):
         d = _day(r["day"])
         last = episodes[-1] if episodes else None
-        if (
-            last
-            and (last.type, last.subject) == (r["type"], r["subject"])
-            and d == last.last_day + timedelta(days=1)
-        ):
-            peak = max(last.peak_severity, r["severity"], key=lambda s: rank.get(s, 0))
-            episodes[-1] = AlertEpisode(
-                last.type, last.subject, last.first_day, d, peak, r["message"], d == end
+        same = last is not None and (last.type, last.subject) == (r["type"], r["subject"])
+        if last is not None and same and d == last.last_day + timedelta(days=1):
+            peak = max(last.peak_severity, r["severity"], key=lambda s: SEVERITY_RANK.get(s, 0))
+            episodes[-1] = replace(
+                last,
+                last_day=d,
+                peak_severity=peak,
+                message=r["message"],
+                open_at_month_end=d == p.end,
             )
         else:
             episodes.append(
-                AlertEpisode(r["type"], r["subject"], d, d, r["severity"], r["message"], d == end)
+                AlertEpisode(r["type"], r["subject"], d, d, r["severity"], r["message"], d == p.end)
             )
-    episodes.sort(key=lambda e: (-rank.get(e.peak_severity, 0), e.first_day, e.type, e.subject))
-    names = _customer_names(wh, ws.id)
-    episodes = [
-        AlertEpisode(
-            e.type,
-            names.get(e.subject, e.subject),
-            e.first_day,
-            e.last_day,
-            e.peak_severity,
-            e.message,
-            e.open_at_month_end,
-        )
-        for e in episodes
-    ]
+    episodes.sort(
+        key=lambda e: (-SEVERITY_RANK.get(e.peak_severity, 0), e.first_day, e.type, e.subject)
+    )
+    # The subject of a margin alert is the customer: print its name.
+    return tuple(replace(e, subject=names.get(e.subject, e.subject)) for e in episodes)
 
-    # --- default forecast (§12) -----------------------------------------------------------------
-    fc_rows = wh.rows(
+
+@dataclass(frozen=True)
+class _Forecast:
+    as_of: date | None = None
+    start_mrr: int | None = None
+    months: tuple[str, ...] = ()
+    variants: tuple[ForecastVariant, ...] = ()
+
+
+def _forecast(wh: Warehouse, p: _Period) -> _Forecast:
+    """The workspace's default forecast as of the month's last day (§12), if stored."""
+    rows = wh.rows(
         "SELECT as_of, response_json FROM mart.forecasts WHERE workspace_id = :w"
         " AND is_default = :t AND as_of = :d",
-        w=ws.id,
+        w=p.ws.id,
         t=True,
-        d=end,
+        d=p.end,
     )
-    forecast: tuple[ForecastVariant, ...] = ()
-    forecast_months: tuple[str, ...] = ()
-    forecast_as_of = None
-    forecast_start = None
-    if fc_rows:
-        resp = _json(fc_rows[0]["response_json"])
-        forecast_as_of = _day(fc_rows[0]["as_of"])
-        forecast_months = tuple(resp["series"]["months"])
-        forecast_start = int((resp.get("start") or {}).get("mrr_micros") or 0)
-        forecast = tuple(
+    if not rows:
+        return _Forecast()
+    resp = _json(rows[0]["response_json"])
+    series = resp["series"]
+    return _Forecast(
+        as_of=_day(rows[0]["as_of"]),
+        start_mrr=int((resp.get("start") or {}).get("mrr_micros") or 0),
+        months=tuple(series["months"]),
+        variants=tuple(
             ForecastVariant(
                 name,
                 {k: str(v) for k, v in (resp.get("variants") or {}).get(name, {}).items()},
-                tuple(resp["series"][name]["mrr_cents"]),
-                tuple(resp["series"][name]["cash_cents"]),
-                tuple(None if x is None else str(x) for x in resp["series"][name]["runway_months"]),
+                tuple(series[name]["mrr_cents"]),
+                tuple(series[name]["cash_cents"]),
+                tuple(None if x is None else str(x) for x in series[name]["runway_months"]),
             )
             for name in ("base", "best", "worst")
-            if name in resp["series"]
-        )
+            if name in series
+        ),
+    )
 
-    # --- failed payments of the month -----------------------------------------------------------
-    from finance_pipeline.lib.timeutil import day_start_ts
 
-    t0, t1 = day_start_ts(start, ws.time_zone), day_start_ts(end + timedelta(days=1), ws.time_zone)
-    failed = tuple(
+def _failed_payments(
+    wh: Warehouse, p: _Period, names: Mapping[str, str]
+) -> tuple[FailedPayment, ...]:
+    """Failed charges created on the month's local days, in their own currency."""
+    tz = p.ws.time_zone
+    return tuple(
         FailedPayment(
-            _local_day(int(r["created"]), ws.time_zone),
+            _local_day(int(r["created"]), tz),
             names.get(r["customer"], r["customer"] or "(no customer)"),
             int(r["amount"]),
             str(r["currency"]).lower(),
@@ -910,61 +972,92 @@ def close_pack_data(
             "SELECT created, customer, amount, currency, failure_code FROM raw.stripe_charges"
             " WHERE workspace_id = :w AND status = 'failed' AND created >= :a AND created < :b"
             " ORDER BY created, id",
-            w=ws.id,
-            a=t0,
-            b=t1,
+            w=p.ws.id,
+            a=day_start_ts(p.start, tz),
+            b=day_start_ts(p.end + timedelta(days=1), tz),
         )
     )
 
-    # --- data quality: sync, watermarks and tie-outs --------------------------------------------
-    health = sync_status(wh, ws.id, now=int(generated_at.timestamp()))
-    watermarks = tuple(
+
+def _watermarks(wh: Warehouse, ws: str) -> tuple[Watermark, ...]:
+    """Per-source freshness: each Stripe stream's last success and high water, each build."""
+    streams = wh.rows(
+        "SELECT stream, last_success_at, status, high_water FROM raw.sync_state"
+        " WHERE workspace_id = :w ORDER BY stream",
+        w=ws,
+    )
+    builds = wh.rows(
+        "SELECT asset, built_at, mode, watermark FROM core.build_state WHERE workspace_id = :w"
+        " ORDER BY asset",
+        w=ws,
+    )
+    return tuple(
         Watermark(
             f"Stripe {r['stream'].replace('_', ' ')}",
             _iso(r["last_success_at"]),
             r["status"],
             _iso(r["high_water"]),
         )
-        for r in wh.rows(
-            "SELECT stream, last_success_at, status, high_water FROM raw.sync_state"
-            " WHERE workspace_id = :w"
-            " ORDER BY stream",
-            w=ws.id,
-        )
+        for r in streams
     ) + tuple(
         Watermark(f"build {r['asset']}", _iso(r["built_at"]), r["mode"], _iso(r["watermark"]))
-        for r in wh.rows(
-            "SELECT asset, built_at, mode, watermark FROM core.build_state WHERE workspace_id = :w"
-            " ORDER BY asset",
-            w=ws.id,
-        )
+        for r in builds
     )
-    tie_outs = _tie_outs(wh, ws, start, end, opening, mv, closing)
-    check_results = tuple(
-        c
-        if isinstance(c, CheckResult)
-        else CheckResult(
-            str(c["name"]),
-            bool(c["passed"]),
-            str(c.get("description", "")),
-            str(c.get("severity", "ERROR")),
-        )
-        for c in checks
+
+
+def _check(c: CheckResult | Mapping[str, Any]) -> CheckResult:
+    if isinstance(c, CheckResult):
+        return c
+    return CheckResult(
+        str(c["name"]),
+        bool(c["passed"]),
+        str(c.get("description", "")),
+        str(c.get("severity", "ERROR")),
     )
+
+
+def close_pack_data(
+    wh: Warehouse,
+    workspace_id: str,
+    month: date,
+    *,
+    generated_at: datetime,
+    checks: Sequence[CheckResult | Mapping[str, Any]] = (),
+) -> ClosePackData:
+    """Read the marts for `month` (any day in it) and build the close pack's footed figures.
+
+    `generated_at` is printed on the cover and fixes the PDF's dates, so a re-render of an
+    unchanged month is identical; `checks` are the latest data-quality check results.
+    """
+    ws = _workspace(wh, workspace_id)
+    p = _Period.of(ws, month)
+    mrr = _MrrMonth.load(wh, p)
+    rates = _retention(wh, ws, p.start, p.end)
+    prev_rates = _retention(wh, ws, p.prev_start, p.prev_end)
+    cfo_now, cfo_prev = _cfo_day(wh, ws.id, p.end), _cfo_day(wh, ws.id, p.prev_end)
+    names = _customer_names(wh, ws.id)
+    customers_roll, subscriptions_roll = _count_rolls(mrr, p)
+    plan_months, plans, plan_totals = _plans(wh, p)
+    cohort_months, cohorts = _cohorts(wh, p, load_mrr_changes(wh, ws.id, p.end))
+    money_months, money_total = _money_by_month(wh, p)
+    cfo, cfo_warnings = _cfo(cfo_now, cfo_prev)
+    margins = _margins(wh, p)
+    fc = _forecast(wh, p)
+    health = sync_status(wh, ws.id, now=int(generated_at.timestamp()))
     return ClosePackData(
         workspace_id=ws.id,
         workspace_name=ws.name,
-        currency=cur,
+        currency=ws.reporting_currency,
         time_zone=ws.time_zone,
-        month=mkey,
-        period_start=start,
-        period_end=end,
+        month=p.month,
+        period_start=p.start,
+        period_end=p.end,
         generated_at=generated_at,
-        watermarks=watermarks,
-        kpis=kpis,
-        churn=churn,
-        roll_forward=roll,
-        customers_roll=tuple(customers_roll),
+        watermarks=_watermarks(wh, ws.id),
+        kpis=_kpis(mrr, rates, prev_rates, cfo_now, cfo_prev),
+        churn=_churn(wh, p, rates, prev_rates),
+        roll_forward=_roll_forward(mrr, p),
+        customers_roll=customers_roll,
         subscriptions_roll=subscriptions_roll,
         plan_months=plan_months,
         plans=plans,
@@ -975,26 +1068,26 @@ def close_pack_data(
         money_total=money_total,
         cfo=cfo,
         cfo_warnings=cfo_warnings,
-        margin_tiers=margin_tiers,
-        margin_total=margin_total,
-        blended_margin_percent=blended,
-        margin_watch=margin_watch,
-        untagged_cost=untagged,
-        alerts=tuple(episodes),
-        forecast_as_of=forecast_as_of,
-        forecast_start_mrr=forecast_start,
-        forecast_months=forecast_months,
-        forecast=forecast,
-        failed_payments=failed,
-        checks=check_results,
+        margin_tiers=margins.tiers,
+        margin_total=margins.total,
+        blended_margin_percent=margins.blended,
+        margin_watch=margins.watch,
+        untagged_cost=margins.untagged,
+        alerts=_alerts(wh, p, names),
+        forecast_as_of=fc.as_of,
+        forecast_start_mrr=fc.start_mrr,
+        forecast_months=fc.months,
+        forecast=fc.variants,
+        failed_payments=_failed_payments(wh, p, names),
+        checks=tuple(_check(c) for c in checks),
         sync_health=health["sync_health"],
         sync_reason=health["health_reason"],
-        tie_outs=tie_outs,
+        tie_outs=_tie_outs(wh, ws, p.start, p.end, mrr.opening, mrr.movements, mrr.closing),
         exact={
-            "opening": opening,
-            "closing": closing,
-            "movements": mv,
-            "plan_exact": {p.plan: p.exact for p in plans},
+            "opening": mrr.opening,
+            "closing": mrr.closing,
+            "movements": mrr.movements,
+            "plan_exact": {s.plan: s.exact for s in plans},
         },
     )
 
@@ -1026,8 +1119,6 @@ def _tie_outs(
     closing: Fraction,
 ) -> tuple[TieOut, ...]:
     """Ledger = Stripe charges, revenue mart = ledger and the MRR identity for the month."""
-    from finance_pipeline.lib.timeutil import day_start_ts
-
     t0, t1 = day_start_ts(start, ws.time_zone), day_start_ts(end + timedelta(days=1), ws.time_zone)
     charges = wh.rows(
         "SELECT COUNT(*) AS n, currency FROM raw.stripe_charges WHERE workspace_id = :w"
