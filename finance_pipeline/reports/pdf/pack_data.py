@@ -31,7 +31,7 @@ from finance_pipeline.lib.money import (
     round_half_away,
 )
 from finance_pipeline.lib.mrr import subscription_counts
-from finance_pipeline.lib.mrr_timeline import expand_converted_trials
+from finance_pipeline.lib.mrr_timeline import MANUAL_CUSTOMER, expand_converted_trials
 from finance_pipeline.lib.retention import RetentionRates, customer_balances
 from finance_pipeline.lib.timeutil import day_start_ts
 from finance_pipeline.metrics.mrr_compute import mrr_settings
@@ -718,6 +718,10 @@ def _cohorts(
     months = tuple(trailing_months(p.month, 12))
     first_paid: dict[str, str] = {}
     for ch in sorted(changes, key=lambda c: c.day):
+        # The synthetic customer of manual recurring revenue without a customer (§4) is no
+        # cohort: its 30-day entries make it flicker at month ends.
+        if ch.customer_id == MANUAL_CUSTOMER:
+            continue
         if ch.mrr > 0 and ch.customer_id not in first_paid:
             first_paid[ch.customer_id] = month_key(ch.day)
     month_end_mrr: dict[str, dict[str, Fraction]] = defaultdict(dict)

@@ -291,6 +291,8 @@ def render_close_pack(data: ClosePackData, attachments: Mapping[str, bytes]) -> 
     """
     import weasyprint
 
+    if MANIFEST_NAME in attachments:
+        raise ValueError(f"{MANIFEST_NAME} is written by the pack itself; rename the attachment")
     files = {**attachments, MANIFEST_NAME: manifest(data, attachments)}
     stamp = data.generated_at.astimezone(UTC)
     html = render_html(data, attachments)
