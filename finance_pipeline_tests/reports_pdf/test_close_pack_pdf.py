@@ -9,7 +9,7 @@ import re
 import shutil
 import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from fractions import Fraction
 from pathlib import Path
@@ -27,6 +27,7 @@ from finance_pipeline.reports.pdf.pack_data import (
     MOVEMENTS,
     CheckResult,
     ClosePackData,
+    MarginCustomer,
     close_pack_data,
 )
 from finance_pipeline.reports.pdf.render import MANIFEST_NAME, money, render_close_pack
@@ -221,3 +222,19 @@ def test_a_workspace_without_data_renders_with_dashes(
     text = _text(path)
     assert "Empty Co" in text and "No alert fired in October 2026." in text
     assert "No default forecast is stored for October 2026." in text
+
+
+@needs_poppler
+def test_a_table_split_across_pages_repeats_its_header(pack: Pack, tmp_path: Path) -> None:
+    many = tuple(
+        MarginCustomer(f"Customer {i:03d}", "critical", 100 * MICROS_PER_CENT, 0, None, None, 0)
+        for i in range(90)
+    )
+    path = tmp_path / "long.pdf"
+    path.write_bytes(render_close_pack(replace(pack.data, margin_watch=many), {}))
+    pages = _text(path).split("\f")
+    with_rows = [p for p in pages if "Customer 0" in p]
+    assert len(with_rows) >= 2  # the watch list runs over more than one page
+    for page in with_rows:
+        assert re.search(r"Customer\s+Tier\s+Revenue\s+Cost\s+Margin %", page)
+    assert all(f"Customer {i:03d}" in "".join(with_rows) for i in range(90))
