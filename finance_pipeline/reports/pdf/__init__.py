@@ -1,0 +1,1 @@
+"""The month-end close pack PDF: its figures (pack_data), charts and renderer (render)."""

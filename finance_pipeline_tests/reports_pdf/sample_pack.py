@@ -1,0 +1,59 @@
+"""Build a realistic close pack (a simulated account of ~100 customers over 14 months) and write
+the PDF and its pages as PNGs, for looking at the layout:
+
+    uv run python -m finance_pipeline_tests.reports_pdf.sample_pack OUT_DIR [--customers 100]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+from finance_pipeline.reports.pdf.pack_data import CheckResult, close_pack_data
+from finance_pipeline.reports.pdf.render import render_close_pack
+from finance_pipeline.warehouse import Warehouse, apply_migrations
+from finance_pipeline_tests.reports_pdf.dataset import WORKSPACE, build_account
+
+END = date(2026, 10, 31)
+
+
+def main() -> None:
+    """Build (or reuse) the warehouse under OUT_DIR, render October 2026, rasterize the pages."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--customers", type=int, default=100)
+    parser.add_argument("--months", type=int, default=14)
+    parser.add_argument("--dpi", type=int, default=60)
+    args = parser.parse_args()
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("FP_DATA_DIR", str(out / "data"))
+    os.environ.setdefault("FP_SECRET_KEY", "q2h0GjQ9b9cF1vV6m5m7mYQx0Ck1l1z8r2p6u3w4e5Q=")
+    db = out / "warehouse.sqlite"
+    fresh = not db.exists()
+    wh = Warehouse(f"sqlite:///{db}")
+    if fresh:
+        apply_migrations(wh)
+        build_account(
+            wh, out / "landing", customers=args.customers, months=args.months, end=END, seed=7
+        )
+    checks = [
+        CheckResult("ledger_matches_raw_stripe", True, "ledger = raw Stripe totals"),
+        CheckResult("movement_identity_holds", True, "MRR identity on every day"),
+    ]
+    data = close_pack_data(
+        wh, WORKSPACE, END, generated_at=datetime(2026, 11, 2, 6, 0, tzinfo=UTC), checks=checks
+    )
+    pdf = out / "close_pack_2026-10.pdf"
+    pdf.write_bytes(render_close_pack(data, {"mrr_daily.csv": b"day,mrr_cents\n"}))
+    subprocess.run(
+        ["pdftoppm", "-r", str(args.dpi), "-png", str(pdf), str(out / "page")], check=True
+    )
+    print(pdf)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,240 @@
+"""The month-end close pack from a simulated Stripe account built through the real jobs: the PDF
+prints the marts' figures, its roll-forward foots, every page has content inside its margins, the
+CSVs and manifest are attached (PDF/A-3b), and an unchanged month re-renders byte-identically."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from datetime import UTC, date, datetime
+from fractions import Fraction
+from pathlib import Path
+
+import pytest
+
+from finance_pipeline.lib.money import (
+    MICROS_PER_CENT,
+    foot_roll_forward,
+    percent,
+    round_half_away,
+)
+from finance_pipeline.metrics.retention_io import retention_for_period
+from finance_pipeline.reports.pdf.pack_data import (
+    MOVEMENTS,
+    CheckResult,
+    ClosePackData,
+    MarginCustomer,
+    close_pack_data,
+)
+from finance_pipeline.reports.pdf.render import MANIFEST_NAME, money, render_close_pack
+from finance_pipeline.tenancy import create_organization, create_workspace
+from finance_pipeline.warehouse import Warehouse, apply_migrations
+from finance_pipeline_tests.reports_pdf.dataset import WORKSPACE, build_account
+
+END = date(2026, 10, 31)
+MONTH = date(2026, 10, 1)
+GENERATED = datetime(2026, 11, 2, 6, 0, tzinfo=UTC)
+CSVS = {"mrr_daily.csv": b"day,mrr\n2026-10-31,1.00\n", "revenue_monthly.csv": b"month\n2026-10\n"}
+CHECKS = [CheckResult("movement_identity_holds", True, "MRR identity on every day")]
+POPPLER = all(shutil.which(t) for t in ("pdftotext", "pdftoppm", "pdfdetach", "pdfinfo"))
+needs_poppler = pytest.mark.skipif(not POPPLER, reason="poppler-utils are not installed")
+
+
+@dataclass
+class Pack:
+    wh: Warehouse
+    data: ClosePackData
+    pdf: bytes
+    path: Path
+
+
+def _exact(row: dict, name: str) -> Fraction:
+    ex = row["exact_json"]
+    ex = json.loads(ex) if isinstance(ex, str) else ex
+    return Fraction(ex[name])
+
+
+@pytest.fixture(scope="module")
+def pack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pack]:
+    """One simulated account (20 customers, 4 months) built once for the module, on SQLite."""
+    root = tmp_path_factory.mktemp("closepack")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("FP_DATA_DIR", str(root / "data"))
+        mp.setenv("FP_SECRET_KEY", "q2h0GjQ9b9cF1vV6m5m7mYQx0Ck1l1z8r2p6u3w4e5Q=")
+        from finance_pipeline.settings import get_settings
+
+        get_settings.cache_clear()
+        wh = Warehouse(f"sqlite:///{root / 'warehouse.sqlite'}")
+        apply_migrations(wh)
+        build_account(wh, root / "landing", customers=20, months=4, end=END, seed=7)
+        data = close_pack_data(wh, WORKSPACE, MONTH, generated_at=GENERATED, checks=CHECKS)
+        pdf = render_close_pack(data, CSVS)
+        path = root / "close.pdf"
+        path.write_bytes(pdf)
+        get_settings.cache_clear()
+    yield Pack(wh, data, pdf, path)
+    wh.dispose()
+
+
+def _text(path: Path) -> str:
+    return subprocess.run(
+        ["pdftotext", "-layout", str(path), "-"], check=True, capture_output=True, text=True
+    ).stdout
+
+
+def test_roll_forward_foots_and_equals_the_marts(pack: Pack) -> None:
+    rows = pack.wh.rows(
+        "SELECT * FROM mart.mrr_daily WHERE workspace_id = :w AND day >= :a AND day <= :b"
+        " ORDER BY day",
+        w=WORKSPACE,
+        a=MONTH,
+        b=END,
+    )
+    opening, closing = _exact(rows[0], "previous_mrr"), _exact(rows[-1], "mrr")
+    signed = {k: s * sum((_exact(r, k) for r in rows), Fraction(0)) for k, s in MOVEMENTS}
+    want_open, want_moves, want_close = foot_roll_forward(opening, signed, closing)
+    lines = pack.data.roll_forward
+    assert [line.shown for line in lines] == [want_open, *want_moves.values(), want_close]
+    assert lines[0].shown + sum(line.shown for line in lines[1:-1]) == lines[-1].shown
+    assert lines[-1].shown == round_half_away(closing, MICROS_PER_CENT)
+    assert closing > 0 and any(want_moves.values())  # a real month, not an empty one
+    kpi = {k.key: k for k in pack.data.kpis}
+    assert kpi["mrr"].current == closing and kpi["arr"].current == 12 * closing
+    assert pack.data.plan_totals[-1] == lines[-1].shown  # plans foot to the month's MRR
+    rates = retention_for_period(pack.wh, WORKSPACE, "usd", MONTH, END)
+    assert (kpi["nrr"].current, kpi["grr"].current) == (rates.nrr, rates.grr)
+    churn = {c.label: c for c in pack.data.churn}
+    assert churn["cohort logo churn (ours)"].current == percent(rates.logo_churn_rate, 1)
+    assert churn["net MRR churn"].current == percent(rates.net_mrr_churn_rate, 1)
+    assert pack.data.all_tie_outs_pass
+
+
+def test_the_printed_text_holds_the_marts_figures(pack: Pack) -> None:
+    text = _text(pack.path)
+    d = pack.data
+    for line in d.roll_forward:
+        assert re.search(rf"{re.escape(line.label)}\s+{re.escape(money(line.shown))}\b", text)
+    closing = pack.wh.rows(
+        "SELECT mrr_micros, paying_customers FROM mart.mrr_daily WHERE workspace_id = :w"
+        " AND day = :d",
+        w=WORKSPACE,
+        d=END,
+    )[0]
+    assert f"{round_half_away(closing['mrr_micros'], MICROS_PER_CENT) / 1e6:,.2f}" in text
+    cfo = pack.wh.rows(
+        "SELECT net_revenue_cents_30d FROM mart.cfo_metrics_daily WHERE workspace_id = :w"
+        " AND day = :d",
+        w=WORKSPACE,
+        d=END,
+    )[0]
+    assert money(cfo["net_revenue_cents_30d"] * MICROS_PER_CENT) in text
+    total = d.money_total
+    assert re.search(rf"Total\s+{re.escape(money(total.revenue))}\s+", text)
+    assert total.revenue == sum(m.revenue for m in d.money_months)
+    assert total.revenue == round_half_away(total.revenue_exact, MICROS_PER_CENT)
+    assert "page 1 of" in text and f"Month-end close · {MONTH:%B %Y}" in text
+    for heading in ("MRR roll-forward", "Net MRR retention", "Appendix: data quality"):
+        assert heading in text
+
+
+def _pages(path: Path, out: Path) -> list[tuple[int, int, bytes]]:
+    """Each page rendered at 50 dpi in grey: (width, height, pixels)."""
+    subprocess.run(["pdftoppm", "-r", "50", "-gray", str(path), str(out / "p")], check=True)
+    pages = []
+    for f in sorted(out.glob("p-*.pgm")):
+        raw = f.read_bytes()
+        magic, w, h, maxval, pixels = raw.split(maxsplit=4)
+        assert magic == b"P5" and maxval == b"255"
+        pages.append((int(w), int(h), pixels[: int(w) * int(h)]))
+    return pages
+
+
+@needs_poppler
+def test_every_page_has_content_and_nothing_is_cut_off(pack: Pack, tmp_path: Path) -> None:
+    pages = _pages(pack.path, tmp_path)
+    assert len(pages) >= 8
+    for n, (w, h, px) in enumerate(pages, start=1):
+        mean = sum(px) / len(px)
+        variance = sum((p - mean) ** 2 for p in px[::7]) / len(px[::7])
+        assert variance > 50, f"page {n} looks blank"
+        ink = [x for x in range(w) if any(px[y * w + x] < 200 for y in range(0, h, 2))]
+        # 15 mm side margins are ~29 px at 50 dpi: content stays a few px inside them.
+        margin = round(15 / 25.4 * 50) - 4
+        assert ink[0] >= margin and ink[-1] <= w - margin, f"page {n} runs into its margin"
+
+
+@needs_poppler
+def test_attachments_manifest_and_pdf_a(pack: Pack, tmp_path: Path) -> None:
+    listing = subprocess.run(
+        ["pdfdetach", "-list", str(pack.path)], check=True, capture_output=True, text=True
+    ).stdout
+    for name in (*CSVS, MANIFEST_NAME):
+        assert name in listing
+    subprocess.run(["pdfdetach", "-saveall", "-o", str(tmp_path), str(pack.path)], check=True)
+    assert (tmp_path / "mrr_daily.csv").read_bytes() == CSVS["mrr_daily.csv"]
+    manifest = json.loads((tmp_path / MANIFEST_NAME).read_text())
+    assert manifest["month"] == "2026-10" and manifest["workspace_id"] == WORKSPACE
+    assert set(manifest["attachments"]) == set(CSVS)
+    assert manifest["tie_outs"] and all(manifest["tie_outs"].values())
+    meta = subprocess.run(
+        ["pdfinfo", "-meta", str(pack.path)], check=True, capture_output=True, text=True
+    ).stdout
+    assert "pdfaid:part" in meta and re.search(r"pdfaid:part[^0-9]*3", meta)
+    info = subprocess.run(["pdfinfo", str(pack.path)], check=True, capture_output=True, text=True)
+    assert "2026" in info.stdout and "Page size:" in info.stdout
+
+
+def test_an_unchanged_month_re_renders_byte_identically(pack: Pack) -> None:
+    again = close_pack_data(pack.wh, WORKSPACE, MONTH, generated_at=GENERATED, checks=CHECKS)
+    assert again == pack.data
+    assert render_close_pack(again, CSVS) == pack.pdf
+
+
+def test_pack_data_reads_the_marts_on_both_dialects(warehouse: Warehouse, tmp_path: Path) -> None:
+    build_account(warehouse, tmp_path / "landing", customers=8, months=3, end=END, seed=3)
+    d = close_pack_data(warehouse, WORKSPACE, MONTH, generated_at=GENERATED)
+    lines = d.roll_forward
+    assert lines[0].shown + sum(line.shown for line in lines[1:-1]) == lines[-1].shown
+    assert d.all_tie_outs_pass and d.forecast and d.margin_tiers
+    assert [c.label for c in d.churn][:3] == [
+        "cohort logo churn (ours)",
+        "ChartMogul customer churn rate",
+        "Stripe 30-day subscriber churn",
+    ]
+    assert d.money_total.revenue == sum(m.revenue for m in d.money_months)
+
+
+@needs_poppler
+def test_a_workspace_without_data_renders_with_dashes(
+    sqlite_warehouse: Warehouse, tmp_path: Path
+) -> None:
+    create_organization(sqlite_warehouse, "o", org_id="o")
+    create_workspace(sqlite_warehouse, "o", "Empty Co", workspace_id="empty")
+    d = close_pack_data(sqlite_warehouse, "empty", MONTH, generated_at=GENERATED)
+    assert [line.shown for line in d.roll_forward] == [0] * 8
+    assert d.forecast == () and d.cohorts == () and d.alerts == ()
+    path = tmp_path / "empty.pdf"
+    path.write_bytes(render_close_pack(d, {}))
+    text = _text(path)
+    assert "Empty Co" in text and "No alert fired in October 2026." in text
+    assert "No default forecast is stored for October 2026." in text
+
+
+@needs_poppler
+def test_a_table_split_across_pages_repeats_its_header(pack: Pack, tmp_path: Path) -> None:
+    many = tuple(
+        MarginCustomer(f"Customer {i:03d}", "critical", 100 * MICROS_PER_CENT, 0, None, None, 0)
+        for i in range(90)
+    )
+    path = tmp_path / "long.pdf"
+    path.write_bytes(render_close_pack(replace(pack.data, margin_watch=many), {}))
+    pages = _text(path).split("\f")
+    with_rows = [p for p in pages if "Customer 0" in p]
+    assert len(with_rows) >= 2  # the watch list runs over more than one page
+    for page in with_rows:
+        assert re.search(r"Customer\s+Tier\s+Revenue\s+Cost\s+Margin %", page)
+    assert all(f"Customer {i:03d}" in "".join(with_rows) for i in range(90))
