@@ -8,6 +8,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 
@@ -128,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument(
         "--type",
         required=True,
+        help="report type (docs/reports.md lists the columns of each)",
         choices=(
             "mrr_breakdown",
             "invoice_summary",
@@ -137,7 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
             "mrr_movements",
         ),
     )
-    e.add_argument("--format", choices=("csv", "pdf"), default="csv")
+    e.add_argument(
+        "--format", choices=("csv", "pdf"), default="csv", help="file format (default %(default)s)"
+    )
     e.add_argument("--start", required=True, help="first local day, YYYY-MM-DD")
     e.add_argument("--end", required=True, help="last local day, YYYY-MM-DD (inclusive)")
     e.add_argument("--plan", default=None, help="plan (price) id filter")
@@ -147,23 +151,33 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def run_command(run: Callable[[], int]) -> int:
+    """Run a subcommand as operators expect: one clear error line, not a traceback (FP_DEBUG=1
+    shows it), and 130 on Ctrl-C."""
+    try:
+        return int(run())
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        if os.environ.get("FP_DEBUG"):
+            raise
+        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `finance-pipeline` command."""
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
-    try:
+
+    def run() -> int:
         from finance_pipeline.deployment import check_production
 
         # Production never falls back to the embedded SQLite warehouse.
         check_production(get_settings(), dagster=False)
         return int(args.fn(args))
-    except KeyboardInterrupt:
-        return 130
-    except Exception as exc:  # operators get one clear line, not a traceback
-        if os.environ.get("FP_DEBUG"):
-            raise
-        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
+
+    return run_command(run)
 
 
 if __name__ == "__main__":

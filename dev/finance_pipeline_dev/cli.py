@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
+from finance_pipeline.cli import run_command
 from finance_pipeline_dev.demo import DEFAULTS
 
 
@@ -105,15 +105,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return standin_main(argv[1:])
     args = build_parser().parse_args(argv)
-    try:
-        return int(args.fn(args))
-    except KeyboardInterrupt:
-        return 130
-    except Exception as exc:  # operators get one clear line, not a traceback
-        if os.environ.get("FP_DEBUG"):
-            raise
-        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
+    return run_command(lambda: args.fn(args))
 
 
 if __name__ == "__main__":

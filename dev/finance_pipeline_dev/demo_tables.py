@@ -11,16 +11,7 @@ from datetime import date
 from fractions import Fraction
 
 from finance_pipeline.lib.money import MICROS_PER_CENT, foot_roll_forward, micros_to_decimal
-
-# MRR movements in roll-forward order and the sign with which each changes MRR (docs/metrics.md §5).
-MOVEMENT_SIGNS = {
-    "new": 1,
-    "expansion": 1,
-    "reactivation": 1,
-    "contraction": -1,
-    "churn": -1,
-    "fx": 1,
-}
+from finance_pipeline.lib.mrr_timeline import MOVEMENT_SIGNS
 
 
 def _amount(micros: int, currency: str) -> str:

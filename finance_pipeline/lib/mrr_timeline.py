@@ -42,6 +42,7 @@ __all__ = [
     "MANUAL_CUSTOMER",
     "MANUAL_WINDOW_DAYS",
     "MOVEMENT_KINDS",
+    "MOVEMENT_SIGNS",
     "CompanyDay",
     "CurrencyFx",
     "ManualRecurring",
@@ -64,6 +65,16 @@ MANUAL_CUSTOMER = "manual"
 MANUAL_WINDOW_DAYS = 30
 MANUAL_PLAN = "manual"
 MOVEMENT_KINDS = ("new", "reactivation", "expansion", "contraction", "churn", "fx")
+# The roll-forward's movements in reporting order, with the sign each changes MRR by (§5):
+# MRR(D) = MRR(D-1) + new + expansion + reactivation - contraction - churn + fx.
+MOVEMENT_SIGNS = {
+    "new": 1,
+    "expansion": 1,
+    "reactivation": 1,
+    "contraction": -1,
+    "churn": -1,
+    "fx": 1,
+}
 ONE_DAY = timedelta(days=1)
 _ZERO = Fraction(0)
 _ONE = Fraction(1)

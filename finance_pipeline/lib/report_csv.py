@@ -27,19 +27,11 @@ from finance_pipeline.lib.money import (
     foot_roll_forward,
     round_half_away,
 )
+from finance_pipeline.lib.mrr_timeline import MOVEMENT_SIGNS
 
 # Characters that make a spreadsheet treat a cell as a formula (OWASP CSV injection).
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 TOTAL = "Total"
-# Signs with which each movement changes MRR (docs/metrics.md §5); shown signed in the CSVs.
-MOVEMENT_SIGNS = {
-    "new": 1,
-    "expansion": 1,
-    "reactivation": 1,
-    "contraction": -1,
-    "churn": -1,
-    "fx": 1,
-}
 
 Cell = str | int | Decimal | date | None
 

@@ -16,6 +16,7 @@ from finance_pipeline.lib.money import (
     micros_to_cents,
     micros_to_decimal,
 )
+from finance_pipeline.lib.mrr_timeline import MOVEMENT_SIGNS
 from finance_pipeline.lib.timeutil import day_start_ts, local_day
 from finance_pipeline.metrics.mrr_compute import compute_mrr_window, mrr_settings
 from finance_pipeline.metrics.reconcile import invoice_mrr_mismatches
@@ -39,17 +40,6 @@ UPSTREAM = [
     dg.AssetKey(["core", "ledger"]),
     dg.AssetKey(["core", "fx_rates"]),
 ]
-
-
-# The movements of a roll-forward and the sign with which each changes MRR (docs/metrics.md §5).
-MOVEMENT_SIGNS = {
-    "new": 1,
-    "expansion": 1,
-    "reactivation": 1,
-    "contraction": -1,
-    "churn": -1,
-    "fx": 1,
-}
 
 
 def _money(micros: Fraction | int) -> str:

@@ -31,7 +31,11 @@ from finance_pipeline.lib.money import (
     round_half_away,
 )
 from finance_pipeline.lib.mrr import subscription_counts
-from finance_pipeline.lib.mrr_timeline import MANUAL_CUSTOMER, expand_converted_trials
+from finance_pipeline.lib.mrr_timeline import (
+    MANUAL_CUSTOMER,
+    MOVEMENT_SIGNS,
+    expand_converted_trials,
+)
 from finance_pipeline.lib.retention import RetentionRates, customer_balances
 from finance_pipeline.lib.timeutil import day_start_ts
 from finance_pipeline.metrics.mrr_compute import mrr_settings
@@ -42,14 +46,7 @@ from finance_pipeline.warehouse.db import Warehouse
 
 CENT = MICROS_PER_CENT
 #: Movements of the MRR roll-forward in print order, with their sign (§5).
-MOVEMENTS = (
-    ("new", 1),
-    ("expansion", 1),
-    ("reactivation", 1),
-    ("contraction", -1),
-    ("churn", -1),
-    ("fx", 1),
-)
+MOVEMENTS = tuple(MOVEMENT_SIGNS.items())
 PLAN_LINES = 6  # the largest plans are named; the rest fold into "Other plans" so a chart reads
 
 
