@@ -27,10 +27,29 @@ TITLES = {
     "margins": "Customer margins",
     "mrr_movements": "MRR movements",
 }
-# Wide reports (many columns, long Stripe ids) are printed on landscape pages.
-LANDSCAPE = frozenset({"mrr_breakdown", "invoice_summary", "failed_payments", "mrr_movements"})
+# Wide reports (many columns, long Stripe ids and tags) are printed on landscape pages.
+LANDSCAPE = frozenset(
+    {"mrr_breakdown", "invoice_summary", "failed_payments", "margins", "mrr_movements"}
+)
 # Amounts in these reports are in each row's own currency, not the workspace's.
 PER_ROW_CURRENCY = frozenset({"invoice_summary", "failed_payments"})
+# Short codes and dates printed whole.
+UNBROKEN = frozenset(
+    {
+        "Date",
+        "Month",
+        "Status",
+        "Type",
+        "Currency",
+        "MRR Currency",
+        "Failure Code",
+        "Health Tier",
+        "Period Start",
+        "Period End",
+    }
+)
+# Names and messages: given room before ids and codes, so they wrap over two lines at most.
+NAMES = frozenset({"Customer", "Customer Name", "Failure Message", "Plans", "Tag Value"})
 # Rows printed as totals: the CSV builders' total rows and the company roll-forward row.
 TOTAL_LABELS = (TOTAL, ALL_PLANS)
 
@@ -90,13 +109,15 @@ def render_html(report: TableReport) -> str:
     """The report as one HTML document (CSS inlined), what weasyprint lays out."""
     table = report.table
     numeric = [any(_is_number(row[i]) for row in table.rows) for i in range(len(table.columns))]
-    # Only Stripe id columns may break inside a word: dates, codes and names keep their width.
+    # Stripe id columns get a set width and break anywhere; dates and short codes never break;
+    # other text wraps between words (inside one only if it would overflow the page).
     ids = [c.endswith(("ID", "IDs")) for c in table.columns]
+    keep = [c in UNBROKEN or c.endswith("Date") for c in table.columns]
     rows = []
     for row in table.rows:
         cells = []
         for i, value in enumerate(row):
-            css = "num" if numeric[i] else "id" if ids[i] else ""
+            css = "num" if numeric[i] else "id" if ids[i] else "code" if keep[i] else ""
             if _is_number(value) and value < 0:
                 css += " neg"
             cells.append(_Cell(_text(value), css.strip()))
@@ -106,9 +127,9 @@ def render_html(report: TableReport) -> str:
     title = TITLES.get(report.report_type, report.report_type)
     period = period_label(report.period_start, report.period_end)
     if report.report_type in PER_ROW_CURRENCY:
-        amounts = "amounts in each row's currency, a total per currency"
+        amounts = "Amounts in each row's currency, a total per currency"
     else:
-        amounts = f"amounts in {cur}"
+        amounts = f"Amounts in {cur}"
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("finance_pipeline.reports.pdf", "templates"),
         autoescape=jinja2.select_autoescape(["html", "j2"]),
@@ -121,12 +142,15 @@ def render_html(report: TableReport) -> str:
         css=stylesheet("report_table.css"),
         title=title,
         period=period,
-        plan=f"plan {report.plan_id}" if report.plan_id else "all plans",
+        plan=f"Plan {report.plan_id}" if report.plan_id else "All plans",
         amounts=amounts,
         landscape=report.report_type in LANDSCAPE,
         dense=len(table.columns) > 9,
         columns=[_column_header(c, cur) for c in table.columns],
-        numeric=numeric,
+        heads=[
+            "num" if n else "id" if i else "name" if c in NAMES else ""
+            for c, n, i in zip(table.columns, numeric, ids, strict=True)
+        ],
         rows=rows,
         created_iso=_stamp(report).strftime("%Y-%m-%dT%H:%M:%SZ"),
     )
