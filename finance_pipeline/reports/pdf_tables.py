@@ -12,6 +12,7 @@ from pathlib import Path
 
 import jinja2
 
+from finance_pipeline.lib import report_csv
 from finance_pipeline.lib.report_csv import ALL_PLANS, TOTAL, Cell, CsvTable
 from finance_pipeline.reports.pdf.render import MONTH_NAMES, source_date_epoch, stylesheet
 from finance_pipeline.reports.render import build_csv
@@ -33,6 +34,17 @@ LANDSCAPE = frozenset(
 )
 # Amounts in these reports are in each row's own currency, not the workspace's.
 PER_ROW_CURRENCY = frozenset({"invoice_summary", "failed_payments"})
+# Amount columns of the builders: right-aligned even when empty (no rows, plan-filtered rows).
+AMOUNT_COLUMNS = frozenset(
+    {
+        *report_csv.MRR_BREAKDOWN_COLUMNS[1:-1],
+        *report_csv.INVOICE_SUMMARY_COLUMNS[8:13],
+        *report_csv.REVENUE_TREND_COLUMNS[1:-1],
+        *report_csv.MARGINS_COLUMNS[3:7],
+        "Amount",
+        "MRR After",
+    }
+)
 # Short codes and dates printed whole.
 UNBROKEN = frozenset(
     {
@@ -108,7 +120,10 @@ def _column_header(name: str, currency: str) -> str:
 def render_html(report: TableReport) -> str:
     """The report as one HTML document (CSS inlined), what weasyprint lays out."""
     table = report.table
-    numeric = [any(_is_number(row[i]) for row in table.rows) for i in range(len(table.columns))]
+    numeric = [
+        c in AMOUNT_COLUMNS or any(_is_number(row[i]) for row in table.rows)
+        for i, c in enumerate(table.columns)
+    ]
     # Stripe id columns get a set width and break anywhere; dates and short codes never break;
     # other text wraps between words (inside one only if it would overflow the page).
     ids = [c.endswith(("ID", "IDs")) for c in table.columns]

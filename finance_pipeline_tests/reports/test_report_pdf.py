@@ -17,6 +17,7 @@ from finance_pipeline.lib import report_csv
 from finance_pipeline.reports.pdf_tables import (
     LANDSCAPE,
     TITLES,
+    render_html,
     render_table_pdf,
     table_report,
 )
@@ -130,4 +131,17 @@ def test_a_long_table_repeats_its_header_on_every_page(seeded: Warehouse, tmp_pa
     # One total per currency, each the sum of its lines to the cent (footed).
     totals = [r for r in table.rows if r[0] == "Total"]
     assert [r[13] for r in totals] == ["EUR", "USD"]
+    assert_pages_inked_within_margins(page_images(path, tmp_path))
+
+
+def test_an_empty_report_says_so(seeded: Warehouse, tmp_path: Path) -> None:
+    ws = workspace(seeded, "ws2")
+    table = build_csv(seeded, ws, "failed_payments", *SEPT)
+    assert table.rows == []
+    html = render_html(table_report(ws, "failed_payments", *SEPT, None, table))
+    assert '<th class="num">Amount</th>' in html  # amount columns stay right-aligned
+    path = tmp_path / "empty.pdf"
+    path.write_bytes(render_table_pdf(table_report(ws, "failed_payments", *SEPT, None, table)))
+    text = pdf_text(path)
+    assert "Nothing to report for September 2026." in text and "0 lines" in text
     assert_pages_inked_within_margins(page_images(path, tmp_path))
