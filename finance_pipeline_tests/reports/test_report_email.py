@@ -259,3 +259,16 @@ def test_the_workspace_setting_is_validated(sqlite_warehouse: Warehouse) -> None
         report_email_recipients({"report_email": {"recipients": "cfo@example.com"}})
     set_report_email(sqlite_warehouse, "w", [])
     assert list_workspaces(sqlite_warehouse)[0].settings["report_email"] is None
+
+
+def test_starttls_required_but_not_offered_fails_at_once(
+    sqlite_warehouse: Warehouse, inbox: tuple[Inbox, int]
+) -> None:
+    box, port = inbox
+    _workspace(sqlite_warehouse)
+    # The local server offers no STARTTLS: with FP_SMTP_STARTTLS on nothing goes out in clear.
+    out = deliver_close_pack(
+        sqlite_warehouse, _settings(port, smtp_starttls=True), "w", "2026-10", PDF, NAME
+    )
+    assert out.status == "failed" and out.attempts == 1 and box.messages == []
+    assert out.error and "STARTTLS" in out.error and box.logins == []
