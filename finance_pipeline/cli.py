@@ -124,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("sync-status", help="Stripe sync health per workspace").set_defaults(
         fn=cmd_sync_status
     )
-    e = sub.add_parser("export", help="request a report export (CSV; PDF not available yet)")
+    e = sub.add_parser("export", help="request a report export (CSV or table PDF)")
     e.add_argument("--workspace", required=True, help="workspace id")
     e.add_argument(
         "--type",

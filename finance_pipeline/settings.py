@@ -42,6 +42,15 @@ class Settings(BaseSettings):
     ai_model: str | None = None
     ai_provider_name: str = "openai_compatible"
     ai_timeout_seconds: float = 20.0
+    # Report emails (finance_pipeline/reports/email.py): the SMTP relay. No host or no from
+    # address: no email is sent. STARTTLS is on by default; the password is never logged.
+    smtp_host: str | None = None
+    smtp_port: int = 587
+    smtp_user: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_from: str | None = None
+    smtp_starttls: bool = True
+    smtp_timeout_seconds: float = 30.0
 
     @property
     def resolved_warehouse_url(self) -> str:

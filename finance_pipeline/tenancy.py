@@ -27,6 +27,8 @@ DEFAULT_WORKSPACE_SETTINGS: dict[str, Any] = {
     "alert_webhook": None,
     # Auto-match proposals at or above this confidence are stored accepted (None: all pending).
     "mapping_auto_accept_confidence": None,
+    # Report emails (reports.email.set_report_email): {"recipients": [...]}; None sends nothing.
+    "report_email": None,
 }
 
 

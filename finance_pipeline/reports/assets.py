@@ -1,4 +1,4 @@
-"""Month-end CSV reports, one asset per report type, monthly partitions, every workspace.
+"""Month-end CSV reports (each also as a table PDF), one asset per report type, monthly partitions.
 
 Each asset renders its report for the partition's calendar month (local days of each workspace)
 from the marts, writes it to the report store and records it in app.report_catalogue. A re-run
@@ -15,6 +15,7 @@ from finance_pipeline.lib.margins import shift_month
 from finance_pipeline.lib.recognition import month_key
 from finance_pipeline.lib.report_csv import cents_amount
 from finance_pipeline.partitions import monthly_partitions
+from finance_pipeline.reports.pdf_tables import store_table_pdf
 from finance_pipeline.reports.queries import ReportDataMissing
 from finance_pipeline.reports.render import REPORT_TYPES, render_and_store
 from finance_pipeline.resources import WarehouseResource
@@ -86,7 +87,7 @@ def report_asset(report_type: str) -> dg.AssetsDefinition:
         deps=REPORT_DEPS[report_type],
         partitions_def=monthly_partitions,
         group_name="reports",
-        kinds={"csv", "python"},
+        kinds={"csv", "pdf", "python"},
         description=REPORT_DESCRIPTIONS[report_type],
     )
     def _report(
@@ -96,8 +97,8 @@ def report_asset(report_type: str) -> dg.AssetsDefinition:
         wh = warehouse.get()
         root = get_settings().resolved_reports_dir
         lines = [
-            "| workspace | month | file | version | bytes | rows | totals |",
-            "|---|---|---|---|---|---|---|",
+            "| workspace | month | file | version | bytes | pdf | rows | totals |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         meta: dict[str, Any] = {}
         files = rows = 0
@@ -114,15 +115,18 @@ def report_asset(report_type: str) -> dg.AssetsDefinition:
                     # later): no report rather than one of invented zeros; listed below.
                     skipped.append(f"{ws.id} {month}: {exc}")
                     continue
+                # The same table printed, beside the CSV (format pdf in the catalogue).
+                pdf = store_table_pdf(wh, root, ws, report_type, start, end, table=table)
                 totals = ", ".join(f"{k} {_money(v)}" for k, v in table.totals.items())
                 lines.append(
                     f"| {ws.id} | {month} | {entry.path} | {entry.version} | {entry.size_bytes}"
-                    f" | {table.line_count} | {totals} |"
+                    f" | {pdf.path} | {table.line_count} | {totals} |"
                 )
                 files += 1
                 rows += table.line_count
                 meta[f"{ws.id}_{month}_path"] = dg.MetadataValue.path(str(entry.absolute(root)))
                 meta[f"{ws.id}_{month}_sha256"] = entry.sha256
+                meta[f"{ws.id}_{month}_pdf"] = dg.MetadataValue.path(str(pdf.absolute(root)))
         meta.update(
             files=files,
             rows=rows,

@@ -13,21 +13,18 @@ from typing import Any
 
 import dagster as dg
 
+from finance_pipeline.reports.pdf_tables import store_table_pdf
 from finance_pipeline.reports.render import (
     ReportRequestError,
     render_and_store,
     validate_request,
     workspace,
 )
-from finance_pipeline.reports.store import FORMATS
 from finance_pipeline.resources import WarehouseResource
 from finance_pipeline.settings import get_settings
 from finance_pipeline.tenancy import new_id
 from finance_pipeline.warehouse.db import Warehouse
 
-# PDF exports wait for the close pack renderer (finance_pipeline/reports/pdf/). To wire it, render
-# the PDF where `run_export` checks this and store it with ReportKey(format="pdf").
-PDF_NOT_AVAILABLE = "pdf export not available yet"
 EXPORT_FORMATS = ("csv", "pdf")
 # Requests launched per sensor tick; the rest wait for the next tick.
 MAX_RUNS_PER_TICK = 50
@@ -123,11 +120,9 @@ def run_export(wh: Warehouse, root: Path, export_id: str) -> dict[str, Any]:
     if req["status"] != "processing":
         return req  # already done: a re-executed run changes nothing
     try:
-        if req["format"] == "pdf":
-            raise ReportRequestError(PDF_NOT_AVAILABLE)
-        if req["format"] not in FORMATS:
+        if req["format"] not in EXPORT_FORMATS:
             raise ReportRequestError(f"unknown format {req['format']!r}")
-        entry, _ = render_and_store(
+        args = (
             wh,
             root,
             workspace(wh, req["workspace_id"]),
@@ -135,8 +130,12 @@ def run_export(wh: Warehouse, root: Path, export_id: str) -> dict[str, Any]:
             req["date_start"],
             req["date_end"],
             req["plan_id"],
-            export_id=export_id,
         )
+        if req["format"] == "pdf":
+            # The table PDF of the same rows as the CSV (reports/pdf_tables.py).
+            entry = store_table_pdf(*args, export_id=export_id)
+        else:
+            entry, _ = render_and_store(*args, export_id=export_id)
     except Exception as exc:
         _finish(wh, export_id, "failed", error=str(exc) or type(exc).__name__)
     else:

@@ -17,16 +17,16 @@ import pytest
 import sqlalchemy as sa
 
 from finance_pipeline.lib.money import MICROS_PER_CENT, foot, foot_roll_forward
+from finance_pipeline.reports import pdf_tables
 from finance_pipeline.reports.assets import report_assets
 from finance_pipeline.reports.exports import (
-    PDF_NOT_AVAILABLE,
     create_export,
     get_export,
     render_export,
     report_export_job,
     report_export_sensor,
 )
-from finance_pipeline.reports.render import ReportRequestError
+from finance_pipeline.reports.render import REPORT_TYPES, ReportRequestError
 from finance_pipeline.reports.store import list_entries
 from finance_pipeline.settings import get_settings
 from finance_pipeline.tenancy import create_organization, create_workspace
@@ -307,9 +307,17 @@ def test_monthly_report_assets_equal_the_marts(seeded: Warehouse) -> None:
     result = _materialize_september(seeded)
     assert result.success
     root = get_settings().resolved_reports_dir
-    entries = {(e.key.workspace_id, e.key.report_type): e for e in list_entries(seeded, WS)}
-    # ws2 has no MRR marts for September: no mrr_breakdown (listed as skipped), empty others.
-    assert len(list_entries(seeded, "ws2")) == 5
+    entries = {
+        (e.key.workspace_id, e.key.report_type): e
+        for e in list_entries(seeded, WS)
+        if e.key.format == "csv"
+    }
+    # ws2 has no MRR marts for September: no mrr_breakdown (listed as skipped), empty others,
+    # each a CSV and its table PDF.
+    assert sorted(e.key.format for e in list_entries(seeded, "ws2")) == ["csv"] * 5 + ["pdf"] * 5
+    pdfs = {e.key.report_type: e for e in list_entries(seeded, WS) if e.key.format == "pdf"}
+    assert sorted(pdfs) == sorted(REPORT_TYPES)
+    assert pdfs["margins"].path == "ws1/2026-09/margins-2026-09.pdf"
     skipped = result.asset_materializations_for_node("reports__mrr_breakdown")[0].metadata
     assert "ws2 2026-09" in skipped["skipped"].value
     files = {t: _read(root / e.path) for (_, t), e in entries.items()}
@@ -380,7 +388,7 @@ def test_monthly_report_assets_equal_the_marts(seeded: Warehouse) -> None:
     assert list_entries(seeded, WS) == before
 
 
-def test_export_sensor_and_op(seeded: Warehouse) -> None:
+def test_export_sensor_and_op(seeded: Warehouse, monkeypatch: pytest.MonkeyPatch) -> None:
     _clear_store(seeded)
     resources = warehouse_resources(seeded)
     instance = dg.DagsterInstance.ephemeral()
@@ -388,26 +396,47 @@ def test_export_sensor_and_op(seeded: Warehouse) -> None:
         seeded, WS, "mrr_breakdown", "csv", date(2026, 9, 3), date(2026, 9, 12), "price_pro"
     )
     pdf_id = create_export(seeded, WS, "revenue_trend", "pdf", date(2026, 8, 1), date(2026, 9, 30))
+    broken_id = create_export(
+        seeded, WS, "failed_payments", "pdf", date(2026, 9, 1), date(2026, 9, 30)
+    )
     with pytest.raises(ReportRequestError):
         create_export(seeded, WS, "revenue_trend", "csv", date(2026, 9, 2), date(2026, 9, 1))
     with pytest.raises(ReportRequestError):
         create_export(seeded, "ws_nope", "revenue_trend", "csv", date(2026, 9, 1), date(2026, 9, 2))
+    real_render = pdf_tables.render_table_pdf
+
+    def render(report: pdf_tables.TableReport) -> bytes:
+        if report.report_type == "failed_payments":
+            raise RuntimeError("weasyprint ran out of fonts")
+        return real_render(report)
+
+    monkeypatch.setattr(pdf_tables, "render_table_pdf", render)
 
     ctx = dg.build_sensor_context(instance=instance, resources=resources)
     result = report_export_sensor(ctx)
-    assert sorted(r.run_key for r in result.run_requests) == sorted([csv_id, pdf_id])
+    assert sorted(r.run_key for r in result.run_requests) == sorted([csv_id, pdf_id, broken_id])
     for req in result.run_requests:
         run = report_export_job.execute_in_process(
             run_config=req.run_config, resources=resources, instance=instance, raise_on_error=False
         )
-        assert run.success is (req.run_key == csv_id)
+        assert run.success is (req.run_key != broken_id)
     done = get_export(seeded, csv_id)
     assert done["status"] == "completed" and done["error"] is None
-    path = get_settings().resolved_reports_dir / done["path"]
+    root = get_settings().resolved_reports_dir
+    path = root / done["path"]
     assert done["path"] == "ws1/2026-09/mrr_breakdown-2026-09-03_2026-09-12-plan-price_pro.csv"
     assert _read(path)[1][0] == "price_pro"
-    failed = get_export(seeded, pdf_id)
-    assert failed["status"] == "failed" and failed["error"] == PDF_NOT_AVAILABLE
+    # The PDF export: the table PDF in the store, catalogued as pdf with the export id.
+    pdf = get_export(seeded, pdf_id)
+    assert pdf["status"] == "completed" and pdf["error"] is None
+    assert pdf["path"] == "ws1/2026-08/revenue_trend-2026-08-01_2026-09-30.pdf"
+    assert (root / pdf["path"]).read_bytes().startswith(b"%PDF-")
+    [entry] = [e for e in list_entries(seeded, WS) if e.key.format == "pdf"]
+    assert entry.export_id == pdf_id and entry.id == pdf["catalogue_id"]
+    # A render that fails marks its request failed with the reason (and fails the run).
+    failed = get_export(seeded, broken_id)
+    assert failed["status"] == "failed" and failed["error"] == "weasyprint ran out of fonts"
+    assert failed["catalogue_id"] is None
     # Nothing is pending any more; a re-executed op changes nothing.
     assert isinstance(report_export_sensor(ctx), dg.SkipReason)
     assert render_export is not None

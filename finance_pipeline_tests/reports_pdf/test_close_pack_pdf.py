@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -33,6 +32,12 @@ from finance_pipeline.reports.pdf.pack_data import (
 from finance_pipeline.reports.pdf.render import MANIFEST_NAME, money, render_close_pack
 from finance_pipeline.tenancy import create_organization, create_workspace
 from finance_pipeline.warehouse import Warehouse, apply_migrations
+from finance_pipeline_tests.pdf_pages import (
+    assert_pages_inked_within_margins,
+    needs_poppler,
+    page_images,
+    pdf_text,
+)
 from finance_pipeline_tests.reports_pdf.dataset import WORKSPACE, build_account
 
 END = date(2026, 10, 31)
@@ -40,8 +45,6 @@ MONTH = date(2026, 10, 1)
 GENERATED = datetime(2026, 11, 2, 6, 0, tzinfo=UTC)
 CSVS = {"mrr_daily.csv": b"day,mrr\n2026-10-31,1.00\n", "revenue_monthly.csv": b"month\n2026-10\n"}
 CHECKS = [CheckResult("movement_identity_holds", True, "MRR identity on every day")]
-POPPLER = all(shutil.which(t) for t in ("pdftotext", "pdftoppm", "pdfdetach", "pdfinfo"))
-needs_poppler = pytest.mark.skipif(not POPPLER, reason="poppler-utils are not installed")
 
 
 @dataclass
@@ -80,12 +83,6 @@ def pack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pack]:
     wh.dispose()
 
 
-def _text(path: Path) -> str:
-    return subprocess.run(
-        ["pdftotext", "-layout", str(path), "-"], check=True, capture_output=True, text=True
-    ).stdout
-
-
 def test_roll_forward_foots_and_equals_the_marts(pack: Pack) -> None:
     rows = pack.wh.rows(
         "SELECT * FROM mart.mrr_daily WHERE workspace_id = :w AND day >= :a AND day <= :b"
@@ -114,7 +111,7 @@ def test_roll_forward_foots_and_equals_the_marts(pack: Pack) -> None:
 
 
 def test_the_printed_text_holds_the_marts_figures(pack: Pack) -> None:
-    text = _text(pack.path)
+    text = pdf_text(pack.path)
     d = pack.data
     for line in d.roll_forward:
         assert re.search(rf"{re.escape(line.label)}\s+{re.escape(money(line.shown))}\b", text)
@@ -141,30 +138,11 @@ def test_the_printed_text_holds_the_marts_figures(pack: Pack) -> None:
         assert heading in text
 
 
-def _pages(path: Path, out: Path) -> list[tuple[int, int, bytes]]:
-    """Each page rendered at 50 dpi in grey: (width, height, pixels)."""
-    subprocess.run(["pdftoppm", "-r", "50", "-gray", str(path), str(out / "p")], check=True)
-    pages = []
-    for f in sorted(out.glob("p-*.pgm")):
-        raw = f.read_bytes()
-        magic, w, h, maxval, pixels = raw.split(maxsplit=4)
-        assert magic == b"P5" and maxval == b"255"
-        pages.append((int(w), int(h), pixels[: int(w) * int(h)]))
-    return pages
-
-
 @needs_poppler
 def test_every_page_has_content_and_nothing_is_cut_off(pack: Pack, tmp_path: Path) -> None:
-    pages = _pages(pack.path, tmp_path)
+    pages = page_images(pack.path, tmp_path)
     assert len(pages) >= 8
-    for n, (w, h, px) in enumerate(pages, start=1):
-        mean = sum(px) / len(px)
-        variance = sum((p - mean) ** 2 for p in px[::7]) / len(px[::7])
-        assert variance > 50, f"page {n} looks blank"
-        ink = [x for x in range(w) if any(px[y * w + x] < 200 for y in range(0, h, 2))]
-        # 15 mm side margins are ~29 px at 50 dpi: content stays a few px inside them.
-        margin = round(15 / 25.4 * 50) - 4
-        assert ink[0] >= margin and ink[-1] <= w - margin, f"page {n} runs into its margin"
+    assert_pages_inked_within_margins(pages)
 
 
 @needs_poppler
@@ -219,7 +197,7 @@ def test_a_workspace_without_data_renders_with_dashes(
     assert d.forecast == () and d.cohorts == () and d.alerts == ()
     path = tmp_path / "empty.pdf"
     path.write_bytes(render_close_pack(d, {}))
-    text = _text(path)
+    text = pdf_text(path)
     assert "Empty Co" in text and "No alert fired in October 2026." in text
     assert "No default forecast is stored for October 2026." in text
 
@@ -232,7 +210,7 @@ def test_a_table_split_across_pages_repeats_its_header(pack: Pack, tmp_path: Pat
     )
     path = tmp_path / "long.pdf"
     path.write_bytes(render_close_pack(replace(pack.data, margin_watch=many), {}))
-    pages = _text(path).split("\f")
+    pages = pdf_text(path).split("\f")
     with_rows = [p for p in pages if "Customer 0" in p]
     assert len(with_rows) >= 2  # the watch list runs over more than one page
     for page in with_rows:

@@ -253,10 +253,16 @@ def manifest(d: ClosePackData, attachments: Mapping[str, bytes]) -> bytes:
     return json.dumps(body, indent=2, sort_keys=True).encode() + b"\n"
 
 
+def stylesheet(name: str) -> Markup:
+    """The shared page CSS (templates/page.css) followed by a document's own `name` stylesheet."""
+    folder = resources.files("finance_pipeline.reports.pdf").joinpath("templates")
+    parts = [folder.joinpath(n).read_text(encoding="utf-8") for n in ("page.css", name)]
+    return Markup("\n".join(parts))  # our own package files, not data
+
+
 def render_html(d: ClosePackData, attachments: Mapping[str, bytes]) -> str:
     """The pack as one HTML document (CSS inlined), what weasyprint lays out."""
     env = _environment()
-    css = resources.files("finance_pipeline.reports.pdf").joinpath("templates/close_pack.css")
     files = {**attachments, MANIFEST_NAME: manifest(d, attachments)}
     gen = d.generated_at.astimezone(UTC)
     prev = date.fromisoformat(d.month + "-01")
@@ -266,7 +272,7 @@ def render_html(d: ClosePackData, attachments: Mapping[str, bytes]) -> str:
         d=d,
         kpi=kpi,
         cur=d.currency.upper(),
-        css=Markup(css.read_text(encoding="utf-8")),
+        css=stylesheet("close_pack.css"),
         month_label=_month_label(d.month),
         prev_label=_month_label(prev_month),
         prev_end=(d.period_start - timedelta(days=1)).isoformat(),
@@ -310,7 +316,7 @@ def render_close_pack(data: ClosePackData, attachments: Mapping[str, bytes]) -> 
     identifier = hashlib.sha256(
         f"{data.workspace_id}\x1f{data.month}\x1f{stamp.isoformat()}".encode()
     ).hexdigest()[:32]
-    with _source_date_epoch(int(stamp.timestamp())):
+    with source_date_epoch(int(stamp.timestamp())):
         return weasyprint.HTML(string=html, base_url=None).write_pdf(
             pdf_variant="pdf/a-3b",
             attachments=pdf_attachments,
@@ -322,7 +328,7 @@ _EPOCH_LOCK = threading.Lock()
 
 
 @contextlib.contextmanager
-def _source_date_epoch(ts: int) -> Iterator[None]:
+def source_date_epoch(ts: int) -> Iterator[None]:
     """Pin SOURCE_DATE_EPOCH while rendering: fontTools stamps each embedded font subset's `head`
     table with "now" unless it is set (reproducible-builds convention), which broke byte identity.
     """
