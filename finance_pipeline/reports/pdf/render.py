@@ -206,6 +206,16 @@ def _charts(d: ClosePackData) -> dict[str, Markup]:
     return {k: Markup(v) for k, v in out.items()}  # our own SVG text, escaped where it holds data
 
 
+def _toc(d: ClosePackData) -> tuple[tuple[str, str], ...]:
+    """The contents: the close's restatement chapters, when present, come before the appendix."""
+    extra = []
+    if d.close_version > 1:
+        extra.append(("restated", f"Restated against version {d.close_version - 1}"))
+    if d.restatements:
+        extra.append(("restatements", "Restatements of closed months"))
+    return (*TOC[:-1], *extra, TOC[-1])
+
+
 def _cover_sources(d: ClosePackData) -> list[tuple[str, str, str]]:
     """The cover's freshness lines: Stripe as fresh as its stalest stream, then each build."""
     stripe = [w for w in d.watermarks if w.source.startswith("Stripe ")]
@@ -272,7 +282,7 @@ def render_html(d: ClosePackData, attachments: Mapping[str, bytes]) -> str:
         prev_end=(d.period_start - timedelta(days=1)).isoformat(),
         generated_iso=gen.strftime("%Y-%m-%dT%H:%M:%SZ"),
         generated_text=gen.strftime("%Y-%m-%d %H:%M UTC"),
-        toc=TOC,
+        toc=_toc(d),
         cover_sources=_cover_sources(d),
         charts=_charts(d),
         attachment_names=sorted(files),
