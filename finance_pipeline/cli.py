@@ -112,12 +112,10 @@ def _instance_checks(month: str) -> list:
         return []
     import dagster as dg
 
-    from finance_pipeline.definitions import defs
-    from finance_pipeline.reports.close_assets import CHECKED_MARTS, latest_check_results
+    from finance_pipeline.reports.close_assets import latest_check_results, mart_check_keys
 
-    keys = [k for k in defs.resolve_asset_graph().asset_check_keys if k.asset_key in CHECKED_MARTS]
     with dg.DagsterInstance.get() as instance:
-        return latest_check_results(instance, keys, month_bounds(month)[1])
+        return latest_check_results(instance, mart_check_keys(), month_bounds(month)[1])
 
 
 def cmd_close_run(args: argparse.Namespace) -> int:

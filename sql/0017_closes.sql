@@ -6,7 +6,7 @@ CREATE TABLE IF NOT EXISTS app.closes (
     id TEXT PRIMARY KEY, workspace_id TEXT NOT NULL, month TEXT NOT NULL,
     version INTEGER NOT NULL CHECK (version >= 1),
     status TEXT NOT NULL CHECK (status IN ('closed', 'reopened')),
-    manifest_json TEXT NOT NULL, closed_at BIGINT NOT NULL, reopened_at BIGINT, reason TEXT,
+    manifest_json JSONB NOT NULL, closed_at BIGINT NOT NULL, reopened_at BIGINT, reason TEXT,
     UNIQUE (workspace_id, month, version)
 );
 
@@ -16,6 +16,6 @@ CREATE TABLE IF NOT EXISTS app.closes (
 CREATE TABLE IF NOT EXISTS app.restatements (
     id TEXT PRIMARY KEY, workspace_id TEXT NOT NULL, month TEXT NOT NULL,
     close_id TEXT NOT NULL REFERENCES app.closes (id), detected_at BIGINT NOT NULL,
-    diff_json TEXT NOT NULL, figures_sha256 TEXT NOT NULL, alert TEXT NOT NULL DEFAULT 'close_restated'
+    diff_json JSONB NOT NULL, figures_sha256 TEXT NOT NULL, alert TEXT NOT NULL DEFAULT 'close_restated'
 );
 CREATE INDEX IF NOT EXISTS restatements_month ON app.restatements (workspace_id, month, detected_at);

@@ -25,7 +25,7 @@ from finance_pipeline.reports.pdf.pack_data import (
     RestatementNote,
     close_pack_data,
 )
-from finance_pipeline.reports.pdf.render import render_close_pack
+from finance_pipeline.reports.pdf.render import render_close_pack_pages
 from finance_pipeline.reports.queries import ReportDataMissing
 from finance_pipeline.reports.render import REPORT_TYPES, render_and_store, workspace
 from finance_pipeline.reports.store import (
@@ -70,6 +70,7 @@ class CloseOutcome:
     close: Close
     pack: CatalogueEntry | None
     restatement_id: str | None = None
+    pages: int = 0  # the pack's page count, when rendered
 
 
 def month_bounds(month: str) -> tuple[date, date]:
@@ -81,6 +82,11 @@ def month_bounds(month: str) -> tuple[date, date]:
     return first, date.fromordinal(following.toordinal() - 1)
 
 
+def _doc(value: Any) -> Any:
+    """A JSON column as read: decoded already (reads decode by column name) or still text."""
+    return json.loads(value) if isinstance(value, str) else value
+
+
 def _close(r: Mapping[str, Any]) -> Close:
     return Close(
         r["id"],
@@ -88,7 +94,7 @@ def _close(r: Mapping[str, Any]) -> Close:
         r["month"],
         int(r["version"]),
         r["status"],
-        json.loads(r["manifest_json"]),
+        _doc(r["manifest_json"]),
         int(r["closed_at"]),
         None if r["reopened_at"] is None else int(r["reopened_at"]),
         r["reason"],
@@ -246,7 +252,7 @@ def _restatement_notes(
             r["month"],
             int(r["version"]),
             datetime.fromtimestamp(int(r["detected_at"]), UTC),
-            tuple(_change(d) for d in close_lib.diff_from_json(json.loads(r["diff_json"]))),
+            tuple(_change(d) for d in close_lib.diff_from_json(_doc(r["diff_json"]))),
         )
         for r in rows
     )
@@ -294,7 +300,7 @@ def run_close(
         restatements=notes,
     )
     attachments = {Path(e.path).name: e.absolute(root).read_bytes() for e in csvs}
-    pdf = render_close_pack(data, attachments)
+    pdf, pages = render_close_pack_pages(data, attachments)
     pack = store_report(
         wh, root, ReportKey(ws.id, PACK_TYPE, start, end, None, "pdf"), pdf,
         new_version_if_changed=True,
@@ -336,7 +342,7 @@ def run_close(
             row,
         )
         set_close_id(wh, db, [e.id for e in report_set], row["id"])
-    return CloseOutcome("closed", _close(row), pack)
+    return CloseOutcome("closed", _close(row), pack, pages=pages)
 
 
 def reopen(wh: Warehouse, workspace_id: str, month: str, reason: str) -> Close:
@@ -420,7 +426,7 @@ def restatements(wh: Warehouse, workspace_id: str, month: str | None = None) -> 
         sql += " AND month = :m"
         params["m"] = month
     rows = wh.rows(sql + " ORDER BY detected_at, id", **params)
-    return [{**r, "diff": json.loads(r["diff_json"])} for r in rows]
+    return [{**r, "diff": _doc(r["diff_json"])} for r in rows]
 
 
 def file_sha256(path: Path) -> str:

@@ -2,7 +2,6 @@
 closed months for restatements, and the sensor that closes last month once the daily refresh
 covering its last day has succeeded with its blocking checks."""
 
-import re
 from collections.abc import Iterable
 from datetime import UTC, date, datetime
 from typing import Any
@@ -66,8 +65,12 @@ def latest_check_results(
     return out
 
 
-def _mart_check_keys(context: dg.AssetExecutionContext) -> list[dg.AssetCheckKey]:
-    graph = context.repository_def.asset_graph
+def mart_check_keys() -> list[dg.AssetCheckKey]:
+    """The checks defined on the marts the pack reports (from the project's definitions)."""
+    # Imported here: definitions imports this module (a run's repository_def is not always set).
+    from finance_pipeline.definitions import defs
+
+    graph = defs.resolve_asset_graph()
     return [k for k in graph.asset_check_keys if k.asset_key in CHECKED_MARTS]
 
 
@@ -87,7 +90,7 @@ def close_pack(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
     """Close every workspace's month of the partition (a closed month: check for restatements)."""
     wh = warehouse.get()
     root = get_settings().resolved_reports_dir
-    check_keys = _mart_check_keys(context)
+    check_keys = mart_check_keys()
     lines = ["| workspace | month | status | close | pack | pages | bytes |", "|---|" * 7]
     meta: dict[str, Any] = {}
     for month in partition_months(context):
@@ -108,7 +111,7 @@ def close_pack(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
                 lines.append(f"| {ws.id} | {month} | {status} | v{c.version} | | | |")
                 continue
             path = pack.absolute(root)
-            pages = page_count(path.read_bytes())
+            pages = outcome.pages
             lines.append(
                 f"| {ws.id} | {month} | {status} | v{c.version} | {pack.path} | {pages}"
                 f" | {pack.size_bytes} |"
@@ -121,15 +124,6 @@ def close_pack(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
             meta[f"{prefix}_close_id"] = c.id
     meta["closes"] = dg.MetadataValue.md("\n".join(lines))
     return dg.MaterializeResult(metadata=meta)
-
-
-_PAGES = re.compile(rb"/Type\s*/Pages\b[^>]*?/Count\s+(\d+)|/Count\s+(\d+)[^>]*?/Type\s*/Pages\b")
-
-
-def page_count(pdf: bytes) -> int:
-    """Pages of a weasyprint PDF: the root page tree's /Count (the largest one)."""
-    counts = [int(a or b) for a, b in _PAGES.findall(pdf)]
-    return max(counts, default=0)
 
 
 class RestatementCheckConfig(dg.Config):

@@ -299,6 +299,14 @@ def render_close_pack(data: ClosePackData, attachments: Mapping[str, bytes]) -> 
     Every date in the file comes from `data.generated_at`, so the same data and attachments give
     the same bytes.
     """
+    return render_close_pack_pages(data, attachments)[0]
+
+
+def render_close_pack_pages(
+    data: ClosePackData, attachments: Mapping[str, bytes]
+) -> tuple[bytes, int]:
+    """`render_close_pack` and the number of pages laid out (the PDF's object streams are
+    compressed, so its page count is taken from the layout rather than parsed back)."""
     import weasyprint
 
     if MANIFEST_NAME in attachments:
@@ -321,11 +329,15 @@ def render_close_pack(data: ClosePackData, attachments: Mapping[str, bytes]) -> 
         f"{data.workspace_id}\x1f{data.month}\x1f{stamp.isoformat()}".encode()
     ).hexdigest()[:32]
     with _source_date_epoch(int(stamp.timestamp())):
-        return weasyprint.HTML(string=html, base_url=None).write_pdf(
-            pdf_variant="pdf/a-3b",
-            attachments=pdf_attachments,
-            pdf_identifier=identifier.encode(),
-        )
+        # What HTML.write_pdf does, keeping the laid-out document to count its pages.
+        options = {
+            **weasyprint.DEFAULT_OPTIONS,
+            "pdf_variant": "pdf/a-3b",
+            "attachments": pdf_attachments,
+            "pdf_identifier": identifier.encode(),
+        }
+        document = weasyprint.HTML(string=html, base_url=None).render(**options)
+        return document.write_pdf(**options), len(document.pages)
 
 
 _EPOCH_LOCK = threading.Lock()
