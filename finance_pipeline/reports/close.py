@@ -190,8 +190,16 @@ def figures(data: ClosePackData) -> dict[str, str | None]:
     for k in data.kpis:
         out[f"KPI: {k.label}"] = None if k.current_shown is None else str(k.current_shown)
     month = next((m for m in data.money_months if m.month == data.month), None)
-    for name in ("revenue", "refunds", "expenses", "net"):
-        out[f"Net revenue: {name}"] = _units(getattr(month, name) if month else 0)
+    # §10: revenue excludes refunds (negative, apart) and net = revenue - expenses; revenue net of
+    # refunds is what a late refund restates.
+    shown = {
+        n: getattr(month, n) if month else 0 for n in ("revenue", "refunds", "expenses", "net")
+    }
+    out["Revenue: revenue"] = _units(shown["revenue"])
+    out["Revenue: refunds"] = _units(shown["refunds"])
+    out["Revenue: net of refunds"] = _units(shown["revenue"] + shown["refunds"])
+    out["Revenue: expenses"] = _units(shown["expenses"])
+    out["Revenue: net (revenue - expenses)"] = _units(shown["net"])
     out["Margins: revenue"] = _units(data.margin_total.revenue)
     out["Margins: cost"] = _units(data.margin_total.cost)
     out["Margins: margin"] = _units(data.margin_total.margin)

@@ -11,6 +11,7 @@ import json
 import re
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -215,7 +216,7 @@ def _late_refund(wh: Warehouse) -> tuple[str, str]:
                 "INSERT INTO raw.stripe_refunds (workspace_id, id, account_id, livemode, created,"
                 " charge, amount, currency, status, reason, balance_transaction, payload,"
                 " synced_at) VALUES ('ws1', 're_late_1', :acct, :lm, :c, :ch, :amt, 'usd',"
-                " 'succeeded', NULL, NULL, :p, :c)"
+                " 'succeeded', NULL, NULL, :p, :s)"
             ),
             {
                 "acct": charge["account_id"],
@@ -224,6 +225,8 @@ def _late_refund(wh: Warehouse) -> tuple[str, str]:
                 "ch": charge["id"],
                 "amt": charge["amount"],
                 "p": json.dumps(refund),
+                # Synced now, after the close: what a real sync of a late refund looks like.
+                "s": int(time.time()),
             },
         )
     return "re_late_1", charge["id"]
@@ -234,7 +237,12 @@ def test_a_late_refund_is_a_restatement_and_the_closed_files_stay(account: Accou
     c = latest_close(wh, WORKSPACE, OCT)
     closed = {e.path: e.absolute(root).read_bytes() for e in list_entries(wh, WORKSPACE, month=OCT)}
     refund_id, _ = _late_refund(wh)
-    _run(account, "rebuild_marts", tags=range_tags("2026-10-01", "2026-11-30"))
+    result = defs.resolve_job_def("rebuild_marts").execute_in_process(
+        instance=account.instance,
+        resources=warehouse_resources(wh),
+        tags=range_tags("2026-10-01", "2026-11-30"),
+    )
+    assert result.success
     refund_micros = -int(
         wh.scalar(
             "SELECT SUM(amount_reporting_micros) FROM core.ledger WHERE workspace_id = 'ws1'"
@@ -257,8 +265,10 @@ def test_a_late_refund_is_a_restatement_and_the_closed_files_stay(account: Accou
     ]
     by_metric = {d["metric"]: d for d in r["diff"]}
     cents = f"{refund_micros / 1_000_000:.2f}"
-    assert by_metric["Net revenue: refunds"]["change"] == f"+{cents}"
-    assert by_metric["Net revenue: net"]["change"] == f"-{cents}"
+    # Refunds are negative amounts (docs/metrics.md §10): both lines fall by the refund.
+    assert by_metric["Revenue: refunds"]["change"] == f"-{cents}"
+    assert by_metric["Revenue: net of refunds"]["change"] == f"-{cents}"
+    assert "Revenue: revenue" not in by_metric and "MRR roll-forward: Closing MRR" not in by_metric
     # The closed files are byte-unchanged and still the only versions.
     now = {e.path: e.absolute(root).read_bytes() for e in list_entries(wh, WORKSPACE, month=OCT)}
     assert now == closed
@@ -288,7 +298,7 @@ def test_the_next_months_pack_lists_the_restatement(account: Account) -> None:
     if POPPLER:
         text = _pdf_text(pack.absolute(root))
         assert "Restatements of closed months" in text
-        assert "2026-10 (close version 1)" in text and "Net revenue: refunds" in text
+        assert "2026-10 (close version 1)" in text and "Revenue: refunds" in text
 
 
 def test_reopen_issues_version_2_with_a_diff_page(
@@ -330,12 +340,12 @@ def test_reopen_issues_version_2_with_a_diff_page(
         assert "Restated against version 1" in text and "late refund" in text
         [r] = restatements(wh, WORKSPACE, OCT)
         for d in r["diff"]:
-            if d["metric"].startswith("Net revenue"):
+            if d["metric"].startswith("Revenue"):
                 assert d["metric"] in text
     assert main(["close", "status", "--workspace", WORKSPACE]) == 0
     status = capsys.readouterr().out
     assert f"{WORKSPACE} {OCT} v1 reopened" in status and f"{WORKSPACE} {OCT} v2 closed" in status
-    assert "restated Net revenue: refunds" in status
+    assert "restated Revenue: refunds" in status
 
 
 def test_the_close_sensor_requests_last_month_once_its_last_day_is_in(
