@@ -82,6 +82,7 @@ def account(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Account]:
 def _account_settings(account: Account, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every test of the module sees the account's data dir (conftest isolates settings)."""
     monkeypatch.setenv("FP_DATA_DIR", str(account.root.parent))
+    monkeypatch.setenv("FP_WAREHOUSE_URL", account.wh.url.render_as_string(False))
     get_settings.cache_clear()
     assert get_settings().resolved_reports_dir == account.root
 
@@ -351,21 +352,27 @@ def test_reopen_issues_version_2_with_a_diff_page(
 def test_the_close_sensor_requests_last_month_once_its_last_day_is_in(
     account: Account, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    sensor = defs.get_sensor_def("month_end_close_sensor")
+    sensor = defs.resolve_sensor_def("month_end_close_sensor")
     assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
     monkeypatch.setattr(close_assets, "_today", lambda: date(2026, 12, 1))
-    ctx = dg.build_sensor_context(instance=account.instance)
+    ctx = dg.build_sensor_context(instance=account.instance, definitions=defs)
     [req] = sensor.evaluate_tick(ctx).run_requests
     assert (req.partition_key, req.run_key) == ("2026-11-01", "month_end_close:2026-11")
     assert ctx.cursor == NOV
     # Closing twice is a no-op: the cursor skips the month (and so would the run key).
-    again = sensor.evaluate_tick(dg.build_sensor_context(instance=account.instance, cursor=NOV))
+    again = sensor.evaluate_tick(
+        dg.build_sensor_context(instance=account.instance, cursor=NOV, definitions=defs)
+    )
     assert not again.run_requests
     # December's last day has not been refreshed: nothing yet.
     monkeypatch.setattr(close_assets, "_today", lambda: date(2027, 1, 1))
-    later = sensor.evaluate_tick(dg.build_sensor_context(instance=account.instance, cursor=NOV))
+    later = sensor.evaluate_tick(
+        dg.build_sensor_context(instance=account.instance, cursor=NOV, definitions=defs)
+    )
     assert not later.run_requests and "waiting" in (later.skip_message or "")
     # On an instance without the refresh run, nothing either.
     monkeypatch.setattr(close_assets, "_today", lambda: date(2026, 12, 1))
-    empty = sensor.evaluate_tick(dg.build_sensor_context(instance=dg.DagsterInstance.ephemeral()))
+    empty = sensor.evaluate_tick(
+        dg.build_sensor_context(instance=dg.DagsterInstance.ephemeral(), definitions=defs)
+    )
     assert not empty.run_requests
