@@ -340,6 +340,12 @@ def run_close(
         "reopened_at": None,
         "reason": None,
     }
+    insert_close(wh, row, [e.id for e in report_set])
+    return CloseOutcome("closed", _close(row), pack, pages=pages)
+
+
+def insert_close(wh: Warehouse, row: Mapping[str, Any], catalogue_ids: list[str]) -> None:
+    """Record a close version and tag its report set's catalogue rows, in one transaction."""
     with wh.begin() as db:
         db.execute(
             wh.text(
@@ -347,10 +353,9 @@ def run_close(
                 " closed_at, reopened_at, reason) VALUES (:id, :workspace_id, :month, :version,"
                 " :status, :manifest_json, :closed_at, :reopened_at, :reason)"
             ),
-            row,
+            dict(row),
         )
-        set_close_id(wh, db, [e.id for e in report_set], row["id"])
-    return CloseOutcome("closed", _close(row), pack, pages=pages)
+        set_close_id(wh, db, catalogue_ids, row["id"])
 
 
 def reopen(wh: Warehouse, workspace_id: str, month: str, reason: str) -> Close:
