@@ -48,6 +48,8 @@ def test_month_end_close_builds_margins_before_the_reports() -> None:
 def test_every_table_has_a_blocking_schema_check() -> None:
     graph = defs.resolve_asset_graph()
     for key in graph.get_all_asset_keys():
+        if graph.get(key).group_name == "reports":
+            continue  # report assets write files and catalogue rows, not warehouse tables
         check = graph.get_check_spec(dg.AssetCheckKey(key, "schema_matches_metadata"))
         assert check.blocking, key
 
