@@ -399,6 +399,13 @@ def record_restatement(wh: Warehouse, close: Close, *, now: int | None = None) -
     )
     if last and last[0]["figures_sha256"] == digest:
         return None  # already recorded: the same restated figures raise one alert, not one a day
+    return insert_restatement(wh, close, diffs, digest, int(time.time()) if now is None else now)
+
+
+def insert_restatement(
+    wh: Warehouse, close: Close, diffs: Sequence[close_lib.FigureDiff], digest: str, now: int
+) -> str:
+    """Store one restatement of a close (alert close_restated); returns its id."""
     rid = new_id("rst")
     with wh.begin() as db:
         db.execute(
@@ -411,7 +418,7 @@ def record_restatement(wh: Warehouse, close: Close, *, now: int | None = None) -
                 "w": close.workspace_id,
                 "m": close.month,
                 "c": close.id,
-                "t": int(time.time()) if now is None else now,
+                "t": now,
                 "d": json.dumps(close_lib.diff_json(diffs), sort_keys=True),
                 "s": digest,
                 "a": ALERT,
