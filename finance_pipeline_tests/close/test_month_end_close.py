@@ -254,7 +254,19 @@ def test_a_late_refund_is_a_restatement_and_the_closed_files_stay(account: Accou
     assert refund_micros > 0
     # The CSV reports of the closed month are not rewritten (the store refuses; listed skipped).
     _run(account, "monthly_reports", partition_key=f"{OCT}-01")
-    # The restatement check (run by the sensor after each successful refresh) records the diff.
+    # After the successful rebuild, the run-status sensor asks for the restatement check.
+    from finance_pipeline.definitions import closed_months_restated
+
+    ctx = dg.build_run_status_sensor_context(
+        sensor_name="closed_months_restated",
+        dagster_event=result.get_run_success_event(),
+        dagster_instance=account.instance,
+        dagster_run=result.dagster_run,
+    )
+    req = closed_months_restated(ctx)
+    assert req.run_key == f"close_restatements:{result.run_id}"
+    assert closed_months_restated.default_status == dg.DefaultSensorStatus.RUNNING
+    # The restatement check records the diff.
     _run(account, "close_restatement_check")
     [r] = restatements(wh, WORKSPACE, OCT)
     assert (r["close_id"], r["alert"]) == (c.id, "close_restated")
