@@ -12,6 +12,7 @@ import re
 import shutil
 import subprocess
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+import sqlalchemy as sa
 
 from finance_pipeline.cli import main
 from finance_pipeline.definitions import defs
@@ -59,16 +61,30 @@ class Account:
     mp: pytest.MonkeyPatch
 
 
-@pytest.fixture(scope="module")
-def account(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Account]:
-    """One simulated account (15 customers to November 2026) and one Dagster instance."""
+@pytest.fixture(
+    scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+)
+def account(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Account]:
+    """One simulated account (15 customers to November 2026) and one Dagster instance, on SQLite
+    and on PostgreSQL (its own database, dropped after)."""
     base = tmp_path_factory.mktemp("close")
+    db_name = None
+    if request.param == "postgresql":
+        admin = request.getfixturevalue("pg_admin")
+        db_name = f"fp_test_{uuid.uuid4().hex[:12]}"
+        with admin.connect() as c:
+            c.execute(sa.text(f'CREATE DATABASE "{db_name}"'))
+        url = admin.url.set(database=db_name).render_as_string(hide_password=False)
+    else:
+        url = f"sqlite:///{base / 'warehouse.sqlite'}"
     mp = pytest.MonkeyPatch()
     mp.setenv("FP_DATA_DIR", str(base / "data"))
     mp.setenv("FP_SECRET_KEY", "q2h0GjQ9b9cF1vV6m5m7mYQx0Ck1l1z8r2p6u3w4e5Q=")
     mp.delenv("DAGSTER_HOME", raising=False)
     get_settings.cache_clear()
-    wh = Warehouse(f"sqlite:///{base / 'warehouse.sqlite'}")
+    wh = Warehouse(url)
     apply_migrations(wh)
     instance = dg.DagsterInstance.ephemeral()
     build_account(wh, base / "landing", customers=15, months=4, end=END, seed=11, instance=instance)
@@ -76,6 +92,9 @@ def account(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Account]:
     mp.undo()
     get_settings.cache_clear()
     wh.dispose()
+    if db_name is not None:
+        with request.getfixturevalue("pg_admin").connect() as c:
+            c.execute(sa.text(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)'))
 
 
 @pytest.fixture(autouse=True)
