@@ -49,9 +49,8 @@ def build_manifest(
     restatements_listed: Sequence[str] = (),
     reopened_from: str | None = None,
 ) -> dict[str, Any]:
-    """What a close froze: data watermarks (Unix seconds of the newest data per Stripe stream and
-    per core build), FX rates used (base, currency, day, rate), code version, check results, the
-    sha256 of each report file (by path), the as-closed figures and the restatements it lists."""
+    """What a close froze: data watermarks (Unix seconds), FX rates, code version, checks, each
+    report file's sha256 (by path), the as-closed figures and the restatements its pack lists."""
     rates: dict[str, dict[str, str]] = {}
     for base, currency, day, rate in sorted(fx_rates, key=lambda r: (r[0], r[1], r[2])):
         rates.setdefault(f"{base.lower()}/{currency.lower()}", {})[day.isoformat()] = str(rate)

@@ -163,16 +163,17 @@ def data_watermarks(wh: Warehouse, workspace_id: str) -> tuple[dict[str, Any], d
 
 
 def _fx_rates(wh: Warehouse, start: date, end: date) -> list[tuple[str, str, date, str]]:
+    """Every FX rate of the month's days (base, currency, day, rate as stored)."""
     rows = wh.rows(
         "SELECT base, currency, date, rate FROM core.fx_rates WHERE date >= :a AND date <= :b",
         a=start,
         b=end,
     )
-    return [
-        (r["base"], r["currency"], r["date"] if isinstance(r["date"], date) else
-         date.fromisoformat(str(r["date"])[:10]), str(r["rate"]))
-        for r in rows
-    ]  # fmt: skip
+    out = []
+    for r in rows:
+        day = r["date"] if isinstance(r["date"], date) else date.fromisoformat(str(r["date"])[:10])
+        out.append((r["base"], r["currency"], day, str(r["rate"])))
+    return out
 
 
 def _units(shown_micros: int | None) -> str | None:
@@ -279,9 +280,8 @@ def run_close(
     *,
     checks: Sequence[CheckResult] = (),
 ) -> CloseOutcome:
-    """Close the month: render the pack from the marts with the catalogue's CSVs attached, store
-    it, and freeze the report set under a new close version. A month already closed is left as
-    it is (closing twice is a no-op); its figures are compared instead (`record_restatement`)."""
+    """Close the month: render and store the pack (the catalogue's CSVs attached) and freeze the
+    report set as a new close version; a closed month is only checked for restatements."""
     ws = workspace(wh, workspace_id)
     start, end = month_bounds(month)
     previous = latest_close(wh, ws.id, month)
@@ -379,9 +379,8 @@ def reopen(wh: Warehouse, workspace_id: str, month: str, reason: str) -> Close:
 
 
 def record_restatement(wh: Warehouse, close: Close, *, now: int | None = None) -> str | None:
-    """Recompute a closed month's figures; if they differ from as-closed and from the last
-    restatement recorded, store the diff in app.restatements (alert close_restated) and return
-    its id. The closed files are not touched."""
+    """Recompute a closed month's figures; a new difference from as-closed is stored in
+    app.restatements (alert close_restated) and its id returned. Closed files are not touched."""
     start, _ = month_bounds(close.month)
     generated_at = datetime.strptime(close.manifest["generated_at"], "%Y-%m-%dT%H:%M:%SZ")
     data = close_pack_data(

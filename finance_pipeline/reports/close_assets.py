@@ -1,6 +1,5 @@
-"""The month-end close in Dagster: the close pack asset (render, store, freeze), the check of
-closed months for restatements, and the sensor that closes last month once the daily refresh
-covering its last day has succeeded with its blocking checks."""
+"""The month-end close in Dagster: the close pack asset (render, store, freeze), the restatement
+check of closed months, and the sensor that closes last month once its last day is refreshed."""
 
 from collections.abc import Iterable
 from datetime import UTC, date, datetime
