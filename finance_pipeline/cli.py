@@ -1,5 +1,5 @@
 """`finance-pipeline`: the command line for operators (migrations, landing files, sync status,
-report exports)."""
+report exports, the month-end close)."""
 
 from __future__ import annotations
 
@@ -104,6 +104,71 @@ def cmd_export(args: argparse.Namespace) -> int:
         time.sleep(1.0)
 
 
+def _instance_checks(month: str) -> list:
+    """The latest check results of the month's last day from the Dagster instance (DAGSTER_HOME),
+    or none when no instance is configured."""
+    from finance_pipeline.reports.close import month_bounds
+
+    if not os.environ.get("DAGSTER_HOME"):
+        return []
+    import dagster as dg
+
+    from finance_pipeline.reports.close_assets import latest_check_results, mart_check_keys
+
+    with dg.DagsterInstance.get() as instance:
+        return latest_check_results(instance, mart_check_keys(), month_bounds(month)[1])
+
+
+def cmd_close_run(args: argparse.Namespace) -> int:
+    """Close a month: render its CSV reports and close pack, freeze them (no-op when closed)."""
+    from finance_pipeline.reports.close import latest_close, render_month_csvs, run_close
+
+    wh = _warehouse()
+    root = get_settings().resolved_reports_dir
+    current = latest_close(wh, args.workspace, args.month)
+    if current is None or current.status != "closed":
+        render_month_csvs(wh, root, args.workspace, args.month)
+    outcome = run_close(wh, root, args.workspace, args.month, checks=_instance_checks(args.month))
+    c = outcome.close
+    print(f"{c.workspace_id} {c.month}: {outcome.status} (version {c.version}, {c.id})")
+    if outcome.pack is not None:
+        print(root / outcome.pack.path)
+    if outcome.restatement_id:
+        print(f"restated since the close: {outcome.restatement_id} (alert close_restated)")
+    return 0
+
+
+def cmd_close_reopen(args: argparse.Namespace) -> int:
+    """Reopen a closed month so `close run` issues the next version."""
+    from finance_pipeline.reports.close import reopen
+
+    c = reopen(_warehouse(), args.workspace, args.month, args.reason)
+    print(f"{c.workspace_id} {c.month}: version {c.version} reopened ({c.reason})")
+    return 0
+
+
+def cmd_close_status(args: argparse.Namespace) -> int:
+    """Print each close version with its status, files and restatements."""
+    from finance_pipeline.reports.close import list_closes, restatements
+
+    wh = _warehouse()
+    closes = [c for c in list_closes(wh, args.workspace) if not args.month or c.month == args.month]
+    if not closes:
+        print("no month is closed")
+    for c in closes:
+        rest = [r for r in restatements(wh, c.workspace_id, c.month) if r["close_id"] == c.id]
+        print(
+            f"{c.workspace_id} {c.month} v{c.version} {c.status}"
+            f" closed_at={time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(c.closed_at))}"
+            + (f" reason={c.reason!r}" if c.reason else "")
+            + f" files={len(c.manifest['files'])} restatements={len(rest)}"
+        )
+        for r in rest:
+            for d in r["diff"]:
+                print(f"  restated {d['metric']}: {d['as_closed']} -> {d['restated']}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The CLI's argument parser."""
     p = argparse.ArgumentParser(prog="finance-pipeline", description=__doc__)
@@ -148,6 +213,21 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--wait", action="store_true", help="wait until rendered; print the path")
     e.add_argument("--timeout", type=float, default=600.0, help="seconds --wait waits at most")
     e.set_defaults(fn=cmd_export)
+    c = sub.add_parser("close", help="month-end close: run, reopen, status")
+    csub = c.add_subparsers(dest="close_command", required=True, metavar="ACTION")
+    r = csub.add_parser("run", help="close a month (version N+1 after a reopen; else a no-op)")
+    r.add_argument("--workspace", required=True, help="workspace id")
+    r.add_argument("--month", required=True, help="YYYY-MM")
+    r.set_defaults(fn=cmd_close_run)
+    o = csub.add_parser("reopen", help="reopen a closed month")
+    o.add_argument("--workspace", required=True, help="workspace id")
+    o.add_argument("--month", required=True, help="YYYY-MM")
+    o.add_argument("--reason", required=True, help="why (kept with the close)")
+    o.set_defaults(fn=cmd_close_reopen)
+    t = csub.add_parser("status", help="closes, their versions and restatements")
+    t.add_argument("--workspace", default=None, help="workspace id (default: all)")
+    t.add_argument("--month", default=None, help="YYYY-MM (default: all)")
+    t.set_defaults(fn=cmd_close_status)
     return p
 
 

@@ -15,6 +15,12 @@ from finance_pipeline.metrics.cfo_assets import cfo_marts
 from finance_pipeline.metrics.mrr_assets import mrr_marts
 from finance_pipeline.partitions import daily_partitions
 from finance_pipeline.reports.assets import report_assets
+from finance_pipeline.reports.close_assets import (
+    close_pack,
+    close_restatement_job,
+    close_restatements,
+    make_close_sensor,
+)
 from finance_pipeline.reports.exports import report_export_job, report_export_sensor
 from finance_pipeline.resources import StripeResource, WarehouseResource
 from finance_pipeline.table_checks import schema_checks, with_table_metadata
@@ -67,21 +73,32 @@ monthly_reports_job = dg.define_asset_job(
     description="The month's CSV reports for every workspace, into the report store and catalogue.",
 )
 
-
-@dg.schedule(
-    job=monthly_job,
-    cron_schedule="0 4 1 * *",
-    execution_timezone="UTC",
-    default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="On the 1st, after the daily refresh: margins and forecast of the month just closed.",
+# The month-end close builds margins and the forecast itself, so they are there before the
+# reports; it replaces the former 04:00 monthly_margins schedule (a fixed time could run before
+# the daily refresh of the month's last day had succeeded).
+month_end_close_job = dg.define_asset_job(
+    "month_end_close",
+    selection=dg.AssetSelection.assets(
+        recognized_revenue_monthly, customer_margins_monthly, forecasts, *report_assets, close_pack
+    ),
+    description="Month-end close: margins and forecast, the six CSV reports, the close pack PDF, "
+    "and the freeze (app.closes) for every workspace; a month already closed is only checked "
+    "for restatements.",
 )
-def monthly_margins(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
-    """One run for the month that just ended."""
-    month_start = (context.scheduled_execution_time.replace(day=1) - timedelta(days=1)).replace(
-        day=1
-    )
-    key = month_start.strftime("%Y-%m-%d")
-    return dg.RunRequest(run_key=f"monthly_margins:{key}", partition_key=key)
+month_end_close_sensor = make_close_sensor(month_end_close_job)
+
+
+@dg.run_status_sensor(
+    run_status=dg.DagsterRunStatus.SUCCESS,
+    monitored_jobs=[daily_refresh_job, marts_job],
+    request_job=close_restatement_job,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="After each successful refresh or rebuild of the marts: compare closed months "
+    "with the recomputed figures and record restatements.",
+)
+def closed_months_restated(context: dg.RunStatusSensorContext) -> dg.RunRequest:
+    """One restatement check per successful refresh run."""
+    return dg.RunRequest(run_key=f"close_restatements:{context.dagster_run.run_id}")
 
 
 @dg.schedule(
@@ -154,7 +171,7 @@ assets = with_table_metadata(
 
 defs = dg.Definitions(
     # Report assets write files and catalogue rows, not warehouse tables: no table schema.
-    assets=[*assets, *report_assets],
+    assets=[*assets, *report_assets, close_pack, close_restatements],
     asset_checks=schema_checks(assets),
     jobs=[
         ingest_job,
@@ -164,8 +181,15 @@ defs = dg.Definitions(
         monthly_job,
         monthly_reports_job,
         report_export_job,
+        month_end_close_job,
+        close_restatement_job,
     ],
-    schedules=[daily_refresh, monthly_margins],
-    sensors=[landing_folder_sensor, report_export_sensor],
+    schedules=[daily_refresh],
+    sensors=[
+        landing_folder_sensor,
+        report_export_sensor,
+        month_end_close_sensor,
+        closed_months_restated,
+    ],
     resources={"warehouse": WarehouseResource(), "stripe": StripeResource()},
 )

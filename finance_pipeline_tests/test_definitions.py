@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import dagster as dg
 
-from finance_pipeline.definitions import RESTATEMENT_DAYS, daily_refresh, defs, monthly_margins
+from finance_pipeline.definitions import RESTATEMENT_DAYS, daily_refresh, defs
 
 
 def test_definitions_load_and_every_asset_has_group_kinds_and_description() -> None:
@@ -38,15 +38,18 @@ def test_daily_refresh_restates_a_trailing_window() -> None:
     assert RESTATEMENT_DAYS == 3 and req.run_key == "daily_refresh:2026-11-22"
 
 
-def test_monthly_schedule_closes_the_previous_month() -> None:
-    ctx = dg.build_schedule_context(scheduled_execution_time=datetime(2027, 1, 1, 4, tzinfo=UTC))
-    req = monthly_margins(ctx)
-    assert req.partition_key == "2026-12-01" and req.run_key == "monthly_margins:2026-12-01"
+def test_month_end_close_builds_margins_before_the_reports() -> None:
+    # The close sensor's job (finance_pipeline_tests/close/) replaces the monthly_margins schedule.
+    job = defs.resolve_job_def("month_end_close")
+    keys = {k.to_user_string() for k in job.asset_layer.selected_asset_keys}
+    assert {"mart/customer_margins_monthly", "reports/margins", "reports/close_pack"} <= keys
 
 
 def test_every_table_has_a_blocking_schema_check() -> None:
     graph = defs.resolve_asset_graph()
     for key in graph.get_all_asset_keys():
+        if graph.get(key).group_name == "reports":
+            continue  # report assets write files and catalogue rows, not warehouse tables
         check = graph.get_check_spec(dg.AssetCheckKey(key, "schema_matches_metadata"))
         assert check.blocking, key
 

@@ -123,7 +123,8 @@ def test_demo_builds_in_dependency_order_and_a_second_run_changes_no_mart(
 
     # One progress line per phase, no Dagster event lines; the backfill spans only the data.
     phases = [line for line in first_out.splitlines() if line.startswith("[")]
-    assert [p.split("]")[0] for p in phases] == [f"[{n}/7" for n in range(1, 8)]
+    assert [p.split("]")[0] for p in phases] == [f"[{n}/8" for n in range(1, 9)]
+    assert "] month_end_close " in first_out and "Close " in first_out
     assert all(" done in " in p for p in phases)
     assert " - dagster - " not in first_out
     start = date.fromisoformat(first_out.split("] rebuild_marts ")[1][:10])

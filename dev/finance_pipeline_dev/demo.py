@@ -447,8 +447,54 @@ def materialize_everything(
                 run_config=dg.RunConfig(loggers=QUIET["loggers"]),
                 asset_selection=after,
             )
+        # Every full month closed: its six CSV reports, the close pack and the freeze (the
+        # margins are built above; a month closed by an earlier demo run is left as it is).
+        closing = [
+            k
+            for k in defs.resolve_job_def("month_end_close").asset_layer.executable_asset_keys
+            if k.path[0] == "reports"
+        ]
+        with progress.phase(
+            f"month_end_close {first_day:%Y-%m}..{closed:%Y-%m}: {months} months "
+            "(CSV reports, close pack, freeze)"
+        ) as p:
+            if months > 0:
+                result = _execute(
+                    instance,
+                    "month_end_close",
+                    tags={
+                        "dagster/asset_partition_range_start": first_day.replace(day=1).isoformat(),
+                        "dagster/asset_partition_range_end": closed.isoformat(),
+                    },
+                    run_config=dg.RunConfig(loggers=QUIET["loggers"]),
+                    asset_selection=sorted(closing),
+                )
+                p["note"] = f" ({len(result.get_asset_materialization_events())} assets)"
     finally:
         del os.environ["DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS"]
+
+
+def _close_lines(settings: Settings) -> list[str]:
+    """Where the last closed month's close pack and CSVs are, per workspace."""
+    from finance_pipeline.reports.close import PACK_TYPE, list_closes
+    from finance_pipeline.reports.store import list_entries
+    from finance_pipeline.resources import warehouse_for
+
+    root = settings.resolved_reports_dir
+    lines = []
+    try:
+        wh = warehouse_for(settings.resolved_warehouse_url)
+        closes = [c for c in list_closes(wh) if c.status == "closed"]
+        last = {c.workspace_id: c for c in closes}  # ordered by month: the last one wins
+        for ws, c in sorted(last.items()):
+            entries = list_entries(wh, ws, month=c.month, latest_only=True)
+            pack = [e for e in entries if e.key.report_type == PACK_TYPE]
+            if pack:
+                lines.append(f"  Close {c.month}  {pack[0].absolute(root)}  (v{c.version})")
+            lines.append(f"    CSVs          {root / ws / c.month}/*.csv")
+    except Exception as exc:  # the closing block must print even if the warehouse is gone
+        lines.append(f"  Closes          unavailable ({type(exc).__name__})")
+    return lines
 
 
 def where_to_look(settings: Settings, *, ui: str, standin_url: str, serve: bool) -> list[str]:
@@ -468,9 +514,11 @@ def where_to_look(settings: Settings, *, ui: str, standin_url: str, serve: bool)
         f"  Warehouse       {settings.resolved_warehouse_url}",
         f"  Landing folder  {settings.resolved_landing_dir}/<workspace_id>/  (drop CSV files here)",
         f"  Reports         {settings.resolved_reports_dir}",
+        *_close_lines(settings),
         f"  Logs            {_run_dir(settings)}",
         "Commands (work from any folder)",
         f"  $ {data}{bin_dir / 'finance-pipeline'} sync-status",
+        f"  $ {data}{bin_dir / 'finance-pipeline'} close status",
         f"  $ {data}{bin_dir / 'finance-pipeline'} ingest-file "
         f"{settings.resolved_landing_dir}/<workspace_id>/<file>.csv",
         f"  $ {PROJECT_ROOT / 'scripts' / 'demo.sh'} stop",
@@ -497,7 +545,7 @@ def run_demo(
         )
         return 2
     standin_url = f"http://127.0.0.1:{standin_port}"
-    progress = Progress(total=8 if serve else 7)
+    progress = Progress(total=9 if serve else 8)
     with progress.phase(
         f"simulate {customers} customers x 2 Stripe accounts, {months} months"
     ) as p:

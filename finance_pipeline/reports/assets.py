@@ -18,6 +18,7 @@ from finance_pipeline.partitions import monthly_partitions
 from finance_pipeline.reports.pdf_tables import store_table_pdf
 from finance_pipeline.reports.queries import ReportDataMissing
 from finance_pipeline.reports.render import REPORT_TYPES, render_and_store
+from finance_pipeline.reports.store import ReportClosed
 from finance_pipeline.resources import WarehouseResource
 from finance_pipeline.settings import get_settings
 from finance_pipeline.tenancy import list_workspaces
@@ -86,6 +87,8 @@ def report_asset(report_type: str) -> dg.AssetsDefinition:
         key=dg.AssetKey(["reports", report_type]),
         deps=REPORT_DEPS[report_type],
         partitions_def=monthly_partitions,
+        # A run covers a range of months (partition_months), like the margins it runs with.
+        backfill_policy=dg.BackfillPolicy.single_run(),
         group_name="reports",
         kinds={"csv", "pdf", "python"},
         description=REPORT_DESCRIPTIONS[report_type],
@@ -114,6 +117,11 @@ def report_asset(report_type: str) -> dg.AssetsDefinition:
                     # Nothing materialized for this workspace and month (e.g. it was created
                     # later): no report rather than one of invented zeros; listed below.
                     skipped.append(f"{ws.id} {month}: {exc}")
+                    continue
+                except ReportClosed as exc:
+                    # A closed month's files are frozen; the close pack asset records the
+                    # difference as a restatement instead (reopen to issue a new version).
+                    skipped.append(f"{ws.id} {month}: closed, kept as closed ({exc})")
                     continue
                 # The same table printed, beside the CSV (format pdf in the catalogue).
                 pdf = store_table_pdf(wh, root, ws, report_type, start, end, table=table)

@@ -36,6 +36,10 @@ class ReportVersionConflict(ReportStoreError):
     """Different bytes for a report version already stored; ask for a new version instead."""
 
 
+class ReportClosed(ReportVersionConflict):
+    """Different bytes for a report frozen by a month-end close: only a reopen allows a new one."""
+
+
 @dataclass(frozen=True)
 class ReportKey:
     """What a report is: its workspace, type, period, plan filter (None: all plans) and format."""
@@ -251,6 +255,14 @@ def _store(
         wanted = version if version is not None else max(stored, default=0) or 1
         existing = stored.get(wanted)
         if existing is not None:
+            latest = stored[max(stored)]
+            if existing["sha256"] != digest and _frozen(wh, db, latest["close_id"]):
+                # A closed month's files are immutable: later changes are restatements, and new
+                # content needs the month reopened first (finance-pipeline close reopen).
+                raise ReportClosed(
+                    f"{latest['path']} is frozen by close {latest['close_id']}; "
+                    "reopen the month to store new content"
+                )
             if existing["sha256"] == digest:
                 entry = _entry(dict(existing))
                 # Idempotent re-run; a file lost from disk is put back from the same bytes.
@@ -295,6 +307,23 @@ def _store(
             row,
         )
     return _entry(row)
+
+
+def _frozen(wh: Warehouse, db: Any, close_id: str | None) -> bool:
+    """Whether `close_id` names a close still in force (not reopened)."""
+    if close_id is None:
+        return False
+    rows = wh.read(db, "SELECT status FROM app.closes WHERE id = :i", i=close_id)
+    return bool(rows) and rows[0]["status"] == "closed"
+
+
+def set_close_id(wh: Warehouse, db: Any, catalogue_ids: list[str], close_id: str) -> None:
+    """Mark catalogue rows as part of a close's report set (in the close's transaction)."""
+    for cid in catalogue_ids:
+        db.execute(
+            wh.text("UPDATE app.report_catalogue SET close_id = :c WHERE id = :i"),
+            {"c": close_id, "i": cid},
+        )
 
 
 def get_entry(wh: Warehouse, catalogue_id: str) -> CatalogueEntry | None:

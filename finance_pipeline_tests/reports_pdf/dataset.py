@@ -31,9 +31,17 @@ def month_starts(first: date, last: date) -> list[date]:
 
 
 def build_account(
-    wh: Warehouse, landing: Path, *, customers: int, months: int, end: date, seed: int
+    wh: Warehouse,
+    landing: Path,
+    *,
+    customers: int,
+    months: int,
+    end: date,
+    seed: int,
+    instance: dg.DagsterInstance | None = None,
 ) -> None:
-    """Simulate, sync once, land the CSVs and run the daily refresh and monthly jobs to `end`."""
+    """Simulate, sync once, land the CSVs and run the daily refresh and monthly jobs to `end`
+    (on `instance` when given, so its runs and check results can be inspected afterwards)."""
     sim = simulate(
         seed=seed, customers=customers, months=months, end=end, currencies=("usd", "eur")
     )
@@ -59,7 +67,7 @@ def build_account(
         resources = {"warehouse": WarehouseResource(url=wh.url.render_as_string(False))}
         first = end - timedelta(days=months * 31)
         daily = defs.resolve_job_def("daily_refresh").execute_in_process(
-            instance=dg.DagsterInstance.ephemeral(),
+            instance=instance or dg.DagsterInstance.ephemeral(),
             resources=resources,
             tags=range_tags(max(first, date(2023, 1, 1)), end),
         )
@@ -69,7 +77,7 @@ def build_account(
     monthly = defs.resolve_job_def("monthly_margins_and_forecasts")
     starts = month_starts(end - timedelta(days=180), end)
     result = monthly.execute_in_process(
-        instance=dg.DagsterInstance.ephemeral(),
+        instance=instance or dg.DagsterInstance.ephemeral(),
         resources=resources,
         tags=range_tags(starts[0], starts[-1]),
     )

@@ -219,6 +219,26 @@ class Watermark:
 
 
 @dataclass(frozen=True)
+class FigureChange:
+    """A pack figure restated: as closed, restated and the change (decimal strings; None: empty)."""
+
+    metric: str
+    as_closed: str | None
+    restated: str | None
+    change: str | None
+
+
+@dataclass(frozen=True)
+class RestatementNote:
+    """A closed month recomputed differently after its close (alert close_restated)."""
+
+    month: str
+    close_version: int
+    detected_at: datetime
+    changes: tuple[FigureChange, ...]
+
+
+@dataclass(frozen=True)
 class ClosePackData:
     """Everything the close pack prints for one workspace and month, already rounded and footed."""
 
@@ -261,6 +281,13 @@ class ClosePackData:
     sync_reason: str | None
     tie_outs: tuple[TieOut, ...]
     exact: dict[str, Any] = field(default_factory=dict, compare=False)
+    # Set by the month-end close: the close version this pack belongs to, why the month was
+    # reopened, the figures restated against the previous version, and restatements of earlier
+    # closed months detected since (each listed in one month's pack).
+    close_version: int = 1
+    reopen_reason: str | None = None
+    restated: tuple[FigureChange, ...] = ()
+    restatements: tuple[RestatementNote, ...] = ()
 
     @property
     def all_tie_outs_pass(self) -> bool:

@@ -206,6 +206,16 @@ def _charts(d: ClosePackData) -> dict[str, Markup]:
     return {k: Markup(v) for k, v in out.items()}  # our own SVG text, escaped where it holds data
 
 
+def _toc(d: ClosePackData) -> tuple[tuple[str, str], ...]:
+    """The contents: the close's restatement chapters, when present, come before the appendix."""
+    extra = []
+    if d.close_version > 1:
+        extra.append(("restated", f"Restated against version {d.close_version - 1}"))
+    if d.restatements:
+        extra.append(("restatements", "Restatements of closed months"))
+    return (*TOC[:-1], *extra, TOC[-1])
+
+
 def _cover_sources(d: ClosePackData) -> list[tuple[str, str, str]]:
     """The cover's freshness lines: Stripe as fresh as its stalest stream, then each build."""
     stripe = [w for w in d.watermarks if w.source.startswith("Stripe ")]
@@ -278,7 +288,7 @@ def render_html(d: ClosePackData, attachments: Mapping[str, bytes]) -> str:
         prev_end=(d.period_start - timedelta(days=1)).isoformat(),
         generated_iso=gen.strftime("%Y-%m-%dT%H:%M:%SZ"),
         generated_text=gen.strftime("%Y-%m-%d %H:%M UTC"),
-        toc=TOC,
+        toc=_toc(d),
         cover_sources=_cover_sources(d),
         charts=_charts(d),
         attachment_names=sorted(files),
@@ -295,6 +305,14 @@ def render_close_pack(data: ClosePackData, attachments: Mapping[str, bytes]) -> 
     Every date in the file comes from `data.generated_at`, so the same data and attachments give
     the same bytes.
     """
+    return render_close_pack_pages(data, attachments)[0]
+
+
+def render_close_pack_pages(
+    data: ClosePackData, attachments: Mapping[str, bytes]
+) -> tuple[bytes, int]:
+    """`render_close_pack` and the number of pages laid out (the PDF's object streams are
+    compressed, so its page count is taken from the layout rather than parsed back)."""
     import weasyprint
 
     if MANIFEST_NAME in attachments:
@@ -317,11 +335,15 @@ def render_close_pack(data: ClosePackData, attachments: Mapping[str, bytes]) -> 
         f"{data.workspace_id}\x1f{data.month}\x1f{stamp.isoformat()}".encode()
     ).hexdigest()[:32]
     with source_date_epoch(int(stamp.timestamp())):
-        return weasyprint.HTML(string=html, base_url=None).write_pdf(
-            pdf_variant="pdf/a-3b",
-            attachments=pdf_attachments,
-            pdf_identifier=identifier.encode(),
-        )
+        # What HTML.write_pdf does, keeping the laid-out document to count its pages.
+        options = {
+            **weasyprint.DEFAULT_OPTIONS,
+            "pdf_variant": "pdf/a-3b",
+            "attachments": pdf_attachments,
+            "pdf_identifier": identifier.encode(),
+        }
+        document = weasyprint.HTML(string=html, base_url=None).render(**options)
+        return document.write_pdf(**options), len(document.pages)
 
 
 _EPOCH_LOCK = threading.Lock()
