@@ -214,7 +214,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--timeout", type=float, default=600.0, help="seconds --wait waits at most")
     e.set_defaults(fn=cmd_export)
     c = sub.add_parser("close", help="month-end close: run, reopen, status")
-    csub = c.add_subparsers(dest="close_command", required=True, metavar="ACTION")
+    csub = c.add_subparsers(
+        dest="close_command", required=True, metavar="ACTION", help="what to do with the month"
+    )
     r = csub.add_parser("run", help="close a month (version N+1 after a reopen; else a no-op)")
     r.add_argument("--workspace", required=True, help="workspace id")
     r.add_argument("--month", required=True, help="YYYY-MM")

@@ -26,6 +26,7 @@ from finance_pipeline.reports.pdf.pack_data import (
     close_pack_data,
 )
 from finance_pipeline.reports.pdf.render import render_close_pack_pages
+from finance_pipeline.reports.pdf_tables import store_table_pdf
 from finance_pipeline.reports.queries import ReportDataMissing
 from finance_pipeline.reports.render import REPORT_TYPES, render_and_store, workspace
 from finance_pipeline.reports.store import (
@@ -209,33 +210,39 @@ def figures(data: ClosePackData) -> dict[str, str | None]:
     return out
 
 
-def month_csvs(wh: Warehouse, workspace_id: str, month: str) -> list[CatalogueEntry]:
-    """The month's CSV report set from the catalogue: each report type's latest version (whole
-    month, all plans)."""
+def month_reports(wh: Warehouse, workspace_id: str, month: str) -> list[CatalogueEntry]:
+    """The month's report set from the catalogue: each report type's latest CSV and table PDF
+    (whole month, all plans)."""
     start, end = month_bounds(month)
     return [
         e
         for e in list_entries(wh, workspace_id, month=month, latest_only=True)
-        if e.key.format == "csv"
+        if e.key.format in ("csv", "pdf")
         and e.key.report_type in REPORT_TYPES
         and e.key.plan_id is None
         and (e.key.period_start, e.key.period_end) == (start, end)
     ]
 
 
+def month_csvs(wh: Warehouse, workspace_id: str, month: str) -> list[CatalogueEntry]:
+    """The CSVs of the month's report set (what the close pack attaches)."""
+    return [e for e in month_reports(wh, workspace_id, month) if e.key.format == "csv"]
+
+
 def render_month_csvs(wh: Warehouse, root: Path, workspace_id: str, month: str) -> int:
-    """Render and store the month's six CSV reports (what the report assets do); returns how many
-    were stored. A report with no data at all for the month is left out."""
+    """Render and store the month's six reports, CSV and table PDF (what the report assets do);
+    returns how many report types were stored. A report with no data at all for the month is left out."""
     ws = workspace(wh, workspace_id)
     start, end = month_bounds(month)
     n = 0
     for report_type in REPORT_TYPES:
         try:
-            render_and_store(wh, root, ws, report_type, start, end)
+            _, table = render_and_store(wh, root, ws, report_type, start, end)
         except ReportDataMissing as exc:
             if exc.days_found:
                 raise
             continue
+        store_table_pdf(wh, root, ws, report_type, start, end, table=table)
         n += 1
     return n
 
@@ -287,7 +294,8 @@ def run_close(
     previous = latest_close(wh, ws.id, month)
     if previous is not None and previous.status == "closed":
         return CloseOutcome("already_closed", previous, None, record_restatement(wh, previous))
-    csvs = month_csvs(wh, ws.id, month)
+    reports = month_reports(wh, ws.id, month)
+    csvs = [e for e in reports if e.key.format == "csv"]
     if not csvs:
         raise CloseError(f"no CSV reports of {month} in the catalogue for {ws.id}; run them first")
     streams, builds = data_watermarks(wh, ws.id)
@@ -313,7 +321,7 @@ def run_close(
         wh, root, ReportKey(ws.id, PACK_TYPE, start, end, None, "pdf"), pdf,
         new_version_if_changed=True,
     )  # fmt: skip
-    report_set = [*csvs, pack]
+    report_set = [*reports, pack]
     manifest = close_lib.build_manifest(
         workspace_id=ws.id,
         month=month,

@@ -152,9 +152,12 @@ def test_the_close_freezes_the_month(account: Account) -> None:
     # The latest check results of 2026-10-31 came from the Dagster instance, and passed.
     assert "mart/mrr_daily: schema_matches_metadata" in m["checks"]
     assert all(m["checks"].values())
-    # The report set: six CSVs and the pack, each file's sha256, catalogue rows carry close_id.
+    # The report set: six CSVs, their table PDFs and the pack, each file's sha256, catalogue rows
+    # carry close_id.
     entries = list_entries(wh, WORKSPACE, month=OCT)
-    assert sorted(e.key.report_type for e in entries) == sorted([*REPORT_TYPES, "close_pack"])
+    assert sorted((e.key.report_type, e.key.format) for e in entries) == sorted(
+        [*((t, f) for t in REPORT_TYPES for f in ("csv", "pdf")), ("close_pack", "pdf")]
+    )
     assert m["files"] == {e.path: _sha(e.absolute(root)) for e in entries}
     assert {e.close_id for e in entries} == {c.id}
     pack = next(e for e in entries if e.key.report_type == "close_pack")
