@@ -3,6 +3,8 @@ margins and forecasts per month), the data a month-end close pack is rendered fr
 
 from __future__ import annotations
 
+import argparse
+import os
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -14,7 +16,7 @@ from finance_pipeline.definitions import defs
 from finance_pipeline.ingest.landing import pending_files, process_file
 from finance_pipeline.resources import WarehouseResource
 from finance_pipeline.tenancy import connect_stripe, create_organization, create_workspace
-from finance_pipeline.warehouse import Warehouse
+from finance_pipeline.warehouse import Warehouse, apply_migrations
 from finance_pipeline_tests.dagster_runs import range_tags
 
 WORKSPACE = "ws1"
@@ -82,3 +84,29 @@ def build_account(
         tags=range_tags(starts[0], starts[-1]),
     )
     assert result.success
+
+
+def sample_account(
+    end: date, *, customers: int, months: int
+) -> tuple[argparse.Namespace, Path, Warehouse]:
+    """For the sample-rendering scripts: parse `OUT_DIR [--customers] [--months] [--dpi]` and
+    build (or reuse) a simulated account's SQLite warehouse under OUT_DIR, ending on `end`."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--customers", type=int, default=customers)
+    parser.add_argument("--months", type=int, default=months)
+    parser.add_argument("--dpi", type=int, default=60)
+    args = parser.parse_args()
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("FP_DATA_DIR", str(out / "data"))
+    os.environ.setdefault("FP_SECRET_KEY", "q2h0GjQ9b9cF1vV6m5m7mYQx0Ck1l1z8r2p6u3w4e5Q=")
+    db = out / "warehouse.sqlite"
+    fresh = not db.exists()
+    wh = Warehouse(f"sqlite:///{db}")
+    if fresh:
+        apply_migrations(wh)
+        build_account(
+            wh, out / "landing", customers=args.customers, months=args.months, end=end, seed=7
+        )
+    return args, out, wh

@@ -6,40 +6,19 @@ the PDF and its pages as PNGs, for looking at the layout:
 
 from __future__ import annotations
 
-import argparse
-import os
 import subprocess
 from datetime import UTC, date, datetime
-from pathlib import Path
 
 from finance_pipeline.reports.pdf.pack_data import CheckResult, close_pack_data
 from finance_pipeline.reports.pdf.render import render_close_pack
-from finance_pipeline.warehouse import Warehouse, apply_migrations
-from finance_pipeline_tests.reports_pdf.dataset import WORKSPACE, build_account
+from finance_pipeline_tests.reports_pdf.dataset import WORKSPACE, sample_account
 
 END = date(2026, 10, 31)
 
 
 def main() -> None:
     """Build (or reuse) the warehouse under OUT_DIR, render October 2026, rasterize the pages."""
-    parser = argparse.ArgumentParser()
-    parser.add_argument("out", type=Path)
-    parser.add_argument("--customers", type=int, default=100)
-    parser.add_argument("--months", type=int, default=14)
-    parser.add_argument("--dpi", type=int, default=60)
-    args = parser.parse_args()
-    out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
-    os.environ.setdefault("FP_DATA_DIR", str(out / "data"))
-    os.environ.setdefault("FP_SECRET_KEY", "q2h0GjQ9b9cF1vV6m5m7mYQx0Ck1l1z8r2p6u3w4e5Q=")
-    db = out / "warehouse.sqlite"
-    fresh = not db.exists()
-    wh = Warehouse(f"sqlite:///{db}")
-    if fresh:
-        apply_migrations(wh)
-        build_account(
-            wh, out / "landing", customers=args.customers, months=args.months, end=END, seed=7
-        )
+    args, out, wh = sample_account(END, customers=100, months=14)
     checks = [
         CheckResult("ledger_matches_raw_stripe", True, "ledger = raw Stripe totals"),
         CheckResult("movement_identity_holds", True, "MRR identity on every day"),
