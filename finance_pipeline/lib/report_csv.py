@@ -449,6 +449,8 @@ MRR_MOVEMENTS_COLUMNS = [
     "Plans",
     "Stripe Subscription IDs",
     "Stripe Subscription Item IDs",
+    "Stripe Event IDs",
+    "Stripe Invoice Line IDs",
 ]
 
 
@@ -458,7 +460,8 @@ def mrr_movements(currency: str, movements: Sequence[Mapping[str, Any]]) -> CsvT
 
     Each mapping has: day, customer_id, customer_name, kind, reason, amount_exact (positive, as
     stored), mrr_after (exact native micros or None), mrr_currency, plans, subscription_ids,
-    item_ids (lists of ids).
+    item_ids, event_ids, invoice_line_ids (lists of ids; the Stripe facts the row came from, an
+    empty list when none was synced).
     """
     table = CsvTable(MRR_MOVEMENTS_COLUMNS)
     cur = _upper(currency)
@@ -480,12 +483,20 @@ def mrr_movements(currency: str, movements: Sequence[Mapping[str, Any]]) -> CsvT
                 " ".join(m["plans"]) or None,
                 " ".join(m["subscription_ids"]) or None,
                 " ".join(m["item_ids"]) or None,
+                " ".join(m["event_ids"]) or None,
+                " ".join(m["invoice_line_ids"]) or None,
             ]
         )
-    table.rows.append(
-        [TOTAL, None, f"{len(movements)} movements", None, None, cents_amount(total), cur]
-        + [None] * 5
-    )
+    total_row: list[Cell] = [
+        TOTAL,
+        None,
+        f"{len(movements)} movements",
+        None,
+        None,
+        cents_amount(total),
+        cur,
+    ]
+    table.rows.append(total_row + [None] * (len(MRR_MOVEMENTS_COLUMNS) - len(total_row)))
     table.totals = {"net_movement": total}
     for kind in MOVEMENT_SIGNS:
         table.totals[kind] = sum(

@@ -55,7 +55,8 @@ REPORT_DESCRIPTIONS = {
     "invoice and Stripe ids; a total per currency.",
     "margins": "The margins API CSV of the month (docs/metrics.md §11), margins-YYYY-MM.csv.",
     "mrr_movements": "Every customer MRR movement of the month (docs/metrics.md §5), signed, with "
-    "the customer's MRR after it, plans and Stripe subscription and item ids.",
+    "the customer's MRR after it, plans and the Stripe subscription, item, event and invoice line ids "
+    "it came from.",
 }
 
 

@@ -1,14 +1,16 @@
 """What the CSV reports read: marts and core tables, returned as plain rows for lib.report_csv.
 
 The raw layer is read only where no mart or core table holds the data: invoices (invoice_summary)
-and failed charges (failed_payments) have no mart, and customer names live only on the Stripe
-customer objects. Amounts are exact micro-units; days are local to the workspace (§1).
+and failed charges (failed_payments) have no mart, customer names live only on the Stripe
+customer objects, and the Stripe event and invoice line ids behind a movement (mrr_movements) are
+provenance kept only in raw. Amounts are exact micro-units; days are local to the workspace (§1).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import date, timedelta
 from fractions import Fraction
 from typing import Any
@@ -284,8 +286,9 @@ def customer_movements(
     wh: Warehouse, ws: Workspace, start: date, end: date
 ) -> list[dict[str, Any]]:
     """Each mart.mrr_movements row of start..end with what it traces back to: the customer's MRR
-    after the day and its plans (mart.mrr_changes), and the subscriptions and items whose history
-    changed that day (core.subscription_history; its rows keep no event id, so none is shown).
+    after the day and its plans (mart.mrr_changes), the subscriptions and items whose history
+    changed that day (core.subscription_history), and the Stripe events and invoice lines of those
+    subscriptions behind the change (raw, read for provenance only: see `_stripe_sources`).
 
     Workspace fx is kept per currency and day in mart.mrr_daily, not per customer: no fx rows here.
     """
@@ -319,12 +322,13 @@ def customer_movements(
     ):
         history.setdefault(r["customer_id"], []).append(r)
     names = customer_names(wh, ws, customers)
+    traced = [(m, as_date(m["day"])) for m in moves]
+    changed = [_subscriptions_changed(history.get(m["customer_id"], []), ws, d) for m, d in traced]
+    sources = _stripe_sources(wh, ws, start, end, {s for subs, _ in changed for s in subs})
     out = []
-    for m in moves:
-        day = as_date(m["day"])
+    for (m, day), (subs, items) in zip(traced, changed, strict=True):
         after, before = _change_around(changes.get(m["customer_id"], []), day)
         plans_from = after if after is not None and _json(after["by_plan_json"]) else before
-        subs, items = _subscriptions_changed(history.get(m["customer_id"], []), ws, day)
         out.append(
             {
                 "day": day,
@@ -338,9 +342,121 @@ def customer_movements(
                 "plans": sorted(_json(plans_from["by_plan_json"])) if plans_from else [],
                 "subscription_ids": subs,
                 "item_ids": items,
+                "event_ids": sources.event_ids(subs, day),
+                "invoice_line_ids": sources.line_ids(subs, items, day, m["kind"] == "churn"),
             }
         )
     return out
+
+
+@dataclass(frozen=True)
+class _StripeSources:
+    """The synced Stripe events and invoice lines of some subscriptions over a report's range."""
+
+    time_zone: str
+    # (subscription, local day) -> [(created, event id)]
+    events: Mapping[tuple[str, date], Sequence[tuple[int, str]]]
+    # subscription -> its lines overlapping the range: (period_start, id, item, proration)
+    lines: Mapping[str, Sequence[tuple[int, str, str | None, bool]]]
+
+    def event_ids(self, subs: Sequence[str], day: date) -> list[str]:
+        """The events about `subs` created on local day `day`, oldest first."""
+        found = {e for s in subs for e in self.events.get((s, day), ())}
+        return [eid for _, eid in sorted(found)]
+
+    def line_ids(
+        self, subs: Sequence[str], items: Sequence[str], day: date, churn: bool
+    ) -> list[str]:
+        """The lines of these subscription items whose service period starts on local day `day`
+        (the lines that bill the new state: a first period, a renewal, proration credit and
+        charge); for a churn also each item's last recurring line that started before `day` (the
+        billing of the MRR that was lost). By period start, then id."""
+        a = day_start_ts(day, self.time_zone)
+        wanted = set(items)
+        found: set[tuple[int, str]] = set()
+        for s in subs:
+            last: dict[str, tuple[int, str]] = {}
+            for start, lid, item, proration in self.lines.get(s, ()):
+                if item is None or item not in wanted:
+                    continue  # a one-off invoice item bills no subscription state
+                if local_day(start, self.time_zone) == day:
+                    found.add((start, lid))
+                elif churn and start < a and not proration:
+                    last[item] = max(last.get(item, (start, lid)), (start, lid))
+            found.update(last.values())
+        return [lid for _, lid in sorted(found)]
+
+
+def _stripe_sources(
+    wh: Warehouse, ws: Workspace, start: date, end: date, subs: Collection[str]
+) -> _StripeSources:
+    """The raw Stripe events and invoice lines of `subs` behind the movements of start..end, for
+    provenance only (no number is computed from them). Read in batches by indexed columns.
+
+    Events: those whose data object is one of the subscriptions, or one of their invoices
+    (raw.stripe_invoices.subscription), created on a local day of the range. Lines: those of the
+    subscriptions whose service period overlaps the range (a churned item's last billed period
+    reaches at least to the churn, so ends in the range or after it).
+    """
+    a, b = _range_ts(ws, start, end)
+    tz = ws.time_zone
+    wanted = sorted(subs)
+    found = [
+        (r["object_id"], r)
+        for r in wh.rows_in(
+            "SELECT id, created, object_id FROM raw.stripe_events WHERE workspace_id = :w"
+            " AND object_type = 'subscription' AND created >= :a AND created < :b",
+            "object_id",
+            wanted,
+            w=ws.id,
+            a=a,
+            b=b,
+        )
+    ]
+    # An invoice's events can come long after it was created (paid late, marked uncollectible):
+    # every invoice created before the range ends may have one in it.
+    invoice_sub = {
+        r["id"]: r["subscription"]
+        for r in wh.rows_in(
+            "SELECT id, subscription FROM raw.stripe_invoices WHERE workspace_id = :w"
+            " AND created < :b",
+            "subscription",
+            wanted,
+            w=ws.id,
+            b=b,
+        )
+    }
+    found += [
+        (invoice_sub[r["object_id"]], r)
+        for r in wh.rows_in(
+            "SELECT id, created, object_id FROM raw.stripe_events WHERE workspace_id = :w"
+            " AND object_type = 'invoice' AND created >= :a AND created < :b",
+            "object_id",
+            sorted(invoice_sub),
+            w=ws.id,
+            a=a,
+            b=b,
+        )
+    ]
+    events: dict[tuple[str, date], list[tuple[int, str]]] = {}
+    for sub, r in found:
+        created = int(r["created"])
+        events.setdefault((sub, local_day(created, tz)), []).append((created, r["id"]))
+    lines: dict[str, list[tuple[int, str, str | None, bool]]] = {}
+    for r in wh.rows_in(
+        "SELECT id, subscription, subscription_item, period_start, proration"
+        " FROM raw.stripe_invoice_lines WHERE workspace_id = :w"
+        " AND period_start < :b AND period_end >= :a",
+        "subscription",
+        wanted,
+        w=ws.id,
+        a=a,
+        b=b,
+    ):
+        lines.setdefault(r["subscription"], []).append(
+            (int(r["period_start"]), r["id"], r["subscription_item"] or None, bool(r["proration"]))
+        )
+    return _StripeSources(tz, events, lines)
 
 
 def _change_around(

@@ -209,30 +209,92 @@ def seed(wh: Warehouse) -> None:
         wh,
         "raw.stripe_invoices",
         [
-            _stripe(id="in_1", customer="cus_a", status="paid", currency="usd",
+            _stripe(id="in_1", customer="cus_a", subscription="sub_a", status="paid", currency="usd",
                     created=ts(date(2026, 9, 10)), paid_at=ts(date(2026, 9, 11)),
                     period_start=ts(date(2026, 9, 10)), period_end=ts(date(2026, 10, 10)),
                     subtotal=12000, total=11880, total_excluding_tax=10800, amount_paid=11880,
                     payload={"number": "-INV-0001", "total_discount_amounts": [{"amount": 1200}]}),
-            _stripe(id="in_2", customer="cus_c", status="open", currency="usd",
+            _stripe(id="in_2", customer="cus_c", subscription="sub_c", status="open", currency="usd",
                     created=ts(date(2026, 9, 5)), subtotal=4999, total=4999,
                     total_excluding_tax=4999, amount_paid=0, payload={"number": "INV-0002"}),
             _stripe(id="in_3", customer="cus_c", status="draft", currency="usd",
                     created=ts(date(2026, 9, 6)), subtotal=1, total=1, total_excluding_tax=1,
                     amount_paid=0, payload={}),
-            _stripe(id="in_4", customer="cus_b", status="paid", currency="usd",
-                    created=ts(date(2026, 8, 6)), subtotal=5000, total=5000,
-                    total_excluding_tax=5000, amount_paid=5000, payload={}),
+            _stripe(id="in_4", customer="cus_b", subscription="sub_b", status="paid",
+                    currency="usd", created=ts(date(2026, 8, 6)), subtotal=15000, total=15000,
+                    total_excluding_tax=15000, amount_paid=15000, payload={}),
+            # sub_b's cancellation credit, still a draft (so not in invoice_summary).
+            _stripe(id="in_5", customer="cus_b", subscription="sub_b", status="draft",
+                    currency="usd", created=ts(date(2026, 9, 20)), subtotal=-2500, total=-2500,
+                    total_excluding_tax=-2500, amount_paid=0, payload={}),
         ],
     )  # fmt: skip
     _insert(
         wh,
         "raw.stripe_invoice_lines",
         [
+            # cus_a's upgrade on 09-10: the new item's period and the old item's unused time.
             _stripe(id="il_1", invoice="in_1", price="price_pro", amount=12000, currency="usd",
+                    subscription="sub_a", subscription_item="si_a2", proration=False,
+                    period_start=ts(date(2026, 9, 10)), period_end=ts(date(2026, 10, 10)),
                     payload={}),
+            _stripe(id="il_1c", invoice="in_1", price="price_pro", amount=-1000, currency="usd",
+                    subscription="sub_a", subscription_item="si_a1", proration=True,
+                    period_start=ts(date(2026, 9, 10)), period_end=ts(date(2026, 10, 1)),
+                    payload={}),
+            # A one-off invoice item on the same invoice bills no subscription state.
+            _stripe(id="il_1x", invoice="in_1", price="price_setup", amount=0, currency="usd",
+                    subscription="sub_a", subscription_item=None, proration=False,
+                    period_start=ts(date(2026, 9, 10)), period_end=ts(date(2026, 9, 10)),
+                    payload={}),
+            # cus_c's first period from 09-05; the next one starts after the range.
             _stripe(id="il_2", invoice="in_2", price="price_basic", amount=4999, currency="usd",
+                    subscription="sub_c", subscription_item="si_c", proration=False,
+                    period_start=ts(date(2026, 9, 5)), period_end=ts(date(2026, 10, 5)),
                     payload={}),
+            # sub_b: a quarter billed on 08-06 (after an older prorated stub), cancelled on 09-20
+            # with a credit for the unused time.
+            _stripe(id="il_4a", invoice="in_4", price="price_basic", amount=1000, currency="usd",
+                    subscription="sub_b", subscription_item="si_b", proration=True,
+                    period_start=ts(date(2026, 8, 1)), period_end=ts(date(2026, 8, 6)),
+                    payload={}),
+            _stripe(id="il_4b", invoice="in_4", price="price_basic", amount=14000,
+                    currency="usd", subscription="sub_b", subscription_item="si_b",
+                    proration=False, period_start=ts(date(2026, 8, 6)),
+                    period_end=ts(date(2026, 11, 6)), payload={}),
+            _stripe(id="il_5", invoice="in_5", price="price_basic", amount=-2500, currency="usd",
+                    subscription="sub_b", subscription_item="si_b", proration=True,
+                    period_start=ts(date(2026, 9, 20)), period_end=ts(date(2026, 11, 6)),
+                    payload={}),
+        ],
+    )  # fmt: skip
+    # Events about sub_c (created) and its invoice, and sub_b (deleted) and its old invoice, on the
+    # movement days; others that must not show. cus_a's upgrade was loaded without events.
+    _insert(
+        wh,
+        "raw.stripe_events",
+        [
+            {**_stripe(id=e, created=t, type=k, object_type=o, object_id=i, payload={}),
+             "workspace_id": w}
+            for e, w, t, k, o, i in (
+                ("evt_c1", WS, ts(date(2026, 9, 5), 9), "customer.subscription.created",
+                 "subscription", "sub_c"),
+                ("evt_c2", WS, ts(date(2026, 9, 5), 9), "invoice.created", "invoice", "in_2"),
+                ("evt_c0", WS, ts(date(2026, 9, 5), 23), "invoice.payment_failed", "invoice",
+                 "in_2"),
+                ("evt_c3", WS, ts(date(2026, 9, 6)), "customer.subscription.updated",
+                 "subscription", "sub_c"),
+                ("evt_cd", WS, ts(date(2026, 9, 5)), "customer.discount.created", "discount",
+                 "di_c"),
+                ("evt_x", "ws2", ts(date(2026, 9, 5)), "customer.subscription.created",
+                 "subscription", "sub_c"),
+                ("evt_b1", WS, ts(date(2026, 9, 20)), "customer.subscription.deleted",
+                 "subscription", "sub_b"),
+                ("evt_b2", WS, ts(date(2026, 9, 20), 13), "invoice.created", "invoice", "in_5"),
+                ("evt_b0", WS, ts(date(2026, 9, 20), 11), "invoice.updated", "invoice", "in_4"),
+                ("evt_b9", WS, ts(date(2026, 8, 20)), "customer.subscription.updated",
+                 "subscription", "sub_b"),
+            )
         ],
     )  # fmt: skip
     _insert(
@@ -374,10 +436,18 @@ def test_monthly_report_assets_equal_the_marts(seeded: Warehouse) -> None:
         ["2026-09-10", "cus_a", "'" + EVIL, "expansion", "", "10.00"],
         ["2026-09-20", "cus_b", "Beta", "churn", "voluntary", "-50.00"],
     ]
-    assert mv[1][7:] == ["50.00", "USD", "price_basic", "sub_c", "si_c"]
-    assert mv[2][9:] == ["price_pro", "sub_a", "si_a1 si_a2"]
-    assert mv[3][7:] == ["0.00", "USD", "price_basic", "sub_b", "si_b"]
+    assert mv[0][10:] == ["Stripe Subscription IDs", "Stripe Subscription Item IDs",
+                          "Stripe Event IDs", "Stripe Invoice Line IDs"]  # fmt: skip
+    # The Stripe facts of each movement's day, oldest first: the new subscription's event, its
+    # invoice's events and first line; the upgrade's lines (no event synced: empty); the churn's
+    # deletion and invoice events, the quarter's line that billed the lost MRR and the credit.
+    assert mv[1][7:] == ["50.00", "USD", "price_basic", "sub_c", "si_c", "evt_c1 evt_c2 evt_c0",
+                         "il_2"]  # fmt: skip
+    assert mv[2][9:] == ["price_pro", "sub_a", "si_a1 si_a2", "", "il_1 il_1c"]
+    assert mv[3][7:] == ["0.00", "USD", "price_basic", "sub_b", "si_b", "evt_b0 evt_b1 evt_b2",
+                         "il_4b il_5"]  # fmt: skip
     assert mv[-1][5] == "10.00" and sum(Decimal(r[5]) for r in mv[1:-1]) == Decimal("10.00")
+    assert mv[-1] == ["Total", "", "3 movements", "", "", "10.00", "USD"] + [""] * 7
 
     # Metadata shows each file; a re-run with the same data stores nothing new.
     mats = result.asset_materializations_for_node("reports__margins")
