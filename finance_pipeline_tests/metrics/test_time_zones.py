@@ -34,6 +34,8 @@ from finance_pipeline.lib.cfo_daily import revenue_entries
 from finance_pipeline.lib.revenue_analytics import revenue_analytics
 from finance_pipeline.metrics.cfo_assets import cfo_marts
 from finance_pipeline.metrics.mrr_assets import mrr_marts
+from finance_pipeline.reports.queries import customer_movements
+from finance_pipeline.reports.render import workspace
 from finance_pipeline.settings import get_settings
 from finance_pipeline.tenancy import create_organization, create_workspace
 from finance_pipeline.warehouse import Warehouse, apply_migrations
@@ -713,6 +715,28 @@ def test_mrr_is_end_of_local_day_across_23_and_25_hour_days(built: Warehouse) ->
     assert ch[d(2026, 9, 26)] == (0, 0, 0, 0, 0, 0, 0)
     assert ch[d(2026, 9, 27)] == (10_000, 10_000, 0, 0, 0, 0, 1)
     assert ch[d(2026, 9, 28)] == (20_000, 0, 10_000, 0, 0, 0, 1)
+
+
+def test_movement_rows_trace_to_the_stripe_events_of_their_local_day(built: Warehouse) -> None:
+    """The mrr_movements report's event ids are those created on the movement's local day: cus_c's
+    creation at 23:59:59 EDT Mar 8 (UTC Mar 9) and cus_d's at 23:30 EST Nov 1 (UTC Nov 2) stay on
+    their local day, next to the changes at S(Mar 8), S(Mar 9), S(Nov 1) and S(Nov 2)."""
+    ny = workspace(built, "ws_ny")
+    rows = customer_movements(built, ny, date(2026, 2, 1), date(2026, 3, 31))
+    rows += customer_movements(built, ny, date(2026, 10, 31), date(2026, 11, 3))
+    # No invoice lines were loaded for these subscriptions: that column stays empty.
+    assert [
+        (r["day"], r["customer_id"], r["kind"], r["event_ids"], r["invoice_line_ids"]) for r in rows
+    ] == [
+        (date(2026, 2, 1), "cus_b", "new", ["evt_sub_b_0"], []),
+        (date(2026, 3, 8), "cus_a", "new", ["evt_sub_a_0"], []),
+        (date(2026, 3, 8), "cus_b", "churn", ["evt_sub_b_1"], []),
+        (date(2026, 3, 8), "cus_c", "new", ["evt_sub_c_0"], []),
+        (date(2026, 3, 9), "cus_a", "expansion", ["evt_sub_a_1"], []),
+        (date(2026, 11, 1), "cus_d", "new", ["evt_sub_d_0"], []),
+        (date(2026, 11, 1), "cus_e", "new", ["evt_sub_e_1"], []),
+        (date(2026, 11, 2), "cus_a", "contraction", ["evt_sub_a_2"], []),
+    ]
 
 
 def test_mrr_converts_at_the_local_days_rate(built: Warehouse) -> None:
