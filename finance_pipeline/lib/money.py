@@ -214,3 +214,73 @@ def foot_roll_forward(
     closing_r = round_half_away(closing, quantum)
     rounded = foot(exact, quantum, total=closing_r - opening_r)
     return opening_r, dict(zip(names, rounded, strict=True)), closing_r
+
+
+def foot_grid(
+    cells: Sequence[Sequence[Fraction | int]],
+    row_totals: Sequence[int],
+    column_totals: Sequence[int],
+    quantum: int = MICROS_PER_CENT,
+) -> list[list[int]]:
+    """Round a table's exact cells to multiples of `quantum` so each row adds up to its displayed
+    total and each column to its (both already rounded, e.g. footed), for tables read both ways.
+
+    Each cell starts from its own rounding; the rows' and columns' gaps are then settled one
+    quantum at a time on the cell (or, once only rows or only columns are off, the pair of cells
+    in one column or one row) that moves least away from the exact values; ties go to the last
+    column, then the first row. Raises ValueError unless both sets of totals add up to the same.
+    """
+    exact = [[Fraction(x) for x in row] for row in cells]
+    width = len(column_totals)
+    if any(len(row) != width for row in exact) or len(exact) != len(row_totals):
+        raise ValueError("cells, row totals and column totals do not have matching shapes")
+    if sum(row_totals) != sum(column_totals):
+        raise ValueError(f"row totals add up to {sum(row_totals)}, columns to {sum(column_totals)}")
+    if any(t % quantum for t in (*row_totals, *column_totals)):
+        raise ValueError("totals must be multiples of the quantum")
+    if not exact and any(column_totals):
+        raise ValueError("columns without rows must total zero")
+    out = [[round_half_away(x, quantum) for x in row] for row in exact]
+    row_gap = [(t - sum(row)) // quantum for t, row in zip(row_totals, out, strict=True)]
+    col_gap = [(t - sum(row[k] for row in out)) // quantum for k, t in enumerate(column_totals)]
+
+    def cost(i: int, k: int, step: int) -> Fraction:
+        e = exact[i][k]
+        return abs(out[i][k] + step - e) - abs(out[i][k] - e)
+
+    def sign(x: int) -> int:
+        return (x > 0) - (x < 0)
+
+    rows, cols = range(len(out)), range(width)
+    while any(row_gap) or any(col_gap):
+        # (cost, tie-break, changes): each change is (row, column, +1 or -1 quantum).
+        options: list[tuple[Fraction, tuple[int, int], list[tuple[int, int, int]]]] = []
+        for i in rows:
+            for k in cols:
+                s = sign(row_gap[i])
+                if s and sign(col_gap[k]) == s:
+                    options.append((cost(i, k, s * quantum), (-k, i), [(i, k, s)]))
+        if not options and not any(row_gap):
+            # Only columns are off (they add up to zero): move a quantum across, within a row.
+            up = [k for k in cols if col_gap[k] > 0]
+            down = [k for k in cols if col_gap[k] < 0]
+            for i in rows:
+                for a in up:
+                    for b in down:
+                        c = cost(i, a, quantum) + cost(i, b, -quantum)
+                        options.append((c, (-max(a, b), i), [(i, a, 1), (i, b, -1)]))
+        elif not options:
+            # Only rows are off (they add up to zero): move a quantum down, within a column.
+            up = [i for i in rows if row_gap[i] > 0]
+            down = [i for i in rows if row_gap[i] < 0]
+            for k in cols:
+                for a in up:
+                    for b in down:
+                        c = cost(a, k, quantum) + cost(b, k, -quantum)
+                        options.append((c, (-k, min(a, b)), [(a, k, 1), (b, k, -1)]))
+        _, _, changes = min(options, key=lambda o: (o[0], o[1]))
+        for i, k, s in changes:
+            out[i][k] += s * quantum
+            row_gap[i] -= s
+            col_gap[k] -= s
+    return out

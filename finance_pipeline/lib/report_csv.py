@@ -24,10 +24,12 @@ from typing import Any
 from finance_pipeline.lib.money import (
     MICROS_PER_CENT,
     foot,
+    foot_grid,
     foot_roll_forward,
     round_half_away,
 )
 from finance_pipeline.lib.mrr_timeline import MOVEMENT_SIGNS
+from finance_pipeline.lib.plan_movements import PlanBalance, plan_roll_forwards
 
 # Characters that make a spreadsheet treat a cell as a formula (OWASP CSV injection).
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
@@ -129,66 +131,68 @@ MRR_BREAKDOWN_COLUMNS = [
 ALL_PLANS = "All plans"
 
 
-@dataclass(frozen=True)
-class PlanBalance:
-    """One plan's exact MRR on the day before the range and on its last day (reporting micros)."""
-
-    plan_id: str
-    opening: Fraction
-    closing: Fraction
-
-
 def mrr_breakdown(
     currency: str,
     opening: Fraction | int | None,
     movements: Mapping[str, Fraction | int] | None,
     closing: Fraction | int | None,
     plans: Sequence[PlanBalance],
+    plan_movements: Mapping[str, Mapping[str, Fraction]] | None = None,
 ) -> CsvTable:
-    """The MRR roll-forward of a range: the company row (opening, §5 movements signed, closing)
-    footed with foot_roll_forward, and one row per plan with its opening, net change and closing.
+    """The MRR roll-forward of a range: one row per plan (docs/metrics.md §5, "Movements by
+    plan"), then the company row (opening, §5 movements signed, closing).
 
-    Plan rows are footed down to the company row (their openings and closings add up to its own),
-    so every column of the table foots. Without `movements` (a plan filter) only plan rows show.
+    `movements` are the company's as stored (positive); `plan_movements` the plans' customer
+    movements, signed (lib.plan_movements.movements_by_plan); each plan's fx is its remainder.
+    The company row is footed with foot_roll_forward; the plan rows' balances are footed down to
+    it and their movements with foot_grid, so every column adds up to the company row and every
+    row rolls forward to the cent. An `(unattributed)` row holds what no plan accounts for.
+    Without `movements` (a plan filter) only plan rows show, each footed on its own.
     """
     table = CsvTable(MRR_BREAKDOWN_COLUMNS)
     cur = _upper(currency)
-    company: tuple[int, dict[str, int], int] | None = None
+    kinds = list(MOVEMENT_SIGNS)
+    company_exact = None
     if movements is not None and opening is not None and closing is not None:
-        signed = {k: MOVEMENT_SIGNS[k] * Fraction(movements.get(k, 0)) for k in MOVEMENT_SIGNS}
-        company = foot_roll_forward(opening, signed, closing, MICROS_PER_CENT)
-    exact_sums = (
-        sum((p.opening for p in plans), Fraction(0)),
-        sum((p.closing for p in plans), Fraction(0)),
-    )
-    if company is not None and plans and exact_sums == (Fraction(opening), Fraction(closing)):
-        # The plans add up to the company exactly: foot them to its displayed figures. (They do
-        # not when an amount without an FX rate is left out on one side only.)
-        open_r = foot([p.opening for p in plans], MICROS_PER_CENT, total=company[0])
-        close_r = foot([p.closing for p in plans], MICROS_PER_CENT, total=company[2])
+        signed = {k: MOVEMENT_SIGNS[k] * Fraction(movements.get(k, 0)) for k in kinds}
+        company_exact = (Fraction(opening), signed, Fraction(closing))
+    rows = plan_roll_forwards(plans, plan_movements or {}, company_exact)
+    displayed: list[tuple[int, list[int], int]] = []
+    if company_exact is not None:
+        o, moves, c = foot_roll_forward(*company_exact, MICROS_PER_CENT)
+        if rows:
+            # The rows add up to the company row exactly (the unattributed row sees to it).
+            open_r = foot([r.opening for r in rows], MICROS_PER_CENT, total=o)
+            close_r = foot([r.closing for r in rows], MICROS_PER_CENT, total=c)
+            grid = foot_grid(
+                [[r.movements[k] for k in kinds] for r in rows],
+                [b - a for a, b in zip(open_r, close_r, strict=True)],
+                [moves[k] for k in kinds],
+                MICROS_PER_CENT,
+            )
+            displayed = list(zip(open_r, grid, close_r, strict=True))
     else:
-        open_r = [to_cents(p.opening) for p in plans]
-        close_r = [to_cents(p.closing) for p in plans]
-    for p, o, c in zip(plans, open_r, close_r, strict=True):
+        for r in rows:
+            ro, rm, rc = foot_roll_forward(r.opening, r.movements, r.closing, MICROS_PER_CENT)
+            displayed.append((ro, [rm[k] for k in kinds], rc))
+    for r, (ro, rm, rc) in zip(rows, displayed, strict=True):
         table.rows.append(
-            [p.plan_id, cents_amount(o), *([None] * 6), cents_amount(c - o), cents_amount(c), cur]
-        )
-    if company is not None:
-        o, moves, c = company
+            [r.plan_id, cents_amount(ro), *map(cents_amount, rm), cents_amount(rc - ro),
+             cents_amount(rc), cur]
+        )  # fmt: skip
+    if company_exact is not None:
         table.rows.append(
-            [
-                ALL_PLANS,
-                cents_amount(o),
-                *(cents_amount(moves[k]) for k in MOVEMENT_SIGNS),
-                cents_amount(c - o),
-                cents_amount(c),
-                cur,
-            ]
-        )
+            [ALL_PLANS, cents_amount(o), *(cents_amount(moves[k]) for k in kinds),
+             cents_amount(c - o), cents_amount(c), cur]
+        )  # fmt: skip
         table.totals = {"opening_mrr": o, "closing_mrr": c, **moves}
     else:
-        table.totals = {"opening_mrr": sum(open_r), "closing_mrr": sum(close_r)}
-    table.line_count = len(plans)
+        table.totals = {
+            "opening_mrr": sum(d[0] for d in displayed),
+            "closing_mrr": sum(d[2] for d in displayed),
+            **{k: sum(d[1][i] for d in displayed) for i, k in enumerate(kinds)},
+        }
+    table.line_count = len(rows)
     return table
 
 

@@ -26,7 +26,12 @@ from finance_pipeline.tenancy import list_workspaces
 _MRR = [dg.AssetKey(["mart", "mrr_daily"]), dg.AssetKey(["mart", "mrr_plan_daily"])]
 # What each report reads (docs/reports.md); raw only where no mart holds the data.
 REPORT_DEPS: dict[str, list[dg.AssetKey]] = {
-    "mrr_breakdown": _MRR,
+    "mrr_breakdown": [
+        *_MRR,
+        dg.AssetKey(["mart", "mrr_movements"]),
+        dg.AssetKey(["mart", "mrr_changes"]),
+        dg.AssetKey(["core", "fx_rates"]),
+    ],
     "invoice_summary": [
         dg.AssetKey(["raw", "stripe_invoices"]),
         dg.AssetKey(["raw", "stripe_customers"]),
@@ -45,8 +50,8 @@ REPORT_DEPS: dict[str, list[dg.AssetKey]] = {
 }
 REPORT_DESCRIPTIONS = {
     "mrr_breakdown": "MRR roll-forward of the month (docs/metrics.md §5): opening MRR, new, "
-    "expansion, reactivation, contraction, churn, fx and closing MRR, plus each plan's opening, "
-    "net change and closing; footed to the cent.",
+    "expansion, reactivation, contraction, churn, fx and closing MRR, and the same for each plan "
+    "(movements by plan, fx the remainder); footed to the cent across and down.",
     "invoice_summary": "Every finalized invoice created in the month: number, customer, status, "
     "dates, subtotal, discount, tax, total, amount paid; a total per currency.",
     "revenue_trend": "Revenue, refunds, expenses and net of the month (docs/metrics.md §10) with "

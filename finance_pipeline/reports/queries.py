@@ -16,9 +16,17 @@ from fractions import Fraction
 from typing import Any
 
 from finance_pipeline.lib.cfo_daily import as_date
+from finance_pipeline.lib.ledger import fx_lookup
 from finance_pipeline.lib.money import minor_to_micros
+from finance_pipeline.lib.plan_movements import (
+    ChangeRow,
+    PlanBalance,
+    StoredMovement,
+    customer_days,
+    movements_by_plan,
+)
 from finance_pipeline.lib.recognition import month_key
-from finance_pipeline.lib.report_csv import PlanBalance, TrendMonth
+from finance_pipeline.lib.report_csv import TrendMonth
 from finance_pipeline.lib.timeutil import day_start_ts, local_day
 from finance_pipeline.metrics.cfo_assets import mrr_exact_by_day
 from finance_pipeline.tenancy import Workspace
@@ -102,6 +110,71 @@ def plan_balances(
         side[r["plan_id"]] = Fraction(r["mrr_exact"])
     plans = sorted(set(opening) | set(closing) | ({plan_id} if plan_id else set()))
     return [PlanBalance(p, opening.get(p, Fraction(0)), closing.get(p, Fraction(0))) for p in plans]
+
+
+def plan_movements(
+    wh: Warehouse, ws: Workspace, start: date, end: date, plan_id: str | None = None
+) -> dict[str, dict[str, Fraction]]:
+    """The customer movements of start..end by plan and kind, signed and exact (docs/metrics.md
+    §5, "Movements by plan"): mart.mrr_movements split by the plan changes in mart.mrr_changes.
+
+    Batched: the range's movements and change days, the change rows up to `end` of the customers
+    they name, and the rates of those rows' foreign currencies. With `plan_id` only that plan's
+    movements are returned (the split itself needs every plan of the customer).
+    """
+    moves = [
+        StoredMovement(r["customer_id"], as_date(r["day"]), r["kind"], Fraction(r["amount_exact"]))
+        for r in wh.rows(
+            "SELECT customer_id, day, kind, amount_exact FROM mart.mrr_movements"
+            " WHERE workspace_id = :w AND day >= :a AND day <= :b AND kind <> 'fx'",
+            w=ws.id,
+            a=start,
+            b=end,
+        )
+    ]
+    customers = {m.customer_id for m in moves} | {
+        r["customer_id"]
+        for r in wh.rows(
+            "SELECT DISTINCT customer_id FROM mart.mrr_changes"
+            " WHERE workspace_id = :w AND day >= :a AND day <= :b",
+            w=ws.id,
+            a=start,
+            b=end,
+        )
+    }
+    changes = [
+        ChangeRow(
+            r["customer_id"],
+            r["currency"],
+            as_date(r["day"]),
+            {p: Fraction(v) for p, v in (_json(r["by_plan_json"]) or {}).items()},
+        )
+        for r in wh.rows_in(
+            "SELECT customer_id, currency, day, by_plan_json FROM mart.mrr_changes"
+            " WHERE workspace_id = :w AND day <= :b",
+            "customer_id",
+            customers,
+            w=ws.id,
+            b=end,
+        )
+    ]
+    foreign = {c.currency for c in changes} - {ws.reporting_currency}
+    rate = fx_lookup(
+        wh.rows_in(
+            "SELECT base, currency, date, rate FROM core.fx_rates"
+            " WHERE base = :r AND date >= :a AND date <= :b",
+            "currency",
+            foreign,
+            r=ws.reporting_currency,
+            a=start,
+            b=end,
+        ),
+        ws.reporting_currency,
+    )
+    split = movements_by_plan(customer_days(moves, changes, start, end), rate)
+    if plan_id is not None:
+        return {plan_id: split[plan_id]} if plan_id in split else {}
+    return split
 
 
 # --- invoice_summary -----------------------------------------------------------------------------

@@ -62,9 +62,13 @@ def build_csv(
     if report_type == "mrr_breakdown":
         plans = queries.plan_balances(wh, ws, start, end, plan_id)
         if plan_id is not None:
-            return report_csv.mrr_breakdown(cur, None, None, None, plans)
+            # Movements missing from the marts would land in the plan's FX: require every day.
+            queries.mrr_roll_forward(wh, ws, start, end)
+            by_plan = queries.plan_movements(wh, ws, start, end, plan_id)
+            return report_csv.mrr_breakdown(cur, None, None, None, plans, by_plan)
         opening, moves, closing = queries.mrr_roll_forward(wh, ws, start, end)
-        return report_csv.mrr_breakdown(cur, opening, moves, closing, plans)
+        by_plan = queries.plan_movements(wh, ws, start, end)
+        return report_csv.mrr_breakdown(cur, opening, moves, closing, plans, by_plan)
     if report_type == "invoice_summary":
         return report_csv.invoice_summary(queries.invoices(wh, ws, start, end, plan_id))
     if report_type == "revenue_trend":

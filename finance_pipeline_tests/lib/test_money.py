@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from finance_pipeline.lib.money import (
     MICROS_PER_CENT,
     foot,
+    foot_grid,
     foot_roll_forward,
     micros_to_cents,
     micros_to_decimal,
@@ -163,3 +164,42 @@ def test_roll_forward_foots(opening, movements: dict, q: int) -> None:
     for name, r in m.items():
         assert r % q == 0 and abs(r - round_half_away(movements[name], q)) <= q
     assert foot_roll_forward(o, m, c, q) == (o, m, c)  # idempotent
+
+
+@given(
+    st.lists(
+        st.lists(st.fractions(min_value=-(10**6), max_value=10**6, max_denominator=9), min_size=3,
+                 max_size=3),
+        min_size=1,
+        max_size=5,
+    ),
+    st.lists(st.integers(-2, 2), min_size=5, max_size=5),
+)  # fmt: skip
+def test_foot_grid_rows_and_columns_add_up(cells: list[list[Fraction]], nudge: list[int]) -> None:
+    # Row totals as a roll-forward gives them (balances rounded on their own, up to a couple of
+    # quanta off the cells' sum), columns footed to the rounded grand total.
+    q = 10_000
+    rows = [
+        round_half_away(sum(r, Fraction(0)), q) + n * q
+        for r, n in zip(cells, nudge[: len(cells)], strict=True)
+    ]
+    rows[-1] -= sum(rows) - round_half_away(sum(map(sum, cells), Fraction(0)), q)
+    cols = foot([sum(c, Fraction(0)) for c in zip(*cells, strict=True)], q, total=sum(rows))
+    out = foot_grid(cells, rows, cols, q)
+    assert [sum(r) for r in out] == rows
+    assert [sum(c) for c in zip(*out, strict=True)] == cols
+    assert all(x % q == 0 for r in out for x in r)
+
+
+def test_foot_grid_moves_the_cell_that_loses_least() -> None:
+    # The row must show 0.01 more than its cells round to: the fractional cell takes it, not the
+    # whole one (an FX of exactly 0 stays 0).
+    assert foot_grid(
+        [[Fraction(44_000), 0], [Fraction(-44_000), 0]], [50_000, -50_000], [0, 0]
+    ) == [
+        [50_000, 0],
+        [-50_000, 0],
+    ]
+    assert foot_grid([[1, 0]], [0], [0, 0]) == [[0, 0]]
+    with pytest.raises(ValueError):
+        foot_grid([[1, 0]], [10_000], [0, 0])

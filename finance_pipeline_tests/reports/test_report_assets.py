@@ -88,18 +88,20 @@ def seed(wh: Warehouse) -> None:
              "exact_json": {**moves, "mrr": _s(mrr), "cmrr": _s(mrr), "previous_mrr": _s(prev)}}
         )  # fmt: skip
     _insert(wh, "mart.mrr_daily", daily)
-    closing = mrr
-    plan = [
-        ("2026-08-31", "price_basic", Fraction(50_000_000)),
-        ("2026-08-31", "price_pro", OPENING - 50_000_000),
-        ("2026-09-30", "price_basic", NEW_C),
-        ("2026-09-30", "price_pro", closing - NEW_C),
-    ]
+    # Every day's plans, as the engine keeps them: cus_b (basic) until its churn on 09-20, cus_c
+    # (basic) from 09-05, cus_a (pro) expanding on 09-10.
+    plan = []
+    for d in [AUG31, *SEPT]:
+        basic = (50_000_000 if d.day < 20 or d == AUG31 else 0) + (
+            NEW_C if d.month == 9 and d.day >= 5 else 0
+        )
+        pro = OPENING - 50_000_000 + (EXP_A if d.month == 9 and d.day >= 10 else 0)
+        plan += [(d, "price_basic", Fraction(basic)), (d, "price_pro", pro)]
     _insert(
         wh,
         "mart.mrr_plan_daily",
         [
-            {"workspace_id": WS, "day": date.fromisoformat(d), "plan_id": p, "currency": "usd",
+            {"workspace_id": WS, "day": d, "plan_id": p, "currency": "usd",
              "mrr_micros": round(v), "subscriptions": 1, "mrr_exact": _s(v)}
             for d, p, v in plan
         ],
@@ -121,7 +123,12 @@ def seed(wh: Warehouse) -> None:
         ("cus_a", date(2026, 8, 1), OPENING - 50_000_000, {"price_pro": OPENING - 50_000_000}),
         ("cus_b", date(2026, 8, 1), Fraction(50_000_000), {"price_basic": 50_000_000}),
         ("cus_c", date(2026, 9, 5), NEW_C, {"price_basic": NEW_C}),
-        ("cus_a", date(2026, 9, 10), OPENING - 50_000_000 + EXP_A, {"price_pro": 1}),
+        (
+            "cus_a",
+            date(2026, 9, 10),
+            OPENING - 50_000_000 + EXP_A,
+            {"price_pro": OPENING - 50_000_000 + EXP_A},
+        ),
         ("cus_b", date(2026, 9, 20), Fraction(0), {}),
     ]
     _insert(
@@ -341,6 +348,19 @@ def seeded(
             c.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
+def assert_breakdown_foots(rows: list[list[str]]) -> None:
+    """An mrr_breakdown CSV (header first) foots: each plan column adds up to the `All plans`
+    row, and every row rolls forward (opening + movements = closing, net = closing - opening)."""
+    plans, company = rows[1:-1], rows[-1]
+    assert company[0] == "All plans"
+    for col in range(1, 10):
+        assert sum(Decimal(r[col]) for r in plans) == Decimal(company[col]), rows[0][col]
+    for r in rows[1:]:
+        amounts = [Decimal(x) for x in r[1:10]]
+        assert sum(amounts[:7]) == amounts[8], r
+        assert amounts[8] - amounts[0] == amounts[7], r
+
+
 def _clear_store(wh: Warehouse) -> None:
     with wh.begin() as db:
         db.execute(wh.text("DELETE FROM app.report_exports"))
@@ -394,9 +414,15 @@ def test_monthly_report_assets_equal_the_marts(seeded: Warehouse) -> None:
     assert mrr[-1] == ["All plans", *(f"{_dec(v):.2f}" for v in (o, *m.values())),
                        f"{_dec(c - o):.2f}", f"{_dec(c):.2f}", "USD"]  # fmt: skip
     assert mrr[-1][1:4] == ["150.00", "50.00", "10.00"]  # 49.995 -> 50.00 and footed
-    assert [r[0] for r in mrr[1:-1]] == ["price_basic", "price_pro"]
-    for col in (1, 8, 9):
-        assert sum(Decimal(r[col]) for r in mrr[1:-1]) == Decimal(mrr[-1][col])
+    # Plan rows (§5 "Movements by plan"): cus_c's new and cus_b's churn in price_basic, cus_a's
+    # expansion in price_pro; no FX in a USD workspace.
+    assert mrr[1:-1] == [
+        ["price_basic", "50.00", "50.00", "0.00", "0.00", "0.00", "-50.00", "0.00", "0.00",
+         "50.00", "USD"],
+        ["price_pro", "100.00", "0.00", "10.00", "0.00", "0.00", "0.00", "0.00", "10.00",
+         "110.00", "USD"],
+    ]  # fmt: skip
+    assert_breakdown_foots(mrr)
 
     # revenue_trend: sums of mart.revenue_daily, MRR on the last day.
     assert files["revenue_trend"][1:] == [
@@ -495,7 +521,11 @@ def test_export_sensor_and_op(seeded: Warehouse, monkeypatch: pytest.MonkeyPatch
     root = get_settings().resolved_reports_dir
     path = root / done["path"]
     assert done["path"] == "ws1/2026-09/mrr_breakdown-2026-09-03_2026-09-12-plan-price_pro.csv"
-    assert _read(path)[1][0] == "price_pro"
+    # The filtered report shows the plan's own movements (cus_a's expansion on 09-10).
+    assert _read(path)[1:] == [
+        ["price_pro", "100.00", "0.00", "10.00", "0.00", "0.00", "0.00", "0.00", "10.00",
+         "110.00", "USD"],
+    ]  # fmt: skip
     # The PDF export: the table PDF in the store, catalogued as pdf with the export id.
     pdf = get_export(seeded, pdf_id)
     assert pdf["status"] == "completed" and pdf["error"] is None

@@ -4,23 +4,28 @@ CSVs and manifest are attached (PDF/A-3b), and an unchanged month re-renders byt
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import re
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
+from decimal import Decimal
 from fractions import Fraction
 from pathlib import Path
 
 import pytest
 
+from finance_pipeline.lib import report_csv
 from finance_pipeline.lib.money import (
     MICROS_PER_CENT,
     foot_roll_forward,
     percent,
     round_half_away,
 )
+from finance_pipeline.lib.plan_movements import UNATTRIBUTED
 from finance_pipeline.metrics.retention_io import retention_for_period
 from finance_pipeline.reports.pdf.pack_data import (
     MOVEMENTS,
@@ -30,6 +35,7 @@ from finance_pipeline.reports.pdf.pack_data import (
     close_pack_data,
 )
 from finance_pipeline.reports.pdf.render import MANIFEST_NAME, money, render_close_pack
+from finance_pipeline.reports.render import build_csv, workspace
 from finance_pipeline.tenancy import create_organization, create_workspace
 from finance_pipeline.warehouse import Warehouse, apply_migrations
 from finance_pipeline_tests.pdf_pages import (
@@ -38,6 +44,7 @@ from finance_pipeline_tests.pdf_pages import (
     page_images,
     pdf_text,
 )
+from finance_pipeline_tests.reports.test_report_assets import assert_breakdown_foots
 from finance_pipeline_tests.reports_pdf.dataset import WORKSPACE, build_account
 
 END = date(2026, 10, 31)
@@ -108,6 +115,35 @@ def test_roll_forward_foots_and_equals_the_marts(pack: Pack) -> None:
     assert churn["cohort logo churn (ours)"].current == percent(rates.logo_churn_rate, 1)
     assert churn["net MRR churn"].current == percent(rates.net_mrr_churn_rate, 1)
     assert pack.data.all_tie_outs_pass
+
+
+def test_mrr_breakdown_by_plan_foots_on_the_engine_marts(pack: Pack) -> None:
+    """docs/metrics.md §5 "Movements by plan" on marts the engine built (USD and EUR customers):
+    the plans explain every movement (no unattributed row), every column of the CSV foots to the
+    company row and every row rolls forward; a plan-filtered report shows the same movements."""
+    ws = workspace(pack.wh, WORKSPACE)
+    table = build_csv(pack.wh, ws, "mrr_breakdown", MONTH, END)
+    rows = [report_csv.MRR_BREAKDOWN_COLUMNS, *([_text(c) for c in r] for r in table.rows)]
+    assert_breakdown_foots(rows)
+    plans = rows[1:-1]
+    assert len(plans) > 1 and UNATTRIBUTED not in [r[0] for r in plans]
+    assert any(Decimal(r[col]) for r in plans for col in range(2, 7))  # a month with movements
+    by_plan = {r[0]: r for r in plans}
+    for plan in by_plan:
+        [_, row] = parse_rows(build_csv(pack.wh, ws, "mrr_breakdown", MONTH, END, plan))
+        # Footed on its own rather than down to the company row: within a cent per cell.
+        assert all(
+            abs(Decimal(a) - Decimal(b)) <= Decimal("0.01")
+            for a, b in zip(row[1:10], by_plan[plan][1:10], strict=True)
+        )
+
+
+def _text(cell: object) -> str:
+    return "" if cell is None else f"{cell}"
+
+
+def parse_rows(table: report_csv.CsvTable) -> list[list[str]]:
+    return list(csv.reader(io.StringIO(table.render().decode("utf-8"), newline="")))
 
 
 def test_the_printed_text_holds_the_marts_figures(pack: Pack) -> None:
