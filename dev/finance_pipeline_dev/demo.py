@@ -5,6 +5,7 @@ materialized into SQLite, and the Dagster UI left running. Re-running it is safe
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import signal
@@ -23,7 +24,8 @@ from finance_pipeline.settings import PROJECT_ROOT, Settings, get_settings
 
 SERVICES = ("stripe_standin", "dagster_daemon", "dagster_webserver")
 # The demo's size and ports; the dev CLI shows them in --help.
-# Full months the demo closes (the latest ones); `finance-pipeline close run` closes others.
+# Full months the demo closes before it prints where things are (the latest ones); with the UI
+# the earlier full months close afterwards in a backfill the daemon runs.
 CLOSE_MONTHS = 3
 DEFAULTS = {"customers": 300, "months": 24, "seed": 7, "standin_port": 12111, "ui_port": 3000}
 
@@ -366,6 +368,14 @@ QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 AFTER_MONTHLY = ("mart/alerts", "mart/advisory_memos")
 
 
+@dataclasses.dataclass(frozen=True)
+class CloseBacklog:
+    """Full months the demo left to a backfill of the month-end close, and the assets it runs."""
+
+    months: list[date]
+    asset_keys: list[Any]
+
+
 class PhaseFailed(RuntimeError):
     """A demo job failed; its failure events are in the message."""
 
@@ -384,10 +394,12 @@ def _execute(instance: Any, job_name: str, **kwargs: Any) -> Any:
 
 
 def materialize_everything(
-    instance: Any, first_day: date, last_day: date, progress: Progress
-) -> None:
+    instance: Any, first_day: date, last_day: date, progress: Progress, *, serve: bool
+) -> CloseBacklog:
     """Every asset, in dependency order: Stripe and landed files; core, MRR and CFO marts for every
-    day; margins and forecasts for every closed month; then the alerts and memos that read them."""
+    day; margins and forecasts for every full month; the alerts and memos that read them; then
+    the month-end close of every full month (with `serve`, the earlier months are left to a
+    backfill, returned)."""
     import dagster as dg
 
     from finance_pipeline.definitions import defs
@@ -421,7 +433,7 @@ def materialize_everything(
             )
         # Every closed month: recognized revenue, customer margins and the default forecast.
         closed = (last_day.replace(day=1) - timedelta(days=1)).replace(day=1)
-        months = (closed.year - first_day.year) * 12 + closed.month - first_day.month + 1
+        months = _months_between(first_day.replace(day=1), closed)
         monthly = defs.resolve_job_def("monthly_margins_and_forecasts")
         with progress.phase(
             f"monthly_margins_and_forecasts {first_day:%Y-%m}..{closed:%Y-%m}: {months} months x "
@@ -449,17 +461,21 @@ def materialize_everything(
                 run_config=dg.RunConfig(loggers=QUIET["loggers"]),
                 asset_selection=after,
             )
-        # The last CLOSE_MONTHS full months closed: their six reports (CSV and PDF), the close
-        # pack and the freeze (the margins are built above; a month closed by an earlier demo run
-        # is left as it is). Not every month: rendering ~15 PDFs per workspace and month made
-        # the demo's close of 24 months take longer than everything else together.
-        close_from = max(first_day.replace(day=1), _add_months(closed, 1 - CLOSE_MONTHS))
-        close_months = min(months, CLOSE_MONTHS)
-        closing = [
+        # Every full month is closed: its six reports (CSV and PDF), the close pack and the
+        # freeze (margins are built above; a month an earlier demo run closed stays as it is).
+        # With the UI, only the last CLOSE_MONTHS close here; the earlier ones go to a backfill
+        # the daemon runs after the UI is up (rendering ~15 PDFs per workspace and month for
+        # all 24 months took longer than every other phase together).
+        first_month = first_day.replace(day=1)
+        close_from = (
+            max(first_month, _add_months(closed, 1 - CLOSE_MONTHS)) if serve else first_month
+        )
+        close_months = _months_between(close_from, closed)
+        closing = sorted(
             k
             for k in defs.resolve_job_def("month_end_close").asset_layer.executable_asset_keys
             if k.path[0] == "reports"
-        ]
+        )
         with progress.phase(
             f"month_end_close {close_from:%Y-%m}..{closed:%Y-%m}: {close_months} months "
             "(CSV and PDF reports, close pack, freeze)"
@@ -473,17 +489,61 @@ def materialize_everything(
                         "dagster/asset_partition_range_end": closed.isoformat(),
                     },
                     run_config=dg.RunConfig(loggers=QUIET["loggers"]),
-                    asset_selection=sorted(closing),
+                    asset_selection=closing,
                 )
                 p["note"] = f" ({len(result.get_asset_materialization_events())} assets)"
+        earlier = [
+            _add_months(first_month, i) for i in range(_months_between(first_month, close_from) - 1)
+        ]
+        return CloseBacklog(months=earlier, asset_keys=closing)
     finally:
         del os.environ["DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS"]
+
+
+def _months_between(first: date, last: date) -> int:
+    """How many months first..last covers (both month starts, inclusive; 0 if last < first)."""
+    return max(0, (last.year - first.year) * 12 + last.month - first.month + 1)
 
 
 def _add_months(month_start: date, n: int) -> date:
     """The first day of the month n months after `month_start` (n may be negative)."""
     k = month_start.year * 12 + month_start.month - 1 + n
     return date(k // 12, k % 12 + 1, 1)
+
+
+LAUNCH_BACKFILL = """
+mutation ($params: LaunchBackfillParams!) {
+  launchPartitionBackfill(backfillParams: $params) {
+    __typename
+    ... on LaunchBackfillSuccess { backfillId }
+    ... on PythonError { message }
+    ... on PartitionKeysNotFoundError { message }
+    ... on InvalidSubsetError { message }
+    ... on UnauthorizedError { message }
+  }
+}
+"""
+
+
+def launch_close_backfill(ui: str, backlog: CloseBacklog) -> str:
+    """Ask the webserver (as the UI's backfill dialog does) for a backfill of the month-end close
+    of the backlog's months; the daemon runs it. Returns the backfill id."""
+    params = {
+        "title": f"Demo: month-end close {backlog.months[0]:%Y-%m}..{backlog.months[-1]:%Y-%m}",
+        "description": "The demo's earlier full months, closed after the UI started.",
+        "partitionNames": [m.isoformat() for m in backlog.months],
+        "assetSelection": [{"path": list(k.path)} for k in backlog.asset_keys],
+    }
+    body = json.dumps({"query": LAUNCH_BACKFILL, "variables": {"params": params}}).encode()
+    req = urllib.request.Request(
+        f"{ui}/graphql", data=body, headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(req, timeout=60) as resp:
+        doc = json.loads(resp.read())
+    result = (doc.get("data") or {}).get("launchPartitionBackfill") or {}
+    if result.get("__typename") != "LaunchBackfillSuccess":
+        raise PhaseFailed(f"backfill of the month-end close refused: {result or doc}")
+    return str(result["backfillId"])
 
 
 def _close_lines(settings: Settings) -> list[str]:
@@ -597,7 +657,9 @@ def run_demo(
     last_day = datetime.now(UTC).date() - timedelta(days=1)
     first_day = max(sim.first_day.replace(day=1), date.fromisoformat(HISTORY_START))
     try:
-        materialize_everything(DagsterInstance.get(), first_day, last_day, progress)
+        backlog = materialize_everything(
+            DagsterInstance.get(), first_day, last_day, progress, serve=serve
+        )
     except PhaseFailed as exc:
         print(f"\n{exc}", file=sys.stderr)
         if not serve:
@@ -608,6 +670,7 @@ def run_demo(
     _print_cfo(settings, last_day)
 
     ui = f"http://127.0.0.1:{ui_port}"
+    backfill = None
     if serve:
         with progress.phase(f"Dagster UI and daemon at {ui}"):
             # The webserver and the daemon (schedules, sensors, run queue) as two services, run
@@ -638,7 +701,15 @@ def run_demo(
             )
             _wait_http(f"{ui}/server_info", 180)
             _dismiss_first_run_popup(ui)
-    print("\n" + "\n".join(where_to_look(settings, ui=ui, standin_url=standin_url, serve=serve)))
+            backfill = launch_close_backfill(ui, backlog) if backlog.months else None
+    lines = where_to_look(settings, ui=ui, standin_url=standin_url, serve=serve)
+    if serve and backfill:
+        lines.insert(
+            lines.index("Commands (work from any folder)"),
+            f"  Earlier closes  {backlog.months[0]:%Y-%m}..{backlog.months[-1]:%Y-%m} "
+            f"({len(backlog.months)} months) closing in the background: {ui}/runs/b/{backfill}",
+        )
+    print("\n" + "\n".join(lines))
     print(
         f"\nDemo finished in {time.time() - progress.started:.0f} s ({date.today().isoformat()})."
     )
