@@ -7,6 +7,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 need_apt=()
 # weasyprint renders PDFs with Pango; poppler-utils (pdftoppm) turns report pages into PNGs.
 dpkg -s libpango-1.0-0 >/dev/null 2>&1 || need_apt+=(libpango-1.0-0 libpangoft2-1.0-0)
+# Without HarfBuzz's subsetter weasyprint falls back to fontTools, which embeds fonts slowly.
+dpkg -s libharfbuzz-subset0 >/dev/null 2>&1 || need_apt+=(libharfbuzz-subset0)
 dpkg -s fonts-dejavu-core >/dev/null 2>&1 || need_apt+=(fonts-dejavu-core)
 command -v pdftoppm >/dev/null 2>&1 || need_apt+=(poppler-utils)
 command -v psql >/dev/null 2>&1 || need_apt+=(postgresql-client)
