@@ -327,6 +327,10 @@ def test_the_next_months_pack_lists_the_restatement(account: Account) -> None:
     nov = latest_close(wh, WORKSPACE, NOV)
     [r] = restatements(wh, WORKSPACE, OCT)
     assert nov is not None and nov.manifest["restatements_listed"] == [r["id"]]
+    # The marts' checks of 2026-11-30 were last run by the rebuild over a partition range (as in
+    # the demo): the pack still has their results.
+    assert "mart/mrr_daily: schema_matches_metadata" in nov.manifest["checks"]
+    assert all(nov.manifest["checks"].values())
     pack = next(
         e for e in list_entries(wh, WORKSPACE, month=NOV) if e.key.report_type == "close_pack"
     )
@@ -336,6 +340,8 @@ def test_the_next_months_pack_lists_the_restatement(account: Account) -> None:
         text = _pdf_text(pack.absolute(root))
         assert "Restatements of closed months" in text
         assert "2026-10 (close version 1)" in text and "Revenue: refunds" in text
+        n = len(nov.manifest["checks"])
+        assert f"{n} of {n} passed" in text
 
 
 def test_reopen_issues_version_2_with_a_diff_page(
