@@ -180,8 +180,8 @@ class RestatementCheckConfig(dg.Config):
     kinds={"python"},
     description="Restatements of closed months: each closed month's close pack figures "
     "recomputed from the marts and compared with the as-closed figures in its manifest; a "
-    "difference is recorded in app.restatements (alert close_restated) and listed in the next "
-    "month's close pack. Closed files never change.",
+    "difference is recorded in app.restatements, raises a close_restated alert in mart.alerts "
+    "(downstream) and is listed in the next month's close pack. Closed files never change.",
 )
 def close_restatements(
     config: RestatementCheckConfig, warehouse: WarehouseResource
