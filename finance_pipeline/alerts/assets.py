@@ -14,6 +14,10 @@ duplicates and an alert that stopped firing disappears. Besides the CFO-metric r
   workspace's current or previous local day (the daily refresh's latest partition); workspaces
   without an active Stripe connection have no sync health. A restated day that is no longer
   current keeps the sync_unhealthy rows observed while it was.
+- close_restated reads app.restatements (written by reports/close_restatements, upstream here so a
+  restatement recorded in a run shows in that run's alerts): one alert per restated month, from
+  the local day it was detected until the day before the month's next close version was closed
+  (at least on the detection day), the newest restatement of the month superseding older ones.
 
 Episodes (alerts/episodes.py): after a window's rows are replaced, the episodes it can change are
 rebuilt from the stored rows in the same transaction (mart.alert_episodes), and each daily row names
@@ -42,11 +46,13 @@ from finance_pipeline.alerts.episodes import delivered_event_ids, episodes_due, 
 from finance_pipeline.lib.alerts import (
     Alert,
     AlertThresholds,
+    RestatedClose,
     episode_events,
     evaluate_alerts,
     sync_health,
 )
 from finance_pipeline.lib.cfo_daily import as_date, thresholds_from_settings
+from finance_pipeline.lib.close import diff_from_json
 from finance_pipeline.lib.margins import TierChange, shift_month, tier_changes
 from finance_pipeline.lib.recognition import month_key
 from finance_pipeline.lib.timeutil import local_day
@@ -61,6 +67,9 @@ from finance_pipeline.tenancy import Workspace, list_workspaces
 from finance_pipeline.warehouse.db import Warehouse
 
 ALERTS_KEY = dg.AssetKey(["mart", "alerts"])
+# The restatement check of closed months (reports/close_assets.py), whose app.restatements rows
+# raise close_restated; a key, not an import: the close pack reads the alerts.
+RESTATEMENTS_KEY = dg.AssetKey(["reports", "close_restatements"])
 # The fields of a stored cfo_metrics_daily row the rules read.
 _RULE_FIELDS = (
     "cash_on_hand_cents",
@@ -148,6 +157,42 @@ def margin_tier_changes(
     }
 
 
+def restated_closes(wh: Warehouse, ws: Workspace, end: date) -> list[RestatedClose]:
+    """The workspace's restatements of closed months detected by its local day `end`, each with
+    the local day the month's next close version was closed (app.closes), if it was."""
+    closed_on = {
+        (r["month"], int(r["version"])): local_day(int(r["closed_at"]), ws.time_zone)
+        for r in wh.rows(
+            "SELECT month, version, closed_at FROM app.closes WHERE workspace_id = :w", w=ws.id
+        )
+    }
+    out = []
+    for r in wh.rows(
+        "SELECT r.id, r.month, r.close_id, r.detected_at, r.diff_json, c.version"
+        " FROM app.restatements r JOIN app.closes c ON c.id = r.close_id"
+        " WHERE r.workspace_id = :w ORDER BY r.detected_at, r.id",
+        w=ws.id,
+    ):
+        detected_on = local_day(int(r["detected_at"]), ws.time_zone)
+        if detected_on > end:
+            continue
+        version = int(r["version"])
+        out.append(
+            RestatedClose(
+                r["id"],
+                r["month"],
+                r["close_id"],
+                version,
+                int(r["detected_at"]),
+                detected_on,
+                closed_on.get((r["month"], version + 1)),
+                tuple(diff_from_json(r["diff_json"])),
+                ws.reporting_currency.upper(),
+            )
+        )
+    return out
+
+
 def _iso(ts: int) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -220,6 +265,7 @@ def evaluate_window(
     metrics.update(metrics_for_days(wh, ws, missing))
     mrr = _mrr_micros(wh, ws.id, lo, end)
     tiers: dict[date, list[TierChange]] = margin_tier_changes(wh, ws.id, days_between(start, end))
+    restated = restated_closes(wh, ws, end)
     sync = (
         stripe_sync_health(wh, ws, thresholds, now) if is_live_day(end, ws.time_zone, now) else None
     )
@@ -238,6 +284,7 @@ def evaluate_window(
             margin_tier_changes=tiers.get(d, ()),
             sync_status=sync if d == end else None,
             thresholds=thresholds,
+            restated_closes=restated,
         )
     return alerts
 
@@ -317,7 +364,8 @@ with warnings.catch_warnings():
             ALERTS_KEY,
             description="Alerts active per workspace and local day (§14): runway_low, mrr_decline, "
             "revenue_decline, refund_spike; margin_threshold_crossed on the 1st for the month just "
-            "closed; sync_unhealthy on the current day. Each day's set replaced on re-evaluation; "
+            "closed; sync_unhealthy on the current day; close_restated while a restatement of a "
+            "closed month stands. Each day's set replaced on re-evaluation; "
             "episodes in mart.alert_episodes; the latest day's episode events (opened, escalated, "
             "resolved) optionally sent to the workspace's signed webhook, once.",
             group_name="alerts",
@@ -327,6 +375,8 @@ with warnings.catch_warnings():
                 dg.AssetKey(["mart", "mrr_daily"]),
                 # A day reads the margins of the month before its own (the month closed on the 1st).
                 dg.AssetDep(MARGINS_KEY, partition_mapping=_PREVIOUS_MONTH),
+                # A restatement recorded in the same run shows in that run's alerts.
+                RESTATEMENTS_KEY,
             ],
             partitions_def=daily_partitions,
         )

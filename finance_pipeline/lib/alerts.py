@@ -23,11 +23,12 @@ import json
 import time
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from fractions import Fraction
 from typing import Any
 
+from finance_pipeline.lib.close import FigureDiff, diff_json
 from finance_pipeline.lib.margins import TierChange
 from finance_pipeline.lib.money import round_half_away
 
@@ -48,6 +49,9 @@ class AlertThresholds:
     # after a quiet month is not worth a person's attention.
     refund_spike_min_cents: int = 50_000
     sync_delay_seconds: int = 300
+    # A restated closed month is critical when its closing MRR or net revenue moved by at least
+    # this percent of the as-closed value.
+    restatement_critical_pct: int | Fraction = 5
 
 
 DEFAULT_THRESHOLDS = AlertThresholds()
@@ -113,12 +117,14 @@ def evaluate_alerts(
     margin_tier_changes: Iterable[TierChange] = (),
     sync_status: str | Mapping[str, Any] | None = None,
     thresholds: AlertThresholds = DEFAULT_THRESHOLDS,
+    restated_closes: Iterable[RestatedClose] = (),
 ) -> list[Alert]:
     """All alerts active on `day` (§14), in a stable order.
 
     `metrics_today` / `metrics_prior` are cfo_metrics() results for D and D-30 (the 30 days before).
     `sync_status` is "healthy" | "delayed" | "error" or a platform finance API sync status with
     `sync_health`. Tier changes without a previous tier (a new customer) do not alert.
+    `restated_closes` are the workspace's recorded restatements; those standing on `day` alert.
     """
     alerts: list[Alert] = []
 
@@ -227,6 +233,9 @@ def evaluate_alerts(
             subject=ch.stripe_customer_id,
         )
 
+    for r in standing_restatements(restated_closes, day):
+        add(CLOSE_RESTATED, *restatement_alert(r, thresholds), subject=r.month)
+
     status = sync_status.get("sync_health") if isinstance(sync_status, Mapping) else sync_status
     if status in ("delayed", "error"):
         payload = dict(sync_status) if isinstance(sync_status, Mapping) else {"sync_health": status}
@@ -239,6 +248,115 @@ def evaluate_alerts(
     elif status not in (None, "healthy"):
         raise ValueError(f"unknown sync health {status!r}: expected healthy, delayed or error")
     return alerts
+
+
+# --- restated closed months ----------------------------------------------------------------------
+
+CLOSE_RESTATED = "close_restated"
+# Pack figures (label prefixes, as in the close manifest) a restatement message names, in order; the
+# first two decide the severity.
+RESTATED_FIGURES = (
+    ("MRR roll-forward: Closing MRR", "MRR"),
+    ("Revenue: net of refunds", "net revenue"),
+    ("Revenue: refunds", "refunds"),
+    ("Revenue: revenue", "revenue"),
+    ("Revenue: expenses", "expenses"),
+    ("Margins: margin", "margin"),
+)
+_HEADLINES = 2
+_NAMED_MAX = 3
+
+
+@dataclass(frozen=True, slots=True)
+class RestatedClose:
+    """One recorded restatement of a closed month (app.restatements) as the close_restated rule
+    reads it: when it was detected and when the restated close stopped standing."""
+
+    restatement_id: str
+    month: str
+    close_id: str
+    close_version: int
+    detected_at: int  # Unix seconds
+    detected_on: date  # the workspace's local day of detected_at
+    # The local day the month's next version was closed (the restatement dealt with); None while
+    # the restated close is still the month's latest.
+    reclosed_on: date | None
+    diffs: tuple[FigureDiff, ...]
+    currency: str  # the reporting currency of the money figures (ISO code, as displayed)
+
+    def stands_on(self, day: date) -> bool:
+        """Active from its detection day until the day before the re-close, and always on the
+        detection day itself (a restatement re-closed the day it was found was still found)."""
+        if day < self.detected_on:
+            return False
+        return self.reclosed_on is None or day < self.reclosed_on or day == self.detected_on
+
+
+def standing_restatements(restated: Iterable[RestatedClose], day: date) -> list[RestatedClose]:
+    """Per month, the newest restatement standing on `day` (a newer one of the same close, or of
+    the month's next close, supersedes the older), by month."""
+    newest: dict[str, RestatedClose] = {}
+    for r in restated:
+        if not r.stands_on(day):
+            continue
+        held = newest.get(r.month)
+        rank = (r.close_version, r.detected_at, r.restatement_id)
+        if held is None or rank > (held.close_version, held.detected_at, held.restatement_id):
+            newest[r.month] = r
+    return [newest[m] for m in sorted(newest)]
+
+
+def _figure(diffs: Iterable[FigureDiff], prefix: str) -> FigureDiff | None:
+    return next((d for d in diffs if d.metric.startswith(prefix)), None)
+
+
+def _material(d: FigureDiff, pct: int | Fraction) -> bool:
+    """Whether a figure moved by at least `pct` percent of its as-closed value (any move of a
+    figure closed at zero, or one that appeared or disappeared)."""
+    if d.as_closed is None or d.restated is None:
+        return True
+    before = Fraction(Decimal(d.as_closed))
+    change = Fraction(Decimal(d.restated)) - before
+    if before == 0:
+        return change != 0
+    return abs(change) * 100 >= abs(before) * pct
+
+
+def restatement_alert(
+    r: RestatedClose, thresholds: AlertThresholds = DEFAULT_THRESHOLDS
+) -> tuple[str, str, dict[str, Any]]:
+    """The close_restated alert's severity, message and payload (§14).
+
+    Critical when the month's closing MRR or its revenue net of refunds moved by at least
+    `restatement_critical_pct` percent of the as-closed value; warn otherwise.
+    """
+    headline = [_figure(r.diffs, prefix) for prefix, _ in RESTATED_FIGURES[:_HEADLINES]]
+    pct = thresholds.restatement_critical_pct
+    critical = any(d is not None and _material(d, pct) for d in headline)
+    named = [
+        f"{name} {d.change} {r.currency}"
+        for prefix, name in RESTATED_FIGURES
+        if (d := _figure(r.diffs, prefix)) is not None and d.change is not None
+    ][:_NAMED_MAX]
+    n = len(r.diffs)
+    counted = f"{n} figure{'s' if n != 1 else ''} changed"
+    version = f"close version {r.close_version}"
+    message = (
+        f"Closed month {r.month} restated: {', '.join(named)} vs as-closed ({counted}, {version})."
+        if named
+        else f"Closed month {r.month} restated: {counted} vs as-closed ({version})."
+    )
+    payload = {
+        "month": r.month,
+        "close_id": r.close_id,
+        "close_version": r.close_version,
+        "restatement_id": r.restatement_id,
+        "detected_at": datetime.fromtimestamp(r.detected_at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "reporting_currency": r.currency,
+        "figures_changed": n,
+        "diff": diff_json(r.diffs),
+    }
+    return ("critical" if critical else "warn", message, payload)
 
 
 def sync_health(

@@ -8,7 +8,7 @@ import json
 import re
 import subprocess
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from finance_pipeline.lib import close as close_lib
+from finance_pipeline.lib.alerts import CLOSE_RESTATED
 from finance_pipeline.lib.money import MICROS_PER_CENT
 from finance_pipeline.reports.pdf.pack_data import (
     CheckResult,
@@ -40,7 +41,9 @@ from finance_pipeline.tenancy import new_id
 from finance_pipeline.warehouse.db import Warehouse
 
 PACK_TYPE = "close_pack"
-ALERT = "close_restated"
+# The instant closes, reopens and restatements are recorded at: it decides the local days the
+# close_restated alert stands (docs/metrics.md §14); tests pin it.
+clock: Callable[[], float] = time.time
 _MONTH = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
 
 
@@ -344,7 +347,7 @@ def run_close(
         "version": version,
         "status": "closed",
         "manifest_json": close_lib.canonical_json(manifest),
-        "closed_at": int(time.time()),
+        "closed_at": int(clock()),
         "reopened_at": None,
         "reason": None,
     }
@@ -374,7 +377,7 @@ def reopen(wh: Warehouse, workspace_id: str, month: str, reason: str) -> Close:
     current = latest_close(wh, workspace_id, month)
     if current is None or current.status != "closed":
         raise CloseError(f"{workspace_id} {month} is not closed; nothing to reopen")
-    now = int(time.time())
+    now = int(clock())
     with wh.begin() as db:
         db.execute(
             wh.text(
@@ -388,7 +391,8 @@ def reopen(wh: Warehouse, workspace_id: str, month: str, reason: str) -> Close:
 
 def record_restatement(wh: Warehouse, close: Close, *, now: int | None = None) -> str | None:
     """Recompute a closed month's figures; a new difference from as-closed is stored in
-    app.restatements (alert close_restated) and its id returned. Closed files are not touched."""
+    app.restatements and its id returned. Closed files are not touched. The mart.alerts asset raises
+    close_restated from the row until the month is closed again (docs/metrics.md §14)."""
     start, _ = month_bounds(close.month)
     generated_at = datetime.strptime(close.manifest["generated_at"], "%Y-%m-%dT%H:%M:%SZ")
     data = close_pack_data(
@@ -406,13 +410,14 @@ def record_restatement(wh: Warehouse, close: Close, *, now: int | None = None) -
     )
     if last and last[0]["figures_sha256"] == digest:
         return None  # already recorded: the same restated figures raise one alert, not one a day
-    return insert_restatement(wh, close, diffs, digest, int(time.time()) if now is None else now)
+    return insert_restatement(wh, close, diffs, digest, int(clock()) if now is None else now)
 
 
 def insert_restatement(
     wh: Warehouse, close: Close, diffs: Sequence[close_lib.FigureDiff], digest: str, now: int
 ) -> str:
-    """Store one restatement of a close (alert close_restated); returns its id."""
+    """Store one restatement of a close (its `alert` column names the alert type it raises);
+    returns its id."""
     rid = new_id("rst")
     with wh.begin() as db:
         db.execute(
@@ -428,7 +433,7 @@ def insert_restatement(
                 "t": now,
                 "d": json.dumps(close_lib.diff_json(diffs), sort_keys=True),
                 "s": digest,
-                "a": ALERT,
+                "a": CLOSE_RESTATED,
             },
         )
     return rid

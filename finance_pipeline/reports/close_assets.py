@@ -7,6 +7,10 @@ from typing import Any
 
 import dagster as dg
 from dagster._core.event_api import PartitionKeyFilter
+from dagster._core.storage.asset_check_execution_record import (
+    COMPLETED_ASSET_CHECK_EXECUTION_RECORD_STATUSES,
+    AssetCheckExecutionRecordStatus,
+)
 
 from finance_pipeline.lib.margins import shift_month
 from finance_pipeline.partitions import monthly_partitions
@@ -33,26 +37,57 @@ CHECKED_MARTS = (
 )
 
 
+def _evaluation(event: dg.EventLogEntry | None) -> dg.AssetCheckEvaluation | None:
+    data = getattr(getattr(event, "dagster_event", None), "event_specific_data", None)
+    return data if isinstance(data, dg.AssetCheckEvaluation) else None
+
+
+def _run_evaluation(
+    instance: dg.DagsterInstance, key: dg.AssetCheckKey, run_id: str
+) -> dg.AssetCheckEvaluation | None:
+    """The evaluation of `key` a run recorded, if it got that far."""
+    for event in instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION):
+        data = _evaluation(event)
+        if data is not None and data.asset_check_key == key:
+            return data
+    return None
+
+
+def latest_evaluation(
+    instance: dg.DagsterInstance, key: dg.AssetCheckKey, day: date
+) -> dg.AssetCheckEvaluation | None:
+    """The check's latest evaluation covering the partition `day`, else its latest at all.
+
+    A run over a partition RANGE (the daily refresh, a backfill, the demo) records the check as
+    planned once per day but evaluates it once, without a partition: the day's latest record is
+    then a PLANNED row whose result is the unpartitioned evaluation of the same run.
+    """
+    storage = instance.event_log_storage
+    [latest] = storage.get_asset_check_execution_history(
+        key, limit=1, partition_filter=PartitionKeyFilter(key=day.isoformat())
+    ) or [None]
+    if latest is not None:
+        found = _evaluation(latest.event)
+        if found is None and latest.status == AssetCheckExecutionRecordStatus.PLANNED:
+            found = _run_evaluation(instance, key, latest.run_id)
+        if found is not None:
+            return found
+    # Never run over the day, or its run stopped before the check: the latest result at all.
+    [done] = storage.get_asset_check_execution_history(
+        key, limit=1, status=COMPLETED_ASSET_CHECK_EXECUTION_RECORD_STATUSES
+    ) or [None]
+    return None if done is None else _evaluation(done.event)
+
+
 def latest_check_results(
     instance: dg.DagsterInstance, check_keys: Iterable[dg.AssetCheckKey], day: date
 ) -> list[CheckResult]:
-    """Each check's latest evaluation for the partition `day` (else its latest at all), as the
-    pack's CheckResults, sorted by asset and name; checks never evaluated are left out."""
-    keys = sorted(check_keys, key=lambda k: (k.asset_key.to_user_string(), k.name))
-    storage = instance.event_log_storage
-    found = dict(
-        storage.get_latest_asset_check_execution_by_key(
-            keys, partition_filter=PartitionKeyFilter(key=day.isoformat())
-        )
-    )
-    missing = [k for k in keys if k not in found or found[k].event is None]
-    found.update(storage.get_latest_asset_check_execution_by_key(missing))
+    """Each check's latest evaluation covering the partition `day` (else its latest at all), as
+    the pack's CheckResults, sorted by asset and name; checks never evaluated are left out."""
     out = []
-    for key in keys:
-        record = found.get(key)
-        evaluation = None if record is None or record.event is None else record.event.dagster_event
-        data = getattr(evaluation, "event_specific_data", None)
-        if not isinstance(data, dg.AssetCheckEvaluation):
+    for key in sorted(check_keys, key=lambda k: (k.asset_key.to_user_string(), k.name)):
+        data = latest_evaluation(instance, key, day)
+        if data is None:
             continue
         out.append(
             CheckResult(
@@ -145,8 +180,8 @@ class RestatementCheckConfig(dg.Config):
     kinds={"python"},
     description="Restatements of closed months: each closed month's close pack figures "
     "recomputed from the marts and compared with the as-closed figures in its manifest; a "
-    "difference is recorded in app.restatements (alert close_restated) and listed in the next "
-    "month's close pack. Closed files never change.",
+    "difference is recorded in app.restatements, raises a close_restated alert in mart.alerts "
+    "(downstream) and is listed in the next month's close pack. Closed files never change.",
 )
 def close_restatements(
     config: RestatementCheckConfig, warehouse: WarehouseResource

@@ -6,10 +6,8 @@ reach a local stub endpoint signed, retried after a 500, and never twice."""
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import dagster as dg
@@ -34,6 +32,7 @@ from finance_pipeline.lib.alerts import (
 from finance_pipeline.stripe_sync.streams import STREAMS
 from finance_pipeline.tenancy import connect_stripe, create_organization, create_workspace
 from finance_pipeline.warehouse import Warehouse
+from finance_pipeline_tests.alerts.webhook_stub import WebhookStub
 from finance_pipeline_tests.dagster_runs import materialize_days
 
 C = 10_000  # micros per cent
@@ -316,40 +315,9 @@ def test_never_synced_connection_is_delayed_after_the_threshold(
 # --- webhook delivery ----------------------------------------------------------------------------
 
 
-class _Stub:
-    """A local endpoint recording every POST and answering with the queued status codes."""
-
-    def __init__(self) -> None:
-        self.requests: list[tuple[dict[str, str], bytes]] = []
-        self.statuses: list[int] = []
-        self.default = 200
-        stub = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                stub.requests.append((dict(self.headers), body))
-                code = stub.statuses.pop(0) if stub.statuses else stub.default
-                self.send_response(code)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks/alerts"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.fixture
-def stub() -> Iterator[_Stub]:
-    s = _Stub()
+def stub() -> Iterator[WebhookStub]:
+    s = WebhookStub()
     yield s
     s.close()
 
@@ -382,7 +350,7 @@ def _episode_id(ws: str, kind: str, opened: date, subject: str = "") -> str:
 
 
 def test_episode_events_are_signed_retried_and_never_sent_twice(
-    warehouse: Warehouse, stub: _Stub
+    warehouse: Warehouse, stub: WebhookStub
 ) -> None:
     wh = warehouse
     _hooked(wh, "ws_hook", stub.url)
@@ -509,7 +477,7 @@ def test_episode_events_are_signed_retried_and_never_sent_twice(
 
 
 def test_failing_endpoint_does_not_fail_the_alerts_and_warns(
-    warehouse: Warehouse, stub: _Stub
+    warehouse: Warehouse, stub: WebhookStub
 ) -> None:
     wh = warehouse
     _hooked(wh, "ws_hook", stub.url, max_attempts=2)
@@ -697,7 +665,7 @@ def test_episodes_are_the_same_whatever_the_order_and_split_of_runs(warehouse: W
 
 
 def test_severity_rise_is_sent_as_escalated_and_the_end_as_resolved(
-    warehouse: Warehouse, stub: _Stub
+    warehouse: Warehouse, stub: WebhookStub
 ) -> None:
     wh = warehouse
     _escalating(wh, "ws_ep")

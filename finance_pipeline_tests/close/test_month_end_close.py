@@ -1,7 +1,7 @@
 """The month-end close on a simulated account built through the real jobs (SQLite): the close
 freezes the month (manifest, catalogue close_id, the store refuses an overwrite), a rerun is a
 no-op with byte-identical files, a late refund becomes a restatement (closed files unchanged) that
-the next month's pack lists, a reopen issues version 2 with a diff page, and the close sensor asks
+raises one close_restated alert (episode, webhook) and the next month's pack lists, a reopen issues version 2 with a diff page, and the close sensor asks
 for last month once the daily refresh of its last day succeeded. The tests run in order."""
 
 from __future__ import annotations
@@ -16,15 +16,21 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from decimal import Decimal
 from pathlib import Path
 
 import dagster as dg
 import pytest
 import sqlalchemy as sa
 
+from finance_pipeline.alerts import assets as alert_assets
+from finance_pipeline.alerts.assets import alerts
+from finance_pipeline.alerts.delivery import clear_alert_webhook, set_alert_webhook
 from finance_pipeline.cli import main
 from finance_pipeline.definitions import defs
+from finance_pipeline.lib.alerts import episode_id
 from finance_pipeline.lib.close import diff_figures
+from finance_pipeline.reports import close as close_module
 from finance_pipeline.reports import close_assets
 from finance_pipeline.reports.assets import report_assets
 from finance_pipeline.reports.close import (
@@ -45,11 +51,17 @@ from finance_pipeline.reports.store import (
 )
 from finance_pipeline.settings import get_settings
 from finance_pipeline.warehouse import Warehouse, apply_migrations
+from finance_pipeline_tests.alerts.webhook_stub import WebhookStub
 from finance_pipeline_tests.dagster_runs import range_tags, warehouse_resources
 from finance_pipeline_tests.reports_pdf.dataset import WORKSPACE, build_account
 
 END = date(2026, 11, 30)
 OCT, NOV = "2026-10", "2026-11"
+# When the late refund's restatement is detected, and when October is reopened and closed again
+# (UTC; the workspace's time zone is UTC).
+DETECTED = datetime(2026, 12, 1, 9, tzinfo=UTC)
+RECLOSED = datetime(2026, 12, 2, 9, tzinfo=UTC)
+RESTATED = "close_restated"
 POPPLER = shutil.which("pdftotext") is not None
 
 
@@ -257,8 +269,11 @@ def _late_refund(wh: Warehouse) -> tuple[str, str]:
     return "re_late_1", charge["id"]
 
 
-def test_a_late_refund_is_a_restatement_and_the_closed_files_stay(account: Account) -> None:
+def test_a_late_refund_is_a_restatement_and_the_closed_files_stay(
+    account: Account, monkeypatch: pytest.MonkeyPatch
+) -> None:
     wh, root = account.wh, account.root
+    monkeypatch.setattr(close_module, "clock", DETECTED.timestamp)
     c = latest_close(wh, WORKSPACE, OCT)
     closed = {e.path: e.absolute(root).read_bytes() for e in list_entries(wh, WORKSPACE, month=OCT)}
     refund_id, _ = _late_refund(wh)
@@ -314,6 +329,67 @@ def test_a_late_refund_is_a_restatement_and_the_closed_files_stay(account: Accou
     assert len(restatements(wh, WORKSPACE, OCT)) == 1
 
 
+@pytest.fixture(scope="module")
+def stub(account: Account) -> Iterator[WebhookStub]:
+    """The account's webhook endpoint (one per warehouse dialect)."""
+    s = WebhookStub()
+    yield s
+    s.close()
+
+
+def _alerts_on(account: Account, day: date, stub: WebhookStub) -> list[dict]:
+    """Materialize mart.alerts for `day` at 06:00 UTC the next day (a live day, as after the daily
+    refresh); the close_restated webhook events it sent."""
+    before = len(stub.requests)
+    now = datetime(day.year, day.month, day.day, 6, tzinfo=UTC).timestamp() + 86_400
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(alert_assets, "clock", lambda: now)
+        result = dg.materialize(
+            [alerts],
+            partition_key=day.isoformat(),
+            resources=warehouse_resources(account.wh),
+            instance=account.instance,
+        )
+    assert result.success
+    events = [json.loads(body) for _, body in stub.requests[before:]]
+    return [e for e in events if e["data"]["type"] == RESTATED]
+
+
+def _restated_rows(wh: Warehouse, table: str) -> list[dict]:
+    return wh.rows(f"SELECT * FROM {table} WHERE workspace_id = 'ws1' AND type = '{RESTATED}'")
+
+
+def test_the_restatement_raises_one_close_restated_alert(
+    account: Account, stub: WebhookStub
+) -> None:
+    wh = account.wh
+    set_alert_webhook(wh, WORKSPACE, stub.url, secret="whsec_close_test")
+    day = DETECTED.date()
+    [r] = restatements(wh, WORKSPACE, OCT)
+    [opened] = _alerts_on(account, day, stub)
+    [row] = _restated_rows(wh, "mart.alerts")
+    assert (str(row["day"])[:10], row["subject"]) == (day.isoformat(), OCT)
+    by_metric = {d["metric"]: d for d in r["diff"]}
+    refunds = by_metric["Revenue: refunds"]["change"]
+    assert row["message"].startswith(f"Closed month {OCT} restated: net revenue {refunds} USD")
+    payload = row["payload_json"]
+    assert (payload["restatement_id"], payload["diff"]) == (r["id"], r["diff"])
+    # docs/metrics.md §14: critical when net revenue moved by at least 5 % of the as-closed value.
+    net = by_metric["Revenue: net of refunds"]
+    material = abs(Decimal(net["change"])) * 100 >= abs(Decimal(net["as_closed"])) * 5
+    assert row["severity"] == ("critical" if material else "warn")
+    [ep] = _restated_rows(wh, "mart.alert_episodes")
+    assert ep["episode_id"] == episode_id(WORKSPACE, RESTATED, OCT, day) == row["episode_id"]
+    assert (ep["status"], ep["resolved_on"]) == ("opened", None)
+    assert opened["type"] == "alert.opened" and opened["data"]["episode"]["id"] == ep["episode_id"]
+    assert opened["data"]["message"] == row["message"]
+    # Re-running the day (or the check) duplicates nothing and sends nothing.
+    _run(account, "close_restatement_check")
+    assert _alerts_on(account, day, stub) == []
+    assert len(_restated_rows(wh, "mart.alerts")) == 1
+    assert len(_restated_rows(wh, "mart.alert_episodes")) == 1
+
+
 def test_the_next_months_pack_lists_the_restatement(account: Account) -> None:
     wh, root = account.wh, account.root
     # The close pack asset through dg.materialize, with the six CSV report assets upstream.
@@ -327,6 +403,10 @@ def test_the_next_months_pack_lists_the_restatement(account: Account) -> None:
     nov = latest_close(wh, WORKSPACE, NOV)
     [r] = restatements(wh, WORKSPACE, OCT)
     assert nov is not None and nov.manifest["restatements_listed"] == [r["id"]]
+    # The marts' checks of 2026-11-30 were last run by the rebuild over a partition range (as in
+    # the demo): the pack still has their results.
+    assert "mart/mrr_daily: schema_matches_metadata" in nov.manifest["checks"]
+    assert all(nov.manifest["checks"].values())
     pack = next(
         e for e in list_entries(wh, WORKSPACE, month=NOV) if e.key.report_type == "close_pack"
     )
@@ -336,12 +416,15 @@ def test_the_next_months_pack_lists_the_restatement(account: Account) -> None:
         text = _pdf_text(pack.absolute(root))
         assert "Restatements of closed months" in text
         assert "2026-10 (close version 1)" in text and "Revenue: refunds" in text
+        n = len(nov.manifest["checks"])
+        assert f"{n} of {n} passed" in text
 
 
 def test_reopen_issues_version_2_with_a_diff_page(
-    account: Account, capsys: pytest.CaptureFixture[str]
+    account: Account, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     wh, root = account.wh, account.root
+    monkeypatch.setattr(close_module, "clock", RECLOSED.timestamp)
     v1 = latest_close(wh, WORKSPACE, OCT)
     v1_files = {p: (root / p).read_bytes() for p in v1.manifest["files"]}
     assert main(["close", "run", "--workspace", WORKSPACE, "--month", OCT]) == 0
@@ -383,6 +466,26 @@ def test_reopen_issues_version_2_with_a_diff_page(
     status = capsys.readouterr().out
     assert f"{WORKSPACE} {OCT} v1 reopened" in status and f"{WORKSPACE} {OCT} v2 closed" in status
     assert "restated Revenue: refunds" in status
+
+
+def test_the_re_close_resolves_the_alert(account: Account, stub: WebhookStub) -> None:
+    wh = account.wh
+    day = RECLOSED.date()
+    [resolved] = _alerts_on(account, day, stub)
+    assert resolved["type"] == "alert.resolved"
+    # Only the detection day had the alert; the episode resolved the day October was closed again.
+    [row] = _restated_rows(wh, "mart.alerts")
+    assert str(row["day"])[:10] == DETECTED.date().isoformat()
+    [ep] = _restated_rows(wh, "mart.alert_episodes")
+    assert (ep["status"], str(ep["resolved_on"])[:10]) == ("resolved", day.isoformat())
+    assert _alerts_on(account, day, stub) == []
+    # Over the whole story, the webhook was told twice about the restatement: opened, resolved.
+    sent = [json.loads(body) for _, body in stub.requests]
+    assert [e["type"] for e in sent if e["data"]["type"] == RESTATED] == [
+        "alert.opened",
+        "alert.resolved",
+    ]
+    clear_alert_webhook(wh, WORKSPACE)
 
 
 def test_the_close_sensor_requests_last_month_once_its_last_day_is_in(

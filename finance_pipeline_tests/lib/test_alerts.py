@@ -6,6 +6,7 @@ import hashlib
 import hmac
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from fractions import Fraction
 from typing import Any
 
 import pytest
@@ -13,12 +14,14 @@ import pytest
 from finance_pipeline.lib.alerts import (
     Alert,
     AlertThresholds,
+    RestatedClose,
     alert_id,
     evaluate_alerts,
     sign_payload,
     sync_health,
     verify_signature,
 )
+from finance_pipeline.lib.close import FigureDiff
 from finance_pipeline.lib.margins import TierChange
 
 DAY = date(2026, 2, 28)
@@ -266,6 +269,87 @@ def test_empty_inputs_and_stable_ids() -> None:
     assert alert_id(WS, DAY, "runway_low") != alert_id(WS, DAY + timedelta(days=1), "runway_low")
     assert alert_id(WS, DAY, "x", "cus_1") != alert_id(WS, DAY, "x", "cus_2")
     assert alert_id(WS, DAY, "x") != alert_id("ws_2", DAY, "x")
+
+
+# --- restated closed months ----------------------------------------------------------------------
+
+REFUND = (
+    FigureDiff("Revenue: refunds", "-100.00", "-220.00", "-120.00"),
+    FigureDiff("Revenue: net of refunds", "2400.00", "2280.00", "-120.00"),
+    FigureDiff("KPI: Net revenue retention", "101.2", "100.1", "-1.1"),
+)
+
+
+def restated(
+    detected_on: date,
+    reclosed_on: date | None = None,
+    diffs: tuple[FigureDiff, ...] = REFUND,
+    version: int = 1,
+    rid: str = "rst_1",
+) -> RestatedClose:
+    at = int(
+        datetime(detected_on.year, detected_on.month, detected_on.day, 9, tzinfo=UTC).timestamp()
+    )
+    return RestatedClose(
+        rid, "2026-01", f"close_v{version}", version, at, detected_on, reclosed_on, diffs, "USD"
+    )
+
+
+def test_close_restated_stands_from_detection_until_the_re_close() -> None:
+    r = restated(date(2026, 2, 10), reclosed_on=date(2026, 2, 28))
+    assert evaluate(metrics(), restated_closes=[r]) == []  # DAY is the re-close day
+    on = evaluate_alerts(WS, date(2026, 2, 27), metrics(), None, 0, 0, False, restated_closes=[r])
+    [a] = on
+    assert (a.type, a.subject, a.severity) == ("close_restated", "2026-01", "critical")
+    assert a.id == alert_id(WS, date(2026, 2, 27), "close_restated", "2026-01")
+    assert a.message == (
+        "Closed month 2026-01 restated: net revenue -120.00 USD, refunds -120.00 USD vs as-closed"
+        " (3 figures changed, close version 1)."
+    )
+    assert a.payload["diff"][0] == {
+        "metric": "Revenue: refunds",
+        "as_closed": "-100.00",
+        "restated": "-220.00",
+        "change": "-120.00",
+    }
+    assert (a.payload["figures_changed"], a.payload["restatement_id"]) == (3, "rst_1")
+    assert a.payload["detected_at"] == "2026-02-10T09:00:00Z"
+    # Not before its detection; still standing while the month is not closed again.
+    assert evaluate(metrics(), restated_closes=[restated(DAY + timedelta(days=1))]) == []
+    assert len(evaluate(metrics(), restated_closes=[restated(date(2026, 1, 5))])) == 1
+    # Re-closed the day it was found: it stood on that day only.
+    same = restated(DAY, reclosed_on=DAY)
+    assert len(evaluate(metrics(), restated_closes=[same])) == 1
+
+
+def test_close_restated_newest_supersedes_and_severity_is_the_headline_move() -> None:
+    # 120.00 of 2,400.00 net revenue is exactly 5 %: critical (inclusive); 4.99 % is warn.
+    assert evaluate(metrics(), restated_closes=[restated(DAY)])[0].severity == "critical"
+    small = (FigureDiff("Revenue: net of refunds", "2400.00", "2280.01", "-119.99"),)
+    [warn] = evaluate(metrics(), restated_closes=[restated(DAY, diffs=small)])
+    assert warn.severity == "warn"
+    lower = AlertThresholds(restatement_critical_pct=Fraction("4.99"))
+    crit = evaluate(metrics(), restated_closes=[restated(DAY, diffs=small)], thresholds=lower)
+    assert crit[0].severity == "critical"
+    # A rate-only restatement is warn and names no amount.
+    rate = (REFUND[2],)
+    [only] = evaluate(metrics(), restated_closes=[restated(DAY, diffs=rate)])
+    assert (only.severity, only.message) == (
+        "warn",
+        "Closed month 2026-01 restated: 1 figure changed vs as-closed (close version 1).",
+    )
+    # Closing MRR from zero is critical whatever the threshold.
+    mrr = (FigureDiff("MRR roll-forward: Closing MRR (2026-01-31)", "0.00", "1.00", "+1.00"),)
+    [first] = evaluate(metrics(), restated_closes=[restated(DAY, diffs=mrr)])
+    assert first.severity == "critical" and "MRR +1.00 USD" in first.message
+    # One alert per month: the newest restatement (of the newest close version) stands.
+    older = restated(date(2026, 2, 1), rid="rst_a")
+    newer = restated(date(2026, 2, 20), diffs=small, rid="rst_b")
+    [a] = evaluate(metrics(), restated_closes=[newer, older])
+    assert a.payload["restatement_id"] == "rst_b"
+    v2 = restated(date(2026, 2, 25), diffs=rate, version=2, rid="rst_c")
+    [b] = evaluate(metrics(), restated_closes=[older, v2])
+    assert b.payload["close_version"] == 2
 
 
 # --- webhooks ------------------------------------------------------------------------------------

@@ -236,6 +236,8 @@ def test_a_workspace_without_data_renders_with_dashes(
     text = pdf_text(path)
     assert "Empty Co" in text and "No alert fired in October 2026." in text
     assert "No default forecast is stored for October 2026." in text
+    # No checks given: the cover says none was recorded for the month's last day.
+    assert "no check results recorded for 2026-10-31" in text
 
 
 @needs_poppler
