@@ -104,7 +104,8 @@ def _text(value: Cell) -> str:
     if value is None:
         return ""
     if isinstance(value, Decimal):
-        return f"{value:,.2f}"
+        # The cell's own decimals: an amount has its currency's (none for JPY), a percentage 2.
+        return f"{value:,.{max(0, -int(value.as_tuple().exponent))}f}"
     if isinstance(value, int) and not isinstance(value, bool):
         return f"{value:,}"
     if isinstance(value, date):
