@@ -77,6 +77,10 @@ def grain_places(grain: int) -> int:
     return places
 
 
+#: How a note names the decimals of a grain ("Amounts are in JPY with no decimals").
+DECIMALS_TEXT = {0: "no decimals", 2: "two decimals", 3: "three decimals"}
+
+
 def shown_units(rounded_micros: int, grain: int = MICROS_PER_CENT) -> Decimal:
     """A figure already rounded to `grain` as whole units with the grain's decimals, exactly:
     (1_234_560_000, 10_000) -> 1234.56; (1_234_000_000, 1_000_000) -> 1234."""
