@@ -215,5 +215,12 @@ def test_jpy_table_pdf_prints_whole_yen(wh: Warehouse, tmp_path: Path) -> None:
         pdf_tables.table_report(ws, "mrr_breakdown", SEP1, SEP3, None, table)
     )
     assert ">12,346<" in html and ">12,846<" in html and "Amounts in JPY" in html
-    assert "12,346.00" not in html
+    assert "12,346.00" not in html and "Amounts have no decimals" in html
     assert Decimal("12346") == Decimal(table.rows[-1][1])  # type: ignore[arg-type]
+    # Invoices in yen and in dollars: the note names neither's decimals alone.
+    invoices = build_csv(wh, ws, "invoice_summary", SEP1, SEP3)
+    html = pdf_tables.render_html(
+        pdf_tables.table_report(ws, "invoice_summary", SEP1, SEP3, None, invoices)
+    )
+    assert ">16,999<" in html and ">49.99<" in html
+    assert "Amounts have the decimals of their currency" in html
