@@ -95,6 +95,9 @@ def diff_figures(
         before, after = as_closed.get(metric), restated.get(metric)
         if before == after:
             continue
+        # Values, not spellings: a JPY month closed as "1234.00" is not restated by "1234".
+        if before is not None and after is not None and Decimal(before) == Decimal(after):
+            continue
         change = None
         if before is not None and after is not None:
             change = _signed(Decimal(after) - Decimal(before))

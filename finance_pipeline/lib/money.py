@@ -61,8 +61,32 @@ def minor_unit_exponent(currency: str) -> int:
 
 
 def micros_per_minor(currency: str) -> int:
-    """Micro-units in one minor unit: 10,000 for cents, 1,000,000 for yen."""
+    """Micro-units in one minor unit: 10,000 for cents, 1,000,000 for yen, 1,000 for fils.
+
+    Also the reporting grain of an amount in that currency (docs/metrics.md §2): reports round
+    and foot its figures to this many micros and print `minor_unit_exponent` decimals.
+    """
     return MICROS_PER_UNIT // 10 ** minor_unit_exponent(currency)
+
+
+def grain_places(grain: int) -> int:
+    """Decimals printed for figures rounded to `grain` micros: 10,000 -> 2, 1,000,000 -> 0."""
+    places = len(str(MICROS_PER_UNIT // grain)) - 1 if grain > 0 else -1
+    if places < 0 or 10**places * grain != MICROS_PER_UNIT:
+        raise ValueError(f"grain {grain!r} is not a decimal fraction of a unit")
+    return places
+
+
+#: How a note names the decimals of a grain ("Amounts are in JPY with no decimals").
+DECIMALS_TEXT = {0: "no decimals", 2: "two decimals", 3: "three decimals"}
+
+
+def shown_units(rounded_micros: int, grain: int = MICROS_PER_CENT) -> Decimal:
+    """A figure already rounded to `grain` as whole units with the grain's decimals, exactly:
+    (1_234_560_000, 10_000) -> 1234.56; (1_234_000_000, 1_000_000) -> 1234."""
+    if rounded_micros % grain:
+        raise ValueError(f"{rounded_micros} micros is not a multiple of the {grain}-micro grain")
+    return Decimal(rounded_micros // grain).scaleb(-grain_places(grain))
 
 
 def minor_to_micros(amount_minor: int, currency: str) -> int:

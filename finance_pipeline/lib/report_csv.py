@@ -3,8 +3,10 @@
 Pure functions (no Dagster, no I/O): each builder takes rows read from the marts and returns a
 `CsvTable` whose `render()` is the file's bytes. Columns, order and formats are documented in
 docs/reports.md and must not change without a new report type. Rules (docs/metrics.md §2):
-- amounts are whole units with exactly 2 decimals, no thousands separators, '-' for negatives;
-  the lines of a table are footed (largest remainder) so a total row is the sum of its lines;
+- amounts are whole units rounded once at their currency's minor unit (its grain: the cent for
+  USD, the yen for JPY, a thousandth for KWD) with that many decimals (2, 0, 3), no thousands
+  separators, '-' for negatives; the lines of a table are footed (largest remainder) at that grain
+  so a total row is the sum of its lines; percentages always have 2 decimals;
 - dates are ISO 8601 (YYYY-MM-DD), currencies upper-case ISO codes;
 - a text cell that a spreadsheet would run as a formula (starting with =, +, -, @, tab or CR) gets a
   leading apostrophe; amounts and counts are numbers, never text, and are written as they are.
@@ -22,11 +24,12 @@ from fractions import Fraction
 from typing import Any
 
 from finance_pipeline.lib.money import (
-    MICROS_PER_CENT,
     foot,
     foot_grid,
     foot_roll_forward,
+    micros_per_minor,
     round_half_away,
+    shown_units,
 )
 from finance_pipeline.lib.mrr_timeline import MOVEMENT_SIGNS
 from finance_pipeline.lib.plan_movements import PlanBalance, plan_roll_forwards
@@ -39,7 +42,8 @@ Cell = str | int | Decimal | date | None
 
 
 class Amount(Decimal):
-    """A money cell: a number written as is (never neutralized), 2 decimals."""
+    """A number cell written as is (never neutralized): money with its currency's decimals, or a
+    percentage with 2."""
 
 
 def neutralize(text: str) -> str:
@@ -47,16 +51,15 @@ def neutralize(text: str) -> str:
     return "'" + text if text.startswith(FORMULA_PREFIXES) else text
 
 
-def cents_amount(rounded_micros: int) -> Amount:
-    """An amount already rounded to the cent (a multiple of 10,000 micros) as a 2-decimal cell."""
-    if rounded_micros % MICROS_PER_CENT:
-        raise ValueError(f"{rounded_micros} micros is not a whole number of cents")
-    return Amount(Decimal(rounded_micros // MICROS_PER_CENT).scaleb(-2))
+def amount_cell(rounded_micros: int, grain: int) -> Amount:
+    """An amount already rounded to `grain` (its currency's minor unit, `micros_per_minor`) as a
+    cell with the grain's decimals: 2 for cents, none for yen."""
+    return Amount(shown_units(rounded_micros, grain))
 
 
-def to_cents(exact_micros: Fraction | int) -> int:
-    """Exact micros rounded once to the cent (half away from zero), still in micros."""
-    return round_half_away(Fraction(exact_micros), MICROS_PER_CENT)
+def to_grain(exact_micros: Fraction | int, grain: int) -> int:
+    """Exact micros rounded once to `grain` (half away from zero), still in micros."""
+    return round_half_away(Fraction(exact_micros), grain)
 
 
 def percent_cell(value: str | Decimal | Fraction | None) -> Amount | None:
@@ -87,8 +90,10 @@ class CsvTable:
 
     columns: list[str]
     rows: list[list[Cell]] = field(default_factory=list)
-    # Headline totals for the asset's metadata: name -> rounded micros (or a count).
+    # Headline totals for the asset's metadata: name -> rounded micros, and the grain (micros,
+    # its currency's minor unit) each was rounded to.
     totals: dict[str, int] = field(default_factory=dict)
+    grains: dict[str, int] = field(default_factory=dict)
     line_count: int = 0
 
     def render(self) -> bytes:
@@ -107,9 +112,9 @@ def _upper(currency: str | None) -> str | None:
     return currency.upper() if currency else None
 
 
-def _footed_column(values: Sequence[Fraction | int]) -> tuple[list[int], int]:
-    """Lines rounded to the cent so they add up to the rounded exact total; (lines, total)."""
-    lines = foot(list(values), MICROS_PER_CENT) if values else []
+def _footed_column(values: Sequence[Fraction | int], grain: int) -> tuple[list[int], int]:
+    """Lines rounded to `grain` so they add up to the rounded exact total; (lines, total)."""
+    lines = foot(list(values), grain) if values else []
     return lines, sum(lines)
 
 
@@ -151,6 +156,11 @@ def mrr_breakdown(
     """
     table = CsvTable(MRR_BREAKDOWN_COLUMNS)
     cur = _upper(currency)
+    grain = micros_per_minor(currency)
+
+    def cell(micros: int) -> Amount:
+        return amount_cell(micros, grain)
+
     kinds = list(MOVEMENT_SIGNS)
     company_exact = None
     if movements is not None and opening is not None and closing is not None:
@@ -159,31 +169,31 @@ def mrr_breakdown(
     rows = plan_roll_forwards(plans, plan_movements or {}, company_exact)
     displayed: list[tuple[int, list[int], int]] = []
     if company_exact is not None:
-        o, moves, c = foot_roll_forward(*company_exact, MICROS_PER_CENT)
+        o, moves, c = foot_roll_forward(*company_exact, grain)
         if rows:
             # The rows add up to the company row exactly (the unattributed row sees to it).
-            open_r = foot([r.opening for r in rows], MICROS_PER_CENT, total=o)
-            close_r = foot([r.closing for r in rows], MICROS_PER_CENT, total=c)
+            open_r = foot([r.opening for r in rows], grain, total=o)
+            close_r = foot([r.closing for r in rows], grain, total=c)
             grid = foot_grid(
                 [[r.movements[k] for k in kinds] for r in rows],
                 [b - a for a, b in zip(open_r, close_r, strict=True)],
                 [moves[k] for k in kinds],
-                MICROS_PER_CENT,
+                grain,
             )
             displayed = list(zip(open_r, grid, close_r, strict=True))
     else:
         for r in rows:
-            ro, rm, rc = foot_roll_forward(r.opening, r.movements, r.closing, MICROS_PER_CENT)
+            ro, rm, rc = foot_roll_forward(r.opening, r.movements, r.closing, grain)
             displayed.append((ro, [rm[k] for k in kinds], rc))
     for r, (ro, rm, rc) in zip(rows, displayed, strict=True):
         table.rows.append(
-            [r.plan_id, cents_amount(ro), *map(cents_amount, rm), cents_amount(rc - ro),
-             cents_amount(rc), cur]
+            [r.plan_id, cell(ro), *map(cell, rm), cell(rc - ro),
+             cell(rc), cur]
         )  # fmt: skip
     if company_exact is not None:
         table.rows.append(
-            [ALL_PLANS, cents_amount(o), *(cents_amount(moves[k]) for k in kinds),
-             cents_amount(c - o), cents_amount(c), cur]
+            [ALL_PLANS, cell(o), *(cell(moves[k]) for k in kinds),
+             cell(c - o), cell(c), cur]
         )  # fmt: skip
         table.totals = {"opening_mrr": o, "closing_mrr": c, **moves}
     else:
@@ -192,6 +202,7 @@ def mrr_breakdown(
             "closing_mrr": sum(d[2] for d in displayed),
             **{k: sum(d[1][i] for d in displayed) for i, k in enumerate(kinds)},
         }
+    table.grains = dict.fromkeys(table.totals, grain)
     table.line_count = len(rows)
     return table
 
@@ -225,18 +236,20 @@ def _per_currency_totals(
     make_row: Any,
     total_row: Any,
 ) -> None:
-    """Rows grouped by currency, each currency followed by its total row; amounts footed."""
+    """Rows grouped by currency, each currency followed by its total row; amounts footed at the
+    currency's own grain (the row builders print them with `amount_cell(..., micros_per_minor(cur))`)."""
     by_cur: dict[str, list[Mapping[str, Any]]] = {}
     for line in lines:
         by_cur.setdefault(str(line["currency"]).upper(), []).append(line)
     for cur in sorted(by_cur):
         group = by_cur[cur]
-        cols = {m: _footed_column([g[m] for g in group]) for m in money}
+        cols = {m: _footed_column([g[m] for g in group], micros_per_minor(cur)) for m in money}
         for i, g in enumerate(group):
             table.rows.append(make_row(g, {m: cols[m][0][i] for m in money}, cur))
         table.rows.append(total_row({m: cols[m][1] for m in money}, cur, len(group)))
         for m in money:
             table.totals[f"{m}_{cur.lower()}"] = cols[m][1]
+            table.grains[f"{m}_{cur.lower()}"] = micros_per_minor(cur)
     table.line_count = len(lines)
 
 
@@ -259,13 +272,13 @@ def invoice_summary(invoices: Sequence[Mapping[str, Any]]) -> CsvTable:
             g["paid"],
             g["period_start"],
             g["period_end"],
-            *(cents_amount(m[k]) for k in _INVOICE_MONEY),
+            *(amount_cell(m[k], micros_per_minor(cur)) for k in _INVOICE_MONEY),
             cur,
             g["id"],
         ]
 
     def total(m: Mapping[str, int], cur: str, n: int) -> list[Cell]:
-        money = [cents_amount(m[k]) for k in _INVOICE_MONEY]
+        money = [amount_cell(m[k], micros_per_minor(cur)) for k in _INVOICE_MONEY]
         return [TOTAL, None, f"{n} invoices", *([None] * 5), *money, cur, None]
 
     _per_currency_totals(table, invoices, _INVOICE_MONEY, row, total)
@@ -296,33 +309,35 @@ def revenue_trend(currency: str, months: Sequence[TrendMonth]) -> CsvTable:
     """
     table = CsvTable(REVENUE_TREND_COLUMNS)
     cur = _upper(currency)
-    rev, rev_t = _footed_column([m.revenue for m in months])
-    ref, ref_t = _footed_column([m.refunds for m in months])
-    exp, exp_t = _footed_column([m.expenses for m in months])
+    grain = micros_per_minor(currency)
+    rev, rev_t = _footed_column([m.revenue for m in months], grain)
+    ref, ref_t = _footed_column([m.refunds for m in months], grain)
+    exp, exp_t = _footed_column([m.expenses for m in months], grain)
     for i, m in enumerate(months):
         table.rows.append(
             [
                 m.month,
-                cents_amount(rev[i]),
-                cents_amount(ref[i]),
-                cents_amount(exp[i]),
-                cents_amount(rev[i] - exp[i]),
-                None if m.mrr is None else cents_amount(to_cents(m.mrr)),
+                amount_cell(rev[i], grain),
+                amount_cell(ref[i], grain),
+                amount_cell(exp[i], grain),
+                amount_cell(rev[i] - exp[i], grain),
+                None if m.mrr is None else amount_cell(to_grain(m.mrr, grain), grain),
                 cur,
             ]
         )
     table.rows.append(
         [
             TOTAL,
-            cents_amount(rev_t),
-            cents_amount(ref_t),
-            cents_amount(exp_t),
-            cents_amount(rev_t - exp_t),
+            amount_cell(rev_t, grain),
+            amount_cell(ref_t, grain),
+            amount_cell(exp_t, grain),
+            amount_cell(rev_t - exp_t, grain),
             None,
             cur,
         ]
     )
     table.totals = {"revenue": rev_t, "refunds": ref_t, "expenses": exp_t, "net": rev_t - exp_t}
+    table.grains = dict.fromkeys(table.totals, grain)
     table.line_count = len(months)
     return table
 
@@ -356,7 +371,7 @@ def failed_payments(charges: Sequence[Mapping[str, Any]]) -> CsvTable:
             g["day"],
             g["customer_id"],
             g["customer_name"],
-            cents_amount(m["amount"]),
+            amount_cell(m["amount"], micros_per_minor(cur)),
             cur,
             g["failure_code"],
             g["failure_message"],
@@ -366,7 +381,8 @@ def failed_payments(charges: Sequence[Mapping[str, Any]]) -> CsvTable:
         ]
 
     def total(m: Mapping[str, int], cur: str, n: int) -> list[Cell]:
-        return [TOTAL, None, f"{n} failed payments", cents_amount(m["amount"]), cur, *[None] * 5]
+        amount = amount_cell(m["amount"], micros_per_minor(cur))
+        return [TOTAL, None, f"{n} failed payments", amount, cur, *[None] * 5]
 
     _per_currency_totals(table, charges, ("amount",), row, total)
     return table
@@ -395,9 +411,11 @@ def margins(
     rows: Sequence[Mapping[str, Any]],
     blended_percent: str | Decimal | None = None,
     *,
+    currency: str,
     with_total: bool = True,
 ) -> CsvTable:
-    """The margins API CSV of a month, in the mart's order (docs/metrics.md §11).
+    """The margins API CSV of a month, in the mart's order (docs/metrics.md §11), amounts in the
+    workspace's reporting `currency`.
 
     Each mapping has customer_name, stripe_customer_id, tag_value, revenue_micros, cost_micros,
     margin_percent (exact decimal text or None), health_tier. Revenue and cost are footed down
@@ -405,18 +423,19 @@ def margins(
     "Total", blended percent) follows the lines unless `with_total` is False.
     """
     table = CsvTable(MARGINS_COLUMNS)
-    rev, rev_t = _footed_column([r["revenue_micros"] for r in rows])
-    cost, cost_t = _footed_column([r["cost_micros"] for r in rows])
+    grain = micros_per_minor(currency)
+    rev, rev_t = _footed_column([r["revenue_micros"] for r in rows], grain)
+    cost, cost_t = _footed_column([r["cost_micros"] for r in rows], grain)
     for i, r in enumerate(rows):
         table.rows.append(
             [
                 r["customer_name"] or r["stripe_customer_id"],
                 r["stripe_customer_id"],
                 r["tag_value"],
-                cents_amount(rev[i]),
-                cents_amount(cost[i]),
+                amount_cell(rev[i], grain),
+                amount_cell(cost[i], grain),
                 percent_cell(r["margin_percent"]),
-                cents_amount(rev[i] - cost[i]),
+                amount_cell(rev[i] - cost[i], grain),
                 r["health_tier"],
             ]
         )
@@ -426,14 +445,15 @@ def margins(
                 TOTAL,
                 None,
                 None,
-                cents_amount(rev_t),
-                cents_amount(cost_t),
+                amount_cell(rev_t, grain),
+                amount_cell(cost_t, grain),
                 percent_cell(blended_percent),
-                cents_amount(rev_t - cost_t),
+                amount_cell(rev_t - cost_t, grain),
                 None,
             ]
         )
     table.totals = {"revenue": rev_t, "cost": cost_t, "margin": rev_t - cost_t}
+    table.grains = dict.fromkeys(table.totals, grain)
     table.line_count = len(rows)
     return table
 
@@ -465,14 +485,17 @@ def mrr_movements(currency: str, movements: Sequence[Mapping[str, Any]]) -> CsvT
     Each mapping has: day, customer_id, customer_name, kind, reason, amount_exact (positive, as
     stored), mrr_after (exact native micros or None), mrr_currency, plans, subscription_ids,
     item_ids, event_ids, invoice_line_ids (lists of ids; the Stripe facts the row came from, an
-    empty list when none was synced).
+    empty list when none was synced). MRR After is a balance in the customer's own currency:
+    rounded on its own at that currency's grain (whole yen for a JPY customer), not footed.
     """
     table = CsvTable(MRR_MOVEMENTS_COLUMNS)
     cur = _upper(currency)
+    grain = micros_per_minor(currency)
     signed = [MOVEMENT_SIGNS[m["kind"]] * Fraction(m["amount_exact"]) for m in movements]
-    amounts, total = _footed_column(signed)
+    amounts, total = _footed_column(signed, grain)
     for i, m in enumerate(movements):
         after = m["mrr_after"]
+        native = micros_per_minor(m["mrr_currency"] or currency)
         table.rows.append(
             [
                 m["day"],
@@ -480,9 +503,9 @@ def mrr_movements(currency: str, movements: Sequence[Mapping[str, Any]]) -> CsvT
                 m["customer_name"],
                 m["kind"],
                 m["reason"],
-                cents_amount(amounts[i]),
+                amount_cell(amounts[i], grain),
                 cur,
-                None if after is None else cents_amount(to_cents(after)),
+                None if after is None else amount_cell(to_grain(after, native), native),
                 _upper(m["mrr_currency"]),
                 " ".join(m["plans"]) or None,
                 " ".join(m["subscription_ids"]) or None,
@@ -497,7 +520,7 @@ def mrr_movements(currency: str, movements: Sequence[Mapping[str, Any]]) -> CsvT
         f"{len(movements)} movements",
         None,
         None,
-        cents_amount(total),
+        amount_cell(total, grain),
         cur,
     ]
     table.rows.append(total_row + [None] * (len(MRR_MOVEMENTS_COLUMNS) - len(total_row)))
@@ -506,5 +529,6 @@ def mrr_movements(currency: str, movements: Sequence[Mapping[str, Any]]) -> CsvT
         table.totals[kind] = sum(
             a for a, m in zip(amounts, movements, strict=True) if m["kind"] == kind
         )
+    table.grains = dict.fromkeys(table.totals, grain)
     table.line_count = len(movements)
     return table

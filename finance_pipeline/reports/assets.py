@@ -12,8 +12,9 @@ from typing import Any
 import dagster as dg
 
 from finance_pipeline.lib.margins import shift_month
+from finance_pipeline.lib.money import shown_units
 from finance_pipeline.lib.recognition import month_key
-from finance_pipeline.lib.report_csv import cents_amount
+from finance_pipeline.lib.report_csv import CsvTable
 from finance_pipeline.partitions import monthly_partitions
 from finance_pipeline.reports.pdf_tables import store_table_pdf
 from finance_pipeline.reports.queries import ReportDataMissing
@@ -51,7 +52,7 @@ REPORT_DEPS: dict[str, list[dg.AssetKey]] = {
 REPORT_DESCRIPTIONS = {
     "mrr_breakdown": "MRR roll-forward of the month (docs/metrics.md §5): opening MRR, new, "
     "expansion, reactivation, contraction, churn, fx and closing MRR, and the same for each plan "
-    "(movements by plan, fx the remainder); footed to the cent across and down.",
+    "(movements by plan, fx the remainder); footed across and down at the currency's minor unit.",
     "invoice_summary": "Every finalized invoice created in the month: number, customer, status, "
     "dates, subtotal, discount, tax, total, amount paid; a total per currency.",
     "revenue_trend": "Revenue, refunds, expenses and net of the month (docs/metrics.md §10) with "
@@ -82,8 +83,9 @@ def month_bounds(month: str) -> tuple[date, date]:
     return first, following - timedelta(days=1)
 
 
-def _money(micros: int) -> str:
-    return f"{cents_amount(micros):,}"
+def _totals(table: CsvTable) -> str:
+    """The table's headline totals as printed, each with its currency's decimals."""
+    return ", ".join(f"{k} {shown_units(v, table.grains[k]):,}" for k, v in table.totals.items())
 
 
 def report_asset(report_type: str) -> dg.AssetsDefinition:
@@ -131,7 +133,7 @@ def report_asset(report_type: str) -> dg.AssetsDefinition:
                     continue
                 # The same table printed, beside the CSV (format pdf in the catalogue).
                 pdf = store_table_pdf(wh, root, ws, report_type, start, end, table=table)
-                totals = ", ".join(f"{k} {_money(v)}" for k, v in table.totals.items())
+                totals = _totals(table)
                 lines.append(
                     f"| {ws.id} | {month} | {entry.path} | {entry.version} | {entry.size_bytes}"
                     f" | {pdf.path} | {table.line_count} | {totals} |"

@@ -11,14 +11,13 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
-from decimal import Decimal
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from finance_pipeline.lib import close as close_lib
 from finance_pipeline.lib.alerts import CLOSE_RESTATED
-from finance_pipeline.lib.money import MICROS_PER_CENT
+from finance_pipeline.lib.money import shown_units
 from finance_pipeline.reports.pdf.pack_data import (
     CheckResult,
     ClosePackData,
@@ -180,10 +179,9 @@ def _fx_rates(wh: Warehouse, start: date, end: date) -> list[tuple[str, str, dat
     return out
 
 
-def _units(shown_micros: int | None) -> str | None:
-    if shown_micros is None:
-        return None
-    return str(Decimal(shown_micros // MICROS_PER_CENT).scaleb(-2))
+def _units(shown_micros: int | None, grain: int) -> str | None:
+    # As printed: the reporting currency's decimals (2 for USD, none for JPY).
+    return None if shown_micros is None else str(shown_units(shown_micros, grain))
 
 
 def figures(data: ClosePackData) -> dict[str, str | None]:
@@ -191,7 +189,7 @@ def figures(data: ClosePackData) -> dict[str, str | None]:
     roll-forward, headline KPIs, the month's revenue, refunds, expenses, net and margins totals."""
     out: dict[str, str | None] = {}
     for line in data.roll_forward:
-        out[f"MRR roll-forward: {line.label}"] = _units(line.shown)
+        out[f"MRR roll-forward: {line.label}"] = _units(line.shown, data.grain)
     for k in data.kpis:
         out[f"KPI: {k.label}"] = None if k.current_shown is None else str(k.current_shown)
     month = next((m for m in data.money_months if m.month == data.month), None)
@@ -200,14 +198,14 @@ def figures(data: ClosePackData) -> dict[str, str | None]:
     shown = {
         n: getattr(month, n) if month else 0 for n in ("revenue", "refunds", "expenses", "net")
     }
-    out["Revenue: revenue"] = _units(shown["revenue"])
-    out["Revenue: refunds"] = _units(shown["refunds"])
-    out["Revenue: net of refunds"] = _units(shown["revenue"] + shown["refunds"])
-    out["Revenue: expenses"] = _units(shown["expenses"])
-    out["Revenue: net (revenue - expenses)"] = _units(shown["net"])
-    out["Margins: revenue"] = _units(data.margin_total.revenue)
-    out["Margins: cost"] = _units(data.margin_total.cost)
-    out["Margins: margin"] = _units(data.margin_total.margin)
+    out["Revenue: revenue"] = _units(shown["revenue"], data.grain)
+    out["Revenue: refunds"] = _units(shown["refunds"], data.grain)
+    out["Revenue: net of refunds"] = _units(shown["revenue"] + shown["refunds"], data.grain)
+    out["Revenue: expenses"] = _units(shown["expenses"], data.grain)
+    out["Revenue: net (revenue - expenses)"] = _units(shown["net"], data.grain)
+    out["Margins: revenue"] = _units(data.margin_total.revenue, data.grain)
+    out["Margins: cost"] = _units(data.margin_total.cost, data.grain)
+    out["Margins: margin"] = _units(data.margin_total.margin, data.grain)
     blended = data.blended_margin_percent
     out["Margins: blended margin %"] = None if blended is None else str(blended)
     return out

@@ -13,6 +13,7 @@ from pathlib import Path
 import jinja2
 
 from finance_pipeline.lib import report_csv
+from finance_pipeline.lib.money import DECIMALS_TEXT, minor_unit_exponent
 from finance_pipeline.lib.report_csv import ALL_PLANS, TOTAL, Cell, CsvTable
 from finance_pipeline.reports.pdf.render import MONTH_NAMES, source_date_epoch, stylesheet
 from finance_pipeline.reports.render import build_csv
@@ -104,12 +105,31 @@ def _text(value: Cell) -> str:
     if value is None:
         return ""
     if isinstance(value, Decimal):
-        return f"{value:,.2f}"
+        # The cell's own decimals: an amount has its currency's (none for JPY), a percentage 2.
+        return f"{value:,.{max(0, -int(value.as_tuple().exponent))}f}"
     if isinstance(value, int) and not isinstance(value, bool):
         return f"{value:,}"
     if isinstance(value, date):
         return value.isoformat()
     return str(value)
+
+
+def _decimals(report: TableReport) -> str:
+    """The note's "two decimals": those of the currencies the table's amounts are in (§2)."""
+    table = report.table
+
+    def column(name: str) -> set[str]:
+        i = table.columns.index(name) if name in table.columns else None
+        return {str(row[i]) for row in table.rows if i is not None and row[i]}
+
+    if report.report_type in PER_ROW_CURRENCY:
+        currencies = column("Currency") or {report.currency}
+    else:  # the workspace's currency, and each customer's own for MRR After
+        currencies = {report.currency} | column("MRR Currency")
+    places = {minor_unit_exponent(c) for c in currencies}
+    if len(places) == 1:
+        return DECIMALS_TEXT[places.pop()]
+    return "the decimals of their currency (none for JPY, two for USD)"
 
 
 def _column_header(name: str, currency: str) -> str:
@@ -159,6 +179,7 @@ def render_html(report: TableReport) -> str:
         period=period,
         plan=f"Plan {report.plan_id}" if report.plan_id else "All plans",
         amounts=amounts,
+        decimals=_decimals(report),
         landscape=report.report_type in LANDSCAPE,
         dense=len(table.columns) > 9,
         columns=[_column_header(c, cur) for c in table.columns],

@@ -77,7 +77,7 @@ def build_csv(
         return report_csv.failed_payments(queries.failed_charges(wh, ws, start, end, plan_id))
     if report_type == "margins":
         rows, blended = queries.margin_rows(wh, ws, month_key(start))
-        return report_csv.margins(rows, blended)
+        return report_csv.margins(rows, blended, currency=cur)
     return report_csv.mrr_movements(cur, queries.customer_movements(wh, ws, start, end))
 
 

@@ -83,5 +83,7 @@ def test_diff_lists_only_changed_figures_with_exact_signed_changes() -> None:
     ]
     assert diff_from_json(diff_json(diffs)) == diffs
     assert diff_figures(closed, dict(closed)) == []
+    # The same value printed at another grain (a JPY figure closed with cents) is no restatement.
+    assert diff_figures({"mrr": "12846.00"}, {"mrr": "12846"}) == []
     assert figures_sha256(closed) == figures_sha256(dict(reversed(list(closed.items()))))
     assert figures_sha256(closed) != figures_sha256(now)

@@ -14,10 +14,14 @@ from finance_pipeline.lib.money import (
     foot,
     foot_grid,
     foot_roll_forward,
+    grain_places,
+    micros_per_minor,
     micros_to_cents,
     micros_to_decimal,
     micros_to_minor,
+    minor_unit_exponent,
     round_half_away,
+    shown_units,
 )
 
 CENT = MICROS_PER_CENT
@@ -203,3 +207,45 @@ def test_foot_grid_moves_the_cell_that_loses_least() -> None:
     assert foot_grid([[1, 0]], [0], [0, 0]) == [[0, 0]]
     with pytest.raises(ValueError):
         foot_grid([[1, 0]], [10_000], [0, 0])
+
+
+def test_reporting_grain_is_the_minor_unit() -> None:
+    assert [micros_per_minor(c) for c in ("usd", "EUR", "jpy", "krw", "kwd")] == [
+        10_000,
+        10_000,
+        1_000_000,
+        1_000_000,
+        1_000,
+    ]
+    assert [grain_places(g) for g in (1, 1_000, 10_000, 1_000_000)] == [6, 3, 2, 0]
+    for bad in (0, 3, 2_000_000, 30_000):
+        with pytest.raises(ValueError):
+            grain_places(bad)
+    assert str(shown_units(1_234_560_000, 10_000)) == "1234.56"
+    assert str(shown_units(1_234_000_000, 1_000_000)) == "1234"  # whole yen, no ".00"
+    assert str(shown_units(-1_234_500_000, 1_000)) == "-1234.500"
+    assert str(shown_units(0, 10_000)) == "0.00"
+    with pytest.raises(ValueError):
+        shown_units(1_234_560_000, 1_000_000)  # 1234.56 yen cannot be shown
+
+
+@given(st.lists(amounts, max_size=12), st.integers(min_value=1, max_value=10**7))
+def test_foot_at_any_grain_sums_to_the_total(parts: list, grain: int) -> None:
+    out = foot(parts, grain)
+    assert sum(out) == round_half_away(sum(Fraction(p) for p in parts), grain)
+    for x, r in zip(parts, out, strict=True):
+        assert r % grain == 0 and abs(r - Fraction(x)) < grain
+
+
+@given(
+    st.lists(amounts, min_size=1, max_size=12),
+    st.sampled_from(["usd", "jpy", "kwd", "krw", "bhd", "eur"]),
+)
+def test_shown_lines_add_up_to_the_shown_total_in_any_currency(parts: list, currency: str) -> None:
+    # What a report prints: footed lines and their total as decimals of the currency's minor unit.
+    grain = micros_per_minor(currency)
+    lines = [shown_units(r, grain) for r in foot(parts, grain)]
+    total = shown_units(round_half_away(sum(Fraction(p) for p in parts), grain), grain)
+    assert sum(lines) == total
+    places = minor_unit_exponent(currency)
+    assert all(-x.as_tuple().exponent == places for x in [*lines, total])

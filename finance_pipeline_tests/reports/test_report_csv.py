@@ -21,7 +21,9 @@ def parse(table: CsvTable) -> list[list[str]]:
 
 @given(st.text())
 def test_text_cells_are_never_formulas(text: str) -> None:
-    table = CsvTable(["Name", "Amount"], [[text, report_csv.cents_amount(-1_230_000)]])
+    table = CsvTable(
+        ["Name", "Amount"], [[text, report_csv.amount_cell(-1_230_000, MICROS_PER_CENT)]]
+    )
     [_header, [cell, amount]] = parse(table)
     assert not cell.startswith(FORMULA_PREFIXES)
     # Only the apostrophe is added; the text is otherwise kept as is.
@@ -45,17 +47,22 @@ def test_neutralize_examples() -> None:
         ),
         min_size=1,
         max_size=8,
-    )
+    ),
+    st.sampled_from([("usd", 2), ("jpy", 0), ("kwd", 3)]),
 )
-def test_revenue_trend_foots(values: list[tuple[Fraction, Fraction]]) -> None:
+def test_revenue_trend_foots(
+    values: list[tuple[Fraction, Fraction]], currency: tuple[str, int]
+) -> None:
     months = [
         report_csv.TrendMonth(f"2026-{i + 1:02d}", int(r), -int(abs(e)), int(e), None)
         for i, (r, e) in enumerate(values)
     ]
-    rows = parse(report_csv.revenue_trend("usd", months))[1:]
+    rows = parse(report_csv.revenue_trend(currency[0], months))[1:]
     lines, total = rows[:-1], rows[-1]
     for col in (1, 2, 3, 4):
         assert sum(Decimal(r[col]) for r in lines) == Decimal(total[col])
+        # Every amount has the currency's decimals: none for yen, 3 for dinar.
+        assert all(len(r[col].partition(".")[2]) == currency[1] for r in rows)
     for r in rows:
         assert Decimal(r[1]) - Decimal(r[3]) == Decimal(r[4])  # net = revenue - expenses
 
@@ -110,7 +117,7 @@ def test_invoice_totals_per_currency() -> None:
     assert [r[0] for r in rows] == ["INV-1", "Total", "INV-1", "INV-1", "Total"]
     assert rows[0][2] == "'+cmd"
     jpy_total, usd_total = rows[1], rows[4]
-    assert jpy_total[13] == "JPY" and jpy_total[11] == "1000.00"
+    assert jpy_total[13] == "JPY" and jpy_total[11] == "1000"  # whole yen, no decimals
     assert usd_total[13] == "USD"
     for col in range(8, 13):
         assert Decimal(rows[2][col]) + Decimal(rows[3][col]) == Decimal(usd_total[col])

@@ -1,5 +1,6 @@
 """The month-end close pack's figures, read from the marts: exact values, and their displayed
-roundings footed per docs/metrics.md §2 so every printed table adds up to the cent."""
+roundings footed per docs/metrics.md §2 so every printed table adds up at the reporting
+currency's grain (its minor unit: the cent for USD, the yen for JPY)."""
 
 from __future__ import annotations
 
@@ -27,8 +28,10 @@ from finance_pipeline.lib.money import (
     MICROS_PER_CENT,
     foot,
     foot_roll_forward,
+    micros_per_minor,
     percent,
     round_half_away,
+    shown_units,
 )
 from finance_pipeline.lib.mrr import subscription_counts
 from finance_pipeline.lib.mrr_timeline import (
@@ -44,7 +47,6 @@ from finance_pipeline.stripe_sync.health import sync_status
 from finance_pipeline.tenancy import Workspace, list_workspaces
 from finance_pipeline.warehouse.db import Warehouse
 
-CENT = MICROS_PER_CENT
 #: Movements of the MRR roll-forward in print order, with their sign (§5).
 MOVEMENTS = tuple(MOVEMENT_SIGNS.items())
 PLAN_LINES = 6  # the largest plans are named; the rest fold into "Other plans" so a chart reads
@@ -290,6 +292,12 @@ class ClosePackData:
     restatements: tuple[RestatementNote, ...] = ()
 
     @property
+    def grain(self) -> int:
+        """Micros in one minor unit of the reporting currency: what every shown figure is a
+        multiple of and is printed to (10,000 for USD cents, 1,000,000 for whole yen)."""
+        return micros_per_minor(self.currency)
+
+    @property
     def all_tie_outs_pass(self) -> bool:
         """True when every reconciliation printed in the appendix agrees."""
         return all(t.passed for t in self.tie_outs)
@@ -303,9 +311,9 @@ def _day(value: Any) -> date:
     return value if isinstance(value, date) else date.fromisoformat(str(value)[:10])
 
 
-def _units(micros: int | Fraction) -> Decimal:
-    """Shown micro-units (a multiple of a cent) as a 2-decimal unit amount."""
-    return Decimal(round_half_away(micros, CENT) // CENT).scaleb(-2)
+def _units(micros: int | Fraction, grain: int) -> Decimal:
+    """Exact micro-units rounded once to `grain`, in whole units with the grain's decimals."""
+    return shown_units(round_half_away(micros, grain), grain)
 
 
 def _pct(value: Fraction | None) -> Decimal | None:
@@ -344,7 +352,12 @@ def _cfo_day(wh: Warehouse, ws: str, day: date) -> dict[str, Any] | None:
 
 
 def _money_kpi(
-    key: str, label: str, cur: Fraction | None, prev: Fraction | None, note: str = ""
+    grain: int,
+    key: str,
+    label: str,
+    cur: Fraction | None,
+    prev: Fraction | None,
+    note: str = "",
 ) -> Kpi:
     return Kpi(
         key,
@@ -352,19 +365,27 @@ def _money_kpi(
         "money",
         cur,
         prev,
-        None if cur is None else _units(cur),
-        None if prev is None else _units(prev),
+        None if cur is None else _units(cur, grain),
+        None if prev is None else _units(prev, grain),
         note,
     )
 
 
 def _cents_kpi(
-    key: str, label: str, cur: dict | None, prev: dict | None, col: str, note: str = ""
+    grain: int,
+    key: str,
+    label: str,
+    cur: dict | None,
+    prev: dict | None,
+    col: str,
+    note: str = "",
 ) -> Kpi:
+    # The CFO mart stores only hundredths (its API's `*_cents`): a coarser grain (whole yen)
+    # is rounded from them, the one figure rounded twice (docs/metrics.md §2).
     def get(r: dict | None) -> Fraction | None:
-        return None if r is None or r[col] is None else Fraction(int(r[col]) * CENT)
+        return None if r is None or r[col] is None else Fraction(int(r[col]) * MICROS_PER_CENT)
 
-    return _money_kpi(key, label, get(cur), get(prev), note)
+    return _money_kpi(grain, key, label, get(cur), get(prev), note)
 
 
 def _ratio_kpi(
@@ -403,6 +424,11 @@ class _Period:
             date.fromisoformat(prev + "-01"),
             month_end(prev),
         )
+
+    @property
+    def grain(self) -> int:
+        """The reporting currency's minor unit in micros: the pack's rounding grain (§2)."""
+        return micros_per_minor(self.ws.reporting_currency)
 
     @property
     def opening_day(self) -> date:
@@ -462,9 +488,9 @@ def _net_new(m: Mapping[str, Fraction]) -> Fraction:
 
 
 def _roll_forward(mrr: _MrrMonth, p: _Period) -> tuple[Line, ...]:
-    """Opening, movements and closing MRR, footed to the cent with `foot_roll_forward` (§2)."""
+    """Opening, movements and closing MRR, footed at the grain with `foot_roll_forward` (§2)."""
     signed = {k: s * mrr.movements[k] for k, s in MOVEMENTS}
-    opening_r, moves_r, closing_r = foot_roll_forward(mrr.opening, signed, mrr.closing, CENT)
+    opening_r, moves_r, closing_r = foot_roll_forward(mrr.opening, signed, mrr.closing, p.grain)
     closing_day = _day(mrr.close_row["day"]) if mrr.close_row else p.end
     return (
         Line(f"Opening MRR ({p.opening_day.isoformat()})", mrr.opening, opening_r, "balance"),
@@ -482,6 +508,7 @@ def _frac(value: Decimal | None) -> Fraction | None:
 
 
 def _kpis(
+    grain: int,
     mrr: _MrrMonth,
     rates: RetentionRates | None,
     prev_rates: RetentionRates | None,
@@ -506,16 +533,20 @@ def _kpis(
         return None if r is None else getattr(r, name)
 
     return (
-        _money_kpi("mrr", "MRR", mrr_of(now), mrr_of(before)),
+        _money_kpi(grain, "mrr", "MRR", mrr_of(now), mrr_of(before)),
         _money_kpi(
+            grain,
             "cmrr",
             "Committed MRR (CMRR)",
             mrr_of(now, "cmrr"),
             mrr_of(before, "cmrr"),
             "stops at a scheduled cancellation",
         ),
-        _money_kpi("arr", "ARR", mrr_of(now, factor=12), mrr_of(before, factor=12), "12 x MRR"),
         _money_kpi(
+            grain, "arr", "ARR", mrr_of(now, factor=12), mrr_of(before, factor=12), "12 x MRR"
+        ),
+        _money_kpi(
+            grain,
             "net_new_mrr",
             "Net new MRR",
             _net_new(mrr.movements) if mrr.rows else None,
@@ -536,7 +567,7 @@ def _kpis(
             attr(prev_rates, "grr"),
             "capped at starting MRR",
         ),
-        _money_kpi("arpa", "ARPA", arpa(now), arpa(before), "MRR / paying customers"),
+        _money_kpi(grain, "arpa", "ARPA", arpa(now), arpa(before), "MRR / paying customers"),
         Kpi(
             "paying_customers",
             "Paying customers",
@@ -547,9 +578,16 @@ def _kpis(
             paying(before),
         ),
         _cents_kpi(
-            "burn", "Burn (30 days)", cfo_now, cfo_prev, "burn_cents_30d", "expenses - net revenue"
+            grain,
+            "burn",
+            "Burn (30 days)",
+            cfo_now,
+            cfo_prev,
+            "burn_cents_30d",
+            "expenses - net revenue",
         ),
         _cents_kpi(
+            grain,
             "recurring_burn",
             "Recurring burn (30 days)",
             cfo_now,
@@ -723,7 +761,7 @@ def _plans(
         series.append(
             ("Other plans", [sum((by_plan[n].get(d, zero) for n in rest), zero) for d in ends])
         )
-    columns = [foot([s[1][i] for s in series], CENT) if series else [] for i in range(len(ends))]
+    columns = [foot([s[1][i] for s in series], p.grain) if series else [] for i in range(len(ends))]
     plans = tuple(
         PlanSeries(name, tuple(values), tuple(columns[i][j] for i in range(len(ends))))
         for j, (name, values) in enumerate(series)
@@ -764,7 +802,7 @@ def _cohorts(
         CohortLine(
             row.month,
             row.customers,
-            round_half_away(row.starting_mrr, CENT),
+            round_half_away(row.starting_mrr, p.grain),
             tuple(_pct(v) for v in row.retention),
         )
         for row in rows
@@ -786,7 +824,7 @@ def _money_by_month(wh: Warehouse, p: _Period) -> tuple[tuple[MonthMoney, ...], 
         s[0] += int(r["gross_revenue_micros"])
         s[1] += int(r["refunds_micros"])
         s[2] += int(r["expenses_micros"])
-    cols = [foot([sums[m][i] for m in keys], CENT) for i in range(3)]
+    cols = [foot([sums[m][i] for m in keys], p.grain) for i in range(3)]
     months = tuple(
         MonthMoney(m, cols[0][i], cols[1][i], cols[2][i], cols[0][i] - cols[2][i], *sums[m])
         for i, m in enumerate(keys)
@@ -812,11 +850,11 @@ CFO_COLUMNS = (
 
 
 def _cfo(
-    cfo_now: dict[str, Any] | None, cfo_prev: dict[str, Any] | None
+    grain: int, cfo_now: dict[str, Any] | None, cfo_prev: dict[str, Any] | None
 ) -> tuple[tuple[Kpi, ...], tuple[str, ...]]:
     """The §9 CFO metrics at both month ends (the mart's cents) and the month's warnings."""
     metrics = (
-        *(_cents_kpi(k, label, cfo_now, cfo_prev, col) for k, label, col in CFO_COLUMNS),
+        *(_cents_kpi(grain, k, label, cfo_now, cfo_prev, col) for k, label, col in CFO_COLUMNS),
         Kpi(
             "runway_months",
             "Runway (months)",
@@ -856,8 +894,8 @@ def _dec(value: Any) -> Decimal | None:
     return None if value is None else Decimal(str(value))
 
 
-def _cents(value: Any) -> int | None:
-    return None if value is None else round_half_away(int(value), CENT)
+def _shown(value: Any, grain: int) -> int | None:
+    return None if value is None else round_half_away(int(value), grain)
 
 
 def _margins(wh: Warehouse, p: _Period) -> _Margins:
@@ -875,8 +913,8 @@ def _margins(wh: Warehouse, p: _Period) -> _Margins:
     )
     tiers = ("healthy", "at_risk", "critical")
     in_tier = {t: [r for r in rows if r["health_tier"] == t] for t in tiers}
-    rev = foot([sum(int(r["revenue_micros"]) for r in in_tier[t]) for t in tiers], CENT)
-    cost = foot([sum(int(r["cost_micros"]) for r in in_tier[t]) for t in tiers], CENT)
+    rev = foot([sum(int(r["revenue_micros"]) for r in in_tier[t]) for t in tiers], p.grain)
+    cost = foot([sum(int(r["cost_micros"]) for r in in_tier[t]) for t in tiers], p.grain)
     watch = sorted(
         in_tier["critical"] + in_tier["at_risk"],
         key=lambda r: (
@@ -895,16 +933,16 @@ def _margins(wh: Warehouse, p: _Period) -> _Margins:
             MarginCustomer(
                 r["customer_name"] or r["stripe_customer_id"] or r["customer_key"],
                 r["health_tier"],
-                round_half_away(int(r["revenue_micros"]), CENT),
-                round_half_away(int(r["cost_micros"]), CENT),
+                round_half_away(int(r["revenue_micros"]), p.grain),
+                round_half_away(int(r["cost_micros"]), p.grain),
                 _dec(r["margin_percent"]),
                 _dec(r["projected_margin_percent"]),
-                _cents(r["budget_suggestion_micros"]),
+                _shown(r["budget_suggestion_micros"], p.grain),
             )
             for r in watch
         ),
         blended=_dec(summary[0]["blended_margin_percent"]) if summary else None,
-        untagged=_cents(summary[0]["untagged_cost_micros"]) or 0 if summary else 0,
+        untagged=_shown(summary[0]["untagged_cost_micros"], p.grain) or 0 if summary else 0,
     )
 
 
@@ -1068,7 +1106,7 @@ def close_pack_data(
     plan_months, plans, plan_totals = _plans(wh, p)
     cohort_months, cohorts = _cohorts(wh, p, load_mrr_changes(wh, ws.id, p.end))
     money_months, money_total = _money_by_month(wh, p)
-    cfo, cfo_warnings = _cfo(cfo_now, cfo_prev)
+    cfo, cfo_warnings = _cfo(p.grain, cfo_now, cfo_prev)
     margins = _margins(wh, p)
     fc = _forecast(wh, p)
     health = sync_status(wh, ws.id, now=int(generated_at.timestamp()))
@@ -1082,7 +1120,7 @@ def close_pack_data(
         period_end=p.end,
         generated_at=generated_at,
         watermarks=_watermarks(wh, ws.id),
-        kpis=_kpis(mrr, rates, prev_rates, cfo_now, cfo_prev),
+        kpis=_kpis(p.grain, mrr, rates, prev_rates, cfo_now, cfo_prev),
         churn=_churn(wh, p, rates, prev_rates),
         roll_forward=_roll_forward(mrr, p),
         customers_roll=customers_roll,
@@ -1133,8 +1171,8 @@ def _customer_names(wh: Warehouse, ws: str) -> dict[str, str]:
     }
 
 
-def _fmt(micros: int | Fraction) -> str:
-    return f"{_units(micros):,}"
+def _fmt(micros: int | Fraction, grain: int) -> str:
+    return f"{_units(micros, grain):,}"
 
 
 def _tie_outs(
@@ -1147,6 +1185,7 @@ def _tie_outs(
     closing: Fraction,
 ) -> tuple[TieOut, ...]:
     """Ledger = Stripe charges, revenue mart = ledger and the MRR identity for the month."""
+    grain = micros_per_minor(ws.reporting_currency)
     t0, t1 = day_start_ts(start, ws.time_zone), day_start_ts(end + timedelta(days=1), ws.time_zone)
     charges = wh.rows(
         "SELECT COUNT(*) AS n, currency FROM raw.stripe_charges WHERE workspace_id = :w"
@@ -1209,17 +1248,17 @@ def _tie_outs(
         TieOut(
             "Revenue mart = ledger",
             "ledger revenue",
-            _fmt(ledger_rev),
+            _fmt(ledger_rev, grain),
             "mart.revenue_daily revenue",
-            _fmt(mart_rev),
+            _fmt(mart_rev, grain),
             ledger_rev == mart_rev,
         ),
         TieOut(
             "MRR identity (exact)",
             "opening + movements",
-            _fmt(opening + moved),
+            _fmt(opening + moved, grain),
             "closing MRR",
-            _fmt(closing),
+            _fmt(closing, grain),
             opening + moved == closing,
         ),
     )

@@ -19,10 +19,13 @@ import jinja2
 from markupsafe import Markup
 
 from finance_pipeline.lib.money import (
+    DECIMALS_TEXT,
     MICROS_PER_CENT,
     MICROS_PER_UNIT,
+    grain_places,
     minor_unit_exponent,
     round_half_away,
+    shown_units,
 )
 from finance_pipeline.reports.pdf import charts
 from finance_pipeline.reports.pdf.pack_data import ClosePackData, FailedPayment, Kpi
@@ -55,15 +58,16 @@ class _AttachmentRow:
     sha256: str
 
 
-def _amount(units: Decimal | None) -> str:
-    return DASH if units is None else f"{units:,.2f}"
+def _amount(units: Decimal | None, places: int = 2) -> str:
+    return DASH if units is None else f"{units:,.{places}f}"
 
 
-def money(shown_micros: int | None) -> str:
-    """Shown micro-units (a multiple of a cent) as "1,234.56"; None as a dash."""
+def money(shown_micros: int | None, grain: int = MICROS_PER_CENT) -> str:
+    """Shown micro-units (a multiple of `grain`, the reporting currency's minor unit) with the
+    grain's decimals: "1,234.56" at the cent, "1,234" at the yen; None as a dash."""
     if shown_micros is None:
         return DASH
-    return _amount(Decimal(shown_micros // MICROS_PER_CENT).scaleb(-2))
+    return _amount(shown_units(shown_micros, grain), grain_places(grain))
 
 
 def pct(value: Decimal | None) -> str:
@@ -71,12 +75,13 @@ def pct(value: Decimal | None) -> str:
     return DASH if value is None else f"{value:,.2f} %"
 
 
-def _kpi_value(k: Kpi, which: str) -> str:
+def _kpi_value(k: Kpi, which: str, places: int = 2) -> str:
+    """A KPI's shown value; `places`: the reporting currency's decimals, for money."""
     v = getattr(k, f"{which}_shown")
     if v is None:
         return DASH
     if k.kind == "money":
-        return _amount(v)
+        return _amount(v, places)
     if k.kind == "percent":
         return pct(v)
     if k.kind == "count":
@@ -84,7 +89,7 @@ def _kpi_value(k: Kpi, which: str) -> str:
     return f"{v:,.2f}"
 
 
-def _kpi_change(k: Kpi) -> str:
+def _kpi_change(k: Kpi, places: int = 2) -> str:
     # The change is the difference of the shown values, so the columns subtract on the page.
     if k.current_shown is None or k.previous_shown is None:
         return DASH
@@ -94,6 +99,8 @@ def _kpi_change(k: Kpi) -> str:
         return f"{sign}{diff:,.2f} pp"
     if k.kind == "count":
         return f"{sign}{int(diff):,}"
+    if k.kind == "money":
+        return f"{sign}{diff:,.{places}f}"
     return f"{sign}{diff:,.2f}"
 
 
@@ -113,7 +120,14 @@ def _heat(value: Decimal | None) -> str:
     return "heat4"
 
 
-def _environment() -> jinja2.Environment:
+def _environment(grain: int = MICROS_PER_CENT) -> jinja2.Environment:
+    """The pack's template environment; money filters print at `grain`, the reporting currency's
+    minor unit (docs/reports.md: whole yen for JPY), percentages always with 2 decimals."""
+    places = grain_places(grain)
+
+    def shown(micros: int | None) -> str:
+        return money(micros, grain)
+
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("finance_pipeline.reports.pdf", "templates"),
         autoescape=jinja2.select_autoescape(["html", "j2"]),
@@ -122,15 +136,19 @@ def _environment() -> jinja2.Environment:
         lstrip_blocks=True,
     )
     env.filters.update(
-        money=money,
-        amount=_amount,
-        money_micros=lambda m: money(None if m is None else round_half_away(m, MICROS_PER_CENT)),
+        money=shown,
+        amount=lambda units: _amount(units, places),
+        money_micros=lambda m: shown(None if m is None else round_half_away(m, grain)),
         pct=pct,
-        kpi_value=_kpi_value,
-        kpi_change=_kpi_change,
+        kpi_value=lambda k, which: _kpi_value(k, which, places),
+        kpi_change=lambda k: _kpi_change(k, places),
         minor=_minor,
         heat=_heat,
-        cents=lambda c: DASH if c is None else money(int(c) * MICROS_PER_CENT),
+        # Forecast series are stored in hundredths (the forecast API's `*_cents`); a coarser
+        # grain is rounded from them.
+        cents=lambda c: (
+            DASH if c is None else shown(round_half_away(int(c) * MICROS_PER_CENT, grain))
+        ),
         dec2=_dec2,
         tier=lambda t: {"at_risk": "at risk"}.get(t, t),
         signed_count=lambda v, kind: f"{v:,}" if kind == "balance" or v <= 0 else f"+{v:,}",
@@ -272,7 +290,7 @@ def stylesheet(name: str) -> Markup:
 
 def render_html(d: ClosePackData, attachments: Mapping[str, bytes]) -> str:
     """The pack as one HTML document (CSS inlined), what weasyprint lays out."""
-    env = _environment()
+    env = _environment(d.grain)
     files = {**attachments, MANIFEST_NAME: manifest(d, attachments)}
     gen = d.generated_at.astimezone(UTC)
     prev = date.fromisoformat(d.month + "-01")
@@ -282,6 +300,7 @@ def render_html(d: ClosePackData, attachments: Mapping[str, bytes]) -> str:
         d=d,
         kpi=kpi,
         cur=d.currency.upper(),
+        decimals=DECIMALS_TEXT[grain_places(d.grain)],
         css=stylesheet("close_pack.css"),
         month_label=_month_label(d.month),
         prev_label=_month_label(prev_month),
