@@ -169,9 +169,12 @@ def test_jpy_mrr_breakdown_is_whole_yen_and_foots(wh: Warehouse) -> None:
     # Opening 12,345.5 -> 12,346 and closing 12,846.1 -> 12,846, each rounded once; the moves
     # (1,000.4, -500.4, 0.6) are footed to the 500 between them: fx's own 1 gives way.
     # The plans foot to the company row: 5,000.25 + 7,345.25 shows as 5,001 + 7,345 = 12,346.
+    # The seed has no per-customer plan changes, so the movements are unattributed and each
+    # plan's change is its FX remainder; every column and row still foots in whole yen.
     assert rows == [
-        ["price_basic", "5001", "", "", "", "", "", "", "1000", "6001", "JPY"],
-        ["price_pro", "7345", "", "", "", "", "", "", "-500", "6845", "JPY"],
+        ["price_basic", "5001", "0", "0", "0", "0", "0", "1000", "1000", "6001", "JPY"],
+        ["price_pro", "7345", "0", "0", "0", "0", "0", "-500", "-500", "6845", "JPY"],
+        ["(unattributed)", "0", "1000", "0", "0", "0", "-500", "-500", "0", "0", "JPY"],
         ["All plans", "12346", "1000", "0", "0", "0", "-500", "0", "500", "12846", "JPY"],
     ]
 
