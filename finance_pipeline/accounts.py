@@ -171,7 +171,9 @@ def add_member(
             user_id = existing[0]["id"]
         else:
             if not password:
-                raise AccountError("password_required", "A new user needs a password.")
+                raise AccountError(
+                    "password_required", "This email has no account yet: send a password."
+                )
             user_id = new_id("usr")
             _insert_user(wh, db, user_id, email, _hasher().hash(password), now)
         added = wh.insert_new(

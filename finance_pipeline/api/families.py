@@ -7,12 +7,13 @@ are rendered in its dialect, including unknown paths, validation errors and the 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, Depends, FastAPI, Request
 
-from finance_pipeline.api.errors import DEFAULT_DIALECT, ErrorDialect
+from finance_pipeline.api.errors import DEFAULT_DIALECT, ApiError, ErrorDialect
 
 
 @dataclass(frozen=True)
@@ -24,12 +25,14 @@ class Family:
     dialect: ErrorDialect = field(default=DEFAULT_DIALECT)
 
     def router(self, **kwargs: Any) -> APIRouter:
-        """A router for (part of) this family: its prefix and tag, and every route documenting
-        the dialect's error model for the error statuses."""
+        """A router for (part of) this family: its prefix and tag, every route documenting the
+        dialect's error model for the error statuses, and unknown query parameters refused."""
+        dependencies = [Depends(reject_unknown_query), *kwargs.pop("dependencies", [])]
         return APIRouter(
             prefix=self.prefix,
             tags=[self.title],
             responses=self.dialect.openapi_responses(),
+            dependencies=dependencies,
             **kwargs,
         )
 
@@ -60,3 +63,42 @@ def dialect_for(app: Any, path: str) -> ErrorDialect:
         if family.owns(path):
             return family.dialect
     return DEFAULT_DIALECT
+
+
+def reject_unknown_query(request: Request) -> None:
+    """Dependency: 400 `parameter_unknown` for a query parameter the route does not declare (a
+    misspelt `limt` fails loudly instead of being ignored). Declared means: in the OpenAPI
+    document, so the check and the schema can never disagree."""
+    if not request.query_params:
+        return
+    declared = _declared_query(request.app, request.method, request.url.path)
+    if declared is None:
+        return  # a route outside the schema: nothing to check against
+    for name in request.query_params:
+        if name not in declared:
+            raise ApiError(
+                400, "parameter_unknown", f"Received unknown parameter: {name}.", param=name
+            )
+
+
+def _declared_query(app: FastAPI, method: str, path: str) -> frozenset[str] | None:
+    """The query parameters the OpenAPI operation matching this request declares."""
+    table = getattr(app.state, "declared_query", None)
+    if table is None:
+        table = []
+        for template, ops in app.openapi().get("paths", {}).items():
+            # Literal paths first: /v1/x/new wins over /v1/x/{id}.
+            pattern = re.compile(
+                "^" + re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(template)) + "$"
+            )
+            for op_method, op in ops.items():
+                names = frozenset(
+                    p["name"] for p in op.get("parameters", []) if p.get("in") == "query"
+                )
+                table.append((template.count("{"), op_method.upper(), pattern, names))
+        table.sort(key=lambda row: row[0])
+        app.state.declared_query = table
+    for _, op_method, pattern, names in table:
+        if op_method == method and pattern.match(path):
+            return names
+    return None

@@ -29,7 +29,9 @@ def page_params(
     ] = DEFAULT_LIMIT,
     starting_after: Annotated[
         str | None,
-        Query(max_length=255, description="ID of the last item from the previous page"),
+        Query(
+            min_length=1, max_length=255, description="ID of the last item from the previous page"
+        ),
     ] = None,
 ) -> PageParams:
     """Dependency: the `limit` and `starting_after` query parameters."""

@@ -256,4 +256,4 @@ def test_an_existing_user_joins_another_org_and_picks_it_at_login(api: ApiServer
     new_without_password = api.client.post(
         "/v1/members", json={"email": unique_email(), "role": "member"}, headers=second.headers
     )
-    assert_error(new_without_password, 422, "missing_field", "password")
+    assert_error(new_without_password, 409, "password_required", "password")

@@ -41,7 +41,12 @@ def test_create_get_and_list_in_the_seed_shape(api: ApiServer) -> None:
 
 def test_money_must_be_integer_cents(api: ApiServer) -> None:
     acct = register(api.client)
-    for bad in (12.5, "100", 10**15):
+    # 100.0 is an integer in JSON Schema's sense; fractions, strings and booleans are not cents.
+    r = api.client.post(
+        "/v1/workspaces", json={"name": "X", "cash_on_hand_cents": 100.0}, headers=acct.headers
+    )
+    assert r.json()["cash_on_hand_cents"] == 100
+    for bad in (12.5, "100", True, 10**15):
         r = api.client.post(
             "/v1/workspaces", json={"name": "X", "cash_on_hand_cents": bad}, headers=acct.headers
         )

@@ -65,9 +65,9 @@ def add_member(body: MemberCreate, ctx: Ctx, principal: Owner) -> MemberOut:
     try:
         m = accounts.add_member(ctx.wh, principal.org_id, body.email, body.role, body.password)
     except accounts.AccountError as exc:
-        if exc.code == "password_required":
-            raise ApiError(422, "missing_field", str(exc), param="password") from None
-        raise _conflict(exc, "email") from None
+        # password_required is a 409, not a 422: the body is valid, but this email has no
+        # account yet (the state, not the schema, asks for a password).
+        raise _conflict(exc, "password" if exc.code == "password_required" else "email") from None
     return MemberOut.of(m)
 
 

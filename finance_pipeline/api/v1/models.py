@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from annotated_types import Interval
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
 
 from finance_pipeline.accounts import API_KEY_PREFIX, ApiKey, Membership
 from finance_pipeline.lib.access import Role
@@ -14,13 +15,31 @@ from finance_pipeline.tenancy import Workspace
 
 # Cents fit BIGINT micro-units (x 10,000) with room to spare: |cents| <= 10^14 ($1 trillion).
 MAX_CENTS = 10**14
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+# Patterns spell whitespace out: regex engines disagree on what `\s` covers (U+0085), and the
+# schema's pattern and the server's check must accept exactly the same strings.
+_NOT_SPACE = r"[^ \t\r\n]"
+# Not blank: at least one non-space character.
+Name = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=_NOT_SPACE)]
 Email = Annotated[
     str,
-    StringConstraints(strip_whitespace=True, max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$"),
+    StringConstraints(max_length=254, pattern=r"^[^@ \t\r\n]+@[^@ \t\r\n]+\.[^@ \t\r\n]+$"),
 ]
 Password = Annotated[str, StringConstraints(min_length=6, max_length=256)]
-Cents = Annotated[int, Field(strict=True, ge=-MAX_CENTS, le=MAX_CENTS)]
+
+
+def _whole_cents(value: object) -> object:
+    """Cents are whole numbers: 5000000 or 5000000.0 (JSON Schema's integer), never 12.5, "5",
+    or true. Within MAX_CENTS every such float is exact (below 2**53)."""
+    if isinstance(value, bool | str):
+        raise ValueError("must be an integer number of cents")
+    if isinstance(value, float):
+        if not value.is_integer():
+            raise ValueError("must be an integer number of cents")
+        return int(value)
+    return value
+
+
+Cents = Annotated[int, Interval(ge=-MAX_CENTS, le=MAX_CENTS), BeforeValidator(_whole_cents)]
 Timestamp = Annotated[str, Field(examples=["2026-03-01T00:00:00+00:00"])]
 
 
@@ -72,7 +91,8 @@ class WorkspaceCreate(_Request):
 class WorkspacePatch(_Request):
     """Only the fields sent change; `cash_on_hand_cents: null` clears cash on hand."""
 
-    name: Name | None = None
+    # Optional but not nullable: a workspace always has a name.
+    name: Name = None  # type: ignore[assignment]
     cash_on_hand_cents: Cents | None = None
 
 

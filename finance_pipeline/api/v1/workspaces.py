@@ -79,8 +79,6 @@ def update_workspace(
     """Change the name and/or cash on hand; only the fields sent change, null clears cash."""
     workspace_by_id(ctx, principal, id)
     sent = body.model_fields_set
-    if "name" in sent and body.name is None:
-        raise ApiError(422, "invalid_field", "name cannot be null.", param="name")
     changes: dict[str, object] = {}
     if "name" in sent:
         changes["name"] = body.name
