@@ -172,7 +172,10 @@ def cmd_close_status(args: argparse.Namespace) -> int:
 def cmd_api(args: argparse.Namespace) -> int:
     """Serve the read API with uvicorn (docs/api.md); several workers share the warehouse."""
     from finance_pipeline.api.app import serve
+    from finance_pipeline.deployment import check_production
 
+    # Fail here, once, rather than in every worker as it starts.
+    check_production(get_settings(), dagster=False, api=True)
     serve(args.host, args.port, args.workers)
     return 0
 

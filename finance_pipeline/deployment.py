@@ -39,12 +39,15 @@ def deployment() -> str:
     return mode
 
 
-def check_production(settings: Settings, *, dagster: bool = True) -> None:
+def check_production(settings: Settings, *, dagster: bool = True, api: bool = False) -> None:
     """In production, fail with one line naming each required setting that is missing (the
-    warehouse URL; with dagster=True also the Dagster storage's DAGSTER_PG_USER/HOST/DB)."""
+    warehouse URL; with dagster=True also the Dagster storage's DAGSTER_PG_USER/HOST/DB; with
+    api=True the JWT key, which every API worker on every machine must share)."""
     if deployment() != "production":
         return
     missing = [] if settings.warehouse_url else ["FP_WAREHOUSE_URL"]
+    if api and settings.jwt_secret is None:
+        missing.append("FP_JWT_SECRET")
     if dagster:
         missing += [
             v

@@ -45,7 +45,12 @@ def create_app(settings: Settings) -> FastAPI:
 
 def app_from_settings() -> FastAPI:
     """Factory for uvicorn (`--factory`): the app from FP_* settings, one per worker process."""
-    return create_app(get_settings())
+    from finance_pipeline.deployment import check_production
+
+    settings = get_settings()
+    # Production never serves from the embedded SQLite nor signs with a per-machine key file.
+    check_production(settings, dagster=False, api=True)
+    return create_app(settings)
 
 
 def serve(host: str, port: int, workers: int = 1) -> None:
