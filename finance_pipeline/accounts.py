@@ -12,6 +12,7 @@ import secrets as _secrets
 import time
 from dataclasses import dataclass
 from functools import cache
+from typing import Any
 
 import sqlalchemy as sa
 from pwdlib import PasswordHash
@@ -131,13 +132,14 @@ def authenticate_password(
 
 
 def memberships_of_user(wh: Warehouse, user_id: str) -> list[Membership]:
-    """A user's memberships, oldest first."""
+    """A user's memberships, oldest first (the first is where login signs in by default)."""
     return [
-        _membership(r)
+        membership_from_row(r)
         for r in wh.rows(
             "SELECT m.org_id, m.user_id, u.email, m.role, m.created_at FROM app.memberships m"
             " JOIN app.users u ON u.id = m.user_id WHERE m.user_id = :u"
-            " ORDER BY m.created_at, m.org_id",
+            # Seconds tie easily: among equally old memberships, owned organizations first.
+            " ORDER BY m.created_at, CASE m.role WHEN 'owner' THEN 0 ELSE 1 END, m.org_id",
             u=user_id,
         )
     ]
@@ -151,10 +153,11 @@ def membership(wh: Warehouse, org_id: str, user_id: str) -> Membership | None:
         o=org_id,
         u=user_id,
     )
-    return _membership(rows[0]) if rows else None
+    return membership_from_row(rows[0]) if rows else None
 
 
-def _membership(r: dict) -> Membership:
+def membership_from_row(r: dict[str, Any]) -> Membership:
+    """A Membership from a row with org_id, user_id, email, role, created_at."""
     return Membership(r["org_id"], r["user_id"], r["email"], Role(r["role"]), r["created_at"])
 
 
@@ -276,7 +279,7 @@ def create_api_key(
 API_KEY_COLUMNS = "id, org_id, workspace_id, name, role, key_prefix, created_at, revoked_at"
 
 
-def _api_key(r: dict) -> ApiKey:
+def _api_key(r: dict[str, Any]) -> ApiKey:
     return ApiKey(
         r["id"],
         r["org_id"],

@@ -21,7 +21,7 @@ from finance_pipeline import accounts
 from finance_pipeline.api import ratelimit
 from finance_pipeline.api.context import ApiContext
 from finance_pipeline.api.errors import ApiError
-from finance_pipeline.lib.access import Permission, Role, allows
+from finance_pipeline.lib.access import ORG_LEVEL, Permission, Role, allows
 from finance_pipeline.secrets import jwt_secret
 from finance_pipeline.settings import Settings
 
@@ -178,6 +178,13 @@ def require(permission: Permission) -> Callable[..., Principal]:
                 403,
                 "insufficient_role",
                 f"The {principal.role.value} role cannot do this (needs {permission.value}).",
+            )
+        if principal.workspace_id is not None and permission in ORG_LEVEL:
+            raise ApiError(
+                403,
+                "workspace_scoped_key",
+                f"An API key scoped to one workspace cannot do this (needs {permission.value} "
+                "over the whole organization).",
             )
         return principal
 

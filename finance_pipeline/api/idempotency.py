@@ -5,7 +5,9 @@ request with the same key, in any worker, finds the row and does not run). The r
 on the row and replayed for 24 h (setting api_idempotency_ttl_seconds) to the same caller sending
 the same key with the same method, path and body; another body, method or path answers 409, and so
 does a request whose twin is still running. 5xx, 401 and 429 responses are not stored, so a retry
-runs again.
+runs again. Stored bodies are encrypted with the master key (FP_SECRET_KEY): a replayed response
+may hold a credential (an access token, an API key shown once), which the warehouse never holds
+in the clear.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from finance_pipeline.api.auth import authenticate
 from finance_pipeline.api.errors import ApiError
 from finance_pipeline.api.families import dialect_for
+from finance_pipeline.secrets import decrypt_secret, encrypt_secret
+from finance_pipeline.settings import Settings
 from finance_pipeline.warehouse.db import Warehouse
 
 HEADER = "idempotency-key"
@@ -97,9 +101,16 @@ def claim(
 
 
 def complete(
-    wh: Warehouse, principal: str, key: str, status: int, content_type: str | None, body: str
+    wh: Warehouse,
+    settings: Settings,
+    principal: str,
+    key: str,
+    status: int,
+    content_type: str | None,
+    body: str,
 ) -> None:
-    """Store the response of the request that holds the key."""
+    """Store the response (body encrypted) of the request that holds the key."""
+    body = encrypt_secret(body, settings)
     with wh.begin() as db:
         db.execute(
             wh.text(
@@ -159,7 +170,7 @@ class IdempotencyMiddleware:
         if stored is not None:
             await self._answer_existing(stored, (method, path, sha), dialect, rid, scope, send)
             return
-        await self._run_and_store(scope, body, receive, send, wh, owner, key)
+        await self._run_and_store(scope, body, receive, send, owner, key)
 
     async def _owner(self, request: Request) -> str | None:
         """Whose keys these are: the credential's identity, or the client address without one."""
@@ -198,8 +209,10 @@ class IdempotencyMiddleware:
             )
             response = dialect.response(err, rid)
         else:
+            settings = scope["app"].state.ctx.settings
+            body = decrypt_secret(stored.response_body, settings) if stored.response_body else ""
             response = Response(
-                content=(stored.response_body or "").encode(),
+                content=body.encode(),
                 status_code=stored.status_code,
                 media_type=stored.response_content_type,
                 headers={"Idempotent-Replayed": "true"},
@@ -212,10 +225,11 @@ class IdempotencyMiddleware:
         body: bytes,
         receive: Receive,
         send: Send,
-        wh: Warehouse,
         owner: str,
         key: str,
     ) -> None:
+        wh: Warehouse = scope["app"].state.ctx.wh
+        settings: Settings = scope["app"].state.ctx.settings
         replayed = False
 
         async def receive_body() -> Message:
@@ -226,35 +240,39 @@ class IdempotencyMiddleware:
                 return {"type": "http.request", "body": body, "more_body": False}
             return await receive()
 
-        status = 0
-        content_type: str | None = None
-        chunks: list[bytes] = []
+        # The response is held back until it is stored: a client retrying the moment it
+        # receives the response must find it completed, not still in progress.
+        held: list[Message] = []
 
-        async def capture(message: Message) -> None:
-            nonlocal status, content_type
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                for name, value in message.get("headers", []):
-                    if name.lower() == b"content-type":
-                        content_type = value.decode("latin-1")
-            elif message["type"] == "http.response.body":
-                chunks.append(message.get("body", b""))
-            await send(message)
+        async def hold(message: Message) -> None:
+            held.append(message)
 
         try:
-            await self.app(scope, receive_body, capture)
+            await self.app(scope, receive_body, hold)
         except BaseException:
             await run_in_threadpool(release, wh, owner, key)
             raise
-        raw = b"".join(chunks)
+        start = next((m for m in held if m["type"] == "http.response.start"), None)
+        status = start["status"] if start else 500
+        content_type = next(
+            (
+                v.decode("latin-1")
+                for k, v in (start or {}).get("headers", [])
+                if k.lower() == b"content-type"
+            ),
+            None,
+        )
+        raw = b"".join(m.get("body", b"") for m in held if m["type"] == "http.response.body")
         try:
-            text = raw.decode()
+            text: str | None = raw.decode()
         except UnicodeDecodeError:
             text = None
         if status >= 500 or status in _NOT_STORED or text is None:
             await run_in_threadpool(release, wh, owner, key)
         else:
-            await run_in_threadpool(complete, wh, owner, key, status, content_type, text)
+            await run_in_threadpool(complete, wh, settings, owner, key, status, content_type, text)
+        for message in held:
+            await send(message)
 
 
 async def _no_body() -> Message:

@@ -50,6 +50,13 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
 }
 
 
+#: Rights over the whole organization, which a credential scoped to one workspace never has
+#: (else a workspace key could add an org-wide member or key, or manage other workspaces).
+ORG_LEVEL = frozenset(
+    {Permission.WORKSPACES_MANAGE, Permission.MEMBERS_MANAGE, Permission.API_KEYS_MANAGE}
+)
+
+
 def allows(role: Role | str, permission: Permission) -> bool:
     """Whether `role` has `permission` (an unknown role has none)."""
     try:

@@ -192,12 +192,30 @@ def test_a_workspace_scoped_key_sees_only_its_workspace(api: ApiServer) -> None:
     assert [w["id"] for w in api.client.get("/v1/workspaces", headers=key).json()["data"]] == [a]
     assert api.client.get(f"/v1/workspaces/{a}", headers=key).status_code == 200
     assert_error(api.client.get(f"/v1/workspaces/{b}", headers=key), 404, "resource_missing")
-    assert_error(api.client.delete(f"/v1/workspaces/{b}", headers=key), 404, "resource_missing")
+    r = api.client.patch(f"/v1/workspaces/{b}", json={"name": "x"}, headers=key)
+    assert_error(r, 404, "resource_missing")
     assert_error(
         api.client.post("/v1/workspaces", json={"name": "C"}, headers=key),
         403,
         "workspace_scoped_key",
     )
+    # No rights over the whole organization: else it could mint an org-wide key or member.
+    assert_error(
+        api.client.post("/v1/api_keys", json={"role": "owner"}, headers=key),
+        403,
+        "workspace_scoped_key",
+    )
+    assert_error(api.client.get("/v1/api_keys", headers=key), 403, "workspace_scoped_key")
+    r = api.client.post(
+        "/v1/members",
+        json={"email": unique_email(), "role": "owner", "password": PASSWORD},
+        headers=key,
+    )
+    assert_error(r, 403, "workspace_scoped_key")
+    assert_error(api.client.delete(f"/v1/workspaces/{a}", headers=key), 403, "workspace_scoped_key")
+    # Within its workspace, its role applies.
+    r = api.client.patch(f"/v1/workspaces/{a}", json={"cash_on_hand_cents": 5}, headers=key)
+    assert r.json()["cash_on_hand_cents"] == 5
 
 
 @pytest.mark.parametrize("method", ["get", "delete"])

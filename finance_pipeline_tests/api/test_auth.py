@@ -111,10 +111,12 @@ def test_missing_or_malformed_authorization_is_401(api: ApiServer) -> None:
 
 
 def test_short_ttl_from_settings_expires_tokens(api_server_factory) -> None:
-    server = api_server_factory(jwt_access_ttl_seconds=1)
+    server = api_server_factory(jwt_access_ttl_seconds=2)
     acct = register(server.client)
-    assert server.client.get("/v1/workspaces", headers=acct.headers).status_code == 200
-    time.sleep(2.1)
+    claims = jwt.decode(acct.token, options={"verify_signature": False})
+    assert claims["exp"] - claims["iat"] == 2
+    # PyJWT compares whole seconds: one more second makes the expiry certain.
+    time.sleep(max(0.0, claims["exp"] + 1.1 - time.time()))
     r = server.client.get("/v1/workspaces", headers=acct.headers)
     assert_error(r, 401, "invalid_token")
     assert "expired" in r.json()["error"]["message"]

@@ -15,10 +15,12 @@ from finance_pipeline.api.families import V1, Family
 from finance_pipeline.api.scoping import request_workspace
 from finance_pipeline.tenancy import Workspace
 from finance_pipeline_tests.api.conftest import (
+    PASSWORD,
     ApiServer,
     assert_error,
     bearer,
     register,
+    unique_email,
 )
 
 
@@ -182,6 +184,18 @@ def test_idempotency_replays_the_original_and_refuses_another_body(api: ApiServe
         400,
         "invalid_idempotency_key",
     )
+
+
+def test_stored_responses_hold_no_credential_in_the_clear(api: ApiServer) -> None:
+    body = {"org_name": "Acme", "email": unique_email(), "password": PASSWORD}
+    h = {"Idempotency-Key": "register-1"}
+    first = api.client.post("/v1/auth/register", json=body, headers=h)
+    again = api.client.post("/v1/auth/register", json=body, headers=h)
+    assert again.json() == first.json() and again.headers["idempotent-replayed"] == "true"
+    token = first.json()["access_token"]
+    stored = api.wh.rows("SELECT * FROM app.idempotency_keys WHERE idempotency_key = 'register-1'")
+    assert len(stored) == 1 and stored[0]["status_code"] == 201
+    assert token not in repr(stored) and "Acme" not in repr(stored)
 
 
 def test_concurrent_requests_with_one_key_run_once(api: ApiServer) -> None:

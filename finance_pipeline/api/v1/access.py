@@ -50,12 +50,7 @@ def list_members(
         id_column="m.user_id",
         org=principal.org_id,
     )
-    data = [
-        MemberOut.of(
-            accounts.Membership(r["org_id"], r["user_id"], r["email"], r["role"], r["created_at"])
-        )
-        for r in rows
-    ]
+    data = [MemberOut.of(accounts.membership_from_row(r)) for r in rows]
     return ListResponse[MemberOut](data=data, has_more=has_more)
 
 
@@ -102,12 +97,6 @@ def create_api_key(body: ApiKeyCreate, ctx: Ctx, principal: KeyOwner) -> ApiKeyC
     """Create an API key (owner); the response shows its secret `key` this once only."""
     if body.workspace_id is not None:
         workspace_by_id(ctx, principal, body.workspace_id, param="workspace_id")
-    elif principal.workspace_id is not None:
-        raise ApiError(
-            403,
-            "workspace_scoped_key",
-            "A workspace-scoped key can only create keys of its workspace.",
-        )
     key, secret = accounts.create_api_key(
         ctx.wh,
         principal.org_id,

@@ -58,7 +58,7 @@ class RegisterRequest(_Request):
 
 
 class LoginRequest(_Request):
-    """Credentials; `org_id` picks one of several organizations (default: the first joined)."""
+    """Credentials; `org_id` picks one of several organizations (default: the oldest membership)."""
 
     email: Email
     password: Annotated[str, StringConstraints(min_length=1, max_length=256)]

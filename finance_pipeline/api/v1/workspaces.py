@@ -9,7 +9,6 @@ from fastapi import APIRouter, Depends, Path, Response
 from finance_pipeline import tenancy
 from finance_pipeline.api.auth import Principal, require
 from finance_pipeline.api.context import ApiContext, api_context
-from finance_pipeline.api.errors import ApiError
 from finance_pipeline.api.pagination import ListResponse, PageParams, fetch_page, page_params
 from finance_pipeline.api.scoping import workspace_by_id
 from finance_pipeline.api.v1.models import WorkspaceCreate, WorkspaceOut, WorkspacePatch
@@ -29,10 +28,6 @@ def create_workspace(
     principal: Annotated[Principal, Depends(require(Permission.WORKSPACES_MANAGE))],
 ) -> WorkspaceOut:
     """Create a workspace in your organization (owner)."""
-    if principal.workspace_id is not None:
-        raise ApiError(
-            403, "workspace_scoped_key", "An API key scoped to a workspace cannot create others."
-        )
     cash = None if body.cash_on_hand_cents is None else cents_to_micros(body.cash_on_hand_cents)
     wid = tenancy.create_workspace(ctx.wh, principal.org_id, body.name, cash_on_hand_micros=cash)
     return WorkspaceOut.of(workspace_by_id(ctx, principal, wid))
