@@ -94,9 +94,11 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
         return _render(request, err)
     param = _param(tuple(first.get("loc", ())))
     if first["type"] == "missing":
-        code, message = "missing_field", f"{param} is required."
+        code = "missing_field"
+        message = f"{param} is required." if param else "A request body is required."
     else:
-        code, message = "invalid_field", f"{param}: {first['msg']}."
+        code = "invalid_field"
+        message = f"{param}: {first['msg']}." if param else f"{first['msg']}."
     extra = f" ({len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
     return _render(request, ApiError(422, code, message + extra, param=param))
 

@@ -52,6 +52,11 @@ def test_malformed_json_is_400_and_unknown_routes_are_404_in_the_envelope(api: A
     assert_error(api.client.put("/v1/workspaces", headers=acct.headers), 405, "method_not_allowed")
     r = api.client.post("/v1/workspaces", json={}, headers=acct.headers)
     assert r.json()["error"]["message"] == "name is required."
+    # Not an object, or no body at all: still the envelope, without a field to name.
+    r = api.client.post("/v1/workspaces", json=[1], headers=acct.headers)
+    assert assert_error(r, 422, "invalid_field")["param"] is None
+    r = api.client.post("/v1/workspaces", headers=acct.headers)
+    assert assert_error(r, 422, "missing_field")["message"] == "A request body is required."
 
 
 class _LegacyDialect(ErrorDialect):
