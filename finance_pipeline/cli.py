@@ -1,5 +1,5 @@
 """`finance-pipeline`: the command line for operators (migrations, landing files, sync status,
-report exports, the month-end close)."""
+report exports, the month-end close, the read API)."""
 
 from __future__ import annotations
 
@@ -169,6 +169,17 @@ def cmd_close_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_api(args: argparse.Namespace) -> int:
+    """Serve the read API with uvicorn (docs/api.md); several workers share the warehouse."""
+    from finance_pipeline.api.app import serve
+    from finance_pipeline.deployment import check_production
+
+    # Fail here, once, rather than in every worker as it starts.
+    check_production(get_settings(), dagster=False, api=True)
+    serve(args.host, args.port, args.workers)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The CLI's argument parser."""
     p = argparse.ArgumentParser(prog="finance-pipeline", description=__doc__)
@@ -213,6 +224,13 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--wait", action="store_true", help="wait until rendered; print the path")
     e.add_argument("--timeout", type=float, default=600.0, help="seconds --wait waits at most")
     e.set_defaults(fn=cmd_export)
+    a = sub.add_parser("api", help="serve the read API (FastAPI on uvicorn)")
+    a.add_argument("--host", default="127.0.0.1", help="address to bind (default %(default)s)")
+    a.add_argument("--port", type=int, default=8000, help="port (default %(default)s)")
+    a.add_argument(
+        "--workers", type=int, default=1, help="uvicorn worker processes (default %(default)s)"
+    )
+    a.set_defaults(fn=cmd_api)
     c = sub.add_parser("close", help="month-end close: run, reopen, status")
     csub = c.add_subparsers(
         dest="close_command", required=True, metavar="ACTION", help="what to do with the month"

@@ -39,12 +39,22 @@ def deployment() -> str:
     return mode
 
 
-def check_production(settings: Settings, *, dagster: bool = True) -> None:
+def check_production(settings: Settings, *, dagster: bool = True, api: bool = False) -> None:
     """In production, fail with one line naming each required setting that is missing (the
-    warehouse URL; with dagster=True also the Dagster storage's DAGSTER_PG_USER/HOST/DB)."""
+    warehouse URL; with dagster=True also the Dagster storage's DAGSTER_PG_USER/HOST/DB; with
+    api=True the JWT key and the master key, which every API worker on every machine shares)."""
     if deployment() != "production":
         return
     missing = [] if settings.warehouse_url else ["FP_WAREHOUSE_URL"]
+    if api:
+        missing += [
+            name
+            for name, value in (
+                ("FP_JWT_SECRET", settings.jwt_secret),
+                ("FP_SECRET_KEY", settings.secret_key),
+            )
+            if value is None
+        ]
     if dagster:
         missing += [
             v

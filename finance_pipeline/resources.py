@@ -8,18 +8,9 @@ import dagster as dg
 from pydantic import PrivateAttr
 
 from finance_pipeline.settings import Settings, get_settings
-from finance_pipeline.warehouse import Warehouse, apply_migrations
+from finance_pipeline.warehouse import Warehouse, warehouse_for
 
-_WAREHOUSES: dict[str, Warehouse] = {}
-
-
-def warehouse_for(url: str) -> Warehouse:
-    """One migrated Warehouse per URL per process (engines are pooled and thread-safe)."""
-    if url not in _WAREHOUSES:
-        wh = Warehouse(url)
-        apply_migrations(wh)
-        _WAREHOUSES[url] = wh
-    return _WAREHOUSES[url]
+__all__ = ["StripeResource", "WarehouseResource", "warehouse_for"]
 
 
 class WarehouseResource(dg.ConfigurableResource):

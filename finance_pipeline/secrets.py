@@ -1,8 +1,11 @@
-"""Stored secrets (Stripe keys): Fernet-encrypted at rest, or a reference to an env var; never logged."""
+"""Stored secrets (Stripe keys): Fernet-encrypted at rest, or a reference to an env var; never logged.
+Also the local key files of the embedded default (the master key, the API's JWT signing key)."""
 
 from __future__ import annotations
 
 import os
+import secrets as _secrets
+from collections.abc import Callable
 from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken
@@ -14,17 +17,39 @@ class SecretError(RuntimeError):
     """A stored secret cannot be decrypted or resolved."""
 
 
+def _local_key(settings: Settings, name: str, generate: Callable[[], bytes]) -> bytes:
+    """A key kept in a 0600 file in data_dir, generated on first use (embedded default only:
+    production sets the FP_ variable from a secret manager)."""
+    path = Path(settings.data_dir) / name
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Written aside and linked into place, so a concurrent reader (another API worker) sees
+        # either no file or the whole key, and the first writer wins.
+        tmp = path.with_name(f"{name}.{os.getpid()}.{_secrets.token_hex(4)}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(generate())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
+    return path.read_bytes().strip()
+
+
 def _master_key(settings: Settings) -> bytes:
     if settings.secret_key is not None:
         return settings.secret_key.get_secret_value().encode()
-    path = Path(settings.data_dir) / ".secret_key"
-    if not path.exists():
-        # Embedded default only: production sets FP_SECRET_KEY from a secret manager.
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(Fernet.generate_key())
-    return path.read_bytes().strip()
+    return _local_key(settings, ".secret_key", Fernet.generate_key)
+
+
+def jwt_secret(settings: Settings | None = None) -> bytes:
+    """The key that signs the API's access tokens (FP_JWT_SECRET, else the local key file)."""
+    settings = settings or get_settings()
+    if settings.jwt_secret is not None:
+        return settings.jwt_secret.get_secret_value().encode()
+    return _local_key(settings, ".jwt_secret", lambda: _secrets.token_urlsafe(48).encode())
 
 
 def encrypt_secret(plaintext: str, settings: Settings | None = None) -> str:

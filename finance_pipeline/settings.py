@@ -51,6 +51,14 @@ class Settings(BaseSettings):
     smtp_from: str | None = None
     smtp_starttls: bool = True
     smtp_timeout_seconds: float = 30.0
+    # Read API (docs/api.md). HS256 key that signs access tokens; when unset, a key file is created
+    # once in data_dir with 0600 permissions (embedded default only, like secret_key).
+    jwt_secret: SecretStr | None = None
+    jwt_access_ttl_seconds: int = Field(default=3600, ge=1)
+    # Requests per minute per token (per client address for register and login), every worker.
+    api_rate_limit_per_minute: int = Field(default=100, ge=1)
+    # How long an Idempotency-Key's stored response is replayed.
+    api_idempotency_ttl_seconds: int = Field(default=86_400, ge=1)
 
     @property
     def resolved_warehouse_url(self) -> str:

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import secrets as _secrets
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Any
+
+import sqlalchemy as sa
 
 from finance_pipeline.lib.money import normalize_currency
 from finance_pipeline.lib.timeutil import zone
 from finance_pipeline.secrets import decrypt_secret, encrypt_secret, mask_key, resolve_key_ref
 from finance_pipeline.settings import Settings
 from finance_pipeline.stripe_sync.engine import Connection
-from finance_pipeline.warehouse.db import Warehouse
+from finance_pipeline.warehouse.db import LAYERS, Warehouse
 
 # Per-workspace metric switches (docs/metrics.md): defaults here, overrides in settings_json.
 DEFAULT_WORKSPACE_SETTINGS: dict[str, Any] = {
@@ -48,6 +52,7 @@ class Workspace:
     time_zone: str
     cash_on_hand_micros: int | None
     settings: dict[str, Any]
+    created_at: int | None = None
 
 
 def create_organization(
@@ -110,26 +115,101 @@ def create_workspace(
     return wid
 
 
+def _workspace(r: dict[str, Any]) -> Workspace:
+    raw_settings = r["settings_json"]
+    if isinstance(raw_settings, str):
+        raw_settings = json.loads(raw_settings)
+    return Workspace(
+        id=r["id"],
+        org_id=r["org_id"],
+        name=r["name"],
+        reporting_currency=r["reporting_currency"],
+        time_zone=r["time_zone"],
+        cash_on_hand_micros=r["cash_on_hand_micros"],
+        settings={**DEFAULT_WORKSPACE_SETTINGS, **(raw_settings or {})},
+        created_at=r["created_at"],
+    )
+
+
 def list_workspaces(wh: Warehouse) -> list[Workspace]:
     """Every workspace, oldest first."""
-    out = []
-    for r in wh.rows("SELECT * FROM app.workspaces ORDER BY created_at, id"):
-        raw_settings = r["settings_json"]
-        if isinstance(raw_settings, str):
-            import json
+    return [_workspace(r) for r in wh.rows("SELECT * FROM app.workspaces ORDER BY created_at, id")]
 
-            raw_settings = json.loads(raw_settings)
-        out.append(
-            Workspace(
-                id=r["id"],
-                org_id=r["org_id"],
-                name=r["name"],
-                reporting_currency=r["reporting_currency"],
-                time_zone=r["time_zone"],
-                cash_on_hand_micros=r["cash_on_hand_micros"],
-                settings={**DEFAULT_WORKSPACE_SETTINGS, **(raw_settings or {})},
-            )
+
+def get_workspace(wh: Warehouse, workspace_id: str, org_id: str | None = None) -> Workspace | None:
+    """One workspace (only if `org_id` owns it, when given), or None."""
+    rows = wh.rows("SELECT * FROM app.workspaces WHERE id = :id", id=workspace_id)
+    if not rows or org_id not in (None, rows[0]["org_id"]):
+        return None
+    return _workspace(rows[0])
+
+
+def workspace_from_row(row: dict[str, Any]) -> Workspace:
+    """A Workspace from a `SELECT *` row of app.workspaces (for paginated listings)."""
+    return _workspace(row)
+
+
+#: Marks an update argument as "leave unchanged" (None is a value: it clears cash on hand).
+UNCHANGED: Any = object()
+
+
+def update_workspace(
+    wh: Warehouse,
+    workspace_id: str,
+    *,
+    name: str = UNCHANGED,
+    cash_on_hand_micros: int | None = UNCHANGED,
+) -> Workspace | None:
+    """Change a workspace's name and/or cash on hand (None clears it); None: no such workspace."""
+    changes = {
+        k: v
+        for k, v in (("name", name), ("cash_on_hand_micros", cash_on_hand_micros))
+        if v is not UNCHANGED
+    }
+    with wh.begin() as db:
+        sets = ", ".join(f"{k} = :{k}" for k in [*changes, "updated_at"])
+        db.execute(
+            wh.text(f"UPDATE app.workspaces SET {sets} WHERE id = :id"),
+            {**changes, "updated_at": int(time.time()), "id": workspace_id},
         )
+    return get_workspace(wh, workspace_id)
+
+
+def delete_workspace(wh: Warehouse, workspace_id: str) -> bool:
+    """Delete a workspace and every row of it in every layer (raw, core, mart and app tables keyed
+    by workspace_id), in one transaction; False when there is no such workspace."""
+    tables = _workspace_tables(wh)
+    with wh.begin() as db:
+        for qualified in tables:
+            db.execute(
+                wh.text(f"DELETE FROM {qualified} WHERE workspace_id = :w"), {"w": workspace_id}
+            )
+        res = db.execute(wh.text("DELETE FROM app.workspaces WHERE id = :w"), {"w": workspace_id})
+    return bool(res.rowcount)
+
+
+def _workspace_tables(wh: Warehouse) -> list[str]:
+    """Layer-qualified tables with a workspace_id column, referencing tables before the tables
+    they reference (so deleting in this order never breaks a foreign key)."""
+    md = sa.MetaData()
+    with warnings.catch_warnings():
+        # Expression indexes cannot be reflected; only columns and foreign keys matter here.
+        warnings.simplefilter("ignore", sa.exc.SAWarning)
+        if wh.is_sqlite:
+            md.reflect(wh.engine)
+        else:
+            for layer in LAYERS:
+                md.reflect(wh.engine, schema=layer)
+    out = []
+    for table in reversed(md.sorted_tables):
+        if "workspace_id" not in table.c or table.name == "schema_migrations":
+            continue
+        if wh.is_sqlite:
+            layer, _, name = table.name.partition("__")
+        else:
+            layer, name = table.schema or "", table.name
+        if layer in LAYERS and name:
+            out.append(f"{layer}.{name}")
     return out
 
 

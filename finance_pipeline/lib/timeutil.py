@@ -70,3 +70,8 @@ def last_day_in_force(valid_to: int, tz: str = "UTC") -> date:
 def days(start: date, end: date) -> list[date]:
     """Inclusive list of days start..end."""
     return [start + timedelta(days=i) for i in range((end - start).days + 1)]
+
+
+def iso_utc(ts: int | float) -> str:
+    """A Unix instant as the APIs show it: ISO 8601 in UTC with `+00:00` (2026-03-01T00:00:00+00:00)."""
+    return datetime.fromtimestamp(int(ts), UTC).isoformat()

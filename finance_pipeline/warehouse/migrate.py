@@ -143,3 +143,15 @@ def apply_migrations(wh: Warehouse, sql_dir: Path = SQL_DIR) -> list[str]:
             )
             applied_now.append(mig.version)
     return applied_now
+
+
+_MIGRATED: dict[str, Warehouse] = {}
+
+
+def warehouse_for(url: str) -> Warehouse:
+    """One migrated Warehouse per URL per process (engines are pooled and thread-safe)."""
+    if url not in _MIGRATED:
+        wh = Warehouse(url)
+        apply_migrations(wh)
+        _MIGRATED[url] = wh
+    return _MIGRATED[url]
