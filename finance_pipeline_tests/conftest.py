@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import Iterator
@@ -45,16 +46,39 @@ def pg_admin() -> Iterator[sa.Engine]:
     eng.dispose()
 
 
-@pytest.fixture
-def pg_url(pg_admin: sa.Engine) -> Iterator[str]:
-    """A fresh PostgreSQL database for one test, dropped afterwards."""
+@contextlib.contextmanager
+def fresh_pg_database(pg_admin: sa.Engine) -> Iterator[str]:
+    """A new PostgreSQL database of its own (its URL), dropped on exit."""
     name = f"fp_test_{uuid.uuid4().hex[:12]}"
     with pg_admin.connect() as c:
         c.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    url = pg_admin.url.set(database=name).render_as_string(hide_password=False)
-    yield url
-    with pg_admin.connect() as c:
-        c.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    try:
+        yield pg_admin.url.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with pg_admin.connect() as c:
+            c.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@contextlib.contextmanager
+def fresh_warehouse(kind: str, folder: Path, request: pytest.FixtureRequest) -> Iterator[Warehouse]:
+    """A migrated warehouse of the given kind for a module-scoped fixture: a SQLite file in
+    `folder`, or a PostgreSQL database of its own; disposed (and the database dropped) on exit."""
+    with contextlib.ExitStack() as stack:
+        if kind == "sqlite":
+            url = f"sqlite:///{folder / 'warehouse.sqlite'}"
+        else:
+            url = stack.enter_context(fresh_pg_database(request.getfixturevalue("pg_admin")))
+        wh = Warehouse(url)
+        stack.callback(wh.dispose)
+        apply_migrations(wh)
+        yield wh
+
+
+@pytest.fixture
+def pg_url(pg_admin: sa.Engine) -> Iterator[str]:
+    """A fresh PostgreSQL database for one test, dropped afterwards."""
+    with fresh_pg_database(pg_admin) as url:
+        yield url
 
 
 def make_warehouse(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> Warehouse:

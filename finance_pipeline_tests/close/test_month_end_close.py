@@ -12,7 +12,6 @@ import re
 import shutil
 import subprocess
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -21,7 +20,6 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-import sqlalchemy as sa
 
 from finance_pipeline.alerts import assets as alert_assets
 from finance_pipeline.alerts.assets import alerts
@@ -50,8 +48,9 @@ from finance_pipeline.reports.store import (
     store_report,
 )
 from finance_pipeline.settings import get_settings
-from finance_pipeline.warehouse import Warehouse, apply_migrations
+from finance_pipeline.warehouse import Warehouse
 from finance_pipeline_tests.alerts.webhook_stub import WebhookStub
+from finance_pipeline_tests.conftest import fresh_warehouse
 from finance_pipeline_tests.dagster_runs import range_tags, warehouse_resources
 from finance_pipeline_tests.reports_pdf.dataset import WORKSPACE, build_account
 
@@ -82,31 +81,21 @@ def account(
     """One simulated account (15 customers to November 2026) and one Dagster instance, on SQLite
     and on PostgreSQL (its own database, dropped after)."""
     base = tmp_path_factory.mktemp("close")
-    db_name = None
-    if request.param == "postgresql":
-        admin = request.getfixturevalue("pg_admin")
-        db_name = f"fp_test_{uuid.uuid4().hex[:12]}"
-        with admin.connect() as c:
-            c.execute(sa.text(f'CREATE DATABASE "{db_name}"'))
-        url = admin.url.set(database=db_name).render_as_string(hide_password=False)
-    else:
-        url = f"sqlite:///{base / 'warehouse.sqlite'}"
     mp = pytest.MonkeyPatch()
     mp.setenv("FP_DATA_DIR", str(base / "data"))
     mp.setenv("FP_SECRET_KEY", "q2h0GjQ9b9cF1vV6m5m7mYQx0Ck1l1z8r2p6u3w4e5Q=")
     mp.delenv("DAGSTER_HOME", raising=False)
     get_settings.cache_clear()
-    wh = Warehouse(url)
-    apply_migrations(wh)
-    instance = dg.DagsterInstance.ephemeral()
-    build_account(wh, base / "landing", customers=15, months=4, end=END, seed=11, instance=instance)
-    yield Account(wh, instance, get_settings().resolved_reports_dir, mp)
-    mp.undo()
-    get_settings.cache_clear()
-    wh.dispose()
-    if db_name is not None:
-        with request.getfixturevalue("pg_admin").connect() as c:
-            c.execute(sa.text(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)'))
+    try:
+        with fresh_warehouse(request.param, base, request) as wh:
+            instance = dg.DagsterInstance.ephemeral()
+            build_account(
+                wh, base / "landing", customers=15, months=4, end=END, seed=11, instance=instance
+            )
+            yield Account(wh, instance, get_settings().resolved_reports_dir, mp)
+    finally:
+        mp.undo()
+        get_settings.cache_clear()
 
 
 @pytest.fixture(autouse=True)

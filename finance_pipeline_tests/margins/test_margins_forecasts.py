@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -20,7 +19,8 @@ from finance_pipeline.lib.money import round_half_away
 from finance_pipeline.margins.assets import customer_margins_monthly, recognized_revenue_monthly
 from finance_pipeline.resources import WarehouseResource
 from finance_pipeline.tenancy import create_organization, create_workspace
-from finance_pipeline.warehouse import Warehouse, apply_migrations
+from finance_pipeline.warehouse import Warehouse
+from finance_pipeline_tests.conftest import fresh_warehouse
 
 PARTITION = "2026-09-01"
 
@@ -269,23 +269,10 @@ def seeded(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Warehouse]:
     """One seeded and materialized warehouse per dialect, shared by the read-mostly tests."""
-    name = None
-    if request.param == "sqlite":
-        wh = Warehouse(f"sqlite:///{tmp_path_factory.mktemp('margins') / 'warehouse.sqlite'}")
-    else:
-        admin: sa.Engine = request.getfixturevalue("pg_admin")
-        name = f"fp_test_{uuid.uuid4().hex[:12]}"
-        with admin.connect() as c:
-            c.execute(sa.text(f'CREATE DATABASE "{name}"'))
-        wh = Warehouse(admin.url.set(database=name).render_as_string(hide_password=False))
-    apply_migrations(wh)
-    seed(wh)
-    _run(wh)
-    yield wh
-    wh.dispose()
-    if name is not None:
-        with admin.connect() as c:
-            c.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    with fresh_warehouse(request.param, tmp_path_factory.mktemp("margins"), request) as wh:
+        seed(wh)
+        _run(wh)
+        yield wh
 
 
 def test_recognized_revenue_spread_exactly(seeded: Warehouse) -> None:

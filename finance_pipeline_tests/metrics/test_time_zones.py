@@ -20,14 +20,12 @@ ranges, around the spring and the autumn changes) and the tests read the marts.
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
 
 from finance_pipeline.core.assets import fx_rates, ledger, subscription_history
 from finance_pipeline.lib.cfo_daily import revenue_entries
@@ -38,7 +36,8 @@ from finance_pipeline.reports.queries import customer_movements
 from finance_pipeline.reports.render import workspace
 from finance_pipeline.settings import get_settings
 from finance_pipeline.tenancy import create_organization, create_workspace
-from finance_pipeline.warehouse import Warehouse, apply_migrations
+from finance_pipeline.warehouse import Warehouse
+from finance_pipeline_tests.conftest import fresh_warehouse
 from finance_pipeline_tests.dagster_runs import check_results, materialize_days
 
 NY = "America/New_York"
@@ -444,28 +443,14 @@ def built(
     """The built warehouse, once per database for the whole module (the same isolation as the
     `warehouse` fixture: its own SQLite file or PostgreSQL database, dropped afterwards)."""
     tmp = tmp_path_factory.mktemp("time_zones")
-    pg_admin: sa.Engine | None = None
-    name = f"fp_test_{uuid.uuid4().hex[:12]}"
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("FP_DATA_DIR", str(tmp / "data"))
         get_settings.cache_clear()
-        if request.param == "sqlite":
-            url = f"sqlite:///{tmp / 'warehouse.sqlite'}"
-        else:
-            pg_admin = request.getfixturevalue("pg_admin")
-            with pg_admin.connect() as c:
-                c.execute(sa.text(f'CREATE DATABASE "{name}"'))
-            url = pg_admin.url.set(database=name).render_as_string(hide_password=False)
-        wh = Warehouse(url)
         try:
-            apply_migrations(wh)
-            _build(wh)
-            yield wh
+            with fresh_warehouse(request.param, tmp, request) as wh:
+                _build(wh)
+                yield wh
         finally:
-            wh.dispose()
-            if pg_admin is not None:
-                with pg_admin.connect() as c:
-                    c.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
             get_settings.cache_clear()
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import io
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -30,7 +29,8 @@ from finance_pipeline.reports.render import REPORT_TYPES, ReportRequestError
 from finance_pipeline.reports.store import list_entries
 from finance_pipeline.settings import get_settings
 from finance_pipeline.tenancy import create_organization, create_workspace
-from finance_pipeline.warehouse import Warehouse, apply_migrations
+from finance_pipeline.warehouse import Warehouse
+from finance_pipeline_tests.conftest import fresh_warehouse
 from finance_pipeline_tests.dagster_runs import warehouse_resources
 
 WS = "ws1"
@@ -330,22 +330,9 @@ def seeded(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Warehouse]:
     """One seeded warehouse per dialect, shared by the tests of this module."""
-    name = None
-    if request.param == "sqlite":
-        wh = Warehouse(f"sqlite:///{tmp_path_factory.mktemp('reports') / 'warehouse.sqlite'}")
-    else:
-        admin: sa.Engine = request.getfixturevalue("pg_admin")
-        name = f"fp_test_{uuid.uuid4().hex[:12]}"
-        with admin.connect() as c:
-            c.execute(sa.text(f'CREATE DATABASE "{name}"'))
-        wh = Warehouse(admin.url.set(database=name).render_as_string(hide_password=False))
-    apply_migrations(wh)
-    seed(wh)
-    yield wh
-    wh.dispose()
-    if name is not None:
-        with admin.connect() as c:
-            c.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    with fresh_warehouse(request.param, tmp_path_factory.mktemp("reports"), request) as wh:
+        seed(wh)
+        yield wh
 
 
 def assert_breakdown_foots(rows: list[list[str]]) -> None:
