@@ -10,6 +10,7 @@ from datetime import date
 from typing import Any
 
 import dagster as dg
+import httpx
 import sqlalchemy as sa
 
 from finance_pipeline.margins.assets import customer_margins_monthly
@@ -147,3 +148,15 @@ def seed_margins(wh: Warehouse, ws: str) -> None:
     for month in ("2026-08-01", "2026-09-01"):
         result = dg.materialize([customer_margins_monthly], resources=res, partition_key=month)
         assert result.success
+
+
+def assert_error(r: httpx.Response, status: int, code: str, param: str | None = None) -> dict:
+    """The default envelope with the margins API's status and code."""
+    assert r.status_code == status, r.text
+    err = r.json()["error"]
+    assert set(err) == {"type", "code", "message", "param", "request_id"}
+    assert err["code"] == code, err
+    if param is not None:
+        assert err["param"] == param, err
+    assert err["request_id"] == r.headers["x-request-id"]
+    return err

@@ -21,6 +21,7 @@ from finance_pipeline_tests.api.margins_fixtures import (
     CRON_SECRET,
     M,
     Org,
+    assert_error,
     member,
     new_org,
     seed_margins,
@@ -49,18 +50,6 @@ def org(api: ApiServer) -> Org:
 def body(r: httpx.Response) -> Any:
     """The JSON body with every number as a Decimal when it has a fraction (exactness checks)."""
     return json.loads(r.text, parse_float=Decimal)
-
-
-def assert_error(r: httpx.Response, status: int, code: str, param: str | None = None) -> dict:
-    """The default envelope with the margins API's status and code."""
-    assert r.status_code == status, r.text
-    err = r.json()["error"]
-    assert set(err) == {"type", "code", "message", "param", "request_id"}
-    assert err["code"] == code, err
-    if param is not None:
-        assert err["param"] == param, err
-    assert err["request_id"] == r.headers["x-request-id"]
-    return err
 
 
 def test_margins_in_the_seed_shape_equal_to_the_marts(api: ApiServer, org: Org) -> None:
@@ -282,11 +271,16 @@ def test_customer_mappings_list_upsert_delete(api: ApiServer) -> None:
         ({"tagValue": "x"}, "stripeCustomerId"),
         ({"stripeCustomerId": "cus_beta", "tagValue": "x", "matchType": "fuzzy"}, "matchType"),
         ({"stripeCustomerId": "cus_beta", "tagValue": "x", "color": "red"}, "color"),
-        ({"stripeCustomerId": "cus_nobody", "tagValue": "x"}, "stripeCustomerId"),
         ({"stripeCustomerId": "cus_beta", "tagValue": " padded"}, "tagValue"),
     ):
         r = api.client.post("/api/customer-mappings", json=payload, headers=h)
         assert_error(r, 400, "validation_error", field)
+    r = api.client.post(
+        "/api/customer-mappings",
+        json={"stripeCustomerId": "cus_nobody", "tagValue": "x"},
+        headers=h,
+    )
+    assert_error(r, 404, "not_found", "stripeCustomerId")
     # A tag mapped manually to another customer: 409 conflict.
     r = api.client.post(
         "/api/customer-mappings",

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Query
 
 from finance_pipeline.api.auth import Principal
 from finance_pipeline.api.context import ApiContext, api_context
-from finance_pipeline.api.errors import ApiError
+from finance_pipeline.api.errors import ApiError, not_found
 from finance_pipeline.api.margins.gate import gated
 from finance_pipeline.api.margins.models import (
     CustomerMappingIn,
@@ -61,6 +61,15 @@ def upsert_customer_mapping(
     ws: Ws,
 ) -> Envelope[CustomerMappingOut]:
     """Create or update a mapping, upserting on (stripeCustomerId, tagKey); in force at once."""
+    known = ctx.wh.rows(
+        "SELECT id FROM raw.stripe_customers WHERE workspace_id = :w AND id = :c AND deleted = :f",
+        w=ws.id,
+        c=body.stripeCustomerId,
+        f=False,
+    )
+    if not known:
+        # A well-formed reference to nothing (not bad input): 404 like any missing resource.
+        raise not_found("Stripe customer in this workspace", param="stripeCustomerId")
     try:
         row = mappings.upsert_mapping(
             ctx.wh, ws.id, body.stripeCustomerId, body.tagValue, body.tagKey, body.matchType

@@ -11,6 +11,10 @@ from pydantic import BaseModel, ConfigDict, Field, model_serializer
 from finance_pipeline.api.exact import ExactNumber
 
 T = TypeVar("T")
+# Non-empty, no leading or trailing whitespace (what margins.mappings accepts).
+_TRIMMED = r"^\S(.*\S)?$"
+# A Stripe restricted key (or a full test key, refused in production by the route).
+STRIPE_KEY_PATTERN = r"^(rk_live_|rk_test_|sk_test_)[A-Za-z0-9_]{4,200}$"
 
 
 class Envelope(BaseModel, Generic[T]):
@@ -165,9 +169,9 @@ class CustomerMappingIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    stripeCustomerId: str = Field(min_length=1, max_length=255, examples=["cus_abc123"])
-    tagValue: str = Field(min_length=1, max_length=500, examples=["acme-corp"])
-    tagKey: str = Field(default="customer", min_length=1, max_length=255)
+    stripeCustomerId: str = Field(max_length=255, pattern=_TRIMMED, examples=["cus_abc123"])
+    tagValue: str = Field(max_length=500, pattern=_TRIMMED, examples=["acme-corp"])
+    tagKey: str = Field(default="customer", max_length=255, pattern=_TRIMMED)
     matchType: Literal["manual", "auto"] = "manual"
 
 
@@ -182,7 +186,7 @@ class StripeConnectIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    stripeKey: str = Field(max_length=255, examples=["rk_live_..."])
+    stripeKey: str = Field(max_length=255, pattern=STRIPE_KEY_PATTERN, examples=["rk_live_..."])
 
 
 class StripeConnectionOut(BaseModel):

@@ -26,6 +26,7 @@ from finance_pipeline.api.errors import ApiError, not_found
 from finance_pipeline.api.margins.gate import check_tier, gated
 from finance_pipeline.api.margins.margins import iso_ms
 from finance_pipeline.api.margins.models import (
+    STRIPE_KEY_PATTERN,
     CronSyncOut,
     Deleted,
     Envelope,
@@ -45,7 +46,7 @@ router = APIRouter(prefix="/stripe")
 Ctx = Annotated[ApiContext, Depends(api_context)]
 Ws = Annotated[Workspace, Depends(request_workspace)]
 Owner = Annotated[Principal, Depends(gated(Permission.STRIPE_CONNECT))]
-_KEY = re.compile(r"^(rk_live_|rk_test_|sk_test_)[A-Za-z0-9_]{4,200}$")
+_KEY = re.compile(STRIPE_KEY_PATTERN)
 
 
 def _check_key_format(key: str) -> None:
@@ -98,7 +99,7 @@ def connect(
     body: StripeConnectIn, ctx: Ctx, principal: Owner, ws: Ws
 ) -> Envelope[StripeConnectionOut]:
     """Store the workspace's Stripe key (encrypted) once Stripe accepts it; 409 if connected."""
-    key = body.stripeKey.strip()
+    key = body.stripeKey
     _check_key_format(key)
     if ctx.wh.rows("SELECT 1 FROM app.stripe_connections WHERE workspace_id = :w", w=ws.id):
         raise ApiError(409, "conflict", "Stripe is already connected: disconnect first.")
