@@ -3,13 +3,12 @@
 The margins API shows no error body of its own, only codes per status: 400 `validation_error`
 (every malformed input, body or query, so no 422), 401 `authentication_required`, 403 `forbidden`
 (role or tier), 404 `not_found`, 409 `conflict`, 400 `stripe_validation_failed`. Codes of the
-shared layer are translated to those; the rest (idempotency, rate limit) keep their own.
+shared layer are translated to those; the rest (idempotency, rate limit) keep their own. OpenAPI
+still lists 422 with the envelope, as every family does (FastAPI's own 422 model would otherwise
+show), though this family answers 400 instead.
 """
 
 from __future__ import annotations
-
-from collections.abc import Sequence
-from typing import ClassVar
 
 from fastapi.responses import JSONResponse
 
@@ -30,8 +29,6 @@ _CODES = {
 
 class MarginsDialect(ErrorDialect):
     """The default envelope; 422 becomes 400 validation_error, codes as the margins API names them."""
-
-    statuses: ClassVar[Sequence[int]] = (400, 401, 403, 404, 409, 429, 500)
 
     def response(self, err: ApiError, request_id: str) -> JSONResponse:
         """The error with the margins API's status and code."""
