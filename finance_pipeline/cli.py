@@ -254,6 +254,20 @@ def cmd_close_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_org_set_tier(args: argparse.Namespace) -> int:
+    """Set an organization's tier (the 003 margins API needs pro or above)."""
+    from finance_pipeline.tenancy import TIERS, set_org_tier
+
+    if args.tier not in TIERS:
+        print(f"error: tier must be one of {', '.join(TIERS)}", file=sys.stderr)
+        return 2
+    if not set_org_tier(_warehouse(), args.org, args.tier):
+        print(f"error: no organization {args.org!r}", file=sys.stderr)
+        return 1
+    print(f"{args.org}: tier {args.tier}")
+    return 0
+
+
 def cmd_api(args: argparse.Namespace) -> int:
     """Serve the read API with uvicorn (docs/api.md); several workers share the warehouse."""
     from finance_pipeline.api.app import serve
@@ -343,6 +357,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers", type=int, default=1, help="uvicorn worker processes (default %(default)s)"
     )
     a.set_defaults(fn=cmd_api)
+    g = sub.add_parser("org", help="organizations: set-tier")
+    gsub = g.add_subparsers(dest="org_command", required=True)
+    t = gsub.add_parser("set-tier", help="set an organization's tier (free, pro, enterprise)")
+    t.add_argument("org", help="organization id (org_...)")
+    t.add_argument("tier", help="free, pro or enterprise")
+    t.set_defaults(fn=cmd_org_set_tier)
     c = sub.add_parser("close", help="month-end close: run, reopen, status")
     csub = c.add_subparsers(
         dest="close_command", required=True, metavar="ACTION", help="what to do with the month"

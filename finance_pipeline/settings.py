@@ -34,6 +34,9 @@ class Settings(BaseSettings):
     # a key file is created once in data_dir with 0600 permissions (embedded default only).
     secret_key: SecretStr | None = None
     stripe_api_version: str = STRIPE_API_VERSION
+    # Where new Stripe connections made through the API validate their key and sync from (a local
+    # stand-in in tests).
+    stripe_api_base: str = "https://api.stripe.com"
     # Stripe allows 100 read ops/s live and 25 in test mode; the limiter stays just below.
     stripe_rate_limit_rps: float = 90.0
     stripe_max_attempts: int = 8
@@ -63,6 +66,9 @@ class Settings(BaseSettings):
     api_rate_limit_per_minute: int = Field(default=100, ge=1)
     # How long an Idempotency-Key's stored response is replayed.
     api_idempotency_ttl_seconds: int = Field(default=86_400, ge=1)
+    # Bearer secret of the scheduler calling GET /api/stripe/revenue-sync (the 003 margins API's
+    # cron); unset: only members' credentials can trigger a sync.
+    cron_secret: SecretStr | None = None
 
     @property
     def resolved_warehouse_url(self) -> str:

@@ -280,3 +280,60 @@ def stripe_connections(wh: Warehouse, settings: Settings | None = None) -> list[
             )
         )
     return out
+
+
+# --- organization tiers (the 003 margins API's gating) -------------------------------------------
+
+#: Tiers in ascending order; margins, customer mappings and Stripe revenue sync need `pro` or above.
+TIERS = ("free", "pro", "enterprise")
+PAID_TIERS = frozenset(TIERS[1:])
+
+
+def org_tier(wh: Warehouse, org_id: str) -> str | None:
+    """The organization's tier (`free` unless set), or None when there is no such organization."""
+    rows = wh.rows("SELECT tier FROM app.organizations WHERE id = :o", o=org_id)
+    return rows[0]["tier"] if rows else None
+
+
+def set_org_tier(wh: Warehouse, org_id: str, tier: str) -> bool:
+    """Set the organization's tier (one of TIERS); False when there is no such organization."""
+    if tier not in TIERS:
+        raise ValueError(f"tier must be one of {', '.join(TIERS)}, got {tier!r}")
+    with wh.begin() as db:
+        res = db.execute(
+            wh.text("UPDATE app.organizations SET tier = :t WHERE id = :o"),
+            {"t": tier, "o": org_id},
+        )
+    return bool(res.rowcount)
+
+
+# Revenue data a Stripe disconnect removes beside the raw Stripe tables (the 003 margins API:
+# "deletes all revenue data and customer mappings"): what the margins are built from and show.
+_DISCONNECT_ALSO = (
+    "raw.sync_state",
+    "raw.sync_runs",
+    "app.customer_mappings",
+    "app.customer_mapping_rejections",
+    "core.recognized_revenue_monthly",
+    "mart.customer_margins_monthly",
+    "mart.customer_margins_summary_monthly",
+)
+
+
+def disconnect_stripe(wh: Warehouse, workspace_id: str) -> bool:
+    """Remove the workspace's Stripe connection with its raw Stripe objects, sync state, customer
+    mappings and margins, in one transaction; False (nothing deleted) when it had no connection."""
+    tables = [t for t in _workspace_tables(wh) if t.startswith("raw.stripe_")]
+    tables += [t for t in _DISCONNECT_ALSO if t not in tables]
+    with wh.begin() as db:
+        res = db.execute(
+            wh.text("DELETE FROM app.stripe_connections WHERE workspace_id = :w"),
+            {"w": workspace_id},
+        )
+        if not res.rowcount:
+            return False
+        for qualified in tables:
+            db.execute(
+                wh.text(f"DELETE FROM {qualified} WHERE workspace_id = :w"), {"w": workspace_id}
+            )
+    return True

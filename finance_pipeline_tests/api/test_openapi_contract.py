@@ -10,8 +10,9 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.generation.modes import GenerationMode
-from schemathesis.specs.openapi.checks import negative_data_rejection
+from schemathesis.specs.openapi.checks import negative_data_rejection, positive_data_acceptance
 
+from finance_pipeline.tenancy import set_org_tier
 from finance_pipeline_tests.api.conftest import ApiServer, _factory, register
 
 # Keeps the run short: ~20 examples per operation.
@@ -22,17 +23,26 @@ MAX_EXAMPLES = 20
 def contract_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
     """A server whose rate limit stays out of the way of the generated traffic."""
     make, started = _factory(tmp_path_factory.mktemp("contract"))
-    yield make(api_rate_limit_per_minute=1_000_000)
+    # The 003 margins API's Stripe base refuses connections at once (port 9, nothing listens) and
+    # its sync requests are only queued: no generated request reaches Stripe or runs Dagster.
+    yield make(
+        api_rate_limit_per_minute=1_000_000,
+        stripe_api_base="http://127.0.0.1:9",
+        requests_inline=False,
+    )
     for server in started:
         server.stop()
 
 
 @pytest.fixture(scope="module")
 def owner_headers(contract_server: ApiServer) -> dict[str, str]:
-    """An owner's token, with one workspace, for the authenticated routes."""
+    """An owner's token, with one workspace, for the authenticated routes; the organization is on
+    the pro tier, so the 003 margins API's routes run past their tier gate."""
     acct = register(contract_server.client)
-    contract_server.client.post("/v1/workspaces", json={"name": "Seed"}, headers=acct.headers)
-    return acct.headers
+    set_org_tier(contract_server.wh, acct.org_id, "pro")
+    r = contract_server.client.post("/v1/workspaces", json={"name": "Seed"}, headers=acct.headers)
+    # Org-scoped routes name the workspace: generated POSTs add more workspaces as the run goes.
+    return {**acct.headers, "X-Workspace-Id": r.json()["id"]}
 
 
 @pytest.mark.slow
@@ -50,6 +60,11 @@ def test_api_conforms_to_its_schema(
     # a request that arrives valid is reported as accepted invalid data.
     excluded = [negative_data_rejection] if mode is GenerationMode.NEGATIVE else []
     for operation in operations:
+        skip = []
+        if operation.label == "POST /api/stripe/connect":
+            # The 003 margins API answers a well-formed key Stripe refuses with 400
+            # stripe_validation_failed (and this server's Stripe base refuses every connection).
+            skip = [positive_data_acceptance]
 
         @given(case=operation.as_strategy(generation_mode=mode))
         @settings(
@@ -62,7 +77,7 @@ def test_api_conforms_to_its_schema(
             case.call_and_validate(
                 base_url=contract_server.base_url,
                 headers=owner_headers,
-                excluded_checks=excluded,
+                excluded_checks=[*excluded, *skip],  # noqa: B023 - run in this iteration
             )
 
         check()

@@ -1,0 +1,216 @@
+"""`/api/margins`: the month's margin table (JSON or the reports' CSV), one customer's detail and
+the unmatched customers and tags. Figures are read from mart.customer_margins_monthly and
+mart.customer_margins_summary_monthly (docs/metrics.md §11), never recomputed here."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, date, datetime, timedelta
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Path, Query
+from fastapi.responses import Response
+
+from finance_pipeline.api.auth import Principal
+from finance_pipeline.api.context import ApiContext, api_context
+from finance_pipeline.api.errors import not_found
+from finance_pipeline.api.exact import exact_json
+from finance_pipeline.api.margins.gate import gated
+from finance_pipeline.api.margins.models import (
+    CustomerMargin,
+    Envelope,
+    MarginsData,
+    UnmatchedData,
+)
+from finance_pipeline.api.scoping import request_workspace
+from finance_pipeline.lib.access import Permission
+from finance_pipeline.lib.margins import customer_detail, shift_month
+from finance_pipeline.lib.recognition import month_key
+from finance_pipeline.lib.report_csv import margins_file_name
+from finance_pipeline.lib.timeutil import local_day
+from finance_pipeline.margins import mappings
+from finance_pipeline.reports.render import build_csv
+from finance_pipeline.tenancy import Workspace
+
+router = APIRouter()
+
+Ctx = Annotated[ApiContext, Depends(api_context)]
+Reader = Annotated[Principal, Depends(gated(Permission.READ))]
+Ws = Annotated[Workspace, Depends(request_workspace)]
+PERIOD_PATTERN = r"^[0-9]{4}-(0[1-9]|1[0-2])$"
+Period = Annotated[
+    str | None,
+    Query(pattern=PERIOD_PATTERN, description="Calendar month YYYY-MM (default: current month)"),
+]
+# The months the detail's revenueOverTime covers, ending with the period (the margins API's 3).
+DETAIL_MONTHS = 3
+
+
+def _period(ws: Workspace, period: str | None) -> str:
+    """The asked month, else the current month in the workspace's time zone."""
+    return period or month_key(local_day(time.time(), ws.time_zone))
+
+
+def _month_days(period: str) -> tuple[date, date]:
+    """First and last day of a "YYYY-MM" month."""
+    first = date(int(period[:4]), int(period[5:]), 1)
+    nxt = shift_month(period, 1)
+    return first, date(int(nxt[:4]), int(nxt[5:]), 1) - timedelta(days=1)
+
+
+def iso_ms(epoch: int | None) -> str | None:
+    """Unix seconds as the margins API writes instants: `2026-04-05T10:00:00.000Z`."""
+    if epoch is None:
+        return None
+    at = datetime.fromtimestamp(int(epoch), UTC)
+    return at.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _sync_state(ctx: ApiContext, ws_id: str) -> tuple[str | None, str | None]:
+    """(lastSyncAt, syncStatus): the last successful Stripe sync and the connection's status; the
+    mart leaves both null since they change between materializations."""
+    conn = ctx.wh.rows("SELECT status FROM app.stripe_connections WHERE workspace_id = :w", w=ws_id)
+    last = ctx.wh.scalar(
+        "SELECT MAX(last_success_at) FROM raw.sync_state WHERE workspace_id = :w", w=ws_id
+    )
+    return iso_ms(last), conn[0]["status"] if conn else None
+
+
+def _empty_summary() -> dict[str, Any]:
+    # A month the margins job has not built (yet): zeros, nothing skipped.
+    return {
+        "blendedMarginPercent": None,
+        "totalRevenueMicrodollars": 0,
+        "totalCostMicrodollars": 0,
+        "criticalCount": 0,
+        "atRiskCount": 0,
+        "lastSyncAt": None,
+        "syncStatus": None,
+        "skippedCurrencies": {},
+        "untaggedCostMicrodollars": 0,
+        "unmappedCostMicrodollars": 0,
+    }
+
+
+@router.get(
+    "/margins",
+    response_model=Envelope[MarginsData],
+    responses={
+        200: {
+            "description": "The margin table (JSON), or with format=csv the margins CSV file",
+            "content": {"text/csv": {"schema": {"type": "string"}}},
+        }
+    },
+)
+def get_margins(
+    ctx: Ctx,
+    principal: Reader,
+    ws: Ws,
+    period: Period = None,
+    fmt: Annotated[
+        Literal["json", "csv"], Query(alias="format", description="json (default) or csv")
+    ] = "json",
+) -> Response:
+    """The month's customer margins: summary and customers by revenue (docs/metrics.md §11); with
+    `format=csv` the same margins CSV the reports produce, as a download."""
+    month = _period(ws, period)
+    if fmt == "csv":
+        first, last = _month_days(month)
+        body = build_csv(ctx.wh, ws, "margins", first, last).render()
+        return Response(
+            body,
+            media_type="text/csv; charset=utf-8",
+            headers={"Content-Disposition": f'attachment; filename="{margins_file_name(month)}"'},
+        )
+    summaries = ctx.wh.rows(
+        "SELECT summary_json FROM mart.customer_margins_summary_monthly"
+        " WHERE workspace_id = :w AND month = :m",
+        w=ws.id,
+        m=month,
+    )
+    summary = dict(summaries[0]["summary_json"]) if summaries else _empty_summary()
+    last_sync, status = _sync_state(ctx, ws.id)
+    summary["lastSyncAt"] = summary.get("lastSyncAt") or last_sync
+    summary["syncStatus"] = summary.get("syncStatus") or status
+    rows = ctx.wh.rows(
+        "SELECT row_json FROM mart.customer_margins_monthly"
+        " WHERE workspace_id = :w AND month = :m ORDER BY sort_order",
+        w=ws.id,
+        m=month,
+    )
+    data = MarginsData.model_validate(
+        {"summary": summary, "customers": [r["row_json"] for r in rows]}
+    )
+    return exact_json(Envelope[MarginsData](data=data))
+
+
+@router.get("/margins/unmatched", response_model=Envelope[UnmatchedData])
+def get_unmatched(
+    ctx: Ctx,
+    principal: Reader,
+    ws: Ws,
+    period: Annotated[
+        str | None,
+        Query(pattern=PERIOD_PATTERN, description="Only this month's totals (default: all)"),
+    ] = None,
+) -> Envelope[UnmatchedData]:
+    """Stripe customers with revenue but no cost mapping, cost tags with no customer, and pending
+    auto matches, for mapping management (live: a new mapping shows at once)."""
+    data = mappings.unmatched(ctx.wh, ws.id, period)
+    return Envelope[UnmatchedData](data=UnmatchedData.model_validate(data))
+
+
+@router.get("/margins/{customer}", response_model=Envelope[CustomerMargin])
+def get_customer_margin(
+    ctx: Ctx,
+    principal: Reader,
+    ws: Ws,
+    customer: Annotated[
+        str, Path(min_length=1, max_length=500, description="URL-encoded tag value (acme-corp)")
+    ],
+    period: Period = None,
+) -> Response:
+    """One mapped customer's margin in the month, its last 3 months and its cost by model."""
+    month = _period(ws, period)
+    first, last = _month_days(month)
+    with ctx.wh.engine.connect() as conn:
+        stored = mappings.stored_mappings(conn, ctx.wh, ws.id)
+        customers = mappings.stripe_customers(conn, ctx.wh, ws.id)
+        costs, _ = mappings.cost_records(conn, ctx.wh, ws.id, first, last + timedelta(days=1))
+    # Resolves the tag through the decided mappings and groups the month's cost by model.
+    detail = customer_detail(customer, month, {}, costs, customers, stored)
+    if detail is None:
+        raise not_found("customer mapping", param="customer")
+    months = [shift_month(month, -k) for k in range(DETAIL_MONTHS - 1, -1, -1)]
+    rows = {
+        r["month"]: r
+        for r in ctx.wh.rows(
+            "SELECT month, row_json FROM mart.customer_margins_monthly WHERE workspace_id = :w"
+            " AND customer_key = :c AND month >= :a AND month <= :b",
+            w=ws.id,
+            c=detail["stripeCustomerId"],
+            a=months[0],
+            b=month,
+        )
+    }
+    this = rows[month]["row_json"] if month in rows else None
+    data = CustomerMargin.model_validate(
+        {
+            **detail,
+            "customerName": (this or {}).get("customerName") or detail["customerName"],
+            "healthTier": this["healthTier"] if this else None,
+            "marginPercent": this["marginPercent"] if this else None,
+            "revenueMicrodollars": this["revenueMicrodollars"] if this else 0,
+            "costMicrodollars": this["costMicrodollars"] if this else 0,
+            "marginMicrodollars": this["marginMicrodollars"] if this else 0,
+            "revenueOverTime": [
+                {
+                    "period": m,
+                    "revenue": rows[m]["row_json"]["revenueMicrodollars"] if m in rows else 0,
+                    "cost": rows[m]["row_json"]["costMicrodollars"] if m in rows else 0,
+                }
+                for m in months
+            ],
+        }
+    )
+    return exact_json(Envelope[CustomerMargin](data=data))
