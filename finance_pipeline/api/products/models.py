@@ -6,7 +6,15 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StringConstraints
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StringConstraints,
+    WithJsonSchema,
+)
 
 from finance_pipeline.api.exact import ExactNumber
 from finance_pipeline.lib.ingest_validation import COST_CATEGORIES, REVENUE_TYPES
@@ -30,10 +38,21 @@ def _json_number(value: object) -> object:
 Amount = Annotated[
     Decimal,
     BeforeValidator(_json_number),
-    Field(json_schema_extra={"type": "number"}, examples=[99.00]),
+    WithJsonSchema(
+        {
+            "type": "number",
+            "exclusiveMinimum": 0,
+            "exclusiveMaximum": 10**12,
+            "description": "Whole units of the currency, no finer than its minor unit",
+            "examples": [99.00],
+        }
+    ),
 ]
+# YYYY-MM-DD in 2000-2100 (the ingest rules; the lib also refuses days like 2024-02-30).
 Day = Annotated[
-    str, StringConstraints(pattern=r"^\d{4}-\d{2}-\d{2}$"), Field(examples=["2024-01-15"])
+    str,
+    StringConstraints(pattern=r"^(20\d\d|2100)-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])$"),
+    Field(examples=["2024-01-15"], json_schema_extra={"format": "date"}),
 ]
 Currency = Annotated[str, StringConstraints(pattern=r"^[A-Za-z]{3}$"), Field(examples=["USD"])]
 Text = Annotated[str, StringConstraints(max_length=MAX_TEXT_LENGTH)]
