@@ -5,7 +5,7 @@ sums, the seed's 400s, and other organizations' workspaces 404."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -259,3 +259,39 @@ def test_workspace_ids_auth_tenancy_and_roles(api: ApiServer, seeded: tuple[Acco
         "/v1/api_keys", json={"role": "owner", "workspace_id": other_ws}, headers=acct.headers
     )
     assert_error(api.client.get(_url(ws), headers=bearer(r.json()["key"])), 404, "resource_missing")
+
+
+def test_records_created_through_the_products_api_reach_the_analytics(api: ApiServer) -> None:
+    """End to end: revenue and a cost created over HTTP, their queued refresh run (inline, as the
+    embedded deployment does), then the analytics equal mart.revenue_daily for that day."""
+    import dagster as dg
+
+    from finance_pipeline.partitions import last_daily_partition
+    from finance_pipeline.requests.inline import run_pending_inline
+
+    acct = register(api.client)
+    ws = _workspace(api, acct)
+    day = (last_daily_partition() - timedelta(days=3)).isoformat()
+    revenue = {"amount": 99.00, "type": "subscription", "date": day}
+    cost = {"name": "Vercel Pro", "amount": 20.5, "category": "INFRASTRUCTURE", "date": day}
+    ids = [
+        api.client.post(f"/api/v1/products/{ws}/revenue", json=revenue, headers=acct.headers),
+        api.client.post(f"/api/v1/products/{ws}/costs", json=cost, headers=acct.headers),
+    ]
+    request_ids = [r.headers["x-refresh-request-id"] for r in ids]
+    rows = run_pending_inline(dg.DagsterInstance.ephemeral(), api.wh, request_ids)
+    assert [r["status"] for r in rows] == ["succeeded", "succeeded"], rows
+    [mart] = api.wh.rows(
+        "SELECT * FROM mart.revenue_daily WHERE workspace_id = :w AND day = :d",
+        w=ws,
+        d=date.fromisoformat(day),
+    )
+    assert mart["gross_revenue_micros"] == 99 * U
+    q = {"period": "daily", "startDate": day, "endDate": day}
+    r = api.client.get(_url(ws), params=q, headers=acct.headers)
+    body = r.json()
+    assert Decimal(str(body["totals"]["revenue"])) == micros_to_decimal(
+        mart["gross_revenue_micros"]
+    )
+    assert Decimal(str(body["totals"]["expenses"])) == micros_to_decimal(mart["expenses_micros"])
+    assert '"revenue":99.00,"expenses":20.50,"net":78.50' in r.text
