@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import secrets as _secrets
 import time
 import warnings
@@ -53,6 +54,8 @@ class Workspace:
     cash_on_hand_micros: int | None
     settings: dict[str, Any]
     created_at: int | None = None
+    # Unique within the organization; the 001 products API addresses a product by id or slug.
+    slug: str | None = None
 
 
 def create_organization(
@@ -68,6 +71,33 @@ def create_organization(
             key=("id",),
         )
     return oid
+
+
+_SLUG_MAX = 60
+
+
+def slugify(name: str) -> str:
+    """A URL slug from a workspace name: lower-case ASCII letters and digits joined by "-" (never
+    "_", so a slug can never look like a `ws_` id); "workspace" when nothing is left."""
+    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:_SLUG_MAX].strip("-")
+    return slug or "workspace"
+
+
+def _free_slug(wh: Warehouse, db: Any, org_id: str, name: str) -> str:
+    """The name's slug, with a -2, -3... suffix when the organization already uses it."""
+    base = slugify(name)
+    taken = {
+        r[0]
+        for r in db.execute(
+            wh.text("SELECT slug FROM app.workspaces WHERE org_id = :o AND slug LIKE :p"),
+            {"o": org_id, "p": f"{base}%"},
+        )
+    }
+    slug, n = base, 1
+    while slug in taken:
+        n += 1
+        slug = f"{base}-{n}"
+    return slug
 
 
 def create_workspace(
@@ -94,6 +124,8 @@ def create_workspace(
                     "id": wid,
                     "org_id": org_id,
                     "name": name,
+                    # Kept on re-creation (not in `update`): a slug is an address clients store.
+                    "slug": _free_slug(wh, db, org_id, name),
                     "reporting_currency": normalize_currency(reporting_currency),
                     "time_zone": time_zone,
                     "cash_on_hand_micros": cash_on_hand_micros,
@@ -128,6 +160,7 @@ def _workspace(r: dict[str, Any]) -> Workspace:
         cash_on_hand_micros=r["cash_on_hand_micros"],
         settings={**DEFAULT_WORKSPACE_SETTINGS, **(raw_settings or {})},
         created_at=r["created_at"],
+        slug=r.get("slug"),
     )
 
 

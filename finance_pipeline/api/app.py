@@ -12,7 +12,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from finance_pipeline.api.context import ApiContext, request_id
 from finance_pipeline.api.errors import ApiError
-from finance_pipeline.api.families import MARGINS, V1, dialect_for, include_family
+from finance_pipeline.api.families import (
+    MARGINS,
+    PRODUCTS,
+    V1,
+    WORKSPACE_ANALYTICS,
+    dialect_for,
+    include_family,
+)
 from finance_pipeline.api.idempotency import IdempotencyMiddleware
 from finance_pipeline.api.middleware import RequestContextMiddleware
 from finance_pipeline.settings import Settings, get_settings
@@ -21,6 +28,8 @@ from finance_pipeline.warehouse import warehouse_for
 
 def create_app(settings: Settings) -> FastAPI:
     """The API on the warehouse of `settings` (migrated on start-up if needed)."""
+    from finance_pipeline.api import products
+    from finance_pipeline.api.analytics import routes as analytics
     from finance_pipeline.api.margins import router as margins_router
     from finance_pipeline.api.v1 import router as v1_router
 
@@ -41,6 +50,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(IdempotencyMiddleware)
     app.add_middleware(RequestContextMiddleware)
     include_family(app, V1, v1_router())
+    include_family(app, PRODUCTS, products.router())
+    include_family(app, WORKSPACE_ANALYTICS, analytics.router())
     include_family(app, MARGINS, margins_router())
     return app
 

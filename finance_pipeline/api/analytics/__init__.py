@@ -1,0 +1,1 @@
+"""The 002 workspace analytics API: its route (`routes`) and error dialect (`dialect`)."""
