@@ -63,6 +63,8 @@ class Settings(BaseSettings):
     api_rate_limit_per_minute: int = Field(default=100, ge=1)
     # How long an Idempotency-Key's stored response is replayed.
     api_idempotency_ttl_seconds: int = Field(default=86_400, ge=1)
+    # Lifetime of a signed export download link (platform finance API).
+    api_export_link_ttl_seconds: int = Field(default=900, ge=1)
 
     @property
     def resolved_warehouse_url(self) -> str:

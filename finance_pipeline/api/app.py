@@ -12,7 +12,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from finance_pipeline.api.context import ApiContext, request_id
 from finance_pipeline.api.errors import ApiError
-from finance_pipeline.api.families import V1, dialect_for, include_family
+from finance_pipeline.api.families import PLATFORM_FINANCE, V1, dialect_for, include_family
 from finance_pipeline.api.idempotency import IdempotencyMiddleware
 from finance_pipeline.api.middleware import RequestContextMiddleware
 from finance_pipeline.settings import Settings, get_settings
@@ -21,6 +21,7 @@ from finance_pipeline.warehouse import warehouse_for
 
 def create_app(settings: Settings) -> FastAPI:
     """The API on the warehouse of `settings` (migrated on start-up if needed)."""
+    from finance_pipeline.api.platform_finance import router as platform_finance_router
     from finance_pipeline.api.v1 import router as v1_router
 
     app = FastAPI(
@@ -40,6 +41,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(IdempotencyMiddleware)
     app.add_middleware(RequestContextMiddleware)
     include_family(app, V1, v1_router())
+    include_family(app, PLATFORM_FINANCE, platform_finance_router())
     return app
 
 
