@@ -10,12 +10,18 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.generation.modes import GenerationMode
-from schemathesis.specs.openapi.checks import negative_data_rejection
+from schemathesis.specs.openapi.checks import negative_data_rejection, positive_data_acceptance
 
 from finance_pipeline_tests.api.conftest import ApiServer, _factory, register
 
 # Keeps the run short: ~20 examples per operation.
 MAX_EXAMPLES = 20
+# Operations whose seed documents a 400 for schema-valid input that no schema can state (the 000
+# platform finance API: "invalid date range", a plan filter on a report kept without plans).
+CROSS_FIELD_400 = {
+    ("GET", "/api/v1/platform/finance/reports/export"),
+    ("POST", "/api/v1/platform/finance/reports/export"),
+}
 
 
 @pytest.fixture(scope="module")
@@ -29,10 +35,12 @@ def contract_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiSer
 
 @pytest.fixture(scope="module")
 def owner_headers(contract_server: ApiServer) -> dict[str, str]:
-    """An owner's token, with one workspace, for the authenticated routes."""
+    """An owner's token, with one workspace, for the authenticated routes. The org-scoped
+    families name it with X-Workspace-Id: generated POST /v1/workspaces calls add workspaces, and
+    without the header an org with several is a 400 `workspace_required`."""
     acct = register(contract_server.client)
-    contract_server.client.post("/v1/workspaces", json={"name": "Seed"}, headers=acct.headers)
-    return acct.headers
+    r = contract_server.client.post("/v1/workspaces", json={"name": "Seed"}, headers=acct.headers)
+    return {**acct.headers, "X-Workspace-Id": r.json()["id"]}
 
 
 @pytest.mark.slow
@@ -50,19 +58,27 @@ def test_api_conforms_to_its_schema(
     # a request that arrives valid is reported as accepted invalid data.
     excluded = [negative_data_rejection] if mode is GenerationMode.NEGATIVE else []
     for operation in operations:
+        skip = list(excluded)
+        if mode is GenerationMode.POSITIVE and (operation.method.upper(), operation.path) in (
+            CROSS_FIELD_400
+        ):
+            skip.append(positive_data_acceptance)
+        _check_operation(operation, mode, contract_server.base_url, owner_headers, skip)
 
-        @given(case=operation.as_strategy(generation_mode=mode))
-        @settings(
-            max_examples=MAX_EXAMPLES,
-            deadline=None,
-            database=None,
-            suppress_health_check=list(HealthCheck),
-        )
-        def check(case: Any) -> None:
-            case.call_and_validate(
-                base_url=contract_server.base_url,
-                headers=owner_headers,
-                excluded_checks=excluded,
-            )
 
-        check()
+def _check_operation(
+    operation: Any, mode: GenerationMode, base_url: str, headers: dict[str, str], skip: list[Any]
+) -> None:
+    """Generated cases of one operation, each sent and validated with the default checks."""
+
+    @given(case=operation.as_strategy(generation_mode=mode))
+    @settings(
+        max_examples=MAX_EXAMPLES,
+        deadline=None,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+    )
+    def check(case: Any) -> None:
+        case.call_and_validate(base_url=base_url, headers=headers, excluded_checks=skip)
+
+    check()
