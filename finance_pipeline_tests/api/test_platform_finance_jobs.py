@@ -143,6 +143,19 @@ def test_force_sync_queues_a_request_and_its_job_status_follows_it(api: ApiServe
     assert api.client.get(url, headers=member).status_code == 200
     finance = _member(api, acct, "finance")
     assert api.client.post(f"{BASE}/stripe-sync", json=body, headers=finance).status_code == 202
+    # A key scoped to another workspace of the same org does not see the job.
+    ws2 = api.client.post("/v1/workspaces", json={"name": "W2"}, headers=acct.headers).json()["id"]
+    key = api.client.post(
+        "/v1/api_keys", json={"role": "finance", "workspace_id": ws2}, headers=acct.headers
+    ).json()["key"]
+    scoped = {"Authorization": f"Bearer {key}"}
+    assert_pf_error(api.client.get(url, headers=scoped), 404, "resource_missing", "job_id")
+    # Idempotency-Key: the retry replays the first answer, one request queued.
+    keyed = {**acct.headers, "Idempotency-Key": "close-2025-11", "X-Workspace-Id": ws}
+    first = api.client.post(f"{BASE}/stripe-sync", json=body, headers=keyed)
+    again = api.client.post(f"{BASE}/stripe-sync", json=body, headers=keyed)
+    assert again.headers.get("idempotent-replayed") == "true"
+    assert again.json() == first.json()
 
 
 def test_webhook_verifies_records_once_and_asks_for_a_sync(api: ApiServer) -> None:
