@@ -16,14 +16,14 @@ from finance_pipeline.api.errors import ApiError, ErrorBody, ErrorDialect
 T = TypeVar("T")
 
 
-class Envelope(BaseModel, Generic[T]):
+class PlatformFinanceEnvelope(BaseModel, Generic[T]):
     """A successful answer: `success` is true and `data` holds it."""
 
     success: Literal[True] = True
     data: T
 
 
-class ErrorEnvelope(BaseModel):
+class PlatformFinanceError(BaseModel):
     """A failed request: `success` is false and `error` says why."""
 
     success: Literal[False] = False
@@ -33,7 +33,7 @@ class ErrorEnvelope(BaseModel):
 class PlatformFinanceDialect(ErrorDialect):
     """Errors in the seed's `success` envelope; request validation failures are 400."""
 
-    model = ErrorEnvelope
+    model = PlatformFinanceError
     statuses = (400, 401, 403, 404, 409, 429, 500)
 
     def body(self, err: ApiError, request_id: str) -> dict[str, Any]:
@@ -45,3 +45,7 @@ class PlatformFinanceDialect(ErrorDialect):
         if err.status == 422:
             err = dataclasses.replace(err, status=400, type="invalid_request")
         return super().response(err, request_id)
+
+
+#: Short name for the routes: `Envelope[MrrData]`.
+Envelope = PlatformFinanceEnvelope
