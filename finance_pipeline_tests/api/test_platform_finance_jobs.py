@@ -17,6 +17,7 @@ from finance_pipeline.api.platform_finance import links
 from finance_pipeline.reports.exports import run_export
 from finance_pipeline.requests.store import finish, get_request
 from finance_pipeline.stripe_sync.streams import STREAMS
+from finance_pipeline.stripe_sync.webhooks import platform_sync_status
 from finance_pipeline.tenancy import connect_stripe
 from finance_pipeline_tests.api.conftest import Account, ApiServer, _factory, register
 from finance_pipeline_tests.api.test_access import _member
@@ -54,9 +55,8 @@ def _event(evt: str, created: int, type_: str = "invoice.paid") -> dict:
     return make_event(evt, type=type_, created=created, data_object=obj)
 
 
-def test_sync_status_in_the_seed_shape(api: ApiServer) -> None:
-    acct, ws = _org(api)
-    now = int(time.time())
+def _synced(api: ApiServer, ws: str, at: int) -> None:
+    """Every stream of the workspace last synced successfully at `at`."""
     with api.wh.begin() as db:
         api.wh.upsert(
             db,
@@ -66,13 +66,19 @@ def test_sync_status_in_the_seed_shape(api: ApiServer) -> None:
                     "workspace_id": ws,
                     "stream": s,
                     "status": "ok",
-                    "last_success_at": now - 60,
+                    "last_success_at": at,
                     "objects_total": 1234 if s == "invoices" else 1,
                 }
                 for s in STREAMS
             ],
             key=("workspace_id", "stream"),
         )
+
+
+def test_sync_status_in_the_seed_shape(api: ApiServer) -> None:
+    acct, ws = _org(api)
+    now = int(time.time())
+    _synced(api, ws, now - 60)
     r = api.client.get(f"{BASE}/stripe-sync-status", headers=acct.headers)
     assert r.status_code == 200, r.text
     data = r.json()["data"]
@@ -205,6 +211,12 @@ def test_webhook_verifies_records_once_and_asks_for_a_sync(api: ApiServer) -> No
     )
     status = api.client.get(f"{BASE}/stripe-sync-status", headers=acct.headers).json()["data"]
     assert status["pending_webhooks"] == 2
+    # Synced a minute ago, but a webhook waiting 5+ minutes for its sync is `delayed`.
+    _synced(api, ws, int(time.time()) - 60)
+    assert status["sync_health"] == "delayed"  # not every stream had synced yet
+    later = platform_sync_status(api.wh, ws, now=int(time.time()) + 300)
+    assert later["sync_health"] == "delayed" and later["pending_webhooks"] == 2
+    assert platform_sync_status(api.wh, ws)["sync_health"] == "healthy"
     assert status["last_webhook_event"] == {
         "id": "evt_def456",
         "type": "charge.failed",
