@@ -3,6 +3,8 @@ Also the local key files of the embedded default (the master key, the API's JWT 
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 import secrets as _secrets
 from collections.abc import Callable
@@ -50,6 +52,13 @@ def jwt_secret(settings: Settings | None = None) -> bytes:
     if settings.jwt_secret is not None:
         return settings.jwt_secret.get_secret_value().encode()
     return _local_key(settings, ".jwt_secret", lambda: _secrets.token_urlsafe(48).encode())
+
+
+def signing_key(purpose: str, settings: Settings | None = None) -> bytes:
+    """A key for HMAC-signing one kind of token (e.g. export download links), derived from the
+    master key so each purpose has its own and none is the master key itself."""
+    master = _master_key(settings or get_settings())
+    return hmac.new(master, f"finance_pipeline/{purpose}".encode(), hashlib.sha256).digest()
 
 
 def encrypt_secret(plaintext: str, settings: Settings | None = None) -> str:

@@ -69,6 +69,8 @@ class Settings(BaseSettings):
     # Bearer secret of the scheduler calling GET /api/stripe/revenue-sync (the 003 margins API's
     # cron); unset: only members' credentials can trigger a sync.
     cron_secret: SecretStr | None = None
+    # Lifetime of a signed export download link (platform finance API).
+    api_export_link_ttl_seconds: int = Field(default=900, ge=1)
 
     @property
     def resolved_warehouse_url(self) -> str:

@@ -14,6 +14,7 @@ from finance_pipeline.api.context import ApiContext, request_id
 from finance_pipeline.api.errors import ApiError
 from finance_pipeline.api.families import (
     MARGINS,
+    PLATFORM_FINANCE,
     PRODUCTS,
     V1,
     WORKSPACE_ANALYTICS,
@@ -31,6 +32,7 @@ def create_app(settings: Settings) -> FastAPI:
     from finance_pipeline.api import products
     from finance_pipeline.api.analytics import routes as analytics
     from finance_pipeline.api.margins import router as margins_router
+    from finance_pipeline.api.platform_finance import router as platform_finance_router
     from finance_pipeline.api.v1 import router as v1_router
 
     app = FastAPI(
@@ -50,6 +52,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(IdempotencyMiddleware)
     app.add_middleware(RequestContextMiddleware)
     include_family(app, V1, v1_router())
+    include_family(app, PLATFORM_FINANCE, platform_finance_router())
     include_family(app, PRODUCTS, products.router())
     include_family(app, WORKSPACE_ANALYTICS, analytics.router())
     include_family(app, MARGINS, margins_router())

@@ -16,6 +16,7 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from finance_pipeline.api.analytics.dialect import AnalyticsDialect
 from finance_pipeline.api.errors import DEFAULT_DIALECT, ApiError, ErrorDialect
 from finance_pipeline.api.margins.dialect import MARGINS_DIALECT
+from finance_pipeline.api.platform_finance.dialect import PlatformFinanceDialect
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,9 @@ class Family:
 
 
 V1 = Family("004 v1 API", "/v1")
-PLATFORM_FINANCE = Family("000 platform finance API", "/api/v1/platform/finance")
+PLATFORM_FINANCE = Family(
+    "000 platform finance API", "/api/v1/platform/finance", dialect=PlatformFinanceDialect()
+)
 PRODUCTS = Family("001 products API", "/api/v1/products")
 WORKSPACE_ANALYTICS = Family(
     "002 workspace analytics API", "/api/v1/client/workspace", dialect=AnalyticsDialect()

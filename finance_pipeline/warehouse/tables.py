@@ -793,6 +793,19 @@ APP_TABLES: dict[str, Table] = {
             ),
             ("id",),
         ),
+        Table(
+            "app.stripe_webhook_events",
+            "Stripe events delivered by webhook, one per event id (docs/api.md).",
+            (
+                WORKSPACE,
+                _col("event_id TEXT NOT NULL", "Stripe event id (`evt_...`)."),
+                _col("type TEXT NOT NULL", "Stripe event type (`invoice.paid`)."),
+                _col("created BIGINT NOT NULL", "When Stripe created the event (Unix seconds)."),
+                _col("received_at BIGINT NOT NULL", "When the webhook arrived (Unix seconds)."),
+                _col("request_id TEXT", "The Stripe sync request it asked for (`sync_...`)."),
+            ),
+            ("workspace_id", "event_id"),
+        ),
     )
 }
 
