@@ -37,7 +37,8 @@ router = APIRouter()
 Ctx = Annotated[ApiContext, Depends(api_context)]
 Reader = Annotated[Principal, Depends(gated(Permission.READ))]
 Ws = Annotated[Workspace, Depends(request_workspace)]
-PERIOD_PATTERN = r"^[0-9]{4}-(0[1-9]|1[0-2])$"
+# Years 1900-2099: a month the marts can hold (year 0 is no date at all).
+PERIOD_PATTERN = r"^(19|20)[0-9]{2}-(0[1-9]|1[0-2])$"
 Period = Annotated[
     str | None,
     Query(pattern=PERIOD_PATTERN, description="Calendar month YYYY-MM (default: current month)"),
