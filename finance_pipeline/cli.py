@@ -104,6 +104,91 @@ def cmd_export(args: argparse.Namespace) -> int:
         time.sleep(1.0)
 
 
+def _dagster_instance():
+    """The deployment's Dagster instance (DAGSTER_HOME, else the embedded default's)."""
+    import dagster as dg
+
+    if os.environ.get("DAGSTER_HOME"):
+        return dg.DagsterInstance.get()
+    from finance_pipeline.deployment import dagster_home
+
+    return dg.DagsterInstance.from_config(str(dagster_home(get_settings())))
+
+
+def _follow_request(args: argparse.Namespace, request_id: str) -> int:
+    """Print the new request; with --inline run it here, with --wait poll until it is done."""
+    from finance_pipeline.requests.store import get_request
+
+    wh = _warehouse()
+    print(f"{request_id} queued")
+    if args.inline:
+        from finance_pipeline.requests.inline import run_pending_inline
+
+        with _dagster_instance() as instance:
+            run_pending_inline(instance, wh, [request_id])
+    elif not args.wait:
+        return 0
+    # The requests sensor (and so the daemon) runs it; poll its row until it is done.
+    deadline = time.monotonic() + args.timeout
+    while True:
+        row = get_request(wh, request_id) or {}
+        if row.get("status") == "succeeded":
+            print(f"{request_id} succeeded run {row['run_id']}")
+            return 0
+        if row.get("status") == "failed":
+            print(
+                f"error: {request_id} failed (run {row.get('run_id')}): {row.get('error')}",
+                file=sys.stderr,
+            )
+            return 1
+        if time.monotonic() > deadline:
+            print(
+                f"error: {request_id} still {row.get('status')} after {args.timeout}s "
+                "(is the Dagster daemon running? --inline runs it in this process)",
+                file=sys.stderr,
+            )
+            return 1
+        time.sleep(1.0)
+
+
+def cmd_refresh(args: argparse.Namespace) -> int:
+    """Request a refresh of the core tables and daily marts over a range of days."""
+    from finance_pipeline.requests.store import request_refresh
+
+    request_id = request_refresh(
+        _warehouse(), args.workspace, args.start, args.end, reason=args.reason, requested_by="cli"
+    )
+    return _follow_request(args, request_id)
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    """Request a Stripe sync of a workspace (then its daily marts' trailing window)."""
+    from finance_pipeline.requests.store import request_sync
+
+    request_id = request_sync(_warehouse(), args.workspace, reason=args.reason, requested_by="cli")
+    return _follow_request(args, request_id)
+
+
+def cmd_requests(args: argparse.Namespace) -> int:
+    """List the latest refresh and sync requests, newest first."""
+    from finance_pipeline.requests.store import list_requests
+
+    rows = list_requests(_warehouse(), args.workspace, args.limit)
+    if not rows:
+        print("no requests")
+    for r in rows:
+        days = f" {r['first_day']}..{r['last_day']}" if r["kind"] == "refresh" else ""
+        created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(r["created_at"]))
+        print(
+            f"{r['id']} {r['kind']} {r['workspace_id']}{days} {r['status']}"
+            f" created_at={created}"
+            + (f" run={r['run_id']}" if r["run_id"] else "")
+            + f" reason={r['reason']!r}"
+            + (f" error={r['error']!r}" if r["error"] else "")
+        )
+    return 0
+
+
 def _instance_checks(month: str) -> list:
     """The latest check results of the month's last day from the Dagster instance (DAGSTER_HOME),
     or none when no instance is configured."""
@@ -200,6 +285,33 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("sync-status", help="Stripe sync health per workspace").set_defaults(
         fn=cmd_sync_status
     )
+    for name, help_, fn in (
+        ("refresh", "request a refresh of the daily marts over a range of days", cmd_refresh),
+        ("sync", "request a Stripe sync of a workspace (then its marts' last days)", cmd_sync),
+    ):
+        q = sub.add_parser(name, help=help_)
+        q.add_argument("--workspace", required=True, help="workspace id")
+        if name == "refresh":
+            q.add_argument("--from", dest="start", required=True, help="first day, YYYY-MM-DD")
+            q.add_argument(
+                "--to",
+                dest="end",
+                required=True,
+                help="last day, YYYY-MM-DD (inclusive; today or later is clamped to yesterday)",
+            )
+        q.add_argument("--reason", default="requested from the command line", help="why")
+        q.add_argument("--wait", action="store_true", help="wait until done; print the run id")
+        q.add_argument(
+            "--inline",
+            action="store_true",
+            help="run it in this process now (no daemon needed); implies --wait",
+        )
+        q.add_argument("--timeout", type=float, default=3600.0, help="seconds --wait waits at most")
+        q.set_defaults(fn=fn)
+    q = sub.add_parser("requests", help="list refresh and sync requests, newest first")
+    q.add_argument("--workspace", default=None, help="workspace id (default: all)")
+    q.add_argument("--limit", type=int, default=50, help="at most this many (default %(default)s)")
+    q.set_defaults(fn=cmd_requests)
     e = sub.add_parser("export", help="request a report export (CSV or table PDF)")
     e.add_argument("--workspace", required=True, help="workspace id")
     e.add_argument(

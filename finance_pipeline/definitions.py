@@ -13,7 +13,7 @@ from finance_pipeline.ingest.stripe_assets import stripe_assets
 from finance_pipeline.margins.assets import customer_margins_monthly, recognized_revenue_monthly
 from finance_pipeline.metrics.cfo_assets import cfo_marts
 from finance_pipeline.metrics.mrr_assets import mrr_marts
-from finance_pipeline.partitions import daily_partitions
+from finance_pipeline.partitions import RESTATEMENT_DAYS, restatement_window
 from finance_pipeline.reports.assets import report_assets
 from finance_pipeline.reports.close_assets import (
     close_pack,
@@ -22,11 +22,9 @@ from finance_pipeline.reports.close_assets import (
     make_close_sensor,
 )
 from finance_pipeline.reports.exports import report_export_job, report_export_sensor
+from finance_pipeline.requests.sensors import make_request_sensors
 from finance_pipeline.resources import StripeResource, WarehouseResource
 from finance_pipeline.table_checks import schema_checks, with_table_metadata
-
-# Late data (a refund, a backdated cancellation) restates the last few days on every refresh.
-RESTATEMENT_DAYS = 3
 
 stripe_ingest = dg.AssetSelection.assets(*stripe_assets)
 core_assets = dg.AssetSelection.assets(fx_rates, ledger, subscription_history)
@@ -57,6 +55,16 @@ marts_job = dg.define_asset_job(
         }
     },
 )
+# Refresh requests (API, CLI): the daily refresh without the Stripe ingest, over the requested days.
+# The core tables build incrementally (the changes since their last build), not wholly as in
+# rebuild_marts: the marts of the days outside the range keep what they have.
+requested_refresh_job = dg.define_asset_job(
+    "requested_refresh",
+    selection=core_assets | mrr | cfo,
+    description="Core tables (incremental), then the MRR, CFO, revenue and alert marts for the "
+    "partition range of queued refresh requests (launched by pipeline_requests_sensor).",
+)
+request_sensors = make_request_sensors(requested_refresh_job, daily_refresh_job)
 
 
 monthly_job = dg.define_asset_job(
@@ -90,7 +98,7 @@ month_end_close_sensor = make_close_sensor(month_end_close_job)
 
 @dg.run_status_sensor(
     run_status=dg.DagsterRunStatus.SUCCESS,
-    monitored_jobs=[daily_refresh_job, marts_job],
+    monitored_jobs=[daily_refresh_job, marts_job, requested_refresh_job],
     request_job=close_restatement_job,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="After each successful refresh or rebuild of the marts: compare closed months "
@@ -112,8 +120,7 @@ def closed_months_restated(context: dg.RunStatusSensorContext) -> dg.RunRequest:
 def daily_refresh(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
     """One run per day covering the trailing restatement window (a partition range)."""
     yesterday = (context.scheduled_execution_time - timedelta(days=1)).date()
-    first = yesterday - timedelta(days=RESTATEMENT_DAYS - 1)
-    first = max(first, daily_partitions.start.date())
+    first, _ = restatement_window(yesterday)
     return dg.RunRequest(
         run_key=f"daily_refresh:{yesterday.isoformat()}",
         tags={
@@ -178,6 +185,7 @@ defs = dg.Definitions(
         landing_job,
         daily_refresh_job,
         marts_job,
+        requested_refresh_job,
         monthly_job,
         monthly_reports_job,
         report_export_job,
@@ -190,6 +198,7 @@ defs = dg.Definitions(
         report_export_sensor,
         month_end_close_sensor,
         closed_months_restated,
+        *request_sensors,
     ],
     resources={"warehouse": WarehouseResource(), "stripe": StripeResource()},
 )

@@ -26,6 +26,10 @@ class Settings(BaseSettings):
     warehouse_url: str | None = None
     landing_dir: Path | None = None
     reports_dir: Path | None = None
+    # Refresh and sync requests (docs/requests.md) run inside the API process instead of waiting for
+    # the Dagster daemon's sensor. Unset: on with the embedded SQLite warehouse (no daemon may run),
+    # off with PostgreSQL (production runs the daemon).
+    requests_inline: bool | None = None
     # Master key (Fernet, urlsafe base64 of 32 bytes) that encrypts stored Stripe keys. When unset,
     # a key file is created once in data_dir with 0600 permissions (embedded default only).
     secret_key: SecretStr | None = None
@@ -64,6 +68,13 @@ class Settings(BaseSettings):
     def resolved_warehouse_url(self) -> str:
         """The SQLAlchemy URL of the warehouse (SQLite file under data_dir unless set)."""
         return self.warehouse_url or f"sqlite:///{self.data_dir / 'warehouse.sqlite'}"
+
+    @property
+    def resolved_requests_inline(self) -> bool:
+        """Whether the API runs pipeline requests in its own process (FP_REQUESTS_INLINE)."""
+        if self.requests_inline is not None:
+            return self.requests_inline
+        return self.resolved_warehouse_url.startswith("sqlite")
 
     @property
     def resolved_landing_dir(self) -> Path:

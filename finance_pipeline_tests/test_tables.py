@@ -8,9 +8,9 @@ import pytest
 
 from finance_pipeline.definitions import defs
 from finance_pipeline.warehouse import Warehouse
-from finance_pipeline.warehouse.tables import COMPANIONS, TABLES, schema_problems
+from finance_pipeline.warehouse.tables import APP_TABLES, COMPANIONS, TABLES, schema_problems
 
-DESCRIBED = {**TABLES, **{t.name: t for ts in COMPANIONS.values() for t in ts}}
+DESCRIBED = {**TABLES, **{t.name: t for ts in COMPANIONS.values() for t in ts}, **APP_TABLES}
 
 
 def test_every_asset_table_is_described_and_nothing_else() -> None:

@@ -767,6 +767,36 @@ COMPANIONS: dict[str, tuple[Table, ...]] = {
 }
 
 
+# App tables no asset writes (requests from the API and CLI): described here too, so their DDL is
+# checked against the same metadata (finance_pipeline_tests/test_tables.py); no schema check.
+APP_TABLES: dict[str, Table] = {
+    t.name: t
+    for t in (
+        Table(
+            "app.pipeline_requests",
+            "Refresh and Stripe sync requests the pipeline picks up (docs/requests.md).",
+            (
+                _col("id TEXT NOT NULL", "Request id (`refresh_...`, `sync_...`)."),
+                _col("kind TEXT NOT NULL", "`refresh` or `stripe_sync`."),
+                WORKSPACE,
+                _col("first_day DATE", "First local day to refresh (refresh only)."),
+                _col("last_day DATE", "Last local day to refresh, inclusive (refresh only)."),
+                _col("reason TEXT NOT NULL", "Why it was requested (and any clamp of last_day)."),
+                _col("requested_by TEXT", "Who asked (user, API key, `cli`)."),
+                _col("status TEXT NOT NULL", "`queued`, `running`, `succeeded` or `failed`."),
+                _col("run_id TEXT", "Dagster run serving the request, once it exists."),
+                _col("error TEXT", "Why it failed."),
+                _col("created_at BIGINT NOT NULL", "When it was requested (Unix seconds)."),
+                _col("started_at BIGINT", "When a runner claimed it (Unix seconds)."),
+                _col("finished_at BIGINT", "When it succeeded or failed (Unix seconds)."),
+                _col("updated_at BIGINT NOT NULL", "Last change (Unix seconds)."),
+            ),
+            ("id",),
+        ),
+    )
+}
+
+
 def table_for(qualified: str) -> Table:
     """The description of `layer.table`."""
     try:

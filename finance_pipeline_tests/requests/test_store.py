@@ -1,0 +1,190 @@
+"""Pipeline request rows on SQLite and PostgreSQL: validation names the field, today is clamped to
+yesterday, a claim is won once, finishing keeps the first outcome, batches coalesce."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, date, datetime
+
+import pytest
+
+from finance_pipeline.partitions import daily_partitions, last_daily_partition
+from finance_pipeline.requests.store import (
+    PipelineRequestError,
+    WorkspaceNotFound,
+    claim,
+    finish,
+    get_request,
+    list_requests,
+    pending_requests,
+    plan_batches,
+    request_refresh,
+    request_sync,
+)
+from finance_pipeline.tenancy import connect_stripe, create_organization, create_workspace
+from finance_pipeline.warehouse import Warehouse
+
+NOW = datetime(2026, 3, 10, 15, 0, tzinfo=UTC)  # yesterday (UTC) is 2026-03-09
+
+
+@pytest.fixture
+def wh(warehouse: Warehouse) -> Warehouse:
+    org = create_organization(warehouse, "Org", org_id="org1")
+    create_workspace(warehouse, org, "One", workspace_id="ws1")
+    create_workspace(warehouse, org, "Two", workspace_id="ws2")
+    return warehouse
+
+
+def test_the_last_partition_is_yesterday_in_utc() -> None:
+    for now in (NOW, datetime(2026, 3, 10, 0, 0, 1, tzinfo=UTC), datetime(2026, 3, 9, 23, 59)):
+        now = now.replace(tzinfo=UTC)
+        expected = daily_partitions.get_partition_keys(current_time=now)[-1]
+        assert last_daily_partition(now).isoformat() == expected
+
+
+def test_refresh_request_is_queued(wh: Warehouse) -> None:
+    rid = request_refresh(
+        wh, "ws1", date(2026, 3, 1), "2026-03-05", reason="late invoice", requested_by="u1", now=NOW
+    )
+    row = get_request(wh, rid)
+    assert rid.startswith("refresh_") and row is not None
+    assert (row["kind"], row["workspace_id"], row["status"], row["requested_by"]) == (
+        "refresh",
+        "ws1",
+        "queued",
+        "u1",
+    )
+    assert (row["first_day"], row["last_day"], row["reason"]) == (
+        date(2026, 3, 1),
+        date(2026, 3, 5),
+        "late invoice",
+    )
+    assert row["run_id"] is None and row["started_at"] is None and row["created_at"] > 0
+    assert [r["id"] for r in pending_requests(wh)] == [rid]
+    assert pending_requests(wh, "ws2") == [] and [r["id"] for r in list_requests(wh, "ws1")] == [
+        rid
+    ]
+
+
+def test_today_is_clamped_to_yesterday_and_noted(wh: Warehouse) -> None:
+    rid = request_refresh(wh, "ws1", date(2026, 3, 8), date(2026, 3, 10), reason="now", now=NOW)
+    row = get_request(wh, rid) or {}
+    assert row["last_day"] == date(2026, 3, 9)
+    assert row["reason"] == (
+        "now (last_day 2026-03-10 clamped to 2026-03-09: its partition does not exist yet)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("first", "last", "field", "words"),
+    [
+        (date(2026, 3, 5), date(2026, 3, 1), "first_day", "after last_day"),
+        (date(2022, 12, 31), date(2023, 1, 5), "first_day", "before the history start"),
+        (date(2026, 3, 10), date(2026, 3, 10), "first_day", "latest day a refresh can cover"),
+        (date(2026, 3, 1), date(2026, 4, 1), "last_day", "in the future"),
+        ("2026-3-1", date(2026, 3, 1), "first_day", "YYYY-MM-DD"),
+    ],
+)
+def test_bad_days_name_the_field(
+    wh: Warehouse, first: date | str, last: date, field: str, words: str
+) -> None:
+    with pytest.raises(PipelineRequestError, match=words) as err:
+        request_refresh(wh, "ws1", first, last, reason="r", now=NOW)
+    assert err.value.field == field and str(err.value).startswith(f"{field}: ")
+    assert pending_requests(wh) == []
+
+
+def test_unknown_workspace_missing_reason_and_unconnected_sync(wh: Warehouse) -> None:
+    with pytest.raises(WorkspaceNotFound, match="no workspace 'nope'") as err:
+        request_refresh(wh, "nope", date(2026, 3, 1), date(2026, 3, 1), reason="r", now=NOW)
+    assert err.value.field == "workspace_id" and isinstance(err.value, ValueError)
+    with pytest.raises(PipelineRequestError, match="reason"):
+        request_refresh(wh, "ws1", date(2026, 3, 1), date(2026, 3, 1), reason=" ", now=NOW)
+    with pytest.raises(WorkspaceNotFound):
+        request_sync(wh, "nope", reason="r")
+    with pytest.raises(PipelineRequestError, match="no active Stripe connection"):
+        request_sync(wh, "ws1", reason="r")
+
+
+def test_sync_request(wh: Warehouse) -> None:
+    connect_stripe(wh, "ws1", account_id="acct_1", livemode=False, api_key="sk_test_x")
+    sid = request_sync(wh, "ws1", reason="new key")
+    row = get_request(wh, sid) or {}
+    assert sid.startswith("sync_") and row["kind"] == "stripe_sync" and row["status"] == "queued"
+    assert row["first_day"] is None and row["last_day"] is None
+
+
+def test_a_claim_is_won_once_even_in_a_race(wh: Warehouse) -> None:
+    ids = [
+        request_refresh(wh, "ws1", date(2026, 3, d), date(2026, 3, d), reason="r", now=NOW)
+        for d in (1, 2, 3)
+    ]
+    won: dict[str, list[str]] = {}
+    barrier = threading.Barrier(2)
+
+    def claimer(name: str) -> None:
+        barrier.wait()
+        won[name] = claim(wh, ids, run_id=f"run-{name}")
+
+    threads = [threading.Thread(target=claimer, args=(n,)) for n in ("a", "b")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(won["a"] + won["b"]) == sorted(ids)  # each request won exactly once
+    for name, got in won.items():
+        for rid in got:
+            row = get_request(wh, rid) or {}
+            assert (row["status"], row["run_id"]) == ("running", f"run-{name}")
+            assert row["started_at"] is not None
+    assert claim(wh, ids) == []
+
+
+def test_finish_keeps_the_first_outcome(wh: Warehouse) -> None:
+    rid = request_refresh(wh, "ws1", date(2026, 3, 1), date(2026, 3, 1), reason="r", now=NOW)
+    assert claim(wh, [rid]) == [rid]
+    assert finish(wh, [rid], "failed", run_id="r1", error="boom") == [rid]
+    assert finish(wh, [rid], "succeeded", run_id="r2") == []
+    row = get_request(wh, rid) or {}
+    assert (row["status"], row["run_id"], row["error"]) == ("failed", "r1", "boom")
+    assert row["finished_at"] is not None and pending_requests(wh) == []
+    with pytest.raises(PipelineRequestError, match="status"):
+        finish(wh, [rid], "running")
+
+
+def test_deleting_the_workspace_deletes_its_requests(wh: Warehouse) -> None:
+    rid = request_refresh(wh, "ws2", date(2026, 3, 1), date(2026, 3, 1), reason="r", now=NOW)
+    with wh.begin() as db:
+        db.execute(wh.text("DELETE FROM app.workspaces WHERE id = 'ws2'"))
+    assert get_request(wh, rid) is None
+
+
+def test_refreshes_coalesce_into_one_batch_over_the_union_of_days() -> None:
+    rows = [
+        {
+            "id": "refresh_b",
+            "kind": "refresh",
+            "first_day": date(2026, 3, 4),
+            "last_day": date(2026, 3, 6),
+        },
+        {
+            "id": "refresh_a",
+            "kind": "refresh",
+            "first_day": date(2026, 2, 1),
+            "last_day": date(2026, 2, 2),
+        },
+        {"id": "sync_a", "kind": "stripe_sync", "first_day": None, "last_day": None},
+    ]
+    refresh, sync = plan_batches(rows, NOW)
+    assert (refresh.kind, refresh.job_name, refresh.request_ids) == (
+        "refresh",
+        "requested_refresh",
+        ("refresh_a", "refresh_b"),
+    )
+    assert (refresh.first_day, refresh.last_day) == (date(2026, 2, 1), date(2026, 3, 6))
+    assert (sync.job_name, sync.request_ids) == ("daily_refresh", ("sync_a",))
+    assert (sync.first_day, sync.last_day) == (date(2026, 3, 7), date(2026, 3, 9))
+    # The run key depends on the set of requests only.
+    [again] = plan_batches(rows[1::-1], NOW)[:1]
+    assert again.run_key == refresh.run_key and refresh.run_key != sync.run_key
+    assert plan_batches([], NOW) == []
