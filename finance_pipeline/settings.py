@@ -38,6 +38,9 @@ class Settings(BaseSettings):
     stripe_rate_limit_rps: float = 90.0
     stripe_max_attempts: int = 8
     stripe_page_size: int = 100
+    # Where the API checks a Stripe key before connecting it (the v1 API's POST .../ingest/stripe)
+    # and where that connection then syncs from: Stripe, or a stand-in in tests and demos.
+    stripe_api_base: str = "https://api.stripe.com"
     # Advisory memos: an OpenAI-compatible chat-completions endpoint (FP_AI_BASE_URL such as
     # https://router.huggingface.co/v1, FP_AI_API_KEY, FP_AI_MODEL). All unset: the rule-based
     # writer only. ai_provider_name is what memos report as `provider` (e.g. "huggingface").
@@ -63,6 +66,9 @@ class Settings(BaseSettings):
     api_rate_limit_per_minute: int = Field(default=100, ge=1)
     # How long an Idempotency-Key's stored response is replayed.
     api_idempotency_ttl_seconds: int = Field(default=86_400, ge=1)
+    # Reads of a workspace with a refresh still queued or running (after an ingest) wait at most
+    # this long for it before answering with a refresh_pending warning (docs/api.md).
+    api_read_wait_seconds: float = Field(default=20.0, ge=0)
 
     @property
     def resolved_warehouse_url(self) -> str:
