@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from finance_pipeline_tests.api.conftest import ApiServer, _factory
+from finance_pipeline_tests.api.v1_helpers import make_v1_server
 
 SEED_HOST = "https://mycfo.vercel.app"
 
@@ -69,7 +70,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
     """An embedded-default server (SQLite, inline refreshes); reads may wait for two inline runs
     on a shared 2-core machine, so the bound is above the 20 s default."""
     make, started = _factory(tmp_path_factory.mktemp("quickstart"))
-    yield make(api_read_wait_seconds=180)
+    yield make_v1_server(make)
     for s in started:
         s.stop()
 

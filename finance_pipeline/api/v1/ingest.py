@@ -95,12 +95,21 @@ class IngestResult(BaseModel):
     )
 
 
-def _whole_floats(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """`120000.0` is a whole number of cents in JSON (docs/api.md, Amounts), so it is passed on as
-    120000; fractions stay floats and the validator rejects them."""
+def _json_cents(kind: str, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """JSON cents per docs/api.md (Amounts): `120000.0` is a whole number and passes on as 120000;
+    fractions stay floats for the validator to reject; text and booleans, which a CSV cell may
+    hold but a JSON amount may not, are a 422 here."""
     out = []
-    for item in items:
+    for i, item in enumerate(items):
         amount = item.get("amount_cents")
+        if isinstance(amount, str | bool):
+            param = f"{kind}[{i}].amount_cents"
+            raise ApiError(
+                422,
+                "invalid_field",
+                f"{param} must be a JSON integer number of cents.",
+                param=param,
+            )
         if isinstance(amount, float) and amount.is_integer() and abs(amount) < 2**53:
             item = {**item, "amount_cents": int(amount)}
         out.append(item)
@@ -113,7 +122,7 @@ def _ingest(
     """Validate every item, then store them all in one transaction (or none: 422 on the first
     problem, naming `kind[i].field`), then request a refresh of the affected days."""
     workspace_by_id(ctx, principal, workspace_id)
-    result = validate_rows(kind, _whole_floats(items), start_line=0, max_rows=MAX_ROWS)
+    result = validate_rows(kind, _json_cents(kind, items), start_line=0, max_rows=MAX_ROWS)
     if result.errors:
         first = result.errors[0]
         param = f"{kind}[{first.line}]" + (f".{first.field}" if first.field else "")
