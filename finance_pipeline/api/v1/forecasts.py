@@ -11,7 +11,7 @@ from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Response
-from pydantic import BaseModel, Field, StrictFloat, StrictInt, StringConstraints
+from pydantic import BaseModel, BeforeValidator, Field, StrictFloat, StrictInt, StringConstraints
 
 from finance_pipeline.api.auth import Principal, require
 from finance_pipeline.api.context import ApiContext, api_context
@@ -35,6 +35,16 @@ Ctx = Annotated[ApiContext, Depends(api_context)]
 WorkspaceId = Annotated[str, Path(max_length=255, description="Workspace id (ws_...)")]
 ItemId = Annotated[str, Path(max_length=255)]
 Number = StrictInt | StrictFloat
+
+
+def _whole(value: object) -> object:
+    # JSON Schema's integer includes 24.0; fractions, text and booleans are not a month count.
+    if isinstance(value, bool | str) or (isinstance(value, float) and not value.is_integer()):
+        raise ValueError("must be an integer")
+    return int(value) if isinstance(value, float) else value
+
+
+Months = Annotated[int, Field(ge=1, le=MAX_HORIZON_MONTHS), BeforeValidator(_whole)]
 Label = Annotated[str, StringConstraints(max_length=200)]
 # Codes of lib.forecast kept as they are (they say what to do); other problems are invalid_field.
 _KEPT_CODES = {"missing_field", "missing_cash", "missing_assumption"}
@@ -53,7 +63,7 @@ class ForecastCreate(_Request):
 
     name: Label | None = None
     as_of: Annotated[str, Field(examples=["2026-02-28"])] | None = None
-    horizon_months: Annotated[StrictInt, Field(ge=1, le=MAX_HORIZON_MONTHS)]
+    horizon_months: Months
     assumptions: Assumptions | None = None
     variants: dict[str, Assumptions | None] | None = None
 
