@@ -18,6 +18,7 @@ from finance_pipeline import tenancy
 from finance_pipeline.api.auth import Principal, require
 from finance_pipeline.api.context import ApiContext, api_context
 from finance_pipeline.api.errors import ApiError
+from finance_pipeline.api.families import V1
 from finance_pipeline.api.scoping import workspace_by_id
 from finance_pipeline.api.v1.freshness import request_refresh_after_ingest, run_inline
 from finance_pipeline.api.v1.models import _Request
@@ -208,7 +209,12 @@ def check_stripe_key(ctx: ApiContext, api_key: str) -> dict[str, Any]:
         ) from exc
 
 
-@router.post("/stripe", status_code=202, response_model=IngestResult)
+@router.post(
+    "/stripe",
+    status_code=202,
+    response_model=IngestResult,
+    responses={502: {"model": V1.dialect.model, "description": "Stripe is unreachable"}},
+)
 def ingest_stripe(
     id: WorkspaceId,
     body: StripeIngest,
