@@ -7,10 +7,11 @@ from __future__ import annotations
 import json
 import subprocess
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
-from finance_pipeline_tests.api.conftest import ApiServer, _factory
+from finance_pipeline_tests.api.conftest import ApiServer, _factory, register
 from finance_pipeline_tests.api.v1_helpers import make_v1_server
 
 SEED_HOST = "https://mycfo.vercel.app"
@@ -149,3 +150,27 @@ def test_the_quickstart_verbatim_sees_what_it_ingested(server: ApiServer) -> Non
         )
     }
     assert statuses == {"succeeded"}
+
+
+def test_stripe_ingest_syncs_inline_and_reads_wait_for_it(
+    api_server_factory: Any, stripe_standin: Any
+) -> None:
+    """Embedded default: the sync the Stripe ingest requests runs in the API process, and a
+    metrics read waits for it instead of answering stale figures."""
+    server = make_v1_server(api_server_factory, stripe_api_base=stripe_standin.url)
+    acct = register(server.client)
+    r = server.client.post(
+        "/v1/workspaces", json={"name": "Acme Corp", "cash_on_hand_cents": 1}, headers=acct.headers
+    )
+    ws = r.json()["id"]
+    r = server.client.post(
+        f"/v1/workspaces/{ws}/ingest/stripe",
+        json={"stripe_api_key": stripe_standin.api_key},
+        headers=acct.headers,
+    )
+    assert r.status_code == 202, r.text
+    sync_id = r.json()["ingest_id"]
+    metrics = server.client.get(f"/v1/workspaces/{ws}/metrics", headers=acct.headers)
+    assert "refresh_pending" not in [w["code"] for w in metrics.json()["warnings"]]
+    row = server.wh.rows("SELECT * FROM app.pipeline_requests WHERE id = :i", i=sync_id)[0]
+    assert row["status"] == "succeeded", row["error"]
