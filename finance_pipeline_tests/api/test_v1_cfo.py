@@ -750,3 +750,34 @@ def test_stripe_unreachable_is_502(api_server_factory: Any) -> None:
     assert (
         server.wh.rows("SELECT * FROM app.stripe_connections WHERE workspace_id = :w", w=ws) == []
     )
+
+
+def test_ingest_replays_an_idempotency_key_and_scoped_keys_see_one_workspace(
+    api: ApiServer,
+) -> None:
+    acct = register(api.client)
+    ws, other_ws = _workspace(api, acct), _workspace(api, acct)
+    url = f"/v1/workspaces/{ws}/ingest/expenses"
+    headers = {**acct.headers, "Idempotency-Key": "ingest-1"}
+    first = api.client.post(url, json={"expenses": [EXPENSE]}, headers=headers)
+    replay = api.client.post(url, json={"expenses": [EXPENSE]}, headers=headers)
+    assert replay.json() == first.json() and replay.headers["idempotent-replayed"] == "true"
+    changed = {"expenses": [{**EXPENSE, "amount_cents": 1}]}
+    assert_error(api.client.post(url, json=changed, headers=headers), 409, "idempotency_key_reused")
+    assert (
+        api.wh.scalar("SELECT COUNT(*) FROM raw.expense_events WHERE workspace_id = :w", w=ws) == 1
+    )
+
+    r = api.client.post(
+        "/v1/api_keys", json={"role": "finance", "workspace_id": ws}, headers=acct.headers
+    )
+    key = bearer(r.json()["key"])
+    assert api.client.get(f"/v1/workspaces/{ws}/metrics", headers=key).status_code == 200
+    body = {"expenses": [{**EXPENSE, "external_id": "k-1"}]}
+    assert api.client.post(url, json=body, headers=key).status_code == 202
+    for r in (
+        api.client.get(f"/v1/workspaces/{other_ws}/metrics", headers=key),
+        api.client.post(f"/v1/workspaces/{other_ws}/ingest/expenses", json=body, headers=key),
+        api.client.get(f"/v1/workspaces/{other_ws}/forecasts", headers=key),
+    ):
+        assert_error(r, 404, "resource_missing", "id")
