@@ -781,3 +781,24 @@ def test_ingest_replays_an_idempotency_key_and_scoped_keys_see_one_workspace(
         api.client.get(f"/v1/workspaces/{other_ws}/forecasts", headers=key),
     ):
         assert_error(r, 404, "resource_missing", "id")
+
+
+def test_a_cash_change_restates_the_computed_days(api: ApiServer) -> None:
+    acct = register(api.client)
+    ws = _workspace(api, acct)
+    url = f"/v1/workspaces/{ws}"
+    # Nothing computed yet: nothing to restate.
+    api.client.patch(url, json={"cash_on_hand_cents": 7500000}, headers=acct.headers)
+    assert pending_requests(api.wh, ws) == []
+    _insert(
+        api,
+        "mart.cfo_metrics_daily",
+        [_metrics_row(ws, "2026-02-27"), _metrics_row(ws, "2026-02-28")],
+    )
+    api.client.patch(url, json={"name": "Renamed"}, headers=acct.headers)
+    assert pending_requests(api.wh, ws) == []  # the name is in no metric
+    api.client.patch(url, json={"cash_on_hand_cents": 100}, headers=acct.headers)
+    [req] = pending_requests(api.wh, ws)
+    assert (str(req["first_day"]), str(req["last_day"])) == ("2026-02-27", "2026-02-28")
+    r = api.client.get(f"{url}/metrics?as_of=2026-02-28", headers=acct.headers)
+    assert r.json()["warnings"][-1]["code"] == "refresh_pending"

@@ -19,6 +19,7 @@ from typing import Any
 from fastapi import Response
 
 from finance_pipeline.api.context import ApiContext
+from finance_pipeline.lib.cfo_daily import as_date
 from finance_pipeline.lib.cfo_metrics import WINDOW_DAYS
 from finance_pipeline.partitions import HISTORY_START, last_daily_partition
 from finance_pipeline.requests.store import pending_requests, request_refresh
@@ -90,11 +91,47 @@ def request_refresh_after_ingest(
     span = affected_range(days)
     if span is None:
         return None
+    return request_refresh_days(
+        ctx, workspace_id, span[0], span[1], reason=reason, requested_by=requested_by
+    )
+
+
+def request_refresh_days(
+    ctx: ApiContext, workspace_id: str, first: date, last: date, *, reason: str, requested_by: str
+) -> str | None:
+    """Queue a refresh of first..last, clamped to the partitions that exist, and run it inline in
+    the embedded default; None when nothing is left to refresh."""
+    first = max(first, date.fromisoformat(HISTORY_START))
+    last = min(last, last_daily_partition())
+    if first > last:
+        return None
     rid = request_refresh(
-        ctx.wh, workspace_id, span[0], span[1], reason=reason, requested_by=requested_by
+        ctx.wh, workspace_id, first, last, reason=reason, requested_by=requested_by
     )
     run_inline(ctx)
     return rid
+
+
+def request_refresh_of_computed_days(
+    ctx: ApiContext, workspace_id: str, *, reason: str, requested_by: str
+) -> str | None:
+    """Queue a refresh of every day the workspace's CFO metrics are computed for: a change of a
+    workspace setting they use (cash on hand: runway, docs/metrics.md §9) restates them all."""
+    [span] = ctx.wh.rows(
+        "SELECT MIN(day) AS first, MAX(day) AS last FROM mart.cfo_metrics_daily"
+        " WHERE workspace_id = :w",
+        w=workspace_id,
+    )
+    if span["first"] is None:
+        return None
+    return request_refresh_days(
+        ctx,
+        workspace_id,
+        as_date(span["first"]),
+        as_date(span["last"]),
+        reason=reason,
+        requested_by=requested_by,
+    )
 
 
 @dataclass
