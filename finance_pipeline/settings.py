@@ -34,8 +34,8 @@ class Settings(BaseSettings):
     # a key file is created once in data_dir with 0600 permissions (embedded default only).
     secret_key: SecretStr | None = None
     stripe_api_version: str = STRIPE_API_VERSION
-    # Where new Stripe connections made through the API validate their key and sync from (a local
-    # stand-in in tests).
+    # Where Stripe connections made through the API (the 003 margins API's connect, the v1 API's
+    # ingest/stripe) check their key and then sync from: Stripe, or a stand-in in tests and demos.
     stripe_api_base: str = "https://api.stripe.com"
     # Stripe allows 100 read ops/s live and 25 in test mode; the limiter stays just below.
     stripe_rate_limit_rps: float = 90.0
@@ -71,6 +71,9 @@ class Settings(BaseSettings):
     cron_secret: SecretStr | None = None
     # Lifetime of a signed export download link (platform finance API).
     api_export_link_ttl_seconds: int = Field(default=900, ge=1)
+    # Reads of a workspace with a refresh still queued or running (after an ingest) wait at most
+    # this long for it before answering with a refresh_pending warning (docs/api.md).
+    api_read_wait_seconds: float = Field(default=20.0, ge=0)
 
     @property
     def resolved_warehouse_url(self) -> str:

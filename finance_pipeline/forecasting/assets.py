@@ -9,6 +9,7 @@ or without enough history gets no default forecast; the reason is in the run's m
 
 import time
 import uuid
+from collections.abc import Mapping
 from datetime import date, timedelta
 from typing import Any
 
@@ -16,6 +17,7 @@ import dagster as dg
 import sqlalchemy as sa
 
 from finance_pipeline.lib.forecast import (
+    ForecastRequest,
     ForecastValidationError,
     MonthAggregate,
     forecast,
@@ -105,21 +107,24 @@ def recurring_expenses_30d(wh: Warehouse, ws_id: str, as_of: date) -> int:
     )
 
 
-def default_forecast(wh: Warehouse, ws: Workspace, as_of: date) -> dict[str, Any]:
-    """The request and response of a workspace's default forecast at as_of (raises on no data)."""
+def forecast_for(
+    wh: Warehouse, ws: Workspace, request: Mapping[str, Any] | ForecastRequest, as_of: date
+) -> dict[str, Any]:
+    """Run a forecast request for `ws` from the marts at as_of (the request's own as_of): MRR,
+    cash on hand, 30-day recurring expenses and history assumptions (§12). Raises
+    ForecastValidationError (missing cash, an assumption history cannot give, a bad request)."""
     last = last_complete_month(as_of)
     first = date(int(last[:4]), int(last[5:]), 1)
     history = history_assumptions(
         [month_aggregate(wh, ws.id, month_label(first, -k)) for k in range(3)], as_of
     )
     mrr = _mrr_row(wh, ws.id, as_of) or {}
-    request = {"as_of": as_of.isoformat(), "horizon_months": HORIZON_MONTHS, "name": DEFAULT_NAME}
     cash_cents = (
         None
         if ws.cash_on_hand_micros is None
         else round_half_away(ws.cash_on_hand_micros, 10_000) // 10_000
     )
-    response = forecast(
+    return forecast(
         request,
         start_mrr_micros=int(mrr.get("mrr_micros") or 0),
         cash_on_hand_cents=cash_cents,
@@ -127,7 +132,12 @@ def default_forecast(wh: Warehouse, ws: Workspace, as_of: date) -> dict[str, Any
         history=history,
         today=as_of,
     )
-    return {"request": request, "response": response}
+
+
+def default_forecast(wh: Warehouse, ws: Workspace, as_of: date) -> dict[str, Any]:
+    """The request and response of a workspace's default forecast at as_of (raises on no data)."""
+    request = {"as_of": as_of.isoformat(), "horizon_months": HORIZON_MONTHS, "name": DEFAULT_NAME}
+    return {"request": request, "response": forecast_for(wh, ws, request, as_of)}
 
 
 @dg.multi_asset(

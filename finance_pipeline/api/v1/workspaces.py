@@ -11,6 +11,7 @@ from finance_pipeline.api.auth import Principal, require
 from finance_pipeline.api.context import ApiContext, api_context
 from finance_pipeline.api.pagination import ListResponse, PageParams, fetch_page, page_params
 from finance_pipeline.api.scoping import workspace_by_id
+from finance_pipeline.api.v1.freshness import request_refresh_of_computed_days
 from finance_pipeline.api.v1.models import WorkspaceCreate, WorkspaceOut, WorkspacePatch
 from finance_pipeline.lib.access import Permission
 from finance_pipeline.lib.money import cents_to_micros
@@ -72,7 +73,7 @@ def update_workspace(
     principal: Annotated[Principal, Depends(require(Permission.SETTINGS))],
 ) -> WorkspaceOut:
     """Change the name and/or cash on hand; only the fields sent change, null clears cash."""
-    workspace_by_id(ctx, principal, id)
+    before = workspace_by_id(ctx, principal, id).cash_on_hand_micros
     sent = body.model_fields_set
     changes: dict[str, object] = {}
     if "name" in sent:
@@ -81,6 +82,15 @@ def update_workspace(
         cents = body.cash_on_hand_cents
         changes["cash_on_hand_micros"] = None if cents is None else cents_to_micros(cents)
     updated = tenancy.update_workspace(ctx.wh, id, **changes) if changes else None
+    if "cash_on_hand_micros" in changes and changes["cash_on_hand_micros"] != before:
+        # Runway is stored per day with the cash it was computed with: restate those days, so
+        # reads see the new cash (docs/api.md, "Reads see writes").
+        request_refresh_of_computed_days(
+            ctx,
+            id,
+            reason="cash on hand changed through the API",
+            requested_by=f"api:{principal.id}",
+        )
     return WorkspaceOut.of(updated or workspace_by_id(ctx, principal, id))
 
 

@@ -1,0 +1,26 @@
+"""Helpers of the 004 v1 API's CFO tests (ingest, metrics, forecasts): servers whose inline
+refreshes record runs in an in-memory Dagster instance (the embedded SQLite one is many times
+slower on a loaded machine, and these tests are about the API, not the run storage)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dagster as dg
+
+from finance_pipeline.api.v1 import freshness
+from finance_pipeline.deployment import dagster_home
+from finance_pipeline_tests.api.conftest import ApiServer, ServerFactory
+
+
+def with_memory_dagster(server: ApiServer) -> ApiServer:
+    """Make the server's inline runs use an ephemeral Dagster instance."""
+    home = str(dagster_home(server.settings))
+    freshness._instances[home] = dg.DagsterInstance.ephemeral()
+    return server
+
+
+def make_v1_server(make: ServerFactory, **overrides: Any) -> ApiServer:
+    """A server (read wait 180 s unless given: two inline runs on a shared 2-core machine)."""
+    overrides.setdefault("api_read_wait_seconds", 180)
+    return with_memory_dagster(make(**overrides))
