@@ -6,10 +6,7 @@ from __future__ import annotations
 
 import hmac
 import logging
-import os
 import re
-import threading
-from collections.abc import Sequence
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Request
@@ -23,6 +20,7 @@ from finance_pipeline.api.auth import (
 )
 from finance_pipeline.api.context import ApiContext, api_context
 from finance_pipeline.api.errors import ApiError, not_found
+from finance_pipeline.api.inline_runs import start_inline
 from finance_pipeline.api.margins.gate import check_tier, gated
 from finance_pipeline.api.margins.margins import iso_ms
 from finance_pipeline.api.margins.models import (
@@ -143,31 +141,6 @@ def _queue_sync(ctx: ApiContext, ws_id: str, reason: str, by: str) -> str:
     return request_sync(ctx.wh, ws_id, reason=reason, requested_by=by)
 
 
-def _run_inline(ctx: ApiContext, ids: Sequence[str]) -> None:
-    """With FP_REQUESTS_INLINE (the embedded default) run the requests in this process, in the
-    background; otherwise the daemon's requests sensor picks them up (docs/requests.md)."""
-    if not ids or not ctx.settings.resolved_requests_inline:
-        return
-
-    def work() -> None:
-        import dagster as dg
-
-        from finance_pipeline.deployment import dagster_home
-        from finance_pipeline.requests.inline import run_pending_inline
-
-        try:
-            if os.environ.get("DAGSTER_HOME"):
-                instance = dg.DagsterInstance.get()
-            else:
-                instance = dg.DagsterInstance.from_config(str(dagster_home(ctx.settings)))
-            with instance:
-                run_pending_inline(instance, ctx.wh, list(ids))
-        except Exception:  # the requests record their own failure; this is the thread's last word
-            log.exception("inline run of requests %s failed", list(ids))
-
-    threading.Thread(target=work, name="revenue-sync", daemon=True).start()
-
-
 def _cron_secret_matches(ctx: ApiContext, token: str) -> bool:
     secret = ctx.settings.cron_secret
     if secret is None or not token:
@@ -192,7 +165,7 @@ def _cron_sync(ctx: ApiContext) -> CronSyncOut:
             ids.append(_queue_sync(ctx, r["workspace_id"], "revenue sync (cron)", "cron"))
         except PipelineRequestError:
             errors += 1
-    _run_inline(ctx, ids)
+    start_inline(ctx, ids)
     return CronSyncOut(synced=len(ids), errors=errors)
 
 
@@ -231,7 +204,7 @@ def revenue_sync(
         raise ApiError(
             409, "conflict", f"Nothing to sync: {err}. Connect Stripe first.", param=None
         ) from None
-    _run_inline(ctx, [request_id])
+    start_inline(ctx, [request_id])
     return Envelope[ManualSyncOut](
         data=ManualSyncOut(
             orgId=principal.org_id, workspaceId=ws.id, requestId=request_id, status="queued"

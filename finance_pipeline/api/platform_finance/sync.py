@@ -16,6 +16,7 @@ from fastapi.concurrency import run_in_threadpool
 from finance_pipeline.api.auth import limit_anonymous
 from finance_pipeline.api.errors import ApiError, not_found
 from finance_pipeline.api.families import PLATFORM_FINANCE
+from finance_pipeline.api.inline_runs import start_inline
 from finance_pipeline.api.platform_finance.common import (
     Ctx,
     Ingester,
@@ -35,7 +36,6 @@ from finance_pipeline.api.platform_finance.models import (
     WebhookSecretBody,
     WebhookSecretData,
 )
-from finance_pipeline.api.platform_finance.runner import start_inline
 from finance_pipeline.api.scoping import workspace_by_id
 from finance_pipeline.requests.store import PipelineRequestError, get_request, request_sync
 from finance_pipeline.stripe_sync import webhooks

@@ -4,7 +4,6 @@ stored by the same lib functions as the landing files, then a refresh of the aff
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
@@ -12,6 +11,7 @@ from typing import Any
 
 from finance_pipeline.api.context import ApiContext
 from finance_pipeline.api.errors import ApiError
+from finance_pipeline.api.inline_runs import start_inline
 from finance_pipeline.ingest.manual_rows import KIND_TABLES, record_row, store_records
 from finance_pipeline.lib.ingest_validation import Record, validate_rows
 from finance_pipeline.requests.store import PipelineRequestError, refresh_range, request_refresh
@@ -104,20 +104,5 @@ def queue_refresh(ctx: ApiContext, ws: Workspace, day: date, requested_by: str) 
     rid = request_refresh(
         ctx.wh, ws.id, day, day, reason="products API: record created", requested_by=requested_by
     )
-    if ctx.settings.resolved_requests_inline:
-        threading.Thread(target=_run_inline, args=(ctx, rid), daemon=True).start()
+    start_inline(ctx, [rid])
     return rid
-
-
-def _run_inline(ctx: ApiContext, request_id: str) -> None:
-    """Run the refresh in this process (FP_REQUESTS_INLINE: no Dagster daemon to pick it up)."""
-    import dagster as dg
-
-    from finance_pipeline.deployment import dagster_home
-    from finance_pipeline.requests.inline import run_pending_inline
-
-    try:
-        with dg.DagsterInstance.from_config(str(dagster_home(ctx.settings))) as instance:
-            run_pending_inline(instance, ctx.wh, [request_id])
-    except Exception:  # the request row records the failure; the API response was already sent
-        log.exception("inline refresh %s failed", request_id)

@@ -8,7 +8,6 @@ or, in the embedded default (FP_REQUESTS_INLINE), this process runs it in a back
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections.abc import Iterable
@@ -19,6 +18,7 @@ from typing import Any
 from fastapi import Response
 
 from finance_pipeline.api.context import ApiContext
+from finance_pipeline.api.inline_runs import start_inline
 from finance_pipeline.lib.cfo_daily import as_date
 from finance_pipeline.lib.cfo_metrics import WINDOW_DAYS
 from finance_pipeline.partitions import HISTORY_START, last_daily_partition
@@ -30,9 +30,6 @@ log = logging.getLogger(__name__)
 # alerts (docs/metrics.md §14), the alerts of d..d+59: the refresh covers all of them.
 AFFECTED_DAYS_AFTER = 2 * WINDOW_DAYS - 1
 _POLL_SECONDS = 0.25
-
-_instances: dict[str, Any] = {}
-_instances_lock = threading.Lock()
 
 
 def affected_range(days: Iterable[date], today: date | None = None) -> tuple[date, date] | None:
@@ -47,40 +44,10 @@ def affected_range(days: Iterable[date], today: date | None = None) -> tuple[dat
     return (first, last) if first <= last else None
 
 
-def _dagster_instance(ctx: ApiContext) -> Any:
-    """The deployment's Dagster instance, one per process (runs show in the Dagster UI)."""
-    import dagster as dg
-
-    from finance_pipeline.deployment import dagster_home
-
-    home = os.environ.get("DAGSTER_HOME") or str(dagster_home(ctx.settings))
-    with _instances_lock:
-        if home not in _instances:
-            _instances[home] = (
-                dg.DagsterInstance.get()
-                if os.environ.get("DAGSTER_HOME")
-                else dg.DagsterInstance.from_config(home)
-            )
-        return _instances[home]
-
-
 def run_inline(ctx: ApiContext) -> threading.Thread | None:
     """Embedded default: run every queued request in a background thread of this process, in
-    one run per kind like the sensor (the inline runner claims them, so a daemon, if any, never
-    runs them twice). No-op with the daemon."""
-    if not ctx.settings.resolved_requests_inline:
-        return None
-    from finance_pipeline.requests.inline import run_pending_inline
-
-    def work() -> None:
-        try:
-            run_pending_inline(_dagster_instance(ctx), ctx.wh)
-        except Exception:  # a background thread has no caller: log, the request row says failed
-            log.exception("inline pipeline run failed")
-
-    thread = threading.Thread(target=work, name="fp-inline-refresh", daemon=True)
-    thread.start()
-    return thread
+    one run per kind like the sensor. No-op with the daemon."""
+    return start_inline(ctx)
 
 
 def request_refresh_after_ingest(
