@@ -358,7 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     a.set_defaults(fn=cmd_api)
     g = sub.add_parser("org", help="organizations: set-tier")
-    gsub = g.add_subparsers(dest="org_command", required=True)
+    gsub = g.add_subparsers(dest="org_command", required=True, help="what to do")
     t = gsub.add_parser("set-tier", help="set an organization's tier (free, pro, enterprise)")
     t.add_argument("org", help="organization id (org_...)")
     t.add_argument("tier", help="free, pro or enterprise")

@@ -15,9 +15,10 @@ from finance_pipeline.api.context import ApiContext
 
 log = logging.getLogger(__name__)
 
-# One Dagster instance per DAGSTER_HOME and process (opening one per request re-reads its config
-# and storage); tests may put an ephemeral instance here.
-instances: dict[str, Any] = {}
+# One Dagster instance per app (ApiContext) and process: opening one per request re-reads its
+# config and storage. Keyed by the app's context, not its DAGSTER_HOME, so a test that gives one
+# app an ephemeral instance (instances[id(ctx)]) never hands it to another app of the process.
+instances: dict[int, Any] = {}
 _instances_lock = threading.Lock()
 
 
@@ -27,15 +28,14 @@ def dagster_instance(ctx: ApiContext) -> Any:
 
     from finance_pipeline.deployment import dagster_home
 
-    home = os.environ.get("DAGSTER_HOME") or str(dagster_home(ctx.settings))
     with _instances_lock:
-        if home not in instances:
-            instances[home] = (
+        if id(ctx) not in instances:
+            instances[id(ctx)] = (
                 dg.DagsterInstance.get()
                 if os.environ.get("DAGSTER_HOME")
-                else dg.DagsterInstance.from_config(home)
+                else dg.DagsterInstance.from_config(str(dagster_home(ctx.settings)))
             )
-        return instances[home]
+        return instances[id(ctx)]
 
 
 def start_inline(

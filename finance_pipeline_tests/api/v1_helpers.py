@@ -9,14 +9,12 @@ from typing import Any
 import dagster as dg
 
 from finance_pipeline.api import inline_runs
-from finance_pipeline.deployment import dagster_home
 from finance_pipeline_tests.api.conftest import ApiServer, ServerFactory
 
 
 def with_memory_dagster(server: ApiServer) -> ApiServer:
     """Make the server's inline runs use an ephemeral Dagster instance."""
-    home = str(dagster_home(server.settings))
-    inline_runs.instances[home] = dg.DagsterInstance.ephemeral()
+    inline_runs.instances[id(server.app.state.ctx)] = dg.DagsterInstance.ephemeral()
     return server
 
 
