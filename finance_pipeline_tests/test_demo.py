@@ -32,10 +32,32 @@ def test_demo_stops_with_a_clear_message_when_a_port_is_taken(
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        code = run_demo(customers=5, months=1, seed=1, standin_port=port, ui_port=port, serve=True)
+        # A free API port: the default 8000 may be taken on this machine and would be listed too.
+        code = run_demo(
+            customers=5,
+            months=1,
+            seed=1,
+            standin_port=port,
+            ui_port=port,
+            api_port=_free_port(),
+            serve=True,
+        )
+        assert code == 2
+        err = capsys.readouterr().err
+        assert f"Port(s) {port}" in err and "--standin-port" in err
+        # The read API's port too, when the demo serves.
+        code = run_demo(
+            customers=5,
+            months=1,
+            seed=1,
+            standin_port=_free_port(),
+            ui_port=_free_port(),
+            api_port=port,
+            serve=True,
+        )
     assert code == 2
     err = capsys.readouterr().err
-    assert f"Port(s) {port}" in err and "--standin-port" in err
+    assert f"Port(s) {port} " in err and "--api-port" in err
 
 
 def _free_port() -> int:
