@@ -1,11 +1,13 @@
 """The demo: refuses taken ports before any work, builds every asset in dependency order with one
 progress line per phase, gives the same marts when run twice, and prints commands a new shell can
-run; `stop` finds its services whatever the data folder."""
+run, among them a token and a request the read API answers; `stop` finds its services whatever
+the data folder."""
 
 from __future__ import annotations
 
 import contextlib
 import itertools
+import json
 import os
 import shlex
 import signal
@@ -17,6 +19,7 @@ from datetime import date, timedelta
 from pathlib import Path
 
 import dagster as dg
+import httpx
 import pytest
 import sqlalchemy as sa
 from finance_pipeline_dev.demo import run_demo
@@ -29,10 +32,32 @@ def test_demo_stops_with_a_clear_message_when_a_port_is_taken(
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        code = run_demo(customers=5, months=1, seed=1, standin_port=port, ui_port=port, serve=True)
+        # A free API port: the default 8000 may be taken on this machine and would be listed too.
+        code = run_demo(
+            customers=5,
+            months=1,
+            seed=1,
+            standin_port=port,
+            ui_port=port,
+            api_port=_free_port(),
+            serve=True,
+        )
+        assert code == 2
+        err = capsys.readouterr().err
+        assert f"Port(s) {port}" in err and "--standin-port" in err
+        # The read API's port too, when the demo serves.
+        code = run_demo(
+            customers=5,
+            months=1,
+            seed=1,
+            standin_port=_free_port(),
+            ui_port=_free_port(),
+            api_port=port,
+            serve=True,
+        )
     assert code == 2
     err = capsys.readouterr().err
-    assert f"Port(s) {port}" in err and "--standin-port" in err
+    assert f"Port(s) {port} " in err and "--api-port" in err
 
 
 def _free_port() -> int:
@@ -80,7 +105,14 @@ def test_demo_builds_in_dependency_order_and_a_second_run_changes_no_mart(
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
     monkeypatch.delenv("FP_DEPLOYMENT", raising=False)
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
-    args = {"customers": 10, "months": 2, "seed": 3, "ui_port": _free_port(), "serve": False}
+    args = {
+        "customers": 10,
+        "months": 2,
+        "seed": 3,
+        "ui_port": _free_port(),
+        "api_port": _free_port(),
+        "serve": False,
+    }
     assert run_demo(standin_port=_free_port(), **args) == 0
     first_out = capsys.readouterr().out
     # Dependency order, whatever the data: the alerts were materialized after the margins.
@@ -97,6 +129,7 @@ def test_demo_builds_in_dependency_order_and_a_second_run_changes_no_mart(
     first = _marts(url)
     assert run_demo(standin_port=_free_port(), **args) == 0
     second = _marts(url)
+    second_out = capsys.readouterr().out
 
     assert first["mart__mrr_daily"] and first["mart__customer_margins_monthly"]
     assert {t: len(rows) for t, rows in second.items()} == {
@@ -129,6 +162,56 @@ def test_demo_builds_in_dependency_order_and_a_second_run_changes_no_mart(
     assert " - dagster - " not in first_out
     start = date.fromisoformat(first_out.split("] rebuild_marts ")[1][:10])
     assert start.day == 1 and date.today() - start < timedelta(days=3 * 31 + 2)  # not 2023-01-01
+
+    _check_the_printed_api_token(tmp_path, first_out, second_out, args["api_port"])
+
+
+def _printed_commands(out: str) -> list[str]:
+    return [line.split("$ ", 1)[1] for line in out.splitlines() if line.startswith("  $ ")]
+
+
+def _check_the_printed_api_token(tmp_path: Path, first_out: str, out: str, api_port: int) -> None:
+    """The export and curl lines the demo printed work verbatim in a new shell against the read
+    API serving the warehouse the demo built, as the demo's owner key (the org is on the pro
+    tier); the key an earlier run printed is revoked. With --no-serve the demo starts no API,
+    so the demo's own service function starts it alone."""
+    from finance_pipeline_dev.demo import start_api, stop_services
+
+    from finance_pipeline.settings import get_settings
+
+    assert any(line.startswith("  Read API ") and "--no-serve" in line for line in out.splitlines())
+    export = next(c for c in _printed_commands(out) if c.startswith("export FP_DEMO_TOKEN="))
+    curl = next(c for c in _printed_commands(out) if c.startswith("curl "))
+    old = next(c for c in _printed_commands(first_out) if c.startswith("export FP_DEMO_TOKEN="))
+    token, old_token = export.split("=", 1)[1], old.split("=", 1)[1]
+    assert token != old_token
+    settings = get_settings()
+    try:
+        api = start_api(settings, api_port, dict(os.environ))
+        shell = {"HOME": os.environ["HOME"], "PATH": "/usr/bin:/bin"}
+        proc = subprocess.run(
+            ["bash", "-c", f"{export}\n{curl}"],
+            env=shell,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert proc.returncode == 0, proc.stderr
+        assert "mrr_cents" in json.loads(proc.stdout), proc.stdout
+        auth = {"Authorization": f"Bearer {token}"}
+        with httpx.Client(base_url=api, timeout=60) as client:
+            mrr = client.get(
+                "/api/v1/platform/finance/mrr", headers={**auth, "X-Workspace-Id": "ws_demo_1"}
+            )
+            assert mrr.status_code == 200 and mrr.json()["success"] is True, mrr.text
+            # The 003 margins API needs the pro tier the demo gives its organization.
+            margins = client.get("/api/margins", headers={**auth, "X-Workspace-Id": "ws_demo_2"})
+            assert margins.status_code == 200, margins.text
+            revoked = client.get("/v1/workspaces", headers={"Authorization": f"Bearer {old_token}"})
+            assert revoked.status_code == 401
+    finally:
+        stop_services(settings)
 
 
 def test_the_commands_the_demo_prints_work_verbatim_in_a_new_shell(

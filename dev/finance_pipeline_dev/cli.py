@@ -19,6 +19,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         seed=args.seed,
         standin_port=args.standin_port,
         ui_port=args.ui_port,
+        api_port=args.api_port,
         serve=not args.no_serve,
     )
 
@@ -75,16 +76,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="port of the Dagster UI on 127.0.0.1 (default %(default)s)",
     )
     d.add_argument(
+        "--api-port",
+        type=int,
+        default=DEFAULTS["api_port"],
+        help="port of the read API on 127.0.0.1 (default %(default)s)",
+    )
+    d.add_argument(
         "--no-serve",
         action="store_true",
-        help="stop the UI, daemon and stand-in when the demo finishes instead of leaving them up",
+        help="stop the UI, daemon, read API and stand-in when the demo finishes instead of "
+        "leaving them up (the read API is not started)",
     )
     d.set_defaults(fn=cmd_demo)
     sub.add_parser(
         "stop",
         help="stop the demo's background services",
-        description="Stop the stand-in, Dagster daemon and UI of every demo this user started, "
-        "whatever its data folder (FP_DATA_DIR); they are recorded in "
+        description="Stop the stand-in, Dagster daemon, UI and read API of every demo this user "
+        "started, whatever its data folder (FP_DATA_DIR); they are recorded in "
         "~/.local/state/finance_pipeline/demos.json ($XDG_STATE_HOME if set).",
     ).set_defaults(fn=cmd_stop)
     # Handled in main() before parsing; listed here for --help.

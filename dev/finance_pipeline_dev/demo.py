@@ -1,5 +1,6 @@
 """The demo on the embedded default: simulated Stripe history served by the stand-in, every asset
-materialized into SQLite, and the Dagster UI left running. Re-running it is safe (same seed, same ids).
+materialized into SQLite, and the Dagster UI and the read API left running. Re-running it is safe
+(same seed, same ids).
 """
 
 from __future__ import annotations
@@ -22,12 +23,26 @@ from typing import Any
 from finance_pipeline.deployment import dagster_home
 from finance_pipeline.settings import PROJECT_ROOT, Settings, get_settings
 
-SERVICES = ("stripe_standin", "dagster_daemon", "dagster_webserver")
+SERVICES = ("stripe_standin", "dagster_daemon", "dagster_webserver", "finance_api")
 # The demo's size and ports; the dev CLI shows them in --help.
 # Full months the demo closes before it prints where things are (the latest ones); with the UI
 # the earlier full months close afterwards in a backfill the daemon runs.
 CLOSE_MONTHS = 3
-DEFAULTS = {"customers": 300, "months": 24, "seed": 7, "standin_port": 12111, "ui_port": 3000}
+DEFAULTS = {
+    "customers": 300,
+    "months": 24,
+    "seed": 7,
+    "standin_port": 12111,
+    "ui_port": 3000,
+    "api_port": 8000,
+}
+# The demo organization and the owner the read API is tried as. The password is printed: the
+# demo's data is simulated and its API listens on 127.0.0.1 only.
+DEMO_ORG = "org_demo"
+DEMO_OWNER_EMAIL = "owner@demo.example"
+DEMO_OWNER_PASSWORD = "demo-owner-password"
+# The name of the demo's API key: each run revokes the keys of this name and makes a new one.
+DEMO_KEY_NAME = "demo owner key (scripts/demo.sh)"
 
 
 def _run_dir(settings: Settings) -> Path:
@@ -186,7 +201,12 @@ def prepare_demo_data(
 ) -> tuple[Path, Any]:
     """Simulate the Stripe history, write the fixture and landing CSVs, register workspaces."""
     from finance_pipeline.resources import warehouse_for
-    from finance_pipeline.tenancy import connect_stripe, create_organization, create_workspace
+    from finance_pipeline.tenancy import (
+        connect_stripe,
+        create_organization,
+        create_workspace,
+        set_org_tier,
+    )
     from finance_pipeline_dev.simulator import simulate
 
     demo_dir = Path(settings.data_dir) / "demo"
@@ -198,7 +218,9 @@ def prepare_demo_data(
     sim.write_fixture(fixture_path)
     sim.write_ground_truth(demo_dir / "ground_truth.json")
     wh = warehouse_for(settings.resolved_warehouse_url)
-    org = create_organization(wh, "Demo Org", "finance@demo.example", org_id="org_demo")
+    org = create_organization(wh, "Demo Org", "finance@demo.example", org_id=DEMO_ORG)
+    # The 003 margins API serves paid tiers only; the demo shows every family.
+    set_org_tier(wh, org, "pro")
     for n, (account_id, account) in enumerate(sorted(sim.fixture["accounts"].items()), start=1):
         ws = create_workspace(
             wh,
@@ -230,6 +252,75 @@ def prepare_demo_data(
 
 
 PROCESSED_MARKER = ".demo_seed"
+
+
+@dataclasses.dataclass(frozen=True)
+class DemoAccess:
+    """How to call the read API as the demo organization's owner: a person's login (for
+    `POST /v1/auth/login`) and a machine credential (an owner API key, shown only here)."""
+
+    email: str
+    password: str
+    token: str
+
+
+def demo_access(settings: Settings) -> DemoAccess:
+    """Make sure the demo organization has its owner (created once, kept across re-runs, given
+    the owner role back if it was changed) and give it a fresh owner API key, revoking the keys
+    earlier demo runs printed: only the printed key works."""
+    from finance_pipeline.accounts import (
+        add_member,
+        change_role,
+        create_api_key,
+        membership,
+        revoke_api_key,
+    )
+    from finance_pipeline.lib.access import Role
+    from finance_pipeline.resources import warehouse_for
+
+    wh = warehouse_for(settings.resolved_warehouse_url)
+    users = wh.rows("SELECT id FROM app.users WHERE email = :e", e=DEMO_OWNER_EMAIL)
+    if not users:
+        user_id = add_member(
+            wh, DEMO_ORG, DEMO_OWNER_EMAIL, Role.OWNER, DEMO_OWNER_PASSWORD
+        ).user_id
+    else:
+        user_id = users[0]["id"]
+        member = membership(wh, DEMO_ORG, user_id)
+        if member is None:
+            add_member(wh, DEMO_ORG, DEMO_OWNER_EMAIL, Role.OWNER, None)
+        elif member.role is not Role.OWNER:
+            change_role(wh, DEMO_ORG, user_id, Role.OWNER)
+    for old in wh.rows(
+        "SELECT id FROM app.api_keys WHERE org_id = :o AND name = :n AND revoked_at IS NULL",
+        o=DEMO_ORG,
+        n=DEMO_KEY_NAME,
+    ):
+        revoke_api_key(wh, DEMO_ORG, old["id"])
+    _, secret = create_api_key(wh, DEMO_ORG, Role.OWNER, name=DEMO_KEY_NAME, created_by=user_id)
+    return DemoAccess(email=DEMO_OWNER_EMAIL, password=DEMO_OWNER_PASSWORD, token=secret)
+
+
+def start_api(settings: Settings, port: int, env: dict[str, str]) -> str:
+    """Serve the read API on 127.0.0.1:port as a background service with the demo's environment
+    (its FP_* settings: the same warehouse and Dagster home), once `/openapi.json` answers;
+    returns its URL."""
+    url = f"http://127.0.0.1:{port}"
+    _start_service(
+        settings,
+        "finance_api",
+        [
+            str(Path(sys.executable).parent / "finance-pipeline"),
+            "api",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        env,
+    )
+    _wait_http(f"{url}/openapi.json", 120)
+    return url
 
 
 def _print_sync_summary(settings: Settings) -> None:
@@ -569,19 +660,48 @@ def _close_lines(settings: Settings) -> list[str]:
     return lines
 
 
-def where_to_look(settings: Settings, *, ui: str, standin_url: str, serve: bool) -> list[str]:
+def where_to_look(
+    settings: Settings,
+    *,
+    ui: str,
+    standin_url: str,
+    serve: bool,
+    api: str | None = None,
+    access: DemoAccess | None = None,
+) -> list[str]:
     """The closing block: where each part is, and commands that work verbatim in a new shell
-    (absolute paths, no reliance on `uv` or the working directory)."""
+    (absolute paths, no reliance on `uv` or the working directory); with `api` and `access`, the
+    read API, the owner's login and a token with a request to try it."""
     bin_dir = Path(sys.executable).parent
     data = (
         ""
         if Path(settings.data_dir) == PROJECT_ROOT / "data"
         else (f"FP_DATA_DIR={settings.data_dir} ")
     )
+    not_started = "" if serve else "  [not started: --no-serve]"
+    api_lines = (
+        [
+            f"  Read API        {api}  (interactive docs: {api}/docs)" + not_started,
+            f"  API login       {access.email} / {access.password}  "
+            f"(owner of {DEMO_ORG}, tier pro; POST {api}/v1/auth/login)",
+        ]
+        if api and access
+        else []
+    )
+    # The token as an export, then a request that uses it: a new shell can paste both.
+    api_commands = (
+        [
+            f"  $ export FP_DEMO_TOKEN={access.token}",
+            '  $ curl -H "Authorization: Bearer $FP_DEMO_TOKEN" '
+            f"{api}/v1/workspaces/ws_demo_1/metrics",
+        ]
+        if api and access
+        else []
+    )
     return [
         "Where to look",
-        f"  Dagster UI      {ui}  (asset graph: {ui}/asset-groups, runs: {ui}/runs)"
-        + ("" if serve else "  [not started: --no-serve]"),
+        f"  Dagster UI      {ui}  (asset graph: {ui}/asset-groups, runs: {ui}/runs)" + not_started,
+        *api_lines,
         f"  Stripe stand-in {standin_url}  (request log: {standin_url}/_standin/requests)",
         f"  Warehouse       {settings.resolved_warehouse_url}",
         f"  Landing folder  {settings.resolved_landing_dir}/<workspace_id>/  (drop CSV files here)",
@@ -593,12 +713,20 @@ def where_to_look(settings: Settings, *, ui: str, standin_url: str, serve: bool)
         f"  $ {data}{bin_dir / 'finance-pipeline'} close status",
         f"  $ {data}{bin_dir / 'finance-pipeline'} ingest-file "
         f"{settings.resolved_landing_dir}/<workspace_id>/<file>.csv",
+        *api_commands,
         f"  $ {PROJECT_ROOT / 'scripts' / 'demo.sh'} stop",
     ]
 
 
 def run_demo(
-    *, customers: int, months: int, seed: int, standin_port: int, ui_port: int, serve: bool
+    *,
+    customers: int,
+    months: int,
+    seed: int,
+    standin_port: int,
+    ui_port: int,
+    serve: bool,
+    api_port: int = DEFAULTS["api_port"],
 ) -> int:
     """The first README command's work, after the environment is bootstrapped."""
     settings = get_settings()
@@ -606,18 +734,18 @@ def run_demo(
     home = dagster_home(settings)
     os.environ["DAGSTER_HOME"] = str(home)
     stop_services(settings)
-    wanted = {standin_port, ui_port} if serve else {standin_port}
+    wanted = {standin_port, ui_port, api_port} if serve else {standin_port}
     busy = sorted(p for p in wanted if not _port_free(p))
     if busy:
         print(
             f"Port(s) {', '.join(map(str, busy))} on 127.0.0.1 are in use by another program "
             "(another demo? `scripts/demo.sh stop` stops every demo you started). "
-            "Free them or pass --standin-port / --ui-port.",
+            "Free them or pass --standin-port / --ui-port / --api-port.",
             file=sys.stderr,
         )
         return 2
     standin_url = f"http://127.0.0.1:{standin_port}"
-    progress = Progress(total=9 if serve else 8)
+    progress = Progress(total=10 if serve else 8)
     with progress.phase(
         f"simulate {customers} customers x 2 Stripe accounts, {months} months"
     ) as p:
@@ -702,7 +830,15 @@ def run_demo(
             _wait_http(f"{ui}/server_info", 180)
             _dismiss_first_run_popup(ui)
             backfill = launch_close_backfill(ui, backlog) if backlog.months else None
-    lines = where_to_look(settings, ui=ui, standin_url=standin_url, serve=serve)
+    api = f"http://127.0.0.1:{api_port}"
+    if serve:
+        with progress.phase(f"read API at {api}"):
+            start_api(settings, api_port, env)
+    # With --no-serve too: `finance-pipeline api` started by hand accepts the same token.
+    access = demo_access(settings)
+    lines = where_to_look(
+        settings, ui=ui, standin_url=standin_url, serve=serve, api=api, access=access
+    )
     if serve and backfill:
         lines.insert(
             lines.index("Commands (work from any folder)"),
