@@ -37,13 +37,13 @@ from typing import TypedDict
 
 from finance_pipeline.lib.cfo_daily import as_date
 from finance_pipeline.lib.margins import shift_month
-from finance_pipeline.lib.money import micros_to_decimal
+from finance_pipeline.lib.money import micros_to_decimal, percent
 from finance_pipeline.lib.recognition import month_key
-from finance_pipeline.lib.retention import churn_rate_percent, growth_percent, mrr_growth_percent
+from finance_pipeline.lib.retention import growth_percent, mrr_growth_percent
 from finance_pipeline.lib.revenue_analytics import AnalyticsParamError, parse_date_param
 from finance_pipeline.lib.timeutil import day_start
 from finance_pipeline.metrics.cfo_assets import mrr_exact_by_day
-from finance_pipeline.metrics.retention_io import load_mrr_changes
+from finance_pipeline.metrics.retention_io import logo_churn_counts
 from finance_pipeline.warehouse.db import Warehouse
 
 DEFAULT_MONTHS = 12
@@ -110,7 +110,7 @@ def mrr_metrics(wh: Warehouse, workspace_id: str, as_of: date | str | None = Non
         # An unmaterialized D-30 is unknown, not 0: null rather than a growth from nothing.
         "mrr_growth_percent": mrr_growth_percent(mrr, day) if back in mrr else None,
         "active_subscriptions": int(subs["active_subscriptions"]),
-        "churn_rate_percent": churn_rate_percent(load_mrr_changes(wh, workspace_id, day), day),
+        "churn_rate_percent": _churn_rate_percent(wh, workspace_id, day),
         "as_of": end_of_day_utc(day, tz),
     }
 
@@ -152,6 +152,13 @@ def mrr_trend(
             }
         )
     return {"months": out}
+
+
+def _churn_rate_percent(wh: Warehouse, workspace_id: str, day: date) -> Decimal | None:
+    """`churn_rate_percent` (lib.retention) of the 30 days ending `day`, from two small reads
+    instead of the workspace's whole change history (same answer: `logo_churn_counts`)."""
+    cohort, churned = logo_churn_counts(wh, workspace_id, day - timedelta(days=29), day)
+    return percent(churned, cohort)
 
 
 def current_day(wh: Warehouse, workspace_id: str, as_of: date | None = None) -> date | None:

@@ -84,3 +84,44 @@ def load_mrr_changes(wh: Warehouse, workspace_id: str, end: date) -> list[MrrCha
             b=end,
         )
     ]
+
+
+def logo_churn_counts(wh: Warehouse, workspace_id: str, start: date, end: date) -> tuple[int, int]:
+    """(cohort, churned) of the logo churn of start..end (lib.retention.logo_churn_rate), read
+    without loading the history: the cohort is the customers with MRR in some currency on
+    start-1, churned those of them with MRR in no currency on `end`.
+
+    A (customer, currency) balance on a day is its latest change row on or before that day, and a
+    zero balance is none, as in `customer_balances`. So only two sets of rows decide: each key's
+    latest row before `start` (the database picks them; only the non-zero ones are returned) and
+    each key's latest row within start..end (a key without one keeps its opening balance).
+    """
+    opening = {
+        (r["customer_id"], r["currency"])
+        for r in wh.rows(
+            "SELECT c.customer_id, c.currency FROM mart.mrr_changes c JOIN ("
+            " SELECT customer_id, currency, MAX(day) AS day FROM mart.mrr_changes"
+            " WHERE workspace_id = :w AND day < :s GROUP BY customer_id, currency) l"
+            " ON c.customer_id = l.customer_id AND c.currency = l.currency AND c.day = l.day"
+            " WHERE c.workspace_id = :w AND c.mrr_exact <> '0'",
+            w=workspace_id,
+            s=start,
+        )
+    }
+    closing_in_window = {
+        (r["customer_id"], r["currency"]): r["mrr_exact"] != "0"
+        for r in wh.rows(
+            "SELECT c.customer_id, c.currency, c.mrr_exact FROM mart.mrr_changes c JOIN ("
+            " SELECT customer_id, currency, MAX(day) AS day FROM mart.mrr_changes"
+            " WHERE workspace_id = :w AND day >= :s AND day <= :e GROUP BY customer_id, currency) l"
+            " ON c.customer_id = l.customer_id AND c.currency = l.currency AND c.day = l.day"
+            " WHERE c.workspace_id = :w",
+            w=workspace_id,
+            s=start,
+            e=end,
+        )
+    }
+    cohort = {customer for customer, _currency in opening}
+    paying = {key[0] for key, nonzero in closing_in_window.items() if nonzero}
+    paying |= {key[0] for key in opening if key not in closing_in_window}
+    return len(cohort), len(cohort - paying)
