@@ -30,8 +30,10 @@ Usage:
     uv run python bench/close_pack.py --customers 10000 --fleet 100 --json bench/results/close_pack.json
     uv run python bench/close_pack.py --customers 500 --fleet 5 --repeat 1        # quick run
     # one measurement on an existing warehouse (what the driver runs in a fresh process):
-    .venv/bin/python bench/close_pack.py measure --mode pack --url sqlite:///W/wh_10000.sqlite \
-        --workdir W [--profile]
+    .venv/bin/python bench/close_pack.py measure --mode pack --url sqlite:///W/wh_10000x36.sqlite \
+        --workdir W/wh_10000x36 [--timers] [--profile] [--no-attachments]
+
+Warehouses are deleted after their measurements unless --keep (or --reuse) is given.
 
 Method and figures: bench/README.md, section "Close pack".
 """
@@ -453,6 +455,20 @@ def _warehouse_url(db: str, workdir: Path, name: str, admin: Any, reuse: bool) -
     return admin.url.set(database=dbname).render_as_string(hide_password=False)
 
 
+def _drop_warehouse(db: str, url: str, admin: Any) -> None:
+    """Delete a measured warehouse: the SQLite files, or the PostgreSQL database."""
+    import sqlalchemy as sa
+
+    if db == "sqlite":
+        path = url.removeprefix("sqlite:///")
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
+        return
+    name = sa.engine.make_url(url).database
+    with admin.connect() as c:
+        c.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
 def driver(args: argparse.Namespace) -> None:
     """Build each warehouse once (not measured), then measure each mode in fresh processes."""
     dbs = [d for d in args.dbs.split(",") if d]
@@ -528,6 +544,8 @@ def driver(args: argparse.Namespace) -> None:
                 print(r["profile_cumulative"][:6000], flush=True)
             if args.json:
                 Path(args.json).write_text(json.dumps(results, indent=1, default=str))
+            if not (args.keep or args.reuse):
+                _drop_warehouse(db, url, admin)
     if admin is not None:
         admin.dispose()
     if args.json:
@@ -571,6 +589,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--repeat", type=int, default=3, help="measurements per mode (large workspace)")
     p.add_argument("--profile", action="store_true", help="also a cProfile run of the pack")
     p.add_argument("--workdir", default=None)
+    p.add_argument("--keep", action="store_true", help="keep the warehouses (and PG databases)")
     p.add_argument("--reuse", action="store_true", help="measure warehouses built in --workdir")
     p.add_argument("--json", default=None, help="write all results here")
     driver(p.parse_args(argv))
