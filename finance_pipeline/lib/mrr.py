@@ -427,7 +427,13 @@ def subscription_cmrr(state: SubscriptionState, at_day: date, settings: Settings
 
 def subscription_counts(state: SubscriptionState, at_day: date, settings: Settings) -> bool:
     """True iff the subscription is an active (counting) subscription on `at_day` (§3)."""
-    return subscription_value(state, at_day, settings).counts
+    return counts_at(state, end_of_day_instant(at_day, settings.tz), settings)
+
+
+def counts_at(state: SubscriptionState, instant: int, settings: Settings) -> bool:
+    """`evaluate_at(state, instant, settings).counts` without computing the MRR: in force just
+    before `instant` and no reason to stop counting."""
+    return in_force_before(state, instant) and _stop_reason(state, instant, settings) is None
 
 
 def state_breakpoints(state: SubscriptionState, settings: Settings) -> set[int]:

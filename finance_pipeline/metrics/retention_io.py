@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import date, timedelta
 from fractions import Fraction
 
-from finance_pipeline.lib.ledger import fx_lookup
+from finance_pipeline.lib.ledger import RateLookup, fx_lookup
 from finance_pipeline.lib.mrr_timeline import Movement, MrrChange
 from finance_pipeline.lib.retention import RetentionRates, period_retention
 from finance_pipeline.warehouse.db import Warehouse
@@ -16,9 +17,20 @@ class PeriodNotMaterialized(ValueError):
 
 
 def retention_for_period(
-    wh: Warehouse, workspace_id: str, reporting_currency: str, start: date, end: date
+    wh: Warehouse,
+    workspace_id: str,
+    reporting_currency: str,
+    start: date,
+    end: date,
+    *,
+    changes: Sequence[MrrChange] | None = None,
+    fx: RateLookup | None = None,
 ) -> RetentionRates:
-    """Logo churn, GRR/NRR and MRR churn rates for [start, end] from mart.mrr_changes/movements."""
+    """Logo churn, GRR/NRR and MRR churn rates for [start, end] from mart.mrr_changes/movements.
+
+    `changes` (`load_mrr_changes` up to `end` or any later day) and `fx` (`fx_lookup` of the
+    reporting currency's rates) save a caller that computes several periods reading them again.
+    """
     if end < start:
         raise ValueError(f"period end {end} is before its start {start}")
     needed = [start - timedelta(days=1), end]
@@ -37,7 +49,11 @@ def retention_for_period(
             f"MRR marts of {workspace_id} do not cover {', '.join(missing)}; backfill those "
             "partitions (mart/mrr_daily) first"
         )
-    changes = load_mrr_changes(wh, workspace_id, end)
+    changes = (
+        load_mrr_changes(wh, workspace_id, end)
+        if changes is None
+        else [c for c in changes if c.day <= end]
+    )
     movements = [
         Movement(
             workspace_id,
@@ -54,13 +70,14 @@ def retention_for_period(
             b=end,
         )
     ]
-    fx = fx_lookup(
-        wh.rows(
-            "SELECT base, currency, date, rate FROM core.fx_rates WHERE base = :b",
-            b=reporting_currency,
-        ),
-        reporting_currency,
-    )
+    if fx is None:
+        fx = fx_lookup(
+            wh.rows(
+                "SELECT base, currency, date, rate FROM core.fx_rates WHERE base = :b",
+                b=reporting_currency,
+            ),
+            reporting_currency,
+        )
     return period_retention(changes, movements, fx, reporting_currency, start, end)
 
 

@@ -29,8 +29,10 @@ from finance_pipeline.lib.plan_movements import UNATTRIBUTED
 from finance_pipeline.metrics.retention_io import retention_for_period
 from finance_pipeline.reports.pdf.pack_data import (
     MOVEMENTS,
+    AlertEpisode,
     CheckResult,
     ClosePackData,
+    FailedPayment,
     MarginCustomer,
     close_pack_data,
 )
@@ -243,14 +245,65 @@ def test_a_workspace_without_data_renders_with_dashes(
 @needs_poppler
 def test_a_table_split_across_pages_repeats_its_header(pack: Pack, tmp_path: Path) -> None:
     many = tuple(
-        MarginCustomer(f"Customer {i:03d}", "critical", 100 * MICROS_PER_CENT, 0, None, None, 0)
+        AlertEpisode(
+            "mrr_drop", f"Subject {i:03d}", date(2026, 10, 1), date(2026, 10, 2), "warning",
+            "MRR fell", False,
+        )
         for i in range(90)
-    )
+    )  # fmt: skip
     path = tmp_path / "long.pdf"
-    path.write_bytes(render_close_pack(replace(pack.data, margin_watch=many), {}))
+    path.write_bytes(render_close_pack(replace(pack.data, alerts=many), {}))
     pages = pdf_text(path).split("\f")
-    with_rows = [p for p in pages if "Customer 0" in p]
-    assert len(with_rows) >= 2  # the watch list runs over more than one page
+    with_rows = [p for p in pages if "Subject 0" in p]
+    assert len(with_rows) >= 2  # the alert list runs over more than one page
     for page in with_rows:
-        assert re.search(r"Customer\s+Tier\s+Revenue\s+Cost\s+Margin %", page)
-    assert all(f"Customer {i:03d}" in "".join(with_rows) for i in range(90))
+        assert re.search(r"Alert\s+Severity\s+Days\s+Subject\s+Latest message", page)
+    assert all(f"Subject {i:03d}" in "".join(with_rows) for i in range(90))
+
+
+@needs_poppler
+def test_long_customer_lists_are_cut_with_a_footed_others_line(pack: Pack, tmp_path: Path) -> None:
+    watch = tuple(
+        MarginCustomer(
+            f"Customer {i:03d}", "critical" if i < 30 else "at_risk", (100 + i) * MICROS_PER_CENT,
+            i * MICROS_PER_CENT, None, None, 0,
+        )
+        for i in range(90)
+    )  # fmt: skip
+    failed = tuple(
+        FailedPayment(date(2026, 10, 1 + i % 28), f"Payer {i:03d}", 1_000 + i, "usd" if i % 3 else "eur", "card_declined")
+        for i in range(60)
+    )  # fmt: skip
+    data = replace(pack.data, margin_watch=watch, failed_payments=failed)
+    path = tmp_path / "cut.pdf"
+    csvs = {"margins-2026-10.csv": b"x", "failed_payments-2026-10.csv": b"y"}
+    path.write_bytes(render_close_pack(data, csvs))
+    text = pdf_text(path)
+    # The first 25 of the watch list (critical first, as listed), then one line for the rest.
+    assert all(f"Customer {i:03d}" in text for i in range(25))
+    assert "Customer 025" not in text
+    rest = watch[25:]
+    others = re.search(r"65 others\s+5 critical\s+([\d,.]+)\s+([\d,.]+)", text)
+    assert others is not None
+    assert others.groups() == (
+        money(sum(c.revenue for c in rest)),
+        money(sum(c.cost for c in rest)),
+    )
+    words = " ".join(text.split())
+    assert "65 more, in margins-2026-10.csv (attached)" in words
+    # Failed payments: the 25 largest, the others and a total per currency, footed.
+    shown = sorted(failed, key=lambda f: -f.amount_minor)[:25]
+    assert all(f.customer in text for f in shown)
+    assert "Payer 000" not in text
+    for cur in ("eur", "usd"):
+        listed = sum(f.amount_minor for f in shown if f.currency == cur)
+        total = sum(f.amount_minor for f in failed if f.currency == cur)
+        n_other = sum(1 for f in failed if f.currency == cur) - sum(
+            1 for f in shown if f.currency == cur
+        )
+        m = re.search(rf"{n_other} others\s+([\d,.]+)\s+{cur.upper()}", text)
+        t = re.search(rf"Total \(\d+\)\s+([\d,.]+)\s+{cur.upper()}", text)
+        assert m is not None and t is not None
+        as_cents = [int(x.replace(",", "").replace(".", "")) for x in (m[1], t[1])]
+        assert as_cents == [total - listed, total]
+    assert "35 more, in failed_payments-2026-10.csv (attached)" in words

@@ -23,7 +23,7 @@ from finance_pipeline.lib.close_pack import (
     subscriber_churn_30d,
     trailing_months,
 )
-from finance_pipeline.lib.ledger import fx_lookup
+from finance_pipeline.lib.ledger import RateLookup, fx_lookup
 from finance_pipeline.lib.money import (
     MICROS_PER_CENT,
     foot,
@@ -33,10 +33,11 @@ from finance_pipeline.lib.money import (
     round_half_away,
     shown_units,
 )
-from finance_pipeline.lib.mrr import subscription_counts
+from finance_pipeline.lib.mrr import COUNTING_STATUSES, counts_at, end_of_day_instant
 from finance_pipeline.lib.mrr_timeline import (
     MANUAL_CUSTOMER,
     MOVEMENT_SIGNS,
+    MrrChange,
     expand_converted_trials,
 )
 from finance_pipeline.lib.retention import RetentionRates, customer_balances
@@ -394,9 +395,18 @@ def _ratio_kpi(
     return Kpi(key, label, "percent", cur, prev, _pct(cur), _pct(prev), note)
 
 
-def _retention(wh: Warehouse, ws: Workspace, start: date, end: date) -> RetentionRates | None:
+def _retention(
+    wh: Warehouse,
+    ws: Workspace,
+    start: date,
+    end: date,
+    changes: Sequence[MrrChange],
+    fx: RateLookup,
+) -> RetentionRates | None:
     try:
-        return retention_for_period(wh, ws.id, ws.reporting_currency, start, end)
+        return retention_for_period(
+            wh, ws.id, ws.reporting_currency, start, end, changes=changes, fx=fx
+        )
     except ValueError:  # the marts do not cover the period (e.g. the first month of data)
         return None
 
@@ -626,19 +636,42 @@ def _churn(
     wh: Warehouse, p: _Period, rates: RetentionRates | None, prev_rates: RetentionRates | None
 ) -> tuple[ChurnRate, ...]:
     """Churn in the conventions finance compares against, labelled as in docs/metrics.md §6."""
-    # A converted trial counts from trial_end (§3): split those states as the MRR engine does.
+    settings = mrr_settings(p.ws)
+    # Only an interval in force on some day of the two 30-day windows, with a counting status (or
+    # trialing: a converted trial counts from trial_end, §3), can make its subscription count or
+    # churn there; a subscription without one counts on none of those days and adds nothing.
+    # Every interval of the others is read, so converted trials split as on the whole history.
+    lo = end_of_day_instant(p.prev_end - timedelta(days=30), settings.tz)
+    hi = end_of_day_instant(p.end, settings.tz)
+    statuses = sorted(COUNTING_STATUSES | {"trialing"})
+    marks = ", ".join(f":s{i}" for i in range(len(statuses)))
     states = expand_converted_trials(
         states_from_rows(
-            wh.rows("SELECT * FROM core.subscription_history WHERE workspace_id = :w", w=p.ws.id)
+            wh.rows(
+                "SELECT * FROM core.subscription_history WHERE workspace_id = :w"
+                " AND subscription_id IN (SELECT subscription_id FROM core.subscription_history"
+                f" WHERE workspace_id = :w AND status IN ({marks}) AND valid_from < :hi"
+                " AND (valid_to IS NULL OR valid_to >= :lo))",
+                w=p.ws.id,
+                lo=lo,
+                hi=hi,
+                **{f"s{i}": st for i, st in enumerate(statuses)},
+            )
         )
     )
     by_sub: dict[str, list[Any]] = defaultdict(list)
     for st in states:
-        by_sub[st.subscription_id].append(st)
-    settings = mrr_settings(p.ws)
+        # Intervals not in force on any of those days never count there.
+        if st.valid_from < hi and (st.valid_to is None or st.valid_to >= lo):
+            by_sub[st.subscription_id].append(st)
+    instants: dict[date, int] = {}
 
     def counts_on(sub: str, day: date) -> bool:
-        return any(subscription_counts(s, day, settings) for s in by_sub[sub])
+        # subscription_counts(s, day, settings), with each day's S(D+1) computed once.
+        at = instants.get(day)
+        if at is None:
+            at = instants[day] = end_of_day_instant(day, settings.tz)
+        return any(counts_at(s, at, settings) for s in by_sub[sub])
 
     stripe_now = subscriber_churn_30d(sorted(by_sub), counts_on, p.end)
     stripe_prev = subscriber_churn_30d(sorted(by_sub), counts_on, p.prev_end)
@@ -770,13 +803,10 @@ def _plans(
 
 
 def _cohorts(
-    wh: Warehouse, p: _Period, changes: Sequence[Any]
+    p: _Period, changes: Sequence[Any], fx: RateLookup
 ) -> tuple[tuple[str, ...], tuple[CohortLine, ...]]:
     """Net-MRR retention of the last 12 first-paid cohorts at each month end."""
     cur = p.ws.reporting_currency
-    fx = fx_lookup(
-        wh.rows("SELECT base, currency, date, rate FROM core.fx_rates WHERE base = :b", b=cur), cur
-    )
     months = tuple(trailing_months(p.month, 12))
     first_paid: dict[str, str] = {}
     for ch in sorted(changes, key=lambda c: c.day):
@@ -1098,13 +1128,19 @@ def close_pack_data(
     ws = _workspace(wh, workspace_id)
     p = _Period.of(ws, month)
     mrr = _MrrMonth.load(wh, p)
-    rates = _retention(wh, ws, p.start, p.end)
-    prev_rates = _retention(wh, ws, p.prev_start, p.prev_end)
+    # The MRR change rows and FX rates are read once, for both months' retention and the cohorts.
+    changes = load_mrr_changes(wh, ws.id, p.end)
+    cur = ws.reporting_currency
+    fx = fx_lookup(
+        wh.rows("SELECT base, currency, date, rate FROM core.fx_rates WHERE base = :b", b=cur), cur
+    )
+    rates = _retention(wh, ws, p.start, p.end, changes, fx)
+    prev_rates = _retention(wh, ws, p.prev_start, p.prev_end, changes, fx)
     cfo_now, cfo_prev = _cfo_day(wh, ws.id, p.end), _cfo_day(wh, ws.id, p.prev_end)
     names = _customer_names(wh, ws.id)
     customers_roll, subscriptions_roll = _count_rolls(mrr, p)
     plan_months, plans, plan_totals = _plans(wh, p)
-    cohort_months, cohorts = _cohorts(wh, p, load_mrr_changes(wh, ws.id, p.end))
+    cohort_months, cohorts = _cohorts(p, changes, fx)
     money_months, money_total = _money_by_month(wh, p)
     cfo, cfo_warnings = _cfo(p.grain, cfo_now, cfo_prev)
     margins = _margins(wh, p)

@@ -28,7 +28,12 @@ from finance_pipeline.lib.money import (
     shown_units,
 )
 from finance_pipeline.reports.pdf import charts
-from finance_pipeline.reports.pdf.pack_data import ClosePackData, FailedPayment, Kpi
+from finance_pipeline.reports.pdf.pack_data import (
+    ClosePackData,
+    FailedPayment,
+    Kpi,
+    MarginCustomer,
+)
 
 MANIFEST_NAME = "manifest.json"
 TOC = (
@@ -49,6 +54,38 @@ MONTH_NAMES = (
     "July", "August", "September", "October", "November", "December",
 )  # fmt: skip
 DASH = "–"  # an en dash for "no value": null rates, runway without burn
+# Per-customer lists (critical and at-risk customers, failed payments) print this many rows in
+# full; the rest are one footed "N others" line, their rows in the attached CSV. At 10,000
+# customers the full lists were 15 of the pack's 29 pages, and most of its layout time.
+LISTED_ROWS = 25
+
+
+@dataclass(frozen=True)
+class _MarginOthers:
+    """The critical and at-risk customers not listed one by one: how many, revenue and cost."""
+
+    count: int
+    critical: int
+    revenue: int
+    cost: int
+
+
+@dataclass(frozen=True)
+class _ChargesOthers:
+    """Failed charges not listed one by one, in one currency: how many and their amount."""
+
+    count: int
+    currency: str
+    amount_minor: int
+
+
+@dataclass(frozen=True)
+class _ChargesTotal:
+    """All the month's failed charges in one currency (printed when the list is cut)."""
+
+    count: int
+    currency: str
+    amount_minor: int
 
 
 @dataclass(frozen=True)
@@ -104,7 +141,70 @@ def _kpi_change(k: Kpi, places: int = 2) -> str:
     return f"{sign}{diff:,.2f}"
 
 
-def _minor(f: FailedPayment) -> str:
+def _margin_watch(
+    watch: tuple[MarginCustomer, ...],
+) -> tuple[tuple[MarginCustomer, ...], _MarginOthers | None]:
+    """The first `LISTED_ROWS` of the watch list (critical first, worst margin first), and the
+    rest as one line whose revenue and cost are the sums of their printed cents, so the listed
+    lines and the others line add up to the whole list."""
+    if len(watch) <= LISTED_ROWS:
+        return watch, None
+    rest = watch[LISTED_ROWS:]
+    return watch[:LISTED_ROWS], _MarginOthers(
+        len(rest),
+        sum(c.tier == "critical" for c in rest),
+        sum(c.revenue for c in rest),
+        sum(c.cost for c in rest),
+    )
+
+
+def _failed_listed(
+    charges: tuple[FailedPayment, ...],
+) -> tuple[tuple[FailedPayment, ...], list[_ChargesOthers], list[_ChargesTotal]]:
+    """The `LISTED_ROWS` largest failed charges (in their own currency's units), in date order;
+    the others and the totals per currency, so listed + others = total in each currency."""
+    if len(charges) <= LISTED_ROWS:
+        return charges, [], []
+    ranked = sorted(
+        range(len(charges)),
+        key=lambda i: (
+            -Decimal(charges[i].amount_minor).scaleb(-minor_unit_exponent(charges[i].currency)),
+            i,
+        ),
+    )
+    keep = set(ranked[:LISTED_ROWS])
+    listed = tuple(c for i, c in enumerate(charges) if i in keep)
+    currencies = sorted({c.currency for c in charges})
+    others = [
+        _ChargesOthers(
+            sum(1 for i, c in enumerate(charges) if i not in keep and c.currency == cur),
+            cur,
+            sum(
+                c.amount_minor for i, c in enumerate(charges) if i not in keep and c.currency == cur
+            ),
+        )
+        for cur in currencies
+    ]
+    totals = [
+        _ChargesTotal(
+            sum(1 for c in charges if c.currency == cur),
+            cur,
+            sum(c.amount_minor for c in charges if c.currency == cur),
+        )
+        for cur in currencies
+    ]
+    return listed, [o for o in others if o.count], totals
+
+
+def _attachment_named(files: Mapping[str, bytes], report_type: str) -> str:
+    """The attached CSV of `report_type` (`margins-2026-10.csv`), or how to find it if absent."""
+    for name in sorted(files):
+        if name.startswith(f"{report_type}-") and name.endswith(".csv"):
+            return f"{name} (attached)"
+    return f"the month's {report_type} CSV report"
+
+
+def _minor(f: FailedPayment | _ChargesOthers | _ChargesTotal) -> str:
     exp = minor_unit_exponent(f.currency)
     return f"{Decimal(f.amount_minor).scaleb(-exp):,.{exp}f}"
 
@@ -296,8 +396,17 @@ def render_html(d: ClosePackData, attachments: Mapping[str, bytes]) -> str:
     prev = date.fromisoformat(d.month + "-01")
     prev_month = f"{prev.year - (prev.month == 1):04d}-{(prev.month - 2) % 12 + 1:02d}"
     kpi = {k.key: k for k in d.kpis}
+    watch, watch_others = _margin_watch(d.margin_watch)
+    charges, charges_others, charges_totals = _failed_listed(d.failed_payments)
     return env.get_template("close_pack.html.j2").render(
         d=d,
+        watch=watch,
+        watch_others=watch_others,
+        watch_file=_attachment_named(attachments, "margins"),
+        charges=charges,
+        charges_others=charges_others,
+        charges_totals=charges_totals,
+        charges_file=_attachment_named(attachments, "failed_payments"),
         kpi=kpi,
         cur=d.currency.upper(),
         decimals=DECIMALS_TEXT[grain_places(d.grain)],
