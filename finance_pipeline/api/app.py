@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from finance_pipeline.api.context import ApiContext, request_id
@@ -35,7 +36,9 @@ def create_app(settings: Settings) -> FastAPI:
     from finance_pipeline.api.platform_finance import router as platform_finance_router
     from finance_pipeline.api.v1 import router as v1_router
 
-    app = FastAPI(
+    # Swagger UI's script and stylesheet are served by the app itself, not a CDN, so /docs works on
+    # a machine without internet access.
+    app = FastAPIOffline(
         title="finance_pipeline API",
         version="1",
         description="Read API over the finance marts; conventions in docs/api.md.",

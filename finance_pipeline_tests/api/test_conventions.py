@@ -3,6 +3,7 @@ Idempotency-Key, the rate limit, workspace resolution for org-scoped routes, Ope
 
 from __future__ import annotations
 
+import re
 import threading
 from typing import Annotated, Any
 
@@ -242,6 +243,17 @@ def test_rate_limit_answers_429_with_retry_after(api_server_factory) -> None:
         for _ in range(3)
     ]
     assert logins[-1].status_code == 429 and "retry-after" in logins[-1].headers
+
+
+def test_docs_page_needs_no_internet(api: ApiServer) -> None:
+    # Swagger UI's script and stylesheet come from this server, not a CDN: /docs works offline.
+    page = api.client.get("/docs")
+    assert page.status_code == 200
+    assets = re.findall(r'(?:src|href)="([^"]+\.(?:js|css))"', page.text)
+    assert len(assets) == 2 and all(a.startswith("/") for a in assets), assets
+    for asset in assets:
+        r = api.client.get(asset)
+        assert r.status_code == 200 and len(r.content) > 10_000, asset
 
 
 def test_openapi_documents_every_route_with_models_and_errors(api: ApiServer) -> None:
