@@ -132,19 +132,7 @@ def build_marts(args: argparse.Namespace) -> None:
 def _child(argv: list[str], log: Path) -> dict[str, Any]:
     """marts_rebuild's `prepare` or this script's `marts` in a fresh interpreter; its RESULT."""
     script = Path(mr.__file__) if argv[0] == "prepare" else Path(__file__)
-    cmd = [sys.executable, str(script.resolve()), *argv]
-    t = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
-    with log.open("a") as fh:
-        fh.write(f"$ {' '.join(argv)}\n{proc.stdout}\n{proc.stderr}\n")
-    if proc.returncode != 0:
-        raise RuntimeError(f"child {argv[:1]} failed ({proc.returncode}); see {log}")
-    for line in proc.stdout.splitlines():
-        if line.startswith("RESULT "):
-            res: dict[str, Any] = json.loads(line[len("RESULT ") :])
-            res["process_wall_s"] = round(time.perf_counter() - t, 3)
-            return res
-    raise RuntimeError(f"child {argv[:1]} printed no result; see {log}")
+    return mr._child(argv, log, script)
 
 
 def build(args: argparse.Namespace, workdir: Path, log: Path) -> tuple[str, dict[str, Any]]:

@@ -394,22 +394,8 @@ def measure(args: argparse.Namespace) -> None:
 
 def _child(argv: list[str], log: Path) -> dict[str, Any]:
     """This script (or marts_rebuild's `prepare`) in a fresh interpreter; its RESULT json."""
-    import subprocess
-
     script = Path(mr.__file__) if argv[0] == "prepare" else Path(__file__)
-    cmd = [sys.executable, str(script.resolve()), *argv]
-    t = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
-    with log.open("a") as fh:
-        fh.write(f"$ {' '.join(argv)}\n{proc.stdout}\n{proc.stderr}\n")
-    if proc.returncode != 0:
-        raise RuntimeError(f"child {argv[:1]} failed ({proc.returncode}); see {log}")
-    for line in proc.stdout.splitlines():
-        if line.startswith("RESULT "):
-            res = json.loads(line[len("RESULT ") :])
-            res["process_wall_s"] = round(time.perf_counter() - t, 3)
-            return res
-    raise RuntimeError(f"child {argv[:1]} printed no result; see {log}")
+    return mr._child(argv, log, script)
 
 
 def _summary(label: str, r: dict[str, Any]) -> str:

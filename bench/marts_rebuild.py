@@ -592,9 +592,10 @@ def measure_dagster(args: argparse.Namespace) -> None:
 # ------------------------------------------------------------------------------------- driver
 
 
-def _child(argv: list[str], log: Path) -> dict[str, Any]:
-    """Run this script in a fresh interpreter and return its RESULT json."""
-    cmd = [sys.executable, str(Path(__file__).resolve()), *argv]
+def _child(argv: list[str], log: Path, script: Path | None = None) -> dict[str, Any]:
+    """Run `script` (default: this one) in a fresh interpreter and return its RESULT json; the
+    other benchmarks run their own children through it too."""
+    cmd = [sys.executable, str((script or Path(__file__)).resolve()), *argv]
     t = time.perf_counter()
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     with log.open("a") as fh:
