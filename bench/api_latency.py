@@ -50,6 +50,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import close_pack  # bench/close_pack.py: the close's workspace settings
 import marts_rebuild as mr  # bench/marts_rebuild.py: loader and asset-body helpers
 
 ROOT = mr.ROOT
@@ -57,7 +58,6 @@ END = mr.END
 WORKSPACE = mr.WORKSPACE
 ORG = "org_bench"  # marts_rebuild.prepare's organization
 MONTH = f"{END.year:04d}-{END.month:02d}"  # the last month of the simulated history
-CASH_MICROS = 900_000 * 10**6  # cash on hand, so that runway is computed
 OWNER_EMAIL = "owner@apibench.example"
 INGEST_PREFIX = "apibench-"  # external ids of ingested benchmark rows (removed afterwards)
 
@@ -85,19 +85,13 @@ def build_marts(args: argparse.Namespace) -> None:
     from finance_pipeline.margins.assets import customer_margins_monthly, recognized_revenue_monthly
     from finance_pipeline.metrics.cfo_assets import cfo_marts
     from finance_pipeline.resources import WarehouseResource
-    from finance_pipeline.tenancy import create_workspace, list_workspaces
 
     os.environ["FP_DATA_DIR"] = str(Path(args.workdir) / "data_marts")
     first_day = date.fromisoformat(args.first_day)
     res = WarehouseResource(url=args.url)
     wh = res.get()
-    for ws in list_workspaces(wh):
-        # Cash on hand (runway) and auto-accepted cost mappings (margins), as close_pack does.
-        create_workspace(
-            wh, ws.org_id, ws.name, workspace_id=ws.id, reporting_currency=ws.reporting_currency,
-            time_zone=ws.time_zone, cash_on_hand_micros=CASH_MICROS,
-            settings={**ws.settings, "mapping_auto_accept_confidence": 1},
-        )  # fmt: skip
+    # Cash on hand (runway) and auto-accepted cost mappings (margins), as close_pack does.
+    close_pack.give_cash_and_auto_mappings(wh)
     out: dict[str, Any] = {}
     t0, c0 = time.perf_counter(), mr.cpu_seconds()
     mr.run_core(res, out)

@@ -108,6 +108,19 @@ def prepare_fleet(args: argparse.Namespace) -> None:
     print("RESULT " + json.dumps(info))
 
 
+def give_cash_and_auto_mappings(wh: Any) -> None:
+    """Cash on hand (runway, forecast) and auto-accepted cost mappings (margins) for every
+    workspace, as the sample dataset the close pack tests render from."""
+    from finance_pipeline.tenancy import create_workspace, list_workspaces
+
+    for ws in list_workspaces(wh):
+        create_workspace(
+            wh, ws.org_id, ws.name, workspace_id=ws.id, reporting_currency=ws.reporting_currency,
+            time_zone=ws.time_zone, cash_on_hand_micros=CASH_MICROS,
+            settings={**ws.settings, "mapping_auto_accept_confidence": 1},
+        )  # fmt: skip
+
+
 def build_marts(args: argparse.Namespace) -> None:
     """Child: every mart the close reads, from raw, for every workspace of the warehouse."""
     from finance_pipeline.alerts.assets import alerts
@@ -115,20 +128,12 @@ def build_marts(args: argparse.Namespace) -> None:
     from finance_pipeline.margins.assets import customer_margins_monthly, recognized_revenue_monthly
     from finance_pipeline.metrics.cfo_assets import cfo_marts
     from finance_pipeline.resources import WarehouseResource
-    from finance_pipeline.tenancy import create_workspace, list_workspaces
 
     os.environ["FP_DATA_DIR"] = str(Path(args.workdir) / "data_measure")
     first_day = date.fromisoformat(args.first_day)
     res = WarehouseResource(url=args.url)
     wh = res.get()
-    for ws in list_workspaces(wh):
-        # Cash on hand (runway, forecast) and auto-accepted cost mappings (margins), as the sample
-        # dataset the close pack tests render from.
-        create_workspace(
-            wh, ws.org_id, ws.name, workspace_id=ws.id, reporting_currency=ws.reporting_currency,
-            time_zone=ws.time_zone, cash_on_hand_micros=CASH_MICROS,
-            settings={**ws.settings, "mapping_auto_accept_confidence": 1},
-        )  # fmt: skip
+    give_cash_and_auto_mappings(wh)
     out: dict[str, Any] = {}
     t0, c0 = time.perf_counter(), mr.cpu_seconds()
     mr.run_core(res, out)
