@@ -520,6 +520,7 @@ def measure(args: argparse.Namespace) -> None:
             "mart.mrr_movements",
             "mart.mrr_daily",
             "mart.mrr_plan_daily",
+            "mart.subscription_counting",
         )
     }
     wh.dispose()

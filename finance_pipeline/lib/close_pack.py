@@ -91,6 +91,28 @@ def subscriber_churn_30d(
     return churned, base, None if base == 0 else Fraction(churned, base)
 
 
+def subscriber_churn_30d_from_changes(
+    changes: Iterable[tuple[str, date, bool]], day: date
+) -> tuple[int, int, Fraction | None]:
+    """`subscriber_churn_30d` on `day` from each subscription's starts and stops of counting.
+
+    `changes` are (subscription, day, counts) rows, a subscription's counting changing on that
+    day (mart.subscription_counting). A subscription counts on a day iff its latest change on or
+    before it is a start. It churned iff its latest change up to `day` is a stop within the 30
+    days ending `day`: it counted the day before that stop, inside the window, and not on `day`.
+    """
+    start = day - timedelta(days=30)
+    at_start: dict[str, tuple[date, bool]] = {}
+    at_day: dict[str, tuple[date, bool]] = {}
+    for sub, changed, counts in changes:
+        for latest, limit in ((at_start, start), (at_day, day)):
+            if changed <= limit and (sub not in latest or latest[sub][0] < changed):
+                latest[sub] = (changed, counts)
+    base = sum(1 for _, counts in at_start.values() if counts)
+    churned = sum(1 for changed, counts in at_day.values() if not counts and changed > start)
+    return churned, base, None if base == 0 else Fraction(churned, base)
+
+
 def month_key(day: date) -> str:
     """The local calendar month of a day, "YYYY-MM" (docs/metrics.md §1)."""
     return f"{day.year:04d}-{day.month:02d}"

@@ -217,6 +217,20 @@ class CompanyDay:
 
 
 @dataclass(frozen=True)
+class CountingChange:
+    """A subscription starting (`counts`) or stopping to count as active on a local day (§3).
+
+    Stored per day, these decide Stripe's 30-day subscriber churn (§6) with one small read.
+    """
+
+    workspace_id: str
+    customer_id: str
+    subscription_id: str
+    day: date
+    counts: bool
+
+
+@dataclass(frozen=True)
 class PlanDay:
     """A plan's MRR (reporting micro-units) and counting subscriptions on one day."""
 
@@ -409,12 +423,21 @@ def _change_rows(
     days: Iterable[date],
     prev_aggs: dict[str, _Agg],
     prev_subs: dict[str, _SubEval],
+    counting: list[CountingChange] | None = None,
 ) -> list[MrrChange]:
     """The customer's rows on `days` (ascending) where a currency's values differ from the day
-    before's (`prev_*`: the values on the day before the first one)."""
+    before's (`prev_*`: the values on the day before the first one). With `counting`, each
+    subscription's starts and stops of counting on those days are appended to it."""
     customer_rows: list[MrrChange] = []
     for day in days:
         aggs, subs_now = engine.evaluate(day)
+        if counting is not None:
+            for sub_id, now in subs_now.items():
+                before = prev_subs.get(sub_id)
+                if now.value.counts != (before is not None and before.value.counts):
+                    counting.append(
+                        CountingChange(key[0], key[1], sub_id, day, bool(now.value.counts))
+                    )
         for currency in sorted(set(aggs) | set(prev_aggs)):
             cur = aggs.get(currency, _Agg())
             prev = prev_aggs.get(currency, _Agg())
@@ -479,12 +502,14 @@ class WindowChanges:
 
     `rows`: change rows on days in [start, end]; `opening`: each customer's nonzero values on
     start-1 as rows dated start-1 (the running totals and movements start from them);
-    `had_mrr_before`: customers with MRR on some day before start (reactivation vs new, §5).
+    `had_mrr_before`: customers with MRR on some day before start (reactivation vs new, §5);
+    `counting`: the subscriptions' starts and stops of counting on the window's days.
     """
 
     rows: list[MrrChange]
     opening: list[MrrChange]
     had_mrr_before: set[CustomerKey]
+    counting: list[CountingChange] = field(default_factory=list)
 
 
 def _had_mrr_before(engine: _CustomerEngine, breakpoints: list[date], day: date) -> bool:
@@ -537,7 +562,7 @@ def customer_mrr_window(
         if any(a.mrr > 0 for a in prev_aggs.values()):
             out.had_mrr_before.add(key)
         days = sorted(d for d in engine.breakpoint_days() if start <= d <= end)
-        out.rows.extend(_change_rows(key, engine, days, prev_aggs, prev_subs))
+        out.rows.extend(_change_rows(key, engine, days, prev_aggs, prev_subs, out.counting))
     return out
 
 

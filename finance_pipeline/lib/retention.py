@@ -86,6 +86,36 @@ def customer_balances(
     return dict(out)
 
 
+Balances = dict[CustomerKey, dict[str, Fraction]]
+
+
+def balances_on_days(
+    rows: Iterable[tuple[CustomerKey, str, date, Fraction]], days: Iterable[date]
+) -> dict[date, Balances]:
+    """`customer_balances` on each of `days` in one pass over (customer, currency, day, mrr)
+    change rows sorted by day: a key's balance is its latest row on or before the day."""
+    wanted = sorted(set(days))
+    out: dict[date, Balances] = {}
+    latest: dict[tuple[CustomerKey, str], Fraction] = {}
+    index = 0
+
+    def snapshot(day: date) -> None:
+        shot: Balances = defaultdict(dict)
+        for (customer, currency), mrr in latest.items():
+            if mrr:
+                shot[customer][currency] = mrr
+        out[day] = dict(shot)
+
+    for customer, currency, day, mrr in rows:
+        while index < len(wanted) and wanted[index] < day:
+            snapshot(wanted[index])
+            index += 1
+        latest[(customer, currency)] = mrr
+    for day in wanted[index:]:
+        snapshot(day)
+    return out
+
+
 def _ratio(numerator: Fraction, denominator: Fraction | int) -> Fraction | None:
     return None if denominator == 0 else Fraction(numerator) / denominator
 
@@ -105,11 +135,26 @@ def period_retention(
     """
     if end < start:
         raise ValueError(f"period end {end} is before its start {start}")
-    reporting = normalize_currency(reporting_currency)
     rows = list(changes)
-    before = start - ONE_DAY
-    opening = customer_balances(rows, before)
+    opening = customer_balances(rows, start - ONE_DAY)
     closing = customer_balances(rows, end)
+    return retention_from_balances(opening, closing, movements, fx, reporting_currency, start, end)
+
+
+def retention_from_balances(
+    opening: Mapping[CustomerKey, Mapping[str, Fraction]],
+    closing: Mapping[CustomerKey, Mapping[str, Fraction]],
+    movements: Iterable[Movement],
+    fx: FxLookup,
+    reporting_currency: str,
+    start: date,
+    end: date,
+) -> RetentionRates:
+    """`period_retention` from the customers' balances on start-1 (`opening`) and on `end`."""
+    if end < start:
+        raise ValueError(f"period end {end} is before its start {start}")
+    reporting = normalize_currency(reporting_currency)
+    before = start - ONE_DAY
     rates: dict[str, Fraction | None] = {}
     skipped: set[str] = set()
 

@@ -33,6 +33,16 @@ MRR_TABLES = {
     "mrr_daily": "Daily workspace MRR, CMRR, ARR, active subscriptions, paying customers and the "
     "movements; MRR(D) = MRR(D-1) + new + expansion + reactivation - contraction - churn + fx.",
     "mrr_plan_daily": "Daily MRR and subscriptions per plan (price), for plan filters.",
+    "subscription_counting": "Days each subscription starts or stops counting as active "
+    "(docs/metrics.md §3); Stripe's 30-day subscriber churn (§6) is read from them.",
+}
+# The MrrWindow attribute holding each table's rows.
+WINDOW_ROWS = {
+    "mrr_changes": "changes",
+    "mrr_movements": "movements",
+    "mrr_daily": "daily",
+    "mrr_plan_daily": "plans",
+    "subscription_counting": "counting",
 }
 KEYS = {name: dg.AssetKey(["mart", name]) for name in MRR_TABLES}
 UPSTREAM = [
@@ -104,12 +114,7 @@ def mrr_marts(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
             f"MRR roll-forward identity fails on {len(failures)} day(s); nothing written"
         )
     with wh.begin() as db:
-        for name, key in (
-            ("mrr_changes", "changes"),
-            ("mrr_movements", "movements"),
-            ("mrr_daily", "daily"),
-            ("mrr_plan_daily", "plans"),
-        ):
+        for name, key in WINDOW_ROWS.items():
             table = f"mart.{name}"
             for ws_id, res in results.items():
                 db.execute(
@@ -149,12 +154,7 @@ def mrr_marts(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
     meta["mrr_roll_forward"] = dg.MetadataValue.md("\n".join(lines))
     for name, key in KEYS.items():
         m = dict(meta) if name == "mrr_daily" else {"days": meta["days"]}
-        attr = {
-            "mrr_changes": "changes",
-            "mrr_movements": "movements",
-            "mrr_daily": "daily",
-            "mrr_plan_daily": "plans",
-        }[name]
+        attr = WINDOW_ROWS[name]
         m["rows_written"] = sum(len(getattr(r, attr)) for r in results.values())
         m.update(table_metadata(key, m["rows_written"]))
         yield dg.MaterializeResult(asset_key=key, metadata=m)

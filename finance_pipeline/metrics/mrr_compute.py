@@ -54,12 +54,14 @@ class MrrWindow:
     movements: list[dict[str, Any]] = field(default_factory=list)
     daily: list[dict[str, Any]] = field(default_factory=list)
     plans: list[dict[str, Any]] = field(default_factory=list)
+    counting: list[dict[str, Any]] = field(default_factory=list)
     identity_failures: list[str] = field(default_factory=list)
     company: list[CompanyDay] = field(default_factory=list)
 
 
 def compute_mrr_window(wh: Warehouse, ws: Workspace, start: date, end: date) -> MrrWindow:
-    """Change rows, movements, daily and per-plan summaries for days start..end (exact, then rounded)."""
+    """Change rows, movements, daily and per-plan summaries and the subscriptions' counting changes
+    for days start..end (exact, then rounded)."""
     manual = [
         ManualRecurring(
             ws.id,
@@ -140,6 +142,16 @@ def compute_mrr_window(wh: Warehouse, ws: Workspace, start: date, end: date) -> 
                     "churn_reason": c.churn_reason,
                 }
             )
+    out.counting = [
+        {
+            "workspace_id": ws.id,
+            "subscription_id": c.subscription_id,
+            "customer_id": c.customer_id,
+            "day": c.day,
+            "counts": c.counts,
+        }
+        for c in window.counting
+    ]
     # One row per customer, day and kind; the first movement's reason names it. Movements come
     # sorted by day, customer and kind, so a repeated key is adjacent and is merged in one pass
     # (no dict of every key). Each movement is released once its row is built, so the engine's

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from datetime import date, timedelta
 from fractions import Fraction
 
+from finance_pipeline.lib.cfo_daily import as_date
 from finance_pipeline.lib.ledger import RateLookup, fx_lookup
-from finance_pipeline.lib.mrr_timeline import Movement, MrrChange
-from finance_pipeline.lib.retention import RetentionRates, period_retention
+from finance_pipeline.lib.mrr_timeline import Movement
+from finance_pipeline.lib.retention import (
+    Balances,
+    CustomerKey,
+    RetentionRates,
+    balances_on_days,
+    retention_from_balances,
+)
 from finance_pipeline.warehouse.db import Warehouse
 
 
@@ -23,12 +31,12 @@ def retention_for_period(
     start: date,
     end: date,
     *,
-    changes: Sequence[MrrChange] | None = None,
+    balances: Mapping[date, Balances] | None = None,
     fx: RateLookup | None = None,
 ) -> RetentionRates:
     """Logo churn, GRR/NRR and MRR churn rates for [start, end] from mart.mrr_changes/movements.
 
-    `changes` (`load_mrr_changes` up to `end` or any later day) and `fx` (`fx_lookup` of the
+    `balances` (`load_balances` on days including start-1 and `end`) and `fx` (`fx_lookup` of the
     reporting currency's rates) save a caller that computes several periods reading them again.
     """
     if end < start:
@@ -49,11 +57,8 @@ def retention_for_period(
             f"MRR marts of {workspace_id} do not cover {', '.join(missing)}; backfill those "
             "partitions (mart/mrr_daily) first"
         )
-    changes = (
-        load_mrr_changes(wh, workspace_id, end)
-        if changes is None
-        else [c for c in changes if c.day <= end]
-    )
+    if balances is None or not {needed[0], end} <= balances.keys():
+        balances = load_balances(wh, workspace_id, needed).on
     movements = [
         Movement(
             workspace_id,
@@ -78,29 +83,46 @@ def retention_for_period(
             ),
             reporting_currency,
         )
-    return period_retention(changes, movements, fx, reporting_currency, start, end)
+    return retention_from_balances(
+        balances[needed[0]], balances[end], movements, fx, reporting_currency, start, end
+    )
 
 
-def load_mrr_changes(wh: Warehouse, workspace_id: str, end: date) -> list[MrrChange]:
-    """The workspace's stored per-customer MRR change rows up to `end`, with exact values."""
-    return [
-        MrrChange(
-            workspace_id=workspace_id,
-            customer_id=r["customer_id"],
-            currency=r["currency"],
-            day=r["day"],
-            mrr=Fraction(r["mrr_exact"]),
-            cmrr=Fraction(r["cmrr_exact"]),
-            active_subscriptions=int(r["active_subscriptions"]),
-            by_plan={k: Fraction(v) for k, v in r["by_plan_json"].items()},
-            churn_reason=r["churn_reason"],
-        )
+@dataclass(frozen=True)
+class StoredBalances:
+    """Customers' native MRR per currency on chosen days, and the day each first had MRR."""
+
+    on: dict[date, Balances]
+    first_paid: dict[str, date]
+
+
+def load_balances(wh: Warehouse, workspace_id: str, days: Iterable[date]) -> StoredBalances:
+    """Each customer's balances (`customer_balances`) on `days`, from one ordered read of the
+    stored change rows up to the last of them: only the MRR column, each distinct exact value
+    parsed once (a few prices times quantities repeat across thousands of customers)."""
+    wanted = sorted(set(days))
+    if not wanted:
+        return StoredBalances({}, {})
+    parsed: dict[str, Fraction] = {}
+    first_paid: dict[str, date] = {}
+
+    def rows() -> Iterator[tuple[CustomerKey, str, date, Fraction]]:
         for r in wh.rows(
-            "SELECT * FROM mart.mrr_changes WHERE workspace_id = :w AND day <= :b ORDER BY day",
+            "SELECT customer_id, currency, day, mrr_exact FROM mart.mrr_changes"
+            " WHERE workspace_id = :w AND day <= :b ORDER BY day",
             w=workspace_id,
-            b=end,
-        )
-    ]
+            b=wanted[-1],
+        ):
+            text, customer, day = r["mrr_exact"], r["customer_id"], as_date(r["day"])
+            mrr = parsed.get(text)
+            if mrr is None:
+                mrr = parsed[text] = Fraction(text)
+            # MRR is never negative (§3), so "0" is the only text of no MRR.
+            if text != "0" and customer not in first_paid:
+                first_paid[customer] = day
+            yield (workspace_id, customer), r["currency"], day, mrr
+
+    return StoredBalances(balances_on_days(rows(), wanted), first_paid)
 
 
 def logo_churn_counts(wh: Warehouse, workspace_id: str, start: date, end: date) -> tuple[int, int]:

@@ -111,7 +111,8 @@ def mart_check_keys() -> list[dg.AssetCheckKey]:
 
 @dg.asset(
     key=dg.AssetKey(["reports", "close_pack"]),
-    deps=[a.key for a in report_assets],
+    # The pack reads Stripe's 30-day subscriber churn from the subscriptions' counting changes.
+    deps=[*(a.key for a in report_assets), dg.AssetKey(["mart", "subscription_counting"])],
     partitions_def=monthly_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
     group_name="reports",

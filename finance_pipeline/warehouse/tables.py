@@ -519,6 +519,22 @@ MRR_TABLES = (
         ("workspace_id", "day", "plan_id"),
         row_count="window",
     ),
+    Table(
+        "mart.subscription_counting",
+        "Days a subscription starts or stops counting as active (§3), for 30-day churn (§6).",
+        (
+            WORKSPACE,
+            _col("subscription_id TEXT NOT NULL", "Stripe subscription id."),
+            _col("customer_id TEXT NOT NULL", "Stripe customer id."),
+            DAY,
+            _col(
+                "counts BOOLEAN NOT NULL",
+                "True: counts from this day on; false: stops counting on this day.",
+            ),
+        ),
+        ("workspace_id", "subscription_id", "day"),
+        row_count="window",
+    ),
 )
 
 _CENTS_30D = "in cents of the reporting currency over the 30 days ending `day`"

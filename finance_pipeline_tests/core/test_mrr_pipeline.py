@@ -139,6 +139,7 @@ def test_rerunning_a_window_restates_it_without_duplicates(synced) -> None:
             "mart.mrr_movements",
             "mart.mrr_changes",
             "mart.mrr_plan_daily",
+            "mart.subscription_counting",
             "core.ledger",
         )
     }

@@ -19,11 +19,16 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from finance_pipeline.lib import mrr_timeline
+from finance_pipeline.lib.close_pack import (
+    subscriber_churn_30d,
+    subscriber_churn_30d_from_changes,
+)
 from finance_pipeline.lib.mrr import (
     DiscountSpec,
     PriceSpec,
     Settings,
     SubscriptionState,
+    counts_at,
     subscription_value,
 )
 from finance_pipeline.lib.mrr_timeline import (
@@ -834,3 +839,36 @@ def test_engine_matches_brute_force_and_section5_invariants_metrics_5(scenario, 
     net = (period["new"] + period["expansion"] + period["reactivation"] - period["contraction"]
            - period["churn"] + period["fx"])  # fmt: skip
     assert by_day[hi].mrr == by_day[lo].previous_mrr + net
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(scenario=scenarios(), data=st.data())
+def test_counting_changes_give_stripe_30_day_churn(scenario, data) -> None:
+    """The stored counting changes of two consecutive windows decide Stripe's 30-day subscriber
+    churn (§6) on every day exactly as evaluating each subscription on each of the 31 days."""
+    states, manual, cfg, _ = scenario
+    a = data.draw(st.sampled_from(day_range(D0 + ONE, D1)), label="second window start")
+    first = customer_mrr_window(states, manual, cfg, D0, a - ONE)
+    cut = day_start_ts(a - ONE, cfg.tz)
+    recent = [s for s in states if s.valid_to is None or s.valid_to > cut]
+    second = customer_mrr_window(recent, manual, cfg, a, D1)
+    stored = [(c.subscription_id, c.day, c.counts) for c in first.counting + second.counting]
+    # A change is stored only where counting flips: consecutive rows of a subscription alternate.
+    by_sub: dict[str, list[tuple[date, bool]]] = defaultdict(list)
+    for sub, day, counts in sorted(stored):
+        by_sub[sub].append((day, counts))
+    assert all(x[1] != y[1] for seq in by_sub.values() for x, y in itertools.pairwise(seq))
+
+    expanded: dict[str, list[SubscriptionState]] = defaultdict(list)
+    for s in mrr_timeline.expand_converted_trials(states):
+        expanded[s.subscription_id].append(s)
+
+    def counts_on(sub: str, day: date) -> bool:
+        at = day_start_ts(day + ONE, cfg.tz)
+        return any(counts_at(s, at, cfg) for s in expanded[sub])
+
+    subs = sorted(expanded)
+    for day in day_range(D0, D1):
+        assert subscriber_churn_30d_from_changes(stored, day) == subscriber_churn_30d(
+            subs, counts_on, day
+        ), day

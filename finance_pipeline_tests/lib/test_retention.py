@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from finance_pipeline.lib.mrr_timeline import MrrChange, company_daily, daily_movements
 from finance_pipeline.lib.retention import (
+    balances_on_days,
     churn_rate_percent,
     customer_balances,
     growth_percent,
@@ -216,3 +217,24 @@ def test_rates_match_definitions_on_random_histories_metrics_6(
             Fraction(0),
         )  # fmt: skip
         assert got.gross_mrr_churn_rate == lost / got.mrr_start
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    changes=histories(),
+    offsets=st.lists(st.integers(-3, 92), min_size=0, max_size=6),
+)
+def test_balances_on_days_is_customer_balances_of_each_day(
+    changes: list[MrrChange], offsets: list[int]
+) -> None:
+    """One ordered pass gives each asked day's balances exactly as `customer_balances` does,
+    days before the first row and after the last included."""
+    days = [date(2024, 2, 1) + timedelta(days=o) for o in offsets]
+    rows = sorted(
+        (((r.workspace_id, r.customer_id), r.currency, r.day, r.mrr) for r in changes),
+        key=lambda t: t[2],
+    )
+    got = balances_on_days(rows, days)
+    assert sorted(got) == sorted(set(days))
+    for day in days:
+        assert got[day] == customer_balances(changes, day)

@@ -13,14 +13,13 @@ from decimal import Decimal
 from fractions import Fraction
 from typing import Any
 
-from finance_pipeline.core.history_io import states_from_rows
 from finance_pipeline.lib.close_pack import (
     cohort_retention,
     customer_churn_rate,
     month_end,
     month_key,
     shift_month,
-    subscriber_churn_30d,
+    subscriber_churn_30d_from_changes,
     trailing_months,
 )
 from finance_pipeline.lib.ledger import RateLookup, fx_lookup
@@ -33,17 +32,17 @@ from finance_pipeline.lib.money import (
     round_half_away,
     shown_units,
 )
-from finance_pipeline.lib.mrr import COUNTING_STATUSES, counts_at, end_of_day_instant
 from finance_pipeline.lib.mrr_timeline import (
     MANUAL_CUSTOMER,
     MOVEMENT_SIGNS,
-    MrrChange,
-    expand_converted_trials,
 )
-from finance_pipeline.lib.retention import RetentionRates, customer_balances
+from finance_pipeline.lib.retention import RetentionRates
 from finance_pipeline.lib.timeutil import day_start_ts
-from finance_pipeline.metrics.mrr_compute import mrr_settings
-from finance_pipeline.metrics.retention_io import load_mrr_changes, retention_for_period
+from finance_pipeline.metrics.retention_io import (
+    StoredBalances,
+    load_balances,
+    retention_for_period,
+)
 from finance_pipeline.stripe_sync.health import sync_status
 from finance_pipeline.tenancy import Workspace, list_workspaces
 from finance_pipeline.warehouse.db import Warehouse
@@ -400,12 +399,12 @@ def _retention(
     ws: Workspace,
     start: date,
     end: date,
-    changes: Sequence[MrrChange],
+    stored: StoredBalances,
     fx: RateLookup,
 ) -> RetentionRates | None:
     try:
         return retention_for_period(
-            wh, ws.id, ws.reporting_currency, start, end, changes=changes, fx=fx
+            wh, ws.id, ws.reporting_currency, start, end, balances=stored.on, fx=fx
         )
     except ValueError:  # the marts do not cover the period (e.g. the first month of data)
         return None
@@ -636,45 +635,19 @@ def _churn(
     wh: Warehouse, p: _Period, rates: RetentionRates | None, prev_rates: RetentionRates | None
 ) -> tuple[ChurnRate, ...]:
     """Churn in the conventions finance compares against, labelled as in docs/metrics.md §6."""
-    settings = mrr_settings(p.ws)
-    # Only an interval in force on some day of the two 30-day windows, with a counting status (or
-    # trialing: a converted trial counts from trial_end, §3), can make its subscription count or
-    # churn there; a subscription without one counts on none of those days and adds nothing.
-    # Every interval of the others is read, so converted trials split as on the whole history.
-    lo = end_of_day_instant(p.prev_end - timedelta(days=30), settings.tz)
-    hi = end_of_day_instant(p.end, settings.tz)
-    statuses = sorted(COUNTING_STATUSES | {"trialing"})
-    marks = ", ".join(f":s{i}" for i in range(len(statuses)))
-    states = expand_converted_trials(
-        states_from_rows(
-            wh.rows(
-                "SELECT * FROM core.subscription_history WHERE workspace_id = :w"
-                " AND subscription_id IN (SELECT subscription_id FROM core.subscription_history"
-                f" WHERE workspace_id = :w AND status IN ({marks}) AND valid_from < :hi"
-                " AND (valid_to IS NULL OR valid_to >= :lo))",
-                w=p.ws.id,
-                lo=lo,
-                hi=hi,
-                **{f"s{i}": st for i, st in enumerate(statuses)},
-            )
+    # A subscription's counting changes only on the days the MRR marts stored for it, so the two
+    # 30-day windows need only those rows up to the close, not every subscription's history.
+    changes = [
+        (r["subscription_id"], _day(r["day"]), bool(r["counts"]))
+        for r in wh.rows(
+            "SELECT subscription_id, day, counts FROM mart.subscription_counting"
+            " WHERE workspace_id = :w AND day <= :b",
+            w=p.ws.id,
+            b=p.end,
         )
-    )
-    by_sub: dict[str, list[Any]] = defaultdict(list)
-    for st in states:
-        # Intervals not in force on any of those days never count there.
-        if st.valid_from < hi and (st.valid_to is None or st.valid_to >= lo):
-            by_sub[st.subscription_id].append(st)
-    instants: dict[date, int] = {}
-
-    def counts_on(sub: str, day: date) -> bool:
-        # subscription_counts(s, day, settings), with each day's S(D+1) computed once.
-        at = instants.get(day)
-        if at is None:
-            at = instants[day] = end_of_day_instant(day, settings.tz)
-        return any(counts_at(s, at, settings) for s in by_sub[sub])
-
-    stripe_now = subscriber_churn_30d(sorted(by_sub), counts_on, p.end)
-    stripe_prev = subscriber_churn_30d(sorted(by_sub), counts_on, p.prev_end)
+    ]
+    stripe_now = subscriber_churn_30d_from_changes(changes, p.end)
+    stripe_prev = subscriber_churn_30d_from_changes(changes, p.prev_end)
     events = _churn_events(wh, p.ws.id, p.start, p.end)
     cm_now = customer_churn_rate(events, rates.starting_customers if rates else 0)
     cm_prev = customer_churn_rate(
@@ -802,24 +775,28 @@ def _plans(
     return months, plans, tuple(sum(c) for c in columns)
 
 
+COHORT_MONTHS = 12
+
+
 def _cohorts(
-    p: _Period, changes: Sequence[Any], fx: RateLookup
+    p: _Period, stored: StoredBalances, fx: RateLookup
 ) -> tuple[tuple[str, ...], tuple[CohortLine, ...]]:
     """Net-MRR retention of the last 12 first-paid cohorts at each month end."""
     cur = p.ws.reporting_currency
-    months = tuple(trailing_months(p.month, 12))
-    first_paid: dict[str, str] = {}
-    for ch in sorted(changes, key=lambda c: c.day):
-        # The synthetic customer of manual recurring revenue without a customer (§4) is no
-        # cohort: its 30-day entries make it flicker at month ends.
-        if ch.customer_id == MANUAL_CUSTOMER:
-            continue
-        if ch.mrr > 0 and ch.customer_id not in first_paid:
-            first_paid[ch.customer_id] = month_key(ch.day)
+    months = tuple(trailing_months(p.month, COHORT_MONTHS))
+    # The synthetic customer of manual recurring revenue without a customer (§4) is no cohort:
+    # its 30-day entries make it flicker at month ends.
+    first_paid = {
+        customer: month_key(day)
+        for customer, day in stored.first_paid.items()
+        if customer != MANUAL_CUSTOMER and month_key(day) in months
+    }
     month_end_mrr: dict[str, dict[str, Fraction]] = defaultdict(dict)
     for m in months:
         d = month_end(m)
-        for (_w, customer), amounts in customer_balances(changes, d).items():
+        for (_w, customer), amounts in stored.on[d].items():
+            if customer not in first_paid:
+                continue  # only the 12 cohorts' members are read
             total = Fraction(0)
             for currency, amount in amounts.items():
                 # MRR converts at the rate of the day it is reported on; without one it is
@@ -1128,19 +1105,22 @@ def close_pack_data(
     ws = _workspace(wh, workspace_id)
     p = _Period.of(ws, month)
     mrr = _MrrMonth.load(wh, p)
-    # The MRR change rows and FX rates are read once, for both months' retention and the cohorts.
-    changes = load_mrr_changes(wh, ws.id, p.end)
+    # The customers' balances at the month ends and FX rates are read once, for both months'
+    # retention (start-1 and end of each) and the cohorts.
+    balance_days = {p.prev_start - timedelta(days=1), p.prev_end, p.end}
+    balance_days.update(month_end(m) for m in trailing_months(p.month, COHORT_MONTHS))
+    stored = load_balances(wh, ws.id, balance_days)
     cur = ws.reporting_currency
     fx = fx_lookup(
         wh.rows("SELECT base, currency, date, rate FROM core.fx_rates WHERE base = :b", b=cur), cur
     )
-    rates = _retention(wh, ws, p.start, p.end, changes, fx)
-    prev_rates = _retention(wh, ws, p.prev_start, p.prev_end, changes, fx)
+    rates = _retention(wh, ws, p.start, p.end, stored, fx)
+    prev_rates = _retention(wh, ws, p.prev_start, p.prev_end, stored, fx)
     cfo_now, cfo_prev = _cfo_day(wh, ws.id, p.end), _cfo_day(wh, ws.id, p.prev_end)
     names = _customer_names(wh, ws.id)
     customers_roll, subscriptions_roll = _count_rolls(mrr, p)
     plan_months, plans, plan_totals = _plans(wh, p)
-    cohort_months, cohorts = _cohorts(p, changes, fx)
+    cohort_months, cohorts = _cohorts(p, stored, fx)
     money_months, money_total = _money_by_month(wh, p)
     cfo, cfo_warnings = _cfo(p.grain, cfo_now, cfo_prev)
     margins = _margins(wh, p)
