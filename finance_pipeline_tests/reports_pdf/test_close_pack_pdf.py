@@ -18,14 +18,19 @@ from pathlib import Path
 
 import pytest
 
+from finance_pipeline.core.history_io import states_from_rows
 from finance_pipeline.lib import report_csv
+from finance_pipeline.lib.close_pack import subscriber_churn_30d
 from finance_pipeline.lib.money import (
     MICROS_PER_CENT,
     foot_roll_forward,
     percent,
     round_half_away,
 )
+from finance_pipeline.lib.mrr import counts_at, end_of_day_instant
+from finance_pipeline.lib.mrr_timeline import expand_converted_trials
 from finance_pipeline.lib.plan_movements import UNATTRIBUTED
+from finance_pipeline.metrics.mrr_compute import mrr_settings
 from finance_pipeline.metrics.retention_io import retention_for_period
 from finance_pipeline.reports.pdf.pack_data import (
     MOVEMENTS,
@@ -307,3 +312,41 @@ def test_long_customer_lists_are_cut_with_a_footed_others_line(pack: Pack, tmp_p
         as_cents = [int(x.replace(",", "").replace(".", "")) for x in (m[1], t[1])]
         assert as_cents == [total - listed, total]
     assert "35 more, in failed_payments-2026-10.csv (attached)" in words
+
+
+def test_stripe_churn_matches_each_subscription_evaluated_on_each_day(pack: Pack) -> None:
+    """The stored counting changes give the pack's Stripe 30-day churn exactly as evaluating every
+    subscription's history on each of the 31 days (docs/metrics.md §6); without them (marts built
+    before they were stored) the pack says so instead of printing 0 of 0."""
+    ws = workspace(pack.wh, WORKSPACE)
+    cfg = mrr_settings(ws)
+    by_sub: dict[str, list] = {}
+    for s in expand_converted_trials(
+        states_from_rows(
+            pack.wh.rows("SELECT * FROM core.subscription_history WHERE workspace_id = :w", w=ws.id)
+        )
+    ):
+        by_sub.setdefault(s.subscription_id, []).append(s)
+
+    def counts_on(sub: str, day: date) -> bool:
+        at = end_of_day_instant(day, cfg.tz)
+        return any(counts_at(s, at, cfg) for s in by_sub[sub])
+
+    churned, base, rate = subscriber_churn_30d(sorted(by_sub), counts_on, END)
+    stripe = {c.label: c for c in pack.data.churn}["Stripe 30-day subscriber churn"]
+    assert base > 0 and stripe.detail == f"{churned} of {base} subscriptions"
+    assert stripe.current == percent(rate, 1)
+
+    stored = pack.wh.rows(
+        "SELECT * FROM mart.subscription_counting WHERE workspace_id = :w", w=ws.id
+    )
+    with pack.wh.begin() as db:
+        db.execute(pack.wh.text("DELETE FROM mart.subscription_counting"))
+    try:
+        d = close_pack_data(pack.wh, WORKSPACE, MONTH, generated_at=GENERATED)
+        stripe = {c.label: c for c in d.churn}["Stripe 30-day subscriber churn"]
+        assert stripe.current is None and stripe.previous is None
+        assert stripe.detail.startswith("not stored: rebuild the MRR marts")
+    finally:
+        with pack.wh.begin() as db:
+            pack.wh.insert(db, "mart.subscription_counting", stored)

@@ -631,6 +631,18 @@ def _churn_events(wh: Warehouse, ws: str, a: date, b: date) -> int:
     )
 
 
+def _counted_subscriptions(wh: Warehouse, ws: str, end: date) -> bool:
+    """Whether any subscription counted in MRR up to `end`, by the stored change rows."""
+    return bool(
+        wh.rows(
+            "SELECT 1 AS x FROM mart.mrr_changes WHERE workspace_id = :w AND day <= :b"
+            " AND active_subscriptions > 0 LIMIT 1",
+            w=ws,
+            b=end,
+        )
+    )
+
+
 def _churn(
     wh: Warehouse, p: _Period, rates: RetentionRates | None, prev_rates: RetentionRates | None
 ) -> tuple[ChurnRate, ...]:
@@ -648,6 +660,11 @@ def _churn(
     ]
     stripe_now = subscriber_churn_30d_from_changes(changes, p.end)
     stripe_prev = subscriber_churn_30d_from_changes(changes, p.prev_end)
+    stripe_detail = f"{stripe_now[0]} of {stripe_now[1]} subscriptions"
+    if not changes and _counted_subscriptions(wh, p.ws.id, p.end):
+        # MRR marts built before the counting changes were stored: say so, never show 0 of 0.
+        stripe_now = stripe_prev = (0, 0, None)
+        stripe_detail = "not stored: rebuild the MRR marts (rebuild_marts)"
     events = _churn_events(wh, p.ws.id, p.start, p.end)
     cm_now = customer_churn_rate(events, rates.starting_customers if rates else 0)
     cm_prev = customer_churn_rate(
@@ -680,7 +697,7 @@ def _churn(
             "subscriptions churned in 30 days / subscriptions 30 days before",
             _pct(stripe_now[2]),
             _pct(stripe_prev[2]),
-            f"{stripe_now[0]} of {stripe_now[1]} subscriptions",
+            stripe_detail,
         ),
         ChurnRate(
             "gross MRR churn",
