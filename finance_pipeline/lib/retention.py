@@ -161,8 +161,11 @@ def retention_from_balances(
     def convert(amounts: Mapping[str, Fraction]) -> Fraction:
         total = Fraction(0)
         for currency, amount in amounts.items():
+            if currency == reporting:
+                total += amount  # rate 1: skip a Fraction product per customer
+                continue
             if currency not in rates:
-                rate = Fraction(1) if currency == reporting else fx(currency, before)
+                rate = fx(currency, before)
                 rates[currency] = None if rate is None else Fraction(rate)
             rate = rates[currency]
             if rate is None:

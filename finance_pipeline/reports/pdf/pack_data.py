@@ -763,18 +763,17 @@ def _plans(
     }
     ends = [month_end(m) for m in months]
     by_plan: dict[str, dict[date, Fraction]] = defaultdict(dict)
-    end_set = set(ends)
+    # Only the 13 month ends' rows: the daily rows in between are 30 times as many.
+    marks = ", ".join(f":d{i}" for i in range(len(ends)))
     for r in wh.rows(
         "SELECT day, plan_id, mrr_exact FROM mart.mrr_plan_daily WHERE workspace_id = :w"
-        " AND day >= :a AND day <= :b",
+        f" AND day IN ({marks})",
         w=p.ws.id,
-        a=ends[0],
-        b=ends[-1],
+        **{f"d{i}": d for i, d in enumerate(ends)},
     ):
         d = _day(r["day"])
-        if d in end_set:
-            name = names.get(r["plan_id"], r["plan_id"])
-            by_plan[name][d] = by_plan[name].get(d, Fraction(0)) + Fraction(r["mrr_exact"])
+        name = names.get(r["plan_id"], r["plan_id"])
+        by_plan[name][d] = by_plan[name].get(d, Fraction(0)) + Fraction(r["mrr_exact"])
     ranked = sorted(by_plan, key=lambda n: (-by_plan[n].get(ends[-1], Fraction(0)), n))
     named = ranked[:PLAN_LINES] if len(ranked) > PLAN_LINES + 1 else ranked
     series = [(n, [by_plan[n].get(d, Fraction(0)) for d in ends]) for n in named]
