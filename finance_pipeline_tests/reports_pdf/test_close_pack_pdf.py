@@ -249,21 +249,22 @@ def test_a_workspace_without_data_renders_with_dashes(
 
 @needs_poppler
 def test_a_table_split_across_pages_repeats_its_header(pack: Pack, tmp_path: Path) -> None:
+    # The 25 listed alert episodes, each with a long message, run over more than one page.
     many = tuple(
         AlertEpisode(
-            "mrr_drop", f"Subject {i:03d}", date(2026, 10, 1), date(2026, 10, 2), "warning",
-            "MRR fell", False,
+            "mrr_drop", f"Zyxel{i:02d}", date(2026, 10, 1), date(2026, 10, 2), "warn",
+            "MRR fell below the prior 30 days' level on every day of the episode. " * 6, False,
         )
-        for i in range(90)
+        for i in range(25)
     )  # fmt: skip
     path = tmp_path / "long.pdf"
     path.write_bytes(render_close_pack(replace(pack.data, alerts=many), {}))
     pages = pdf_text(path).split("\f")
-    with_rows = [p for p in pages if "Subject 0" in p]
+    with_rows = [p for p in pages if "Zyxel" in p]
     assert len(with_rows) >= 2  # the alert list runs over more than one page
     for page in with_rows:
         assert re.search(r"Alert\s+Severity\s+Days\s+Subject\s+Latest message", page)
-    assert all(f"Subject {i:03d}" in "".join(with_rows) for i in range(90))
+    assert all(f"Zyxel{i:02d}" in "".join(with_rows) for i in range(25))
 
 
 @needs_poppler
@@ -279,7 +280,15 @@ def test_long_customer_lists_are_cut_with_a_footed_others_line(pack: Pack, tmp_p
         FailedPayment(date(2026, 10, 1 + i % 28), f"Payer {i:03d}", 1_000 + i, "usd" if i % 3 else "eur", "card_declined")
         for i in range(60)
     )  # fmt: skip
-    data = replace(pack.data, margin_watch=watch, failed_payments=failed)
+    alerts = tuple(
+        AlertEpisode(
+            "margin_threshold_crossed" if i % 4 else "mrr_drop", f"Subject {i:03d}",
+            date(2026, 10, 1 + i % 28), date(2026, 10, 1 + i % 28),
+            "critical" if i < 10 else "warn", f"Message {i:03d}", i % 5 == 0,
+        )
+        for i in range(40)
+    )  # fmt: skip
+    data = replace(pack.data, margin_watch=watch, failed_payments=failed, alerts=alerts)
     path = tmp_path / "cut.pdf"
     csvs = {"margins-2026-10.csv": b"x", "failed_payments-2026-10.csv": b"y"}
     path.write_bytes(render_close_pack(data, csvs))
@@ -312,6 +321,13 @@ def test_long_customer_lists_are_cut_with_a_footed_others_line(pack: Pack, tmp_p
         as_cents = [int(x.replace(",", "").replace(".", "")) for x in (m[1], t[1])]
         assert as_cents == [total - listed, total]
     assert "35 more, in failed_payments-2026-10.csv (attached)" in words
+    # Alerts: episodes by type (lines add up to the total), then the 25 most severe listed.
+    assert re.search(r"margin_threshold_crossed\s+7\s+23\s+30\s+6", text)
+    assert re.search(r"mrr_drop\s+3\s+7\s+10\s+2", text)
+    assert re.search(r"Total\s+10\s+30\s+40\s+8", text)
+    assert all(f"Subject {i:03d}" in text for i in range(10))  # every critical one
+    assert sum(f"Subject {i:03d}" in text for i in range(40)) == 25
+    assert "the other 15 are in mart.alerts" in words
 
 
 def test_stripe_churn_matches_each_subscription_evaluated_on_each_day(pack: Pack) -> None:

@@ -29,6 +29,7 @@ from finance_pipeline.lib.money import (
 )
 from finance_pipeline.reports.pdf import charts
 from finance_pipeline.reports.pdf.pack_data import (
+    AlertEpisode,
     ClosePackData,
     FailedPayment,
     Kpi,
@@ -68,6 +69,21 @@ class _MarginOthers:
     critical: int
     revenue: int
     cost: int
+
+
+@dataclass(frozen=True)
+class _AlertTypeLine:
+    """The month's episodes of one alert type (or all of them): how many, by peak severity."""
+
+    type: str
+    critical: int
+    warn: int
+    open_at_month_end: int
+
+    @property
+    def episodes(self) -> int:
+        """Every episode of the type, whatever its severity."""
+        return self.critical + self.warn
 
 
 @dataclass(frozen=True)
@@ -156,6 +172,27 @@ def _margin_watch(
         sum(c.revenue for c in rest),
         sum(c.cost for c in rest),
     )
+
+
+def _alerts_by_type(alerts: tuple[AlertEpisode, ...]) -> list[_AlertTypeLine]:
+    """One line per alert type with its episodes by peak severity, then the total line (the
+    lines add up to it), so a long month is read at a glance before its listed episodes."""
+    lines = [
+        _AlertTypeLine(
+            t,
+            sum(a.type == t and a.peak_severity == "critical" for a in alerts),
+            sum(a.type == t and a.peak_severity != "critical" for a in alerts),
+            sum(a.type == t and a.open_at_month_end for a in alerts),
+        )
+        for t in sorted({a.type for a in alerts})
+    ]
+    total = _AlertTypeLine(
+        "Total",
+        sum(x.critical for x in lines),
+        sum(x.warn for x in lines),
+        sum(x.open_at_month_end for x in lines),
+    )
+    return [*lines, total] if lines else []
 
 
 def _failed_listed(
@@ -400,6 +437,8 @@ def render_html(d: ClosePackData, attachments: Mapping[str, bytes]) -> str:
     charges, charges_others, charges_totals = _failed_listed(d.failed_payments)
     return env.get_template("close_pack.html.j2").render(
         d=d,
+        alerts=d.alerts[:LISTED_ROWS],
+        alert_types=_alerts_by_type(d.alerts),
         watch=watch,
         watch_others=watch_others,
         watch_file=_attachment_named(attachments, "margins"),
