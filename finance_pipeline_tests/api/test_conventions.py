@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from typing import Annotated, Any
 
 import httpx
@@ -13,6 +14,7 @@ from fastapi import APIRouter, Depends
 from finance_pipeline.api.auth import Principal, current_principal
 from finance_pipeline.api.errors import ApiError, ErrorDialect
 from finance_pipeline.api.families import V1, Family, dialect_for
+from finance_pipeline.api.ratelimit import WINDOW_SECONDS
 from finance_pipeline.api.scoping import request_workspace
 from finance_pipeline.tenancy import Workspace
 from finance_pipeline_tests.api.conftest import (
@@ -226,8 +228,18 @@ def test_concurrent_requests_with_one_key_run_once(api: ApiServer) -> None:
     assert len(api.client.get("/v1/workspaces", headers=acct.headers).json()["data"]) == 1
 
 
+def _start_of_a_window(needed: float = 30.0) -> None:
+    """Wait for the next fixed one-minute window when fewer than `needed` seconds are left, so a
+    burst of requests is counted in one window (a slow machine would else cross into the next,
+    whose count starts again, and the 429 would never come)."""
+    left = WINDOW_SECONDS - time.time() % WINDOW_SECONDS
+    if left < needed:
+        time.sleep(left + 0.2)
+
+
 def test_rate_limit_answers_429_with_retry_after(api_server_factory) -> None:
     server = api_server_factory(api_rate_limit_per_minute=3)
+    _start_of_a_window()
     acct = register(server.client)
     codes = [server.client.get("/v1/workspaces", headers=acct.headers) for _ in range(4)]
     assert [r.status_code for r in codes[:3]] == [200, 200, 200]
