@@ -126,9 +126,52 @@ def load_balances(wh: Warehouse, workspace_id: str, days: Iterable[date]) -> Sto
 
 
 def logo_churn_counts(wh: Warehouse, workspace_id: str, start: date, end: date) -> tuple[int, int]:
-    """(cohort, churned) of the logo churn of start..end (lib.retention.logo_churn_rate), read
-    without loading the history: the cohort is the customers with MRR in some currency on
-    start-1, churned those of them with MRR in no currency on `end`.
+    """(cohort, churned) of the logo churn of start..end (lib.retention.logo_churn_rate): the
+    cohort is the customers with MRR above zero in some currency on start-1, churned those of
+    them with MRR in no currency on `end`.
+
+    Read in time proportional to the window's changes, not the workspace's history: the cohort's
+    size is mart.mrr_daily.paying_customers of start-1 (the same count, customers with a positive
+    balance, computed by the MRR run from the same change rows), and only a customer with a change
+    row within start..end can have churned (any other keeps its start-1 balances to `end`), so only
+    those customers' rows are read. Without a stored start-1 it falls back to the full history
+    (`logo_churn_counts_from_history`).
+    """
+    paying = wh.rows(
+        "SELECT paying_customers FROM mart.mrr_daily WHERE workspace_id = :w AND day = :d",
+        w=workspace_id,
+        d=start - timedelta(days=1),
+    )
+    if not paying:
+        return logo_churn_counts_from_history(wh, workspace_id, start, end)
+    # Each (customer, currency) balance on a day is its latest change row on or before it; rows
+    # come oldest first, so the last one seen before `start` (or up to `end`) wins.
+    opening: dict[tuple[str, str], str] = {}
+    closing: dict[tuple[str, str], str] = {}
+    for r in wh.rows(
+        "SELECT customer_id, currency, day, mrr_exact FROM mart.mrr_changes"
+        " WHERE workspace_id = :w AND day <= :e AND customer_id IN ("
+        " SELECT customer_id FROM mart.mrr_changes"
+        " WHERE workspace_id = :w AND day >= :s AND day <= :e)"
+        " ORDER BY day",
+        w=workspace_id,
+        s=start,
+        e=end,
+    ):
+        key = (r["customer_id"], r["currency"])
+        if as_date(r["day"]) < start:
+            opening[key] = r["mrr_exact"]
+        closing[key] = r["mrr_exact"]
+    in_cohort = {c for (c, _), v in opening.items() if Fraction(v) > 0}
+    still_paying = {c for (c, _), v in closing.items() if Fraction(v) != 0}
+    return int(paying[0]["paying_customers"]), len(in_cohort - still_paying)
+
+
+def logo_churn_counts_from_history(
+    wh: Warehouse, workspace_id: str, start: date, end: date
+) -> tuple[int, int]:
+    """`logo_churn_counts` from every change row of the workspace (for a start-1 that
+    mart.mrr_daily does not hold).
 
     A (customer, currency) balance on a day is its latest change row on or before that day, and a
     zero balance is none, as in `customer_balances`. So only two sets of rows decide: each key's
@@ -136,9 +179,9 @@ def logo_churn_counts(wh: Warehouse, workspace_id: str, start: date, end: date) 
     each key's latest row within start..end (a key without one keeps its opening balance).
     """
     opening = {
-        (r["customer_id"], r["currency"])
+        (r["customer_id"], r["currency"]): Fraction(r["mrr_exact"])
         for r in wh.rows(
-            "SELECT c.customer_id, c.currency FROM mart.mrr_changes c JOIN ("
+            "SELECT c.customer_id, c.currency, c.mrr_exact FROM mart.mrr_changes c JOIN ("
             " SELECT customer_id, currency, MAX(day) AS day FROM mart.mrr_changes"
             " WHERE workspace_id = :w AND day < :s GROUP BY customer_id, currency) l"
             " ON c.customer_id = l.customer_id AND c.currency = l.currency AND c.day = l.day"
@@ -160,7 +203,7 @@ def logo_churn_counts(wh: Warehouse, workspace_id: str, start: date, end: date) 
             e=end,
         )
     }
-    cohort = {customer for customer, _currency in opening}
+    cohort = {customer for (customer, _currency), v in opening.items() if v > 0}
     paying = {key[0] for key, nonzero in closing_in_window.items() if nonzero}
     paying |= {key[0] for key in opening if key not in closing_in_window}
     return len(cohort), len(cohort - paying)
