@@ -134,37 +134,39 @@ def logo_churn_counts(wh: Warehouse, workspace_id: str, start: date, end: date) 
     size is mart.mrr_daily.paying_customers of start-1 (the same count, customers with a positive
     balance, computed by the MRR run from the same change rows), and only a customer with a change
     row within start..end can have churned (any other keeps its start-1 balances to `end`), so only
-    those customers' rows are read. Without a stored start-1 it falls back to the full history
+    those customers' latest rows are read. Without a stored start-1 it falls back to the full history
     (`logo_churn_counts_from_history`).
     """
-    paying = wh.rows(
-        "SELECT paying_customers FROM mart.mrr_daily WHERE workspace_id = :w AND day = :d",
-        w=workspace_id,
-        d=start - timedelta(days=1),
+    # A (customer, currency) balance on a day is its latest change row on or before it: for
+    # every currency of the customers that changed in the window, the database picks the latest
+    # row before `start` and the latest up to `end` (each one backward step of the primary key).
+    # mrr_exact is a canonical fraction ("0", "-7/3"), so its text tells zero and sign apart.
+    latest = (
+        "(SELECT m.mrr_exact FROM mart.mrr_changes m WHERE m.workspace_id = :w"
+        " AND m.customer_id = k.customer_id AND m.currency = k.currency AND m.day {} :{}"
+        " ORDER BY m.day DESC LIMIT 1)"
     )
-    if not paying:
-        return logo_churn_counts_from_history(wh, workspace_id, start, end)
-    # Each (customer, currency) balance on a day is its latest change row on or before it; rows
-    # come oldest first, so the last one seen before `start` (or up to `end`) wins.
-    opening: dict[tuple[str, str], str] = {}
-    closing: dict[tuple[str, str], str] = {}
-    for r in wh.rows(
-        "SELECT customer_id, currency, day, mrr_exact FROM mart.mrr_changes"
-        " WHERE workspace_id = :w AND day <= :e AND customer_id IN ("
-        " SELECT customer_id FROM mart.mrr_changes"
-        " WHERE workspace_id = :w AND day >= :s AND day <= :e)"
-        " ORDER BY day",
+    [row] = wh.rows(
+        "SELECT (SELECT paying_customers FROM mart.mrr_daily"
+        "  WHERE workspace_id = :w AND day = :before) AS cohort,"
+        " (SELECT COUNT(*) FROM (SELECT b.customer_id FROM ("
+        f"  SELECT k.customer_id, {latest.format('<', 's')} AS opening,"
+        f"  {latest.format('<=', 'e')} AS closing FROM ("
+        "   SELECT DISTINCT customer_id, currency FROM mart.mrr_changes"
+        "   WHERE workspace_id = :w AND customer_id IN ("
+        "    SELECT customer_id FROM mart.mrr_changes"
+        "    WHERE workspace_id = :w AND day >= :s AND day <= :e)) k) b"
+        "  GROUP BY b.customer_id"
+        "  HAVING SUM(CASE WHEN b.opening <> '0' AND b.opening NOT LIKE '-%' THEN 1 ELSE 0 END) > 0"
+        "  AND SUM(CASE WHEN b.closing <> '0' THEN 1 ELSE 0 END) = 0) c) AS churned",
         w=workspace_id,
+        before=start - timedelta(days=1),
         s=start,
         e=end,
-    ):
-        key = (r["customer_id"], r["currency"])
-        if as_date(r["day"]) < start:
-            opening[key] = r["mrr_exact"]
-        closing[key] = r["mrr_exact"]
-    in_cohort = {c for (c, _), v in opening.items() if Fraction(v) > 0}
-    still_paying = {c for (c, _), v in closing.items() if Fraction(v) != 0}
-    return int(paying[0]["paying_customers"]), len(in_cohort - still_paying)
+    )
+    if row["cohort"] is None:
+        return logo_churn_counts_from_history(wh, workspace_id, start, end)
+    return int(row["cohort"]), int(row["churned"])
 
 
 def logo_churn_counts_from_history(
