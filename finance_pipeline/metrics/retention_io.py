@@ -133,14 +133,24 @@ def logo_churn_counts(wh: Warehouse, workspace_id: str, start: date, end: date) 
     Read in time proportional to the window's changes, not the workspace's history: the cohort's
     size is mart.mrr_daily.paying_customers of start-1 (the same count, customers with a positive
     balance, computed by the MRR run from the same change rows), and only a customer with a change
-    row within start..end can have churned (any other keeps its start-1 balances to `end`), so only
-    those customers' latest rows are read. Without a stored start-1 it falls back to the full history
+    row within start..end can have churned (any other keeps its start-1 balances to `end`), so the
+    database counts them from the window's rows and a few index steps per candidate, in one
+    statement. Without a stored start-1 it reads the full history
     (`logo_churn_counts_from_history`).
     """
-    # A (customer, currency) balance on a day is its latest change row on or before it: for
-    # every currency of the customers that changed in the window, the database picks the latest
-    # row before `start` and the latest up to `end` (each one backward step of the primary key).
     # mrr_exact is a canonical fraction ("0", "-7/3"), so its text tells zero and sign apart.
+    # Candidates: customers each of whose currencies changed in the window ends it at zero (a
+    # currency ending it above zero keeps the customer paying); only the window's rows are read.
+    candidates = (
+        "SELECT customer_id FROM (SELECT customer_id, mrr_exact, ROW_NUMBER() OVER ("
+        " PARTITION BY customer_id, currency ORDER BY day DESC) AS n FROM mart.mrr_changes"
+        " WHERE workspace_id = :w AND day >= :s AND day <= :e) t WHERE n = 1"
+        " GROUP BY customer_id HAVING SUM(CASE WHEN mrr_exact <> '0' THEN 1 ELSE 0 END) = 0"
+    )
+    # A candidate churned if some currency was above zero on start-1 and none is non-zero on
+    # `end` (a currency without a row in the window keeps its start-1 balance): for each of its
+    # currencies the database picks the latest row before `start` and the latest up to `end`
+    # (each one backward step of the primary key).
     latest = (
         "(SELECT m.mrr_exact FROM mart.mrr_changes m WHERE m.workspace_id = :w"
         " AND m.customer_id = k.customer_id AND m.currency = k.currency AND m.day {} :{}"
@@ -153,9 +163,7 @@ def logo_churn_counts(wh: Warehouse, workspace_id: str, start: date, end: date) 
         f"  SELECT k.customer_id, {latest.format('<', 's')} AS opening,"
         f"  {latest.format('<=', 'e')} AS closing FROM ("
         "   SELECT DISTINCT customer_id, currency FROM mart.mrr_changes"
-        "   WHERE workspace_id = :w AND customer_id IN ("
-        "    SELECT customer_id FROM mart.mrr_changes"
-        "    WHERE workspace_id = :w AND day >= :s AND day <= :e)) k) b"
+        f"   WHERE workspace_id = :w AND customer_id IN ({candidates})) k) b"
         "  GROUP BY b.customer_id"
         "  HAVING SUM(CASE WHEN b.opening <> '0' AND b.opening NOT LIKE '-%' THEN 1 ELSE 0 END) > 0"
         "  AND SUM(CASE WHEN b.closing <> '0' THEN 1 ELSE 0 END) = 0) c) AS churned",
