@@ -86,10 +86,19 @@ class MrrQueryError(AnalyticsParamError):
         self.status = status
 
 
-def mrr_metrics(wh: Warehouse, workspace_id: str, as_of: date | str | None = None) -> MrrMetrics:
-    """Seed `Get MRR Metrics`: MRR, 30-day growth, active subscriptions and 30-day logo churn on D."""
+def mrr_metrics(
+    wh: Warehouse,
+    workspace_id: str,
+    as_of: date | str | None = None,
+    *,
+    time_zone: str | None = None,
+) -> MrrMetrics:
+    """Seed `Get MRR Metrics`: MRR, 30-day growth, active subscriptions and 30-day logo churn on D.
+
+    `time_zone`: the workspace's, from a caller that has already read the workspace (the API).
+    """
     until = _as_of(as_of)
-    tz = _workspace_time_zone(wh, workspace_id)
+    tz = time_zone or _workspace_time_zone(wh, workspace_id)
     day = current_day(wh, workspace_id, until)
     if day is None:
         return {
@@ -118,12 +127,19 @@ def mrr_trend(
     months: int | str = DEFAULT_MONTHS,
     plan_id: str | None = None,
     as_of: date | str | None = None,
+    *,
+    known_workspace: bool = False,
 ) -> MrrTrend:
-    """Seed `Get MRR Trend`: month-end MRR, subscriptions and growth for the last `months` months."""
+    """Seed `Get MRR Trend`: month-end MRR, subscriptions and growth for the last `months` months.
+
+    `known_workspace`: the caller has read the workspace (the API), so its existence is not
+    checked again.
+    """
     n = _months(months)
     plan = _plan_id(plan_id)
     until = _as_of(as_of)
-    _workspace_time_zone(wh, workspace_id)
+    if not known_workspace:
+        _workspace_time_zone(wh, workspace_id)  # 404 for an unknown workspace
     day = current_day(wh, workspace_id, until)
     if day is None:
         if plan is not None:
