@@ -159,21 +159,25 @@ def _stored_customers(ctx: ApiContext, ws_id: str, month: str) -> list[Any]:
     return json.loads(f"[{text or ''}]")
 
 
-def _exact_percent(value: Any) -> str | None:
+def _exact_percent(value: Any, seen: dict[str, str]) -> str | None:
     """A stored percent ("42.50") as `exact_number` text; raises ValueError unless it is the
-    text of its own Decimal (what validating it as ExactNumber and writing it would give)."""
+    text of its own Decimal (what validating it as ExactNumber and writing it would give).
+    `seen` holds the texts already converted: a month's percents repeat a lot."""
     if value is None:
         return None
     if type(value) is not str:
         raise ValueError(value)
-    number = Decimal(value)
-    if str(number) != value:
-        raise ValueError(value)
-    return exact_number(number)
+    marked = seen.get(value)
+    if marked is None:
+        number = Decimal(value)
+        if str(number) != value:
+            raise ValueError(value)
+        marked = seen[value] = exact_number(number)
+    return marked
 
 
-def _ints(*values: Any) -> bool:
-    return all(type(v) is int for v in values)
+def _optional_str(value: Any) -> bool:
+    return value is None or type(value) is str
 
 
 def dumped_customers(rows: list[Any]) -> list[dict[str, Any]] | None:
@@ -182,6 +186,7 @@ def dumped_customers(rows: list[Any]) -> list[dict[str, Any]] | None:
     validating every row cost most of its time. None when a row is not in the shape the margins
     job writes (the caller then validates them all, with the same result or the same error)."""
     out: list[dict[str, Any]] = []
+    seen: dict[str, str] = {}
     try:
         for r in rows:
             tags = r.get("tagValues", [])
@@ -190,10 +195,14 @@ def dumped_customers(rows: list[Any]) -> list[dict[str, Any]] | None:
             margin, budget = r["marginMicrodollars"], r["budgetSuggestionMicrodollars"]
             if not (
                 type(r["stripeCustomerId"]) is str
-                and all(v is None or type(v) is str for v in (name, avatar, tag))
+                and _optional_str(name)
+                and _optional_str(avatar)
+                and _optional_str(tag)
                 and type(tags) is list
-                and all(type(t) is str for t in tags)
-                and _ints(revenue, cost, margin)
+                and (not tags or all(type(t) is str for t in tags))
+                and type(revenue) is int
+                and type(cost) is int
+                and type(margin) is int
                 and (budget is None or type(budget) is int)
                 and type(r["healthTier"]) is str
                 and type(r["projectedTierWorsening"]) is bool
@@ -207,7 +216,7 @@ def dumped_customers(rows: list[Any]) -> list[dict[str, Any]] | None:
                     return None
                 item = {
                     "period": point["period"],
-                    "marginPercent": _exact_percent(point["marginPercent"]),
+                    "marginPercent": _exact_percent(point["marginPercent"], seen),
                 }
                 if projected:
                     # The margins API writes `projected` only on the projected point.
@@ -223,7 +232,7 @@ def dumped_customers(rows: list[Any]) -> list[dict[str, Any]] | None:
                     "revenueMicrodollars": revenue,
                     "costMicrodollars": cost,
                     "marginMicrodollars": margin,
-                    "marginPercent": _exact_percent(r["marginPercent"]),
+                    "marginPercent": _exact_percent(r["marginPercent"], seen),
                     "healthTier": r["healthTier"],
                     "sparkline": spark,
                     "projectedTierWorsening": r["projectedTierWorsening"],
