@@ -50,3 +50,18 @@ def test_a_connection_lost_while_idle_is_replaced(
         assert pings == ["ping"]  # the new connection is not pinged
     finally:
         wh.dispose()
+
+
+def test_lone_selects_run_in_autocommit_and_writes_do_not(pg_url: str) -> None:
+    wh = Warehouse(pg_url)
+    try:
+        # In autocommit the statement is its own transaction: it started with the statement.
+        assert wh.scalar("SELECT now() = statement_timestamp()") is True
+        assert wh.rows("  select now() = statement_timestamp() AS same") == [{"same": True}]
+        # Anything else keeps the plain connection, whose transaction is rolled back on close.
+        with wh.engine.begin() as c:
+            c.execute(sa.text("CREATE TABLE t_autocommit (x INT)"))
+        assert wh.rows("INSERT INTO t_autocommit VALUES (1) RETURNING x") == [{"x": 1}]
+        assert wh.scalar("SELECT COUNT(*) FROM t_autocommit") == 0
+    finally:
+        wh.dispose()

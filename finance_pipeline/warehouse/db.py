@@ -129,6 +129,14 @@ class Warehouse:
             sa.event.listen(self.engine, "begin", _sqlite_begin)
         else:
             _ping_when_idle(self.engine)
+        # `rows` and `scalar` of a lone SELECT run on PostgreSQL in autocommit: one round trip
+        # instead of BEGIN, the statement and ROLLBACK. A single statement is its own
+        # transaction with its own snapshot either way, so the answer is the same.
+        self._reads: Engine = (
+            self.engine
+            if self.dialect == "sqlite"
+            else self.engine.execution_options(isolation_level="AUTOCOMMIT")
+        )
         self._tables: dict[str, sa.Table] = {}
         self._plans: dict[tuple[Any, ...], _UpsertPlan | None] = {}
         # Result column names -> the decoders of their encoded columns (SQLite only).
@@ -378,9 +386,14 @@ class Warehouse:
             inserted += len(res.all())
         return inserted
 
+    def _engine_for(self, sql: str) -> Engine:
+        """Where a lone statement runs: a SELECT on the autocommit engine, anything else
+        (a write, whose caller may rely on it being rolled back) on the plain one."""
+        return self._reads if sql.lstrip()[:6].upper() == "SELECT" else self.engine
+
     def scalar(self, sql: str, **params: Any) -> Any:
         """Run a one-value query with layer-qualified names; the value decoded (None: no row)."""
-        with self.engine.connect() as conn:
+        with self._engine_for(sql).connect() as conn:
             result = conn.execute(self.text(sql), params)
             decoders = self._decoders_for(tuple(result.keys()))
             row = result.first()
@@ -393,7 +406,7 @@ class Warehouse:
 
     def rows(self, sql: str, **params: Any) -> list[dict[str, Any]]:
         """Run a query with layer-qualified names and return plain dict rows, values decoded."""
-        with self.engine.connect() as conn:
+        with self._engine_for(sql).connect() as conn:
             return self.read(conn, sql, **params)
 
     def read(self, conn: Connection, sql: str, **params: Any) -> list[dict[str, Any]]:
