@@ -65,20 +65,25 @@ def mrr_exact_by_day(
     wh: Warehouse, workspace_id: str, start: date, end: date
 ) -> dict[date, Fraction]:
     """Exact end-of-day MRR (reporting micro-units) stored in mart.mrr_daily; a missing day is absent."""
-    out: dict[date, Fraction] = {}
-    for r in wh.rows(
-        "SELECT day, mrr_micros, exact_json FROM mart.mrr_daily"
-        " WHERE workspace_id = :w AND day >= :a AND day <= :b",
-        w=workspace_id,
-        a=start,
-        b=end,
-    ):
-        exact = r["exact_json"]
-        if isinstance(exact, str):
-            exact = json.loads(exact)
-        value = (exact or {}).get("mrr")
-        out[as_date(r["day"])] = Fraction(value) if value is not None else Fraction(r["mrr_micros"])
-    return out
+    return {
+        as_date(r["day"]): stored_exact_mrr(r)
+        for r in wh.rows(
+            "SELECT day, mrr_micros, exact_json FROM mart.mrr_daily"
+            " WHERE workspace_id = :w AND day >= :a AND day <= :b",
+            w=workspace_id,
+            a=start,
+            b=end,
+        )
+    }
+
+
+def stored_exact_mrr(row: dict[str, Any]) -> Fraction:
+    """A mart.mrr_daily row's exact MRR (exact_json's `mrr`; its micros when that is absent)."""
+    exact = row["exact_json"]
+    if isinstance(exact, str):
+        exact = json.loads(exact)
+    value = (exact or {}).get("mrr")
+    return Fraction(value) if value is not None else Fraction(row["mrr_micros"])
 
 
 @dataclass

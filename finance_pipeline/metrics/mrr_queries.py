@@ -30,6 +30,7 @@ Errors are `MrrQueryError` with the seed envelope's `code`/`param`/`message` and
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from fractions import Fraction
@@ -42,7 +43,7 @@ from finance_pipeline.lib.recognition import month_key
 from finance_pipeline.lib.retention import growth_percent, mrr_growth_percent
 from finance_pipeline.lib.revenue_analytics import AnalyticsParamError, parse_date_param
 from finance_pipeline.lib.timeutil import day_start
-from finance_pipeline.metrics.cfo_assets import mrr_exact_by_day
+from finance_pipeline.metrics.cfo_assets import stored_exact_mrr
 from finance_pipeline.metrics.retention_io import logo_churn_counts
 from finance_pipeline.warehouse.db import Warehouse
 
@@ -85,10 +86,19 @@ class MrrQueryError(AnalyticsParamError):
         self.status = status
 
 
-def mrr_metrics(wh: Warehouse, workspace_id: str, as_of: date | str | None = None) -> MrrMetrics:
-    """Seed `Get MRR Metrics`: MRR, 30-day growth, active subscriptions and 30-day logo churn on D."""
+def mrr_metrics(
+    wh: Warehouse,
+    workspace_id: str,
+    as_of: date | str | None = None,
+    *,
+    time_zone: str | None = None,
+) -> MrrMetrics:
+    """Seed `Get MRR Metrics`: MRR, 30-day growth, active subscriptions and 30-day logo churn on D.
+
+    `time_zone`: the workspace's, from a caller that has already read the workspace (the API).
+    """
     until = _as_of(as_of)
-    tz = _workspace_time_zone(wh, workspace_id)
+    tz = time_zone or _workspace_time_zone(wh, workspace_id)
     day = current_day(wh, workspace_id, until)
     if day is None:
         return {
@@ -99,17 +109,13 @@ def mrr_metrics(wh: Warehouse, workspace_id: str, as_of: date | str | None = Non
             "as_of": None,
         }
     back = day - timedelta(days=GROWTH_LOOKBACK_DAYS)
-    mrr = mrr_exact_by_day(wh, workspace_id, back, day)
-    [subs] = wh.rows(
-        "SELECT active_subscriptions FROM mart.mrr_daily WHERE workspace_id = :w AND day = :d",
-        w=workspace_id,
-        d=day,
-    )
+    daily = _daily_rows(wh, workspace_id, [back, day])
+    mrr = {d: stored_exact_mrr(r) for d, r in daily.items()}
     return {
         "current_mrr": micros_to_decimal(mrr[day]),
         # An unmaterialized D-30 is unknown, not 0: null rather than a growth from nothing.
         "mrr_growth_percent": mrr_growth_percent(mrr, day) if back in mrr else None,
-        "active_subscriptions": int(subs["active_subscriptions"]),
+        "active_subscriptions": int(daily[day]["active_subscriptions"]),
         "churn_rate_percent": _churn_rate_percent(wh, workspace_id, day),
         "as_of": end_of_day_utc(day, tz),
     }
@@ -121,12 +127,19 @@ def mrr_trend(
     months: int | str = DEFAULT_MONTHS,
     plan_id: str | None = None,
     as_of: date | str | None = None,
+    *,
+    known_workspace: bool = False,
 ) -> MrrTrend:
-    """Seed `Get MRR Trend`: month-end MRR, subscriptions and growth for the last `months` months."""
+    """Seed `Get MRR Trend`: month-end MRR, subscriptions and growth for the last `months` months.
+
+    `known_workspace`: the caller has read the workspace (the API), so its existence is not
+    checked again.
+    """
     n = _months(months)
     plan = _plan_id(plan_id)
     until = _as_of(as_of)
-    _workspace_time_zone(wh, workspace_id)
+    if not known_workspace:
+        _workspace_time_zone(wh, workspace_id)  # 404 for an unknown workspace
     day = current_day(wh, workspace_id, until)
     if day is None:
         if plan is not None:
@@ -134,7 +147,7 @@ def mrr_trend(
         return {"months": []}
     labels = [shift_month(month_key(day), -i) for i in range(n, -1, -1)]  # one extra for growth
     value_days = [min(_month_end(m), day) for m in labels]
-    values = _balances(wh, workspace_id, value_days[0], day, plan)
+    values = _balances(wh, workspace_id, value_days, plan)
     if plan is not None and not values.plan_seen:
         _require_known_plan(wh, workspace_id, plan)
     out: list[MrrTrendMonth] = []
@@ -195,30 +208,43 @@ class _Balances:
         return self.mrr.get(day, Fraction(0)), self.subs[day]
 
 
-def _balances(
-    wh: Warehouse, workspace_id: str, start: date, end: date, plan: str | None
-) -> _Balances:
-    """Balances for start..end: from mrr_daily, or for one plan from mrr_plan_daily."""
-    # Which days exist comes from mrr_daily: the MRR run writes all four marts of a day together.
-    subs = {
-        as_date(r["day"]): int(r["active_subscriptions"])
+def _days_in(days: Sequence[date]) -> tuple[str, dict[str, date]]:
+    """`day IN (...)` over the given days, and its bind parameters."""
+    params = {f"d{i}": d for i, d in enumerate(sorted(set(days)))}
+    return f"day IN ({', '.join(':' + name for name in params)})", params
+
+
+def _daily_rows(wh: Warehouse, workspace_id: str, days: Sequence[date]) -> dict[date, dict]:
+    """The mart.mrr_daily rows (exact MRR and subscriptions) of the given days, by day; a day
+    not materialized is absent. Only those days are read, not the days between them."""
+    where, params = _days_in(days)
+    return {
+        as_date(r["day"]): r
         for r in wh.rows(
-            "SELECT day, active_subscriptions FROM mart.mrr_daily"
-            " WHERE workspace_id = :w AND day >= :a AND day <= :b",
+            "SELECT day, mrr_micros, exact_json, active_subscriptions FROM mart.mrr_daily"
+            f" WHERE workspace_id = :w AND {where}",
             w=workspace_id,
-            a=start,
-            b=end,
+            **params,
         )
     }
+
+
+def _balances(
+    wh: Warehouse, workspace_id: str, days: Sequence[date], plan: str | None
+) -> _Balances:
+    """Balances on the given days: from mrr_daily, or for one plan from mrr_plan_daily."""
+    # Which days exist comes from mrr_daily: the MRR run writes all four marts of a day together.
+    daily = _daily_rows(wh, workspace_id, days)
+    subs = {d: int(r["active_subscriptions"]) for d, r in daily.items()}
     if plan is None:
-        return _Balances(mrr_exact_by_day(wh, workspace_id, start, end), subs)
+        return _Balances({d: stored_exact_mrr(r) for d, r in daily.items()}, subs)
+    where, params = _days_in(days)
     rows = wh.rows(
         "SELECT day, mrr_exact, subscriptions FROM mart.mrr_plan_daily"
-        " WHERE workspace_id = :w AND plan_id = :p AND day >= :a AND day <= :b",
+        f" WHERE workspace_id = :w AND plan_id = :p AND {where}",
         w=workspace_id,
         p=plan,
-        a=start,
-        b=end,
+        **params,
     )
     by_day = {as_date(r["day"]): r for r in rows}
     return _Balances(

@@ -126,9 +126,62 @@ def load_balances(wh: Warehouse, workspace_id: str, days: Iterable[date]) -> Sto
 
 
 def logo_churn_counts(wh: Warehouse, workspace_id: str, start: date, end: date) -> tuple[int, int]:
-    """(cohort, churned) of the logo churn of start..end (lib.retention.logo_churn_rate), read
-    without loading the history: the cohort is the customers with MRR in some currency on
-    start-1, churned those of them with MRR in no currency on `end`.
+    """(cohort, churned) of the logo churn of start..end (lib.retention.logo_churn_rate): the
+    cohort is the customers with MRR above zero in some currency on start-1, churned those of
+    them with MRR in no currency on `end`.
+
+    Read in time proportional to the window's changes, not the workspace's history: the cohort's
+    size is mart.mrr_daily.paying_customers of start-1 (the same count, customers with a positive
+    balance, computed by the MRR run from the same change rows), and only a customer with a change
+    row within start..end can have churned (any other keeps its start-1 balances to `end`), so the
+    database counts them from the window's rows and a few index steps per candidate, in one
+    statement. Without a stored start-1 it reads the full history
+    (`logo_churn_counts_from_history`).
+    """
+    # mrr_exact is a canonical fraction ("0", "-7/3"), so its text tells zero and sign apart.
+    # Candidates: customers each of whose currencies changed in the window ends it at zero (a
+    # currency ending it above zero keeps the customer paying); only the window's rows are read.
+    candidates = (
+        "SELECT customer_id FROM (SELECT customer_id, mrr_exact, ROW_NUMBER() OVER ("
+        " PARTITION BY customer_id, currency ORDER BY day DESC) AS n FROM mart.mrr_changes"
+        " WHERE workspace_id = :w AND day >= :s AND day <= :e) t WHERE n = 1"
+        " GROUP BY customer_id HAVING SUM(CASE WHEN mrr_exact <> '0' THEN 1 ELSE 0 END) = 0"
+    )
+    # A candidate churned if some currency was above zero on start-1 and none is non-zero on
+    # `end` (a currency without a row in the window keeps its start-1 balance): for each of its
+    # currencies the database picks the latest row before `start` and the latest up to `end`
+    # (each one backward step of the primary key).
+    latest = (
+        "(SELECT m.mrr_exact FROM mart.mrr_changes m WHERE m.workspace_id = :w"
+        " AND m.customer_id = k.customer_id AND m.currency = k.currency AND m.day {} :{}"
+        " ORDER BY m.day DESC LIMIT 1)"
+    )
+    [row] = wh.rows(
+        "SELECT (SELECT paying_customers FROM mart.mrr_daily"
+        "  WHERE workspace_id = :w AND day = :before) AS cohort,"
+        " (SELECT COUNT(*) FROM (SELECT b.customer_id FROM ("
+        f"  SELECT k.customer_id, {latest.format('<', 's')} AS opening,"
+        f"  {latest.format('<=', 'e')} AS closing FROM ("
+        "   SELECT DISTINCT customer_id, currency FROM mart.mrr_changes"
+        f"   WHERE workspace_id = :w AND customer_id IN ({candidates})) k) b"
+        "  GROUP BY b.customer_id"
+        "  HAVING SUM(CASE WHEN b.opening <> '0' AND b.opening NOT LIKE '-%' THEN 1 ELSE 0 END) > 0"
+        "  AND SUM(CASE WHEN b.closing <> '0' THEN 1 ELSE 0 END) = 0) c) AS churned",
+        w=workspace_id,
+        before=start - timedelta(days=1),
+        s=start,
+        e=end,
+    )
+    if row["cohort"] is None:
+        return logo_churn_counts_from_history(wh, workspace_id, start, end)
+    return int(row["cohort"]), int(row["churned"])
+
+
+def logo_churn_counts_from_history(
+    wh: Warehouse, workspace_id: str, start: date, end: date
+) -> tuple[int, int]:
+    """`logo_churn_counts` from every change row of the workspace (for a start-1 that
+    mart.mrr_daily does not hold).
 
     A (customer, currency) balance on a day is its latest change row on or before that day, and a
     zero balance is none, as in `customer_balances`. So only two sets of rows decide: each key's
@@ -136,9 +189,9 @@ def logo_churn_counts(wh: Warehouse, workspace_id: str, start: date, end: date) 
     each key's latest row within start..end (a key without one keeps its opening balance).
     """
     opening = {
-        (r["customer_id"], r["currency"])
+        (r["customer_id"], r["currency"]): Fraction(r["mrr_exact"])
         for r in wh.rows(
-            "SELECT c.customer_id, c.currency FROM mart.mrr_changes c JOIN ("
+            "SELECT c.customer_id, c.currency, c.mrr_exact FROM mart.mrr_changes c JOIN ("
             " SELECT customer_id, currency, MAX(day) AS day FROM mart.mrr_changes"
             " WHERE workspace_id = :w AND day < :s GROUP BY customer_id, currency) l"
             " ON c.customer_id = l.customer_id AND c.currency = l.currency AND c.day = l.day"
@@ -160,7 +213,7 @@ def logo_churn_counts(wh: Warehouse, workspace_id: str, start: date, end: date) 
             e=end,
         )
     }
-    cohort = {customer for customer, _currency in opening}
+    cohort = {customer for (customer, _currency), v in opening.items() if v > 0}
     paying = {key[0] for key, nonzero in closing_in_window.items() if nonzero}
     paying |= {key[0] for key in opening if key not in closing_in_window}
     return len(cohort), len(cohort - paying)

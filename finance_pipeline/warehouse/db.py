@@ -12,6 +12,7 @@ import json
 import operator
 import re
 import threading
+import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -69,6 +70,35 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
+# A pooled PostgreSQL connection idle longer than this is pinged before use (see _ping_when_idle).
+PING_AFTER_IDLE_SECONDS = 5.0
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    """Ping a pooled connection on checkout only when it sat idle over PING_AFTER_IDLE_SECONDS.
+
+    SQLAlchemy's pool_pre_ping pings on every checkout: a round trip per query, a third of the
+    API's round trips on its short reads. Connections are lost while idle (a server restart, an
+    idle timeout), so only those are checked; a failed ping discards the connection and the pool
+    hands out a fresh one, as pre-ping does. A connection that broke within the last seconds of
+    use fails its next statement instead (one error; SQLAlchemy then replaces the pool).
+    """
+
+    @sa.event.listens_for(engine, "checkin")
+    def _checked_in(_dbapi: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @sa.event.listens_for(engine, "checkout")
+    def _checked_out(dbapi: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.pop("idle_since", None)
+        if since is None or time.monotonic() - since < PING_AFTER_IDLE_SECONDS:
+            return  # a new connection, or one just used
+        try:
+            engine.dialect.do_ping(dbapi)
+        except Exception as exc:
+            raise sa.exc.DisconnectionError(f"idle connection lost: {exc}") from exc
+
+
 def _sqlite_begin(conn: Connection) -> None:
     # Write transactions take the write lock up front (IMMEDIATE), so two writers wait on the busy
     # timeout instead of failing on a lock upgrade; reads stay deferred and never block in WAL mode.
@@ -93,12 +123,20 @@ class Warehouse:
             if self.url.database and self.url.database != ":memory:":
                 Path(self.url.database).parent.mkdir(parents=True, exist_ok=True)
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 60}
-        else:
-            kwargs["pool_pre_ping"] = True
         self.engine: Engine = sa.create_engine(self.url, **kwargs)
         if self.dialect == "sqlite":
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
             sa.event.listen(self.engine, "begin", _sqlite_begin)
+        else:
+            _ping_when_idle(self.engine)
+        # `rows` and `scalar` of a lone SELECT run on PostgreSQL in autocommit: one round trip
+        # instead of BEGIN, the statement and ROLLBACK. A single statement is its own
+        # transaction with its own snapshot either way, so the answer is the same.
+        self._reads: Engine = (
+            self.engine
+            if self.dialect == "sqlite"
+            else self.engine.execution_options(isolation_level="AUTOCOMMIT")
+        )
         self._tables: dict[str, sa.Table] = {}
         self._plans: dict[tuple[Any, ...], _UpsertPlan | None] = {}
         # Result column names -> the decoders of their encoded columns (SQLite only).
@@ -348,9 +386,14 @@ class Warehouse:
             inserted += len(res.all())
         return inserted
 
+    def _engine_for(self, sql: str) -> Engine:
+        """Where a lone statement runs: a SELECT on the autocommit engine, anything else
+        (a write, whose caller may rely on it being rolled back) on the plain one."""
+        return self._reads if sql.lstrip()[:6].upper() == "SELECT" else self.engine
+
     def scalar(self, sql: str, **params: Any) -> Any:
         """Run a one-value query with layer-qualified names; the value decoded (None: no row)."""
-        with self.engine.connect() as conn:
+        with self._engine_for(sql).connect() as conn:
             result = conn.execute(self.text(sql), params)
             decoders = self._decoders_for(tuple(result.keys()))
             row = result.first()
@@ -363,7 +406,7 @@ class Warehouse:
 
     def rows(self, sql: str, **params: Any) -> list[dict[str, Any]]:
         """Run a query with layer-qualified names and return plain dict rows, values decoded."""
-        with self.engine.connect() as conn:
+        with self._engine_for(sql).connect() as conn:
             return self.read(conn, sql, **params)
 
     def read(self, conn: Connection, sql: str, **params: Any) -> list[dict[str, Any]]:

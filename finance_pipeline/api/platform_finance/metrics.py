@@ -33,7 +33,7 @@ def get_mrr(ctx: Ctx, _: Reader, ws: RequestWorkspace) -> ExactJSONResponse:
     """Current MRR, 30-day growth, active subscriptions and 30-day logo churn on the latest day
     of mart.mrr_daily (all null before the marts hold a day)."""
     try:
-        data = mrr_metrics(ctx.wh, ws.id)
+        data = mrr_metrics(ctx.wh, ws.id, time_zone=ws.time_zone)
     except MrrQueryError as exc:
         raise _api_error(exc) from exc
     return exact_json(Envelope[MrrData](data=MrrData(**data)))
@@ -55,7 +55,7 @@ def get_mrr_trend(
     """Month-end MRR and subscriptions with month-over-month growth, oldest month first; with
     `plan_id`, one plan's (mart.mrr_plan_daily; 404 for a plan the workspace never had)."""
     try:
-        data = mrr_trend(ctx.wh, ws.id, months=months, plan_id=plan_id)
+        data = mrr_trend(ctx.wh, ws.id, months=months, plan_id=plan_id, known_workspace=True)
     except MrrQueryError as exc:
         raise _api_error(exc) from exc
     trend = TrendData(months=[TrendMonth(**m) for m in data["months"]])
