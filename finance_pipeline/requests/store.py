@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,6 +20,8 @@ from finance_pipeline.partitions import HISTORY_START, last_daily_partition, res
 from finance_pipeline.requests.results import sync_result
 from finance_pipeline.tenancy import new_id
 from finance_pipeline.warehouse.db import Warehouse
+
+log = logging.getLogger(__name__)
 
 KINDS = ("refresh", "stripe_sync")
 STATUSES = ("queued", "running", "succeeded", "failed")
@@ -246,7 +249,12 @@ def finish(
         if status == "succeeded":
             row = get_request(wh, request_id)
             if row is not None and row["status"] in ("queued", "running"):
-                result = sync_result(wh, row, finished_at=now, duration_ms=duration_ms)
+                try:
+                    result = sync_result(wh, row, finished_at=now, duration_ms=duration_ms)
+                except Exception:
+                    # The counters describe the sync; failing to count must not leave a synced
+                    # request running: it succeeds without them (the answer's counters are null).
+                    log.exception("counting what sync %s did failed", request_id)
         results[request_id] = None if result is None else json.dumps(result, sort_keys=True)
     done = []
     with wh.begin() as db:

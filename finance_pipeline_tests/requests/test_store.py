@@ -234,3 +234,19 @@ def test_a_succeeded_sync_records_its_counters(wh: Warehouse) -> None:
     finish(wh, [failed], "failed", error="boom")
     assert (get_request(wh, rid) or {})["result_json"] is None
     assert (get_request(wh, failed) or {})["result_json"] is None
+
+
+def test_a_sync_whose_counting_fails_still_succeeds(
+    wh: Warehouse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import finance_pipeline.requests.store as store
+
+    def broken(*_args: object, **_kwargs: object) -> None:
+        raise RuntimeError("no counters")
+
+    monkeypatch.setattr(store, "sync_result", broken)
+    connect_stripe(wh, "ws1", account_id="acct_1", livemode=False, api_key="sk_test_x")
+    sid = request_sync(wh, "ws1", reason="r")
+    assert finish(wh, [sid], "succeeded", run_id="r") == [sid]
+    row = get_request(wh, sid) or {}
+    assert (row["status"], row["result_json"]) == ("succeeded", None)
