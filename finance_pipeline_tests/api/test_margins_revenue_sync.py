@@ -1,10 +1,11 @@
 """GET /api/stripe/revenue-sync by a member over real HTTP, the sync running inline as a real
 Dagster `daily_refresh` run against the local Stripe stand-in: the seed's counters of a known
 fixture, exactly; a sync that outlasts the read wait answers its pending request; a sync Stripe
-refuses answers 502 with the request's error."""
+refuses answers 502 with the request's error, one the pipeline fails 500."""
 
 from __future__ import annotations
 
+import threading
 import time
 from datetime import UTC, datetime
 
@@ -14,6 +15,7 @@ from finance_pipeline_dev.pytest_plugin import TestStandIn
 from finance_pipeline_dev.standin.shapes.customers import make_customer
 from finance_pipeline_dev.standin.shapes.invoices import make_invoice, make_invoice_line
 
+from finance_pipeline.requests.store import finish, pending_requests
 from finance_pipeline.tenancy import connect_stripe
 from finance_pipeline_tests.api.conftest import ApiServer, ServerFactory
 from finance_pipeline_tests.api.margins_fixtures import Org, assert_error, new_org
@@ -156,3 +158,29 @@ def test_a_sync_stripe_refuses_answers_502_with_the_request_error(
     )
     assert row["status"] == "failed" and row["result_json"] is None
     assert row["id"] in err["message"] and row["error"] in err["message"]
+
+
+def test_a_sync_failing_in_the_pipeline_answers_500(
+    api_server_factory: ServerFactory, stripe_standin: TestStandIn
+) -> None:
+    """No Stripe error recorded during the sync: the failure is the pipeline's (500). A runner
+    stand-in (another thread, as the daemon would) fails the request while the call waits."""
+    api = api_server_factory(api_read_wait_seconds=60, requests_inline=False)
+    org = new_org(api)
+    _connect(api, org.workspace_id, stripe_standin, stripe_standin.api_key)
+
+    def fail_it() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            rows = pending_requests(api.wh, org.workspace_id)
+            if rows:
+                finish(api.wh, [rows[0]["id"]], "failed", error="run r1 failed: core__ledger: boom")
+                return
+            time.sleep(0.1)
+
+    runner = threading.Thread(target=fail_it)
+    runner.start()
+    r = api.client.get("/api/stripe/revenue-sync", headers=org.headers, timeout=CLIENT_TIMEOUT)
+    runner.join()
+    err = assert_error(r, 500, "sync_failed")
+    assert "core__ledger: boom" in err["message"]
