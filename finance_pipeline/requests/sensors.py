@@ -77,6 +77,19 @@ def failure_message(events: Sequence[dg.DagsterEvent], run_id: str) -> str:
     return f"run {run_id} failed: {text}"[:_ERROR_CHARS]
 
 
+def run_duration_ms(instance: dg.DagsterInstance, run: dg.DagsterRun) -> int | None:
+    """The run's wall time from its start to its end event (a succeeded sync's durationMs), or
+    None when the instance has no stats for it."""
+    try:
+        stats = instance.get_run_stats(run.run_id)
+    except Exception:  # an instance without the run's events: the claim-to-finish time is used
+        return None
+    if stats.start_time is None or stats.end_time is None:
+        return None
+    # Dagster's times are float seconds; a duration in whole milliseconds is exact enough.
+    return max(0, round((stats.end_time - stats.start_time) * 1000))
+
+
 def _latest_attempt(instance: dg.DagsterInstance, run: dg.DagsterRun) -> dg.DagsterRun:
     """The run's latest automatic retry (Dagster copies the tags to it), or the run itself."""
     while run.tags.get(AUTO_RETRY_RUN_ID_TAG):
@@ -98,7 +111,9 @@ def record_run_outcome(
     run = instance.get_run_by_id(run.run_id) or run  # fresh tags (will_retry is added late)
     status = run.status
     if status == dg.DagsterRunStatus.SUCCESS:
-        return finish(wh, ids, "succeeded", run_id=run.run_id)
+        return finish(
+            wh, ids, "succeeded", run_id=run.run_id, duration_ms=run_duration_ms(instance, run)
+        )
     if status == dg.DagsterRunStatus.FAILURE:
         if run.tags.get(WILL_RETRY_TAG) == "true":
             attach_run(wh, ids, run.run_id)

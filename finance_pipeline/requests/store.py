@@ -8,6 +8,8 @@ one run; `claim` is atomic, so two claimers never both run it) -> succeeded | fa
 from __future__ import annotations
 
 import hashlib
+import json
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -15,8 +17,11 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from finance_pipeline.partitions import HISTORY_START, last_daily_partition, restatement_window
+from finance_pipeline.requests.results import sync_result
 from finance_pipeline.tenancy import new_id
 from finance_pipeline.warehouse.db import Warehouse
+
+log = logging.getLogger(__name__)
 
 KINDS = ("refresh", "stripe_sync")
 STATUSES = ("queued", "running", "succeeded", "failed")
@@ -229,22 +234,45 @@ def finish(
     *,
     run_id: str | None = None,
     error: str | None = None,
+    duration_ms: int | None = None,
 ) -> list[str]:
     """Record the outcome of requests still queued or running; returns the ids it changed (a
-    request already finished keeps its first outcome)."""
+    request already finished keeps its first outcome). A succeeded Stripe sync also records what
+    it did (result_json: the revenue-sync counters, `results.sync_result`); `duration_ms` is the
+    wall time of the run serving it, when the runner measured it."""
     if status not in FINAL:
         raise PipelineRequestError("status", f"must be one of {', '.join(FINAL)}, not {status!r}")
     now = int(time.time())
+    results: dict[str, str | None] = {}
+    for request_id in request_ids:
+        result = None
+        if status == "succeeded":
+            row = get_request(wh, request_id)
+            if row is not None and row["status"] in ("queued", "running"):
+                try:
+                    result = sync_result(wh, row, finished_at=now, duration_ms=duration_ms)
+                except Exception:
+                    # The counters describe the sync; failing to count must not leave a synced
+                    # request running: it succeeds without them (the answer's counters are null).
+                    log.exception("counting what sync %s did failed", request_id)
+        results[request_id] = None if result is None else json.dumps(result, sort_keys=True)
     done = []
     with wh.begin() as db:
         for request_id in request_ids:
             result = db.execute(
                 wh.text(
                     "UPDATE app.pipeline_requests SET status = :s, run_id = COALESCE(:r, run_id),"
-                    " error = :e, finished_at = :t, updated_at = :t"
+                    " error = :e, result_json = :j, finished_at = :t, updated_at = :t"
                     " WHERE id = :i AND status IN ('queued', 'running')"
                 ),
-                {"s": status, "r": run_id, "e": error, "t": now, "i": request_id},
+                {
+                    "s": status,
+                    "r": run_id,
+                    "e": error,
+                    "j": results[request_id],
+                    "t": now,
+                    "i": request_id,
+                },
             )
             if result.rowcount == 1:
                 done.append(request_id)

@@ -806,6 +806,10 @@ APP_TABLES: dict[str, Table] = {
                 _col("started_at BIGINT", "When a runner claimed it (Unix seconds)."),
                 _col("finished_at BIGINT", "When it succeeded or failed (Unix seconds)."),
                 _col("updated_at BIGINT NOT NULL", "Last change (Unix seconds)."),
+                _col(
+                    "result_json JSONB",
+                    "What a succeeded Stripe sync did: the revenue-sync counters (docs/requests.md).",
+                ),
             ),
             ("id",),
         ),

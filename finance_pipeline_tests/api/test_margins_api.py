@@ -32,9 +32,10 @@ SEP = {"period": "2026-09"}
 
 @pytest.fixture(scope="module")
 def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
-    """A server that queues sync requests without running them (no Dagster run in these tests)."""
+    """A server that queues sync requests without running them (no Dagster run in these tests):
+    nothing would finish, so reads and the revenue sync do not wait (FP_API_READ_WAIT_SECONDS=0)."""
     make, started = _factory(tmp_path_factory.mktemp("margins"))
-    yield make(requests_inline=False, cron_secret=CRON_SECRET)
+    yield make(requests_inline=False, cron_secret=CRON_SECRET, api_read_wait_seconds=0)
     for server in started:
         server.stop()
 
@@ -400,7 +401,8 @@ def test_revenue_sync_by_a_member_and_by_the_cron(api: ApiServer) -> None:
         "queued",
     )
     assert data["requestId"].startswith("sync_")
-    # The seed's counters come from the sync's run, which has not happened yet.
+    # The seed's counters come from the sync's run, which has not happened within the read wait
+    # (test_margins_revenue_sync.py runs it).
     assert data["customersProcessed"] is None and data["durationMs"] is None
     row = api.wh.rows("SELECT * FROM app.pipeline_requests WHERE id = :i", i=data["requestId"])
     assert (row[0]["kind"], row[0]["status"], row[0]["workspace_id"]) == (

@@ -185,3 +185,34 @@ def test_reconcile_records_runs_and_fails_requests_never_launched(wh: Warehouse)
     row = get_request(wh, lost[0]) or {}
     assert row["status"] == "failed" and "no run started within 15 minutes" in row["error"]
     assert (get_request(wh, launched[0]) or {})["status"] == "running"  # its run is queued
+
+
+def test_a_succeeded_sync_records_the_run_wall_time(wh: Warehouse) -> None:
+    """The status sensor's path: durationMs is the run's start-to-end time in the instance."""
+    from finance_pipeline.requests.sensors import run_duration_ms
+
+    instance = dg.DagsterInstance.ephemeral()
+    connect_stripe(wh, "ws1", account_id="acct_1", livemode=False, api_key="sk_test_x")
+    rid = request_sync(wh, "ws1", reason="r")
+    assert claim(wh, [rid]) == [rid]
+
+    @dg.op
+    def step() -> None:
+        time.sleep(0.05)
+
+    @dg.job(name="daily_refresh")
+    def stand_in() -> None:
+        step()
+
+    ok = stand_in.execute_in_process(
+        instance=instance, tags={REQUEST_IDS_TAG: rid}, raise_on_error=False
+    )
+    _status(wh, "pipeline_requests_succeeded", instance, ok.dagster_run, ok.get_run_success_event())
+    row = get_request(wh, rid) or {}
+    duration = run_duration_ms(instance, ok.dagster_run)
+    assert row["status"] == "succeeded" and duration is not None and duration >= 50
+    assert row["result_json"] == {
+        "customersProcessed": 0, "periodsUpdated": 0, "autoMatchesCreated": 0,
+        "invoicesFetched": 0, "invoicesSkipped": 0, "skippedCurrencies": {},
+        "durationMs": duration,
+    }  # fmt: skip

@@ -188,3 +188,65 @@ def test_refreshes_coalesce_into_one_batch_over_the_union_of_days() -> None:
     [again] = plan_batches(rows[1::-1], NOW)[:1]
     assert again.run_key == refresh.run_key and refresh.run_key != sync.run_key
     assert plan_batches([], NOW) == []
+
+
+def test_a_succeeded_sync_records_its_counters(wh: Warehouse) -> None:
+    """The invoices written from the claim on count (not older ones, not another workspace's);
+    a refresh and a failed sync record none."""
+    connect_stripe(wh, "ws1", account_id="acct_1", livemode=False, api_key="sk_test_x")
+    connect_stripe(wh, "ws2", account_id="acct_2", livemode=False, api_key="sk_test_y")
+    sid, other = request_sync(wh, "ws1", reason="r"), request_sync(wh, "ws2", reason="r")
+    assert claim(wh, [sid, other]) == [sid, other]
+    started = int((get_request(wh, sid) or {})["started_at"])
+    march_1, march_2 = 1772366400, 1772452800  # 2026-03-01 and -02, 12:00 UTC
+    invoices = [
+        ("ws1", "in_1", "cus_a", "usd", march_1, started),
+        ("ws1", "in_2", "cus_b", "eur", march_1, started),  # EUR has a rate on March 1
+        ("ws1", "in_3", "cus_b", "eur", march_2, started),  # but not on March 2: skipped
+        ("ws1", "in_old", "cus_c", "gbp", march_1, started - 10),  # written by an earlier sync
+        ("ws2", "in_9", "cus_z", "gbp", march_1, started),  # another workspace
+    ]
+    with wh.begin() as db:
+        db.execute(
+            wh.text(
+                "INSERT INTO raw.stripe_invoices (workspace_id, id, account_id, livemode, customer,"
+                " status, currency, created, payload, synced_at)"
+                " VALUES (:w, :i, 'acct', FALSE, :c, 'open', :cur, :cr, '{}', :s)"
+            ),
+            [dict(zip(("w", "i", "c", "cur", "cr", "s"), v, strict=True)) for v in invoices],
+        )
+        db.execute(
+            wh.text(
+                "INSERT INTO core.fx_rates (base, currency, date, rate)"
+                " VALUES ('usd', 'eur', '2026-03-01', '1.08')"
+            )
+        )
+    assert finish(wh, [sid, other], "succeeded", run_id="r", duration_ms=4521) == [sid, other]
+    assert (get_request(wh, sid) or {})["result_json"] == {
+        "customersProcessed": 2, "periodsUpdated": 2, "autoMatchesCreated": 0,
+        "invoicesFetched": 3, "invoicesSkipped": 1, "skippedCurrencies": {"eur": 1},
+        "durationMs": 4521,
+    }  # fmt: skip
+    assert (get_request(wh, other) or {})["result_json"]["skippedCurrencies"] == {"gbp": 1}
+    rid = request_refresh(wh, "ws1", date(2026, 3, 1), date(2026, 3, 1), reason="r", now=NOW)
+    failed = request_sync(wh, "ws1", reason="r")
+    finish(wh, [rid], "succeeded")
+    finish(wh, [failed], "failed", error="boom")
+    assert (get_request(wh, rid) or {})["result_json"] is None
+    assert (get_request(wh, failed) or {})["result_json"] is None
+
+
+def test_a_sync_whose_counting_fails_still_succeeds(
+    wh: Warehouse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import finance_pipeline.requests.store as store
+
+    def broken(*_args: object, **_kwargs: object) -> None:
+        raise RuntimeError("no counters")
+
+    monkeypatch.setattr(store, "sync_result", broken)
+    connect_stripe(wh, "ws1", account_id="acct_1", livemode=False, api_key="sk_test_x")
+    sid = request_sync(wh, "ws1", reason="r")
+    assert finish(wh, [sid], "succeeded", run_id="r") == [sid]
+    row = get_request(wh, sid) or {}
+    assert (row["status"], row["result_json"]) == ("succeeded", None)

@@ -207,8 +207,8 @@ class CronSyncOut(BaseModel):
 
 
 class ManualSyncOut(BaseModel):
-    """A member's revenue sync: the queued request (poll it) and the margins API's counters, which
-    are known only once the sync has run (null here: the sync runs in the pipeline)."""
+    """A member's revenue sync: its request and, once it succeeded, the margins API's counters
+    (docs/requests.md); null while it is still queued or running (poll the request)."""
 
     orgId: str
     workspaceId: str

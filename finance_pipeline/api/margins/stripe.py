@@ -7,7 +7,7 @@ from __future__ import annotations
 import hmac
 import logging
 import re
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Request
 from fastapi.security import HTTPAuthorizationCredentials
@@ -33,9 +33,15 @@ from finance_pipeline.api.margins.models import (
     StripeConnectionOut,
 )
 from finance_pipeline.api.scoping import WORKSPACE_HEADER, request_workspace, resolve_workspace
+from finance_pipeline.api.v1.freshness import wait_for_refresh
 from finance_pipeline.lib.access import Permission, allows
 from finance_pipeline.lib.backoff import BackoffPolicy
-from finance_pipeline.requests.store import PipelineRequestError, pending_requests, request_sync
+from finance_pipeline.requests.store import (
+    PipelineRequestError,
+    get_request,
+    pending_requests,
+    request_sync,
+)
 from finance_pipeline.tenancy import PAID_TIERS, Workspace, connect_stripe, disconnect_stripe
 
 log = logging.getLogger(__name__)
@@ -186,8 +192,9 @@ def revenue_sync(
         ),
     ] = None,
 ) -> Envelope[ManualSyncOut] | Envelope[CronSyncOut]:
-    """Queue a Stripe revenue sync: with `Bearer <FP_CRON_SECRET>` for every paid-tier workspace
-    with Stripe connected (the scheduler), else for the caller's workspace (any member)."""
+    """Sync Stripe revenue: with `Bearer <FP_CRON_SECRET>`, queue a sync of every paid-tier workspace
+    with Stripe connected (the scheduler; no wait); else sync the caller's workspace (any member)
+    and answer its counters, or its pending request when it outlasts the read wait."""
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() == "bearer" and _cron_secret_matches(ctx, token.strip()):
         enforce_rate_limit(request, "cron")
@@ -205,8 +212,37 @@ def revenue_sync(
             409, "conflict", f"Nothing to sync: {err}. Connect Stripe first.", param=None
         ) from None
     start_inline(ctx, [request_id])
+    # The seed answers once the sync is done: wait like the reads do (FP_API_READ_WAIT_SECONDS),
+    # then answer what the request is; still pending, the client polls the request.
+    wait_for_refresh(ctx, ws.id, request_ids=[request_id])
+    row = get_request(ctx.wh, request_id)
+    if row is None:  # the workspace was deleted meanwhile (its requests cascade)
+        raise not_found("workspace", param=WORKSPACE_HEADER)
+    if row["status"] == "failed":
+        raise _sync_failure(ctx, row)
+    counters = (row["result_json"] or {}) if row["status"] == "succeeded" else {}
     return Envelope[ManualSyncOut](
         data=ManualSyncOut(
-            orgId=principal.org_id, workspaceId=ws.id, requestId=request_id, status="queued"
+            orgId=principal.org_id,
+            workspaceId=ws.id,
+            requestId=request_id,
+            status=row["status"],
+            **counters,
         )
     )
+
+
+def _sync_failure(ctx: ApiContext, row: dict[str, Any]) -> ApiError:
+    """The error of a failed sync request: 502 when Stripe refused or failed during this sync (a
+    stream of the workspace recorded an error since the claim), else 500 (the pipeline failed)."""
+    since = int(row["started_at"] or row["created_at"])
+    stripe_errors = ctx.wh.rows(
+        "SELECT stream, last_error FROM raw.sync_state WHERE workspace_id = :w"
+        " AND status = 'error' AND last_attempt_at >= :t ORDER BY stream",
+        w=row["workspace_id"],
+        t=since,
+    )
+    what = f"The Stripe sync {row['id']} failed: {row['error'] or 'no reason recorded'}"
+    if stripe_errors:
+        return ApiError(502, "stripe_sync_failed", what)
+    return ApiError(500, "sync_failed", what)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
@@ -130,17 +130,28 @@ class Freshness:
             response.headers["X-Refresh-Pending"] = ",".join(r["id"] for r in self.pending)
 
 
-def wait_for_refresh(ctx: ApiContext, workspace_id: str, timeout: float | None = None) -> Freshness:
-    """Wait until no refresh or sync of the workspace is queued or running, at most `timeout`
-    (FP_API_READ_WAIT_SECONDS); the requests still pending then are reported."""
+def wait_for_refresh(
+    ctx: ApiContext,
+    workspace_id: str,
+    timeout: float | None = None,
+    *,
+    request_ids: Collection[str] | None = None,
+) -> Freshness:
+    """Wait until no refresh or sync of the workspace is queued or running (only `request_ids`,
+    when given), at most `timeout` (FP_API_READ_WAIT_SECONDS); those still pending are reported."""
     bound = ctx.settings.api_read_wait_seconds if timeout is None else timeout
     start = time.monotonic()
-    pending = pending_requests(ctx.wh, workspace_id)
+
+    def still_pending() -> list[dict[str, Any]]:
+        rows = pending_requests(ctx.wh, workspace_id)
+        return rows if request_ids is None else [r for r in rows if r["id"] in request_ids]
+
+    pending = still_pending()
     if pending and any(r["status"] == "queued" for r in pending):
         # A queued request nobody runs (the process that queued it restarted): in the embedded
         # default, run it; the claim keeps a runner already on it from running it twice.
         run_inline(ctx)
     while pending and time.monotonic() - start < bound:
         time.sleep(min(_POLL_SECONDS, max(0.0, bound - (time.monotonic() - start))))
-        pending = pending_requests(ctx.wh, workspace_id)
+        pending = still_pending()
     return Freshness(pending, time.monotonic() - start)
