@@ -133,8 +133,6 @@ def period_retention(
     `movements` must cover [start, end]; they are summed at their own daily rates (§5), while the
     cohort balances use the rates of start-1 on both ends (§6).
     """
-    if end < start:
-        raise ValueError(f"period end {end} is before its start {start}")
     rows = list(changes)
     opening = customer_balances(rows, start - ONE_DAY)
     closing = customer_balances(rows, end)
