@@ -776,6 +776,11 @@ COMPANIONS: dict[str, tuple[Table, ...]] = {
                 _col("summary_json JSONB NOT NULL", "The margins API `summary` object."),
                 _col("unmatched_json JSONB NOT NULL", "Unmatched customers and unmapped tags."),
                 _col("computed_at BIGINT NOT NULL", "When the month was computed (Unix seconds)."),
+                _col(
+                    "write_id TEXT",
+                    "New on every write of the month's margins (the API's cache key); NULL on "
+                    "rows written before it existed.",
+                ),
             ),
             ("workspace_id", "month"),
         ),

@@ -10,11 +10,15 @@ from datetime import date
 from decimal import Decimal
 from typing import Any
 
+import dagster as dg
 import httpx
 import pytest
 
+from finance_pipeline.api.margins.margins import EncodedAnswers
+from finance_pipeline.margins.assets import customer_margins_monthly
 from finance_pipeline.margins.mappings import unmatched
 from finance_pipeline.reports.render import build_csv
+from finance_pipeline.resources import WarehouseResource
 from finance_pipeline.tenancy import connect_stripe, get_workspace
 from finance_pipeline_tests.api.conftest import ApiServer, _factory, bearer
 from finance_pipeline_tests.api.margins_fixtures import (
@@ -431,3 +435,72 @@ def test_revenue_sync_by_a_member_and_by_the_cron(api: ApiServer) -> None:
     )
     r = api.client.get("/api/stripe/revenue-sync", headers=bearer(CRON_SECRET + "x"))
     assert_error(r, 401, "authentication_required")
+
+
+def test_a_month_answer_is_served_again_until_the_month_is_rewritten(api: ApiServer) -> None:
+    """The encoded answer is kept per month write (summary write_id) and sync state: served again
+    while they hold, recomputed as soon as the margins asset rewrites the month."""
+    o = new_org(api)
+    seed_margins(api.wh, o.workspace_id)
+
+    def write_id() -> str:
+        return api.wh.scalar(
+            "SELECT write_id FROM mart.customer_margins_summary_monthly"
+            " WHERE workspace_id = :w AND month = '2026-09'",
+            w=o.workspace_id,
+        )
+
+    first = api.client.get("/api/margins", params=SEP, headers=o.headers)
+    assert first.status_code == 200 and len(first.json()["data"]["customers"]) == 2
+    written = write_id()
+    assert written
+    # A row removed behind the asset's back (no new write id) does not show: the same bytes.
+    with api.wh.begin() as db:
+        db.execute(
+            api.wh.text(
+                "DELETE FROM mart.customer_margins_monthly WHERE workspace_id = :w"
+                " AND month = '2026-09' AND stripe_customer_id = 'cus_beta'"
+            ),
+            {"w": o.workspace_id},
+        )
+    again = api.client.get("/api/margins", params=SEP, headers=o.headers)
+    assert again.content == first.content
+    # A new write of the month (its id changes) is read at once.
+    with api.wh.begin() as db:
+        db.execute(
+            api.wh.text(
+                "UPDATE mart.customer_margins_summary_monthly SET write_id = 'w2'"
+                " WHERE workspace_id = :w AND month = '2026-09'"
+            ),
+            {"w": o.workspace_id},
+        )
+    fresh = api.client.get("/api/margins", params=SEP, headers=o.headers)
+    assert [c["stripeCustomerId"] for c in fresh.json()["data"]["customers"]] == ["cus_acme"]
+    # The asset gives every write of the month a new id: rewritten, the month is whole again.
+    res = {"warehouse": WarehouseResource(url=api.wh.url.render_as_string(hide_password=False))}
+    assert dg.materialize([customer_margins_monthly], resources=res, partition_key="2026-09-01")
+    assert write_id() not in (written, "w2")
+    rebuilt = api.client.get("/api/margins", params=SEP, headers=o.headers)
+    assert rebuilt.content == first.content
+    # The sync state is part of what decides the answer: connecting Stripe shows at once.
+    connect_stripe(
+        api.wh, o.workspace_id, account_id="acct_x", livemode=False, api_key="sk_test_x",
+        settings=api.settings,
+    )  # fmt: skip
+    connected = api.client.get("/api/margins", params=SEP, headers=o.headers)
+    assert connected.json()["data"]["summary"]["syncStatus"] == "active"
+
+
+def test_encoded_answers_keep_the_most_recently_used_within_their_budget() -> None:
+    answers = EncodedAnswers(max_bytes=10)
+    answers.put(("a",), b"12345")
+    answers.put(("b",), b"12345")
+    assert answers.get(("a",)) == b"12345"  # now the most recently used
+    answers.put(("c",), b"123")  # 13 bytes: the least recently used, b, goes
+    assert answers.get(("b",)) is None
+    assert (answers.get(("a",)), answers.get(("c",))) == (b"12345", b"123")
+    answers.put(("big",), b"x" * 11)  # larger than the whole budget: never kept
+    assert answers.get(("big",)) is None and answers.get(("a",)) == b"12345"
+    answers.put(("a",), b"1")  # replacing a body counts only the new one
+    answers.put(("d",), b"123456")
+    assert [answers.get((k,)) for k in "acd"] == [b"1", b"123", b"123456"]
