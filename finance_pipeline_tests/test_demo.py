@@ -66,12 +66,13 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-# Wall-clock stamps of when a row was written; everything else must be equal run to run.
-WRITE_TIMES = {"created_at", "computed_at", "updated_at"}
+# Stamps of a row's write (wall-clock times, the margins month's write id); everything else must
+# be equal run to run.
+WRITE_STAMPS = {"created_at", "computed_at", "updated_at", "write_id"}
 
 
 def _marts(url: str) -> dict[str, list[tuple]]:
-    """Every mart table's rows (write times left out), sorted, by table name."""
+    """Every mart table's rows (write stamps left out), sorted, by table name."""
     engine = sa.create_engine(url)
     try:
         with engine.connect() as c:
@@ -86,7 +87,7 @@ def _marts(url: str) -> dict[str, list[tuple]]:
             out = {}
             for t in tables:
                 cols = [r[1] for r in c.execute(sa.text(f"PRAGMA table_info({t})"))]
-                keep = ", ".join(c_ for c_ in cols if c_ not in WRITE_TIMES)
+                keep = ", ".join(c_ for c_ in cols if c_ not in WRITE_STAMPS)
                 out[t] = sorted(
                     (tuple(r) for r in c.execute(sa.text(f"SELECT {keep} FROM {t}"))), key=repr
                 )
