@@ -454,26 +454,23 @@ def test_a_month_answer_is_served_again_until_the_month_is_rewritten(api: ApiSer
     assert first.status_code == 200 and len(first.json()["data"]["customers"]) == 2
     written = write_id()
     assert written
+
+    def behind_the_asset(sql: str) -> None:
+        with api.wh.begin() as db:
+            db.execute(api.wh.text(sql), {"w": o.workspace_id})
+
     # A row removed behind the asset's back (no new write id) does not show: the same bytes.
-    with api.wh.begin() as db:
-        db.execute(
-            api.wh.text(
-                "DELETE FROM mart.customer_margins_monthly WHERE workspace_id = :w"
-                " AND month = '2026-09' AND stripe_customer_id = 'cus_beta'"
-            ),
-            {"w": o.workspace_id},
-        )
+    behind_the_asset(
+        "DELETE FROM mart.customer_margins_monthly WHERE workspace_id = :w"
+        " AND month = '2026-09' AND stripe_customer_id = 'cus_beta'"
+    )
     again = api.client.get("/api/margins", params=SEP, headers=o.headers)
     assert again.content == first.content
     # A new write of the month (its id changes) is read at once.
-    with api.wh.begin() as db:
-        db.execute(
-            api.wh.text(
-                "UPDATE mart.customer_margins_summary_monthly SET write_id = 'w2'"
-                " WHERE workspace_id = :w AND month = '2026-09'"
-            ),
-            {"w": o.workspace_id},
-        )
+    behind_the_asset(
+        "UPDATE mart.customer_margins_summary_monthly SET write_id = 'w2'"
+        " WHERE workspace_id = :w AND month = '2026-09'"
+    )
     fresh = api.client.get("/api/margins", params=SEP, headers=o.headers)
     assert [c["stripeCustomerId"] for c in fresh.json()["data"]["customers"]] == ["cus_acme"]
     # The asset gives every write of the month a new id: rewritten, the month is whole again.
