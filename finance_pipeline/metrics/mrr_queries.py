@@ -208,23 +208,17 @@ class _Balances:
         return self.mrr.get(day, Fraction(0)), self.subs[day]
 
 
-def _days_in(days: Sequence[date]) -> tuple[str, dict[str, date]]:
-    """`day IN (...)` over the given days, and its bind parameters."""
-    params = {f"d{i}": d for i, d in enumerate(sorted(set(days)))}
-    return f"day IN ({', '.join(':' + name for name in params)})", params
-
-
 def _daily_rows(wh: Warehouse, workspace_id: str, days: Sequence[date]) -> dict[date, dict]:
     """The mart.mrr_daily rows (exact MRR and subscriptions) of the given days, by day; a day
     not materialized is absent. Only those days are read, not the days between them."""
-    where, params = _days_in(days)
     return {
         as_date(r["day"]): r
-        for r in wh.rows(
+        for r in wh.rows_in(
             "SELECT day, mrr_micros, exact_json, active_subscriptions FROM mart.mrr_daily"
-            f" WHERE workspace_id = :w AND {where}",
+            " WHERE workspace_id = :w",
+            "day",
+            days,
             w=workspace_id,
-            **params,
         )
     }
 
@@ -238,13 +232,13 @@ def _balances(
     subs = {d: int(r["active_subscriptions"]) for d, r in daily.items()}
     if plan is None:
         return _Balances({d: stored_exact_mrr(r) for d, r in daily.items()}, subs)
-    where, params = _days_in(days)
-    rows = wh.rows(
+    rows = wh.rows_in(
         "SELECT day, mrr_exact, subscriptions FROM mart.mrr_plan_daily"
-        f" WHERE workspace_id = :w AND plan_id = :p AND {where}",
+        " WHERE workspace_id = :w AND plan_id = :p",
+        "day",
+        days,
         w=workspace_id,
         p=plan,
-        **params,
     )
     by_day = {as_date(r["day"]): r for r in rows}
     return _Balances(

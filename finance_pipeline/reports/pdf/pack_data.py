@@ -764,12 +764,11 @@ def _plans(
     ends = [month_end(m) for m in months]
     by_plan: dict[str, dict[date, Fraction]] = defaultdict(dict)
     # Only the 13 month ends' rows: the daily rows in between are 30 times as many.
-    marks = ", ".join(f":d{i}" for i in range(len(ends)))
-    for r in wh.rows(
-        "SELECT day, plan_id, mrr_exact FROM mart.mrr_plan_daily WHERE workspace_id = :w"
-        f" AND day IN ({marks})",
+    for r in wh.rows_in(
+        "SELECT day, plan_id, mrr_exact FROM mart.mrr_plan_daily WHERE workspace_id = :w",
+        "day",
+        ends,
         w=p.ws.id,
-        **{f"d{i}": d for i, d in enumerate(ends)},
     ):
         d = _day(r["day"])
         name = names.get(r["plan_id"], r["plan_id"])
