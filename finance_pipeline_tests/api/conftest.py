@@ -153,6 +153,25 @@ def register(client: httpx.Client, org_name: str = "Acme Inc") -> Account:
     return Account(email, r.json()["org"]["id"], r.json()["access_token"])
 
 
+def add_member(
+    api: ApiServer, owner_headers: dict[str, str], role: str, org_id: str | None = None
+) -> dict[str, str]:
+    """Add a new user with `role` to the owner's organization (`org_id`: checked on login); their
+    bearer headers."""
+    email = unique_email(role)
+    r = api.client.post(
+        "/v1/members",
+        json={"email": email, "role": role, "password": PASSWORD},
+        headers=owner_headers,
+    )
+    assert r.status_code == 201, r.text
+    assert r.json()["role"] == role and r.json()["email"] == email
+    login = api.client.post("/v1/auth/login", json={"email": email, "password": PASSWORD})
+    if org_id is not None:
+        assert login.json()["org"]["id"] == org_id
+    return bearer(login.json()["access_token"])
+
+
 def bearer(token: str) -> dict[str, str]:
     """An Authorization header for a token or API key."""
     return {"Authorization": f"Bearer {token}"}

@@ -19,12 +19,10 @@ from finance_pipeline.resources import WarehouseResource
 from finance_pipeline.tenancy import set_org_tier
 from finance_pipeline.warehouse import Warehouse
 from finance_pipeline_tests.api.conftest import (
-    PASSWORD,
     Account,
     ApiServer,
-    bearer,
+    add_member,
     register,
-    unique_email,
 )
 
 M = 1_000_000
@@ -74,15 +72,7 @@ def new_org(api: ApiServer, tier: str = "pro", name: str = "Acme Inc") -> Org:
 
 def member(api: ApiServer, org: Org, role: str) -> dict[str, str]:
     """A new user with `role` in the organization: their bearer headers."""
-    email = unique_email(role)
-    r = api.client.post(
-        "/v1/members",
-        json={"email": email, "role": role, "password": PASSWORD},
-        headers=org.headers,
-    )
-    assert r.status_code == 201, r.text
-    login = api.client.post("/v1/auth/login", json={"email": email, "password": PASSWORD})
-    return bearer(login.json()["access_token"])
+    return add_member(api, org.headers, role, org.owner.org_id)
 
 
 def _insert(wh: Warehouse, table: str, rows: list[dict[str, Any]]) -> None:

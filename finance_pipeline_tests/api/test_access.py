@@ -12,26 +12,12 @@ from finance_pipeline_tests.api.conftest import (
     PASSWORD,
     Account,
     ApiServer,
+    add_member,
     assert_error,
     bearer,
     register,
     unique_email,
 )
-
-
-def _member(api: ApiServer, owner: Account, role: str) -> dict[str, str]:
-    """Add a new user with `role` to the owner's org; their bearer headers."""
-    email = unique_email(role)
-    r = api.client.post(
-        "/v1/members",
-        json={"email": email, "role": role, "password": PASSWORD},
-        headers=owner.headers,
-    )
-    assert r.status_code == 201, r.text
-    assert r.json()["role"] == role and r.json()["email"] == email
-    login = api.client.post("/v1/auth/login", json={"email": email, "password": PASSWORD})
-    assert login.json()["org"]["id"] == owner.org_id
-    return bearer(login.json()["access_token"])
 
 
 def _workspace(api: ApiServer, acct: Account, name: str = "Acme Corp") -> str:
@@ -55,7 +41,10 @@ def test_the_role_matrix() -> None:
 def test_roles_are_enforced_with_403(api: ApiServer) -> None:
     owner = register(api.client)
     wid = _workspace(api, owner)
-    member, finance = _member(api, owner, "member"), _member(api, owner, "finance")
+    member, finance = (
+        add_member(api, owner.headers, "member", owner.org_id),
+        add_member(api, owner.headers, "finance", owner.org_id),
+    )
     url = f"/v1/workspaces/{wid}"
 
     # member: reads only.
@@ -104,7 +93,7 @@ def test_roles_are_enforced_with_403(api: ApiServer) -> None:
 def test_role_changes_apply_to_live_tokens_and_the_last_owner_stays(api: ApiServer) -> None:
     owner = register(api.client)
     wid = _workspace(api, owner)
-    finance = _member(api, owner, "finance")
+    finance = add_member(api, owner.headers, "finance", owner.org_id)
     members = api.client.get("/v1/members", headers=owner.headers).json()["data"]
     fin_id = next(m["user_id"] for m in members if m["role"] == "finance")
     owner_id = next(m["user_id"] for m in members if m["role"] == "owner")

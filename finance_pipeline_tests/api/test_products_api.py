@@ -10,14 +10,13 @@ from collections.abc import Iterator
 import pytest
 
 from finance_pipeline_tests.api.conftest import (
-    PASSWORD,
     Account,
     ApiServer,
     _factory,
+    add_member,
     assert_error,
     bearer,
     register,
-    unique_email,
 )
 
 SEED_REVENUE = {
@@ -64,18 +63,6 @@ def _refreshes(api: ApiServer, ws: str) -> list[dict]:
     return api.wh.rows(
         "SELECT * FROM app.pipeline_requests WHERE workspace_id = :w ORDER BY created_at", w=ws
     )
-
-
-def _member(api: ApiServer, owner: Account, role: str) -> dict[str, str]:
-    email = unique_email(role)
-    r = api.client.post(
-        "/v1/members",
-        json={"email": email, "role": role, "password": PASSWORD},
-        headers=owner.headers,
-    )
-    assert r.status_code == 201, r.text
-    login = api.client.post("/v1/auth/login", json={"email": email, "password": PASSWORD})
-    return bearer(login.json()["access_token"])
 
 
 def test_revenue_seed_examples_create_retrieve_list(api: ApiServer) -> None:
@@ -329,7 +316,10 @@ def test_slugs_are_unique_per_org_and_address_only_your_product(api: ApiServer) 
 def test_roles_and_scoped_keys(api: ApiServer) -> None:
     owner = register(api.client)
     a, b = _workspace(api, owner, "A"), _workspace(api, owner, "B")
-    member, finance = _member(api, owner, "member"), _member(api, owner, "finance")
+    member, finance = (
+        add_member(api, owner.headers, "member"),
+        add_member(api, owner.headers, "finance"),
+    )
     url = f"/api/v1/products/{a}/revenue"
     assert_error(api.client.post(url, json=SEED_REVENUE, headers=member), 403, "insufficient_role")
     assert_error(

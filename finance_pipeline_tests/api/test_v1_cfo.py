@@ -17,14 +17,13 @@ import pytest
 
 from finance_pipeline.requests.store import claim, pending_requests
 from finance_pipeline_tests.api.conftest import (
-    PASSWORD,
     Account,
     ApiServer,
     _factory,
+    add_member,
     assert_error,
     bearer,
     register,
-    unique_email,
 )
 
 C = 10_000  # micros per cent
@@ -46,18 +45,6 @@ def _workspace(api: ApiServer, acct: Account, cash: int | None = 5000000) -> str
     r = api.client.post("/v1/workspaces", json=body, headers=acct.headers)
     assert r.status_code == 201, r.text
     return r.json()["id"]
-
-
-def _member(api: ApiServer, owner: Account, role: str) -> dict[str, str]:
-    email = unique_email(role)
-    r = api.client.post(
-        "/v1/members",
-        json={"email": email, "role": role, "password": PASSWORD},
-        headers=owner.headers,
-    )
-    assert r.status_code == 201, r.text
-    login = api.client.post("/v1/auth/login", json={"email": email, "password": PASSWORD})
-    return bearer(login.json()["access_token"])
 
 
 def _settle(api: ApiServer, ws: str) -> None:
@@ -202,8 +189,8 @@ def test_one_bad_line_is_a_422_naming_it_and_nothing_is_written(api: ApiServer) 
 def test_ingest_needs_the_ingest_right_and_your_own_workspace(api: ApiServer) -> None:
     owner = register(api.client)
     ws = _workspace(api, owner)
-    member = _member(api, owner, "member")
-    finance = _member(api, owner, "finance")
+    member = add_member(api, owner.headers, "member")
+    finance = add_member(api, owner.headers, "finance")
     url = f"/v1/workspaces/{ws}/ingest/expenses"
     body = {"expenses": [EXPENSE]}
     assert_error(api.client.post(url, json=body, headers=member), 403, "insufficient_role")
@@ -322,7 +309,7 @@ def test_metrics_alerts_and_memo_of_another_org_are_404(api: ApiServer) -> None:
     ws = _workspace(api, acct)
     _insert(api, "mart.cfo_metrics_daily", [_metrics_row(ws, "2026-02-28")])
     other = register(api.client, "Other Inc")
-    member = _member(api, acct, "member")
+    member = add_member(api, acct.headers, "member")
     for path in ("metrics", "alerts", "advisory-memo", "forecasts", "scenarios"):
         url = f"/v1/workspaces/{ws}/{path}"
         assert_error(api.client.get(url, headers=other.headers), 404, "resource_missing", "id")
@@ -589,9 +576,9 @@ def test_forecast_bad_input_and_roles(api: ApiServer) -> None:
     # Without history, an omitted assumption cannot be derived.
     r = api.client.post(url, json={"horizon_months": 3}, headers=acct.headers)
     assert_error(r, 422, "missing_assumption")
-    member = _member(api, acct, "member")
+    member = add_member(api, acct.headers, "member")
     assert_error(api.client.post(url, json=SEED_FORECAST, headers=member), 403, "insufficient_role")
-    finance = _member(api, acct, "finance")
+    finance = add_member(api, acct.headers, "finance")
     assert api.client.post(url, json=SEED_FORECAST, headers=finance).status_code == 201
     assert api.wh.scalar("SELECT COUNT(*) FROM mart.forecasts WHERE workspace_id = :w", w=ws) == 1
 
@@ -685,7 +672,7 @@ def test_scenarios_seed_examples_list_get_and_errors(api: ApiServer) -> None:
         ),
     ):
         assert_error(api.client.post(url, json=bad, headers=acct.headers), status, code, param)
-    member = _member(api, acct, "member")
+    member = add_member(api, acct.headers, "member")
     assert_error(api.client.post(url, json=body, headers=member), 403, "insufficient_role")
     other = register(api.client, "Other Inc")
     assert_error(
