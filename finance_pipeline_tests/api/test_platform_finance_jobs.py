@@ -19,8 +19,7 @@ from finance_pipeline.requests.store import finish, get_request
 from finance_pipeline.stripe_sync.streams import STREAMS
 from finance_pipeline.stripe_sync.webhooks import platform_sync_status
 from finance_pipeline.tenancy import connect_stripe
-from finance_pipeline_tests.api.conftest import Account, ApiServer, _factory, register
-from finance_pipeline_tests.api.test_access import _member
+from finance_pipeline_tests.api.conftest import Account, ApiServer, _factory, add_member, register
 from finance_pipeline_tests.api.test_platform_finance_mrr import BASE, assert_pf_error
 
 SECRET = "whsec_test_0123456789abcdef"
@@ -142,12 +141,12 @@ def test_force_sync_queues_a_request_and_its_job_status_follows_it(api: ApiServe
     assert_pf_error(r, 409, "stripe_not_connected")
     # Another org's job is a 404; a member cannot force a sync but can read.
     assert_pf_error(api.client.get(url, headers=other.headers), 404, "resource_missing", "job_id")
-    member = _member(api, acct, "member")
+    member = add_member(api, acct.headers, "member", acct.org_id)
     assert_pf_error(
         api.client.post(f"{BASE}/stripe-sync", json=body, headers=member), 403, "insufficient_role"
     )
     assert api.client.get(url, headers=member).status_code == 200
-    finance = _member(api, acct, "finance")
+    finance = add_member(api, acct.headers, "finance", acct.org_id)
     assert api.client.post(f"{BASE}/stripe-sync", json=body, headers=finance).status_code == 202
     # A key scoped to another workspace of the same org does not see the job.
     ws2 = api.client.post("/v1/workspaces", json={"name": "W2"}, headers=acct.headers).json()["id"]
@@ -166,7 +165,7 @@ def test_force_sync_queues_a_request_and_its_job_status_follows_it(api: ApiServe
 
 def test_webhook_verifies_records_once_and_asks_for_a_sync(api: ApiServer) -> None:
     acct, ws = _org(api)
-    member = _member(api, acct, "member")
+    member = add_member(api, acct.headers, "member", acct.org_id)
     r = api.client.put(f"{BASE}/stripe/webhook-secret", json={"secret": SECRET}, headers=member)
     assert_pf_error(r, 403, "insufficient_role")
     r = api.client.put(
@@ -310,7 +309,7 @@ def test_export_queue_status_signed_download_and_expiry(api: ApiServer) -> None:
     assert api.wh.scalar("SELECT COUNT(*) FROM app.report_exports") == before
 
     # Roles and tenancy.
-    member = _member(api, acct, "member")
+    member = add_member(api, acct.headers, "member", acct.org_id)
     r = api.client.post(f"{BASE}/reports/export", json=params, headers=member)
     assert_pf_error(r, 403, "insufficient_role")
     assert api.client.get(url, headers=member).status_code == 200
