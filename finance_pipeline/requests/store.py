@@ -17,7 +17,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from finance_pipeline.partitions import HISTORY_START, last_daily_partition, restatement_window
-from finance_pipeline.requests.results import sync_result
+from finance_pipeline.requests.results import stripe_object_count, sync_result
 from finance_pipeline.tenancy import new_id
 from finance_pipeline.warehouse.db import Warehouse
 
@@ -211,7 +211,27 @@ def claim(wh: Warehouse, request_ids: Sequence[str], *, run_id: str | None = Non
             )
             if result.rowcount == 1:
                 won.append(request_id)
+                _stamp_stripe_baseline(db, wh, request_id)
     return won
+
+
+def _stamp_stripe_baseline(db: Any, wh: Warehouse, request_id: str) -> None:
+    """For a Stripe sync just claimed, the workspace's object count now (what the finish's
+    `inserted` is measured from, `results.sync_result`)."""
+    row = (
+        db.execute(
+            wh.text("SELECT kind, workspace_id FROM app.pipeline_requests WHERE id = :i"),
+            {"i": request_id},
+        )
+        .mappings()
+        .one()
+    )
+    if row["kind"] != "stripe_sync":
+        return
+    db.execute(
+        wh.text("UPDATE app.pipeline_requests SET stripe_objects_at_claim = :n WHERE id = :i"),
+        {"n": stripe_object_count(db, wh, row["workspace_id"]), "i": request_id},
+    )
 
 
 def attach_run(wh: Warehouse, request_ids: Sequence[str], run_id: str) -> None:

@@ -7,10 +7,14 @@ from __future__ import annotations
 import json
 import subprocess
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from finance_pipeline_dev.standin.shapes.customers import make_customer
+from finance_pipeline_dev.standin.shapes.invoices import make_invoice
 
+from finance_pipeline.requests.results import INGEST_OBJECT_TABLES
 from finance_pipeline_tests.api.conftest import ApiServer, _factory, register
 from finance_pipeline_tests.api.v1_helpers import make_v1_server
 
@@ -158,6 +162,18 @@ def test_stripe_ingest_syncs_inline_and_reads_wait_for_it(
     """Embedded default: the sync the Stripe ingest requests runs in the API process, and a
     metrics read waits for it instead of answering stale figures."""
     server = make_v1_server(api_server_factory, stripe_api_base=stripe_standin.url)
+    created = int(datetime(2026, 11, 2, 12, tzinfo=UTC).timestamp())
+    stripe_standin.add_many(
+        [
+            make_customer("cus_q", created=created),
+            *(
+                make_invoice(
+                    f"in_q{n}", customer="cus_q", created=created + n, currency="usd", lines=[]
+                )
+                for n in (1, 2)
+            ),
+        ]
+    )
     acct = register(server.client)
     r = server.client.post(
         "/v1/workspaces", json={"name": "Acme Corp", "cash_on_hand_cents": 1}, headers=acct.headers
@@ -174,3 +190,24 @@ def test_stripe_ingest_syncs_inline_and_reads_wait_for_it(
     assert "refresh_pending" not in [w["code"] for w in metrics.json()["warnings"]]
     row = server.wh.rows("SELECT * FROM app.pipeline_requests WHERE id = :i", i=sync_id)[0]
     assert row["status"] == "succeeded", row["error"]
+    # The seed's answer: the sync ran within the read wait, so it is completed with its counts.
+    stored = sum(
+        int(server.wh.scalar(f"SELECT COUNT(*) FROM {t} WHERE workspace_id = :w", w=ws))
+        for t in INGEST_OBJECT_TABLES
+    )
+    assert stored >= 2  # the two invoices, and whatever the stand-in's account holds
+    assert (r.json()["status"], r.json()["inserted"], r.json()["duplicates"]) == (
+        "completed",
+        stored,
+        0,
+    )
+    # Re-running is safe: nothing new is inserted; what the incremental sync read again is a
+    # duplicate.
+    again = server.client.post(
+        f"/v1/workspaces/{ws}/ingest/stripe",
+        json={"stripe_api_key": stripe_standin.api_key},
+        headers=acct.headers,
+    )
+    assert again.status_code == 202, again.text
+    assert (again.json()["status"], again.json()["inserted"]) == ("completed", 0)
+    assert 0 <= again.json()["duplicates"] <= stored

@@ -214,5 +214,5 @@ def test_a_succeeded_sync_records_the_run_wall_time(wh: Warehouse) -> None:
     assert row["result_json"] == {
         "customersProcessed": 0, "periodsUpdated": 0, "autoMatchesCreated": 0,
         "invoicesFetched": 0, "invoicesSkipped": 0, "skippedCurrencies": {},
-        "durationMs": duration,
+        "durationMs": duration, "inserted": 0, "duplicates": 0,
     }  # fmt: skip

@@ -225,7 +225,7 @@ def test_a_succeeded_sync_records_its_counters(wh: Warehouse) -> None:
     assert (get_request(wh, sid) or {})["result_json"] == {
         "customersProcessed": 2, "periodsUpdated": 2, "autoMatchesCreated": 0,
         "invoicesFetched": 3, "invoicesSkipped": 1, "skippedCurrencies": {"eur": 1},
-        "durationMs": 4521,
+        "durationMs": 4521, "inserted": 4, "duplicates": 0,
     }  # fmt: skip
     assert (get_request(wh, other) or {})["result_json"]["skippedCurrencies"] == {"gbp": 1}
     rid = request_refresh(wh, "ws1", date(2026, 3, 1), date(2026, 3, 1), reason="r", now=NOW)
@@ -234,6 +234,54 @@ def test_a_succeeded_sync_records_its_counters(wh: Warehouse) -> None:
     finish(wh, [failed], "failed", error="boom")
     assert (get_request(wh, rid) or {})["result_json"] is None
     assert (get_request(wh, failed) or {})["result_json"] is None
+
+
+def _raw_object(wh: Warehouse, table: str, object_id: str, synced_at: int) -> None:
+    """Upsert a bare Stripe object of ws1 as a sync writes it (synced_at stamps the write)."""
+    with wh.begin() as db:
+        db.execute(
+            wh.text(f"DELETE FROM {table} WHERE workspace_id = 'ws1' AND id = :i"), {"i": object_id}
+        )
+        db.execute(
+            wh.text(
+                f"INSERT INTO {table} (workspace_id, id, account_id, livemode, created, payload,"
+                " synced_at) VALUES ('ws1', :i, 'acct', FALSE, 1000, '{}', :s)"
+            ),
+            {"i": object_id, "s": synced_at},
+        )
+
+
+def test_a_sync_counts_the_objects_it_inserted_and_the_ones_it_read_again(wh: Warehouse) -> None:
+    """The v1 Stripe ingest's counters: inserted = objects of the four kinds new since the claim;
+    duplicates = objects the sync wrote that were stored before it (seed 004)."""
+    connect_stripe(wh, "ws1", account_id="acct_1", livemode=False, api_key="sk_test_x")
+    for table, object_id in [
+        ("raw.stripe_invoices", "in_1"),
+        ("raw.stripe_invoices", "in_2"),
+        ("raw.stripe_charges", "ch_1"),
+        ("raw.stripe_credit_notes", "cn_1"),  # not one of the ingest's kinds
+    ]:
+        _raw_object(wh, table, object_id, 1000)
+    sid = request_sync(wh, "ws1", reason="r")
+    assert claim(wh, [sid]) == [sid]
+    row = get_request(wh, sid) or {}
+    assert row["stripe_objects_at_claim"] == 3
+    started = int(row["started_at"])
+    for table, object_id in [
+        ("raw.stripe_invoices", "in_1"),  # read again
+        ("raw.stripe_charges", "ch_1"),  # read again
+        ("raw.stripe_refunds", "re_1"),  # new
+        ("raw.stripe_subscriptions", "sub_1"),  # new
+        ("raw.stripe_credit_notes", "cn_2"),  # new, but not counted
+    ]:
+        _raw_object(wh, table, object_id, started)
+    finish(wh, [sid], "succeeded", run_id="r")
+    result = (get_request(wh, sid) or {})["result_json"]
+    assert (result["inserted"], result["duplicates"]) == (2, 2)
+    # A refresh has no baseline.
+    rid = request_refresh(wh, "ws1", date(2026, 3, 1), date(2026, 3, 1), reason="r", now=NOW)
+    claim(wh, [rid])
+    assert (get_request(wh, rid) or {})["stripe_objects_at_claim"] is None
 
 
 def test_a_sync_whose_counting_fails_still_succeeds(

@@ -7,7 +7,7 @@ from __future__ import annotations
 import hmac
 import logging
 import re
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Request
 from fastapi.security import HTTPAuthorizationCredentials
@@ -33,7 +33,7 @@ from finance_pipeline.api.margins.models import (
     StripeConnectionOut,
 )
 from finance_pipeline.api.scoping import WORKSPACE_HEADER, request_workspace, resolve_workspace
-from finance_pipeline.api.v1.freshness import wait_for_refresh
+from finance_pipeline.api.v1.freshness import failed_sync_error, wait_for_refresh
 from finance_pipeline.lib.access import Permission, allows
 from finance_pipeline.lib.backoff import BackoffPolicy
 from finance_pipeline.requests.store import (
@@ -219,8 +219,9 @@ def revenue_sync(
     if row is None:  # the workspace was deleted meanwhile (its requests cascade)
         raise not_found("workspace", param=WORKSPACE_HEADER)
     if row["status"] == "failed":
-        raise _sync_failure(ctx, row)
-    counters = (row["result_json"] or {}) if row["status"] == "succeeded" else {}
+        raise failed_sync_error(ctx, row, stripe_code="stripe_sync_failed")
+    stored = (row["result_json"] or {}) if row["status"] == "succeeded" else {}
+    counters = {k: v for k, v in stored.items() if k in ManualSyncOut.model_fields}
     return Envelope[ManualSyncOut](
         data=ManualSyncOut(
             orgId=principal.org_id,
@@ -230,19 +231,3 @@ def revenue_sync(
             **counters,
         )
     )
-
-
-def _sync_failure(ctx: ApiContext, row: dict[str, Any]) -> ApiError:
-    """The error of a failed sync request: 502 when Stripe refused or failed during this sync (a
-    stream of the workspace recorded an error since the claim), else 500 (the pipeline failed)."""
-    since = int(row["started_at"] or row["created_at"])
-    stripe_errors = ctx.wh.rows(
-        "SELECT stream, last_error FROM raw.sync_state WHERE workspace_id = :w"
-        " AND status = 'error' AND last_attempt_at >= :t ORDER BY stream",
-        w=row["workspace_id"],
-        t=since,
-    )
-    what = f"The Stripe sync {row['id']} failed: {row['error'] or 'no reason recorded'}"
-    if stripe_errors:
-        return ApiError(502, "stripe_sync_failed", what)
-    return ApiError(500, "sync_failed", what)

@@ -18,6 +18,7 @@ from typing import Any
 from fastapi import Response
 
 from finance_pipeline.api.context import ApiContext
+from finance_pipeline.api.errors import ApiError
 from finance_pipeline.api.inline_runs import start_inline
 from finance_pipeline.lib.cfo_daily import as_date
 from finance_pipeline.lib.cfo_metrics import WINDOW_DAYS
@@ -155,3 +156,20 @@ def wait_for_refresh(
         time.sleep(min(_POLL_SECONDS, max(0.0, bound - (time.monotonic() - start))))
         pending = still_pending()
     return Freshness(pending, time.monotonic() - start)
+
+
+def failed_sync_error(ctx: ApiContext, row: dict[str, Any], *, stripe_code: str) -> ApiError:
+    """The error of a failed sync request: 502 `stripe_code` when Stripe refused or failed during
+    this sync (a stream of the workspace recorded an error since the claim), else 500
+    `sync_failed` (the pipeline failed); the message names the request and its error."""
+    since = int(row["started_at"] or row["created_at"])
+    stripe_errors = ctx.wh.rows(
+        "SELECT stream FROM raw.sync_state WHERE workspace_id = :w"
+        " AND status = 'error' AND last_attempt_at >= :t ORDER BY stream",
+        w=row["workspace_id"],
+        t=since,
+    )
+    what = f"The Stripe sync {row['id']} failed: {row['error'] or 'no reason recorded'}"
+    if stripe_errors:
+        return ApiError(502, stripe_code, what)
+    return ApiError(500, "sync_failed", what)

@@ -17,10 +17,15 @@ from pydantic import BaseModel, Field
 from finance_pipeline import tenancy
 from finance_pipeline.api.auth import Principal, require
 from finance_pipeline.api.context import ApiContext, api_context
-from finance_pipeline.api.errors import ApiError
+from finance_pipeline.api.errors import ApiError, not_found
 from finance_pipeline.api.families import V1
+from finance_pipeline.api.inline_runs import start_inline
 from finance_pipeline.api.scoping import workspace_by_id
-from finance_pipeline.api.v1.freshness import request_refresh_after_ingest, run_inline
+from finance_pipeline.api.v1.freshness import (
+    failed_sync_error,
+    request_refresh_after_ingest,
+    wait_for_refresh,
+)
 from finance_pipeline.api.v1.models import _Request
 from finance_pipeline.ingest.manual_rows import store_records
 from finance_pipeline.lib.access import Permission
@@ -213,7 +218,10 @@ def check_stripe_key(ctx: ApiContext, api_key: str) -> dict[str, Any]:
     "/stripe",
     status_code=202,
     response_model=IngestResult,
-    responses={502: {"model": V1.dialect.model, "description": "Stripe is unreachable"}},
+    responses={
+        500: {"model": V1.dialect.model, "description": "The sync run failed (sync_failed)"},
+        502: {"model": V1.dialect.model, "description": "Stripe is unreachable or failed"},
+    },
 )
 def ingest_stripe(
     id: WorkspaceId,
@@ -221,8 +229,8 @@ def ingest_stripe(
     ctx: Ctx,
     principal: Annotated[Principal, Depends(require(Permission.STRIPE_CONNECT))],
 ) -> IngestResult:
-    """Check the key with Stripe, connect it to the workspace, and request a sync (invoices,
-    charges, refunds, subscriptions; re-running skips objects already ingested)."""
+    """Check the key with Stripe, connect it to the workspace, sync it (invoices, charges, refunds,
+    subscriptions; re-running skips objects already ingested) and count what the sync stored."""
     workspace_by_id(ctx, principal, id)
     account = check_stripe_key(ctx, body.stripe_api_key)
     key = body.stripe_api_key
@@ -238,12 +246,20 @@ def ingest_stripe(
     rid = request_sync(
         ctx.wh, id, reason="Stripe connected through the API", requested_by=f"api:{principal.id}"
     )
-    run_inline(ctx)
-    row = get_request(ctx.wh, rid) or {}
+    start_inline(ctx, [rid])
+    # The seed answers once the objects are in: wait like the reads do (FP_API_READ_WAIT_SECONDS);
+    # a sync that outlasts the wait answers its status with null counters (poll the request).
+    wait_for_refresh(ctx, id, request_ids=[rid])
+    row = get_request(ctx.wh, rid)
+    if row is None:  # the workspace was deleted meanwhile (its requests cascade)
+        raise not_found("workspace", param="id")
+    if row["status"] == "failed":
+        raise failed_sync_error(ctx, row, stripe_code="stripe_unavailable")
+    counts = (row["result_json"] or {}) if row["status"] == "succeeded" else {}
     return IngestResult(
         ingest_id=rid,
-        status={"succeeded": "completed"}.get(row.get("status", ""), row.get("status", "queued")),
-        inserted=None,
-        duplicates=None,
+        status="completed" if row["status"] == "succeeded" else row["status"],
+        inserted=counts.get("inserted"),
+        duplicates=counts.get("duplicates"),
         refresh_request_id=rid,
     )
