@@ -1,5 +1,5 @@
 """`finance-pipeline`: the command line for operators (migrations, landing files, sync status,
-report exports, the month-end close, the read API)."""
+report exports, the month-end close, the read API, master key rotation)."""
 
 from __future__ import annotations
 
@@ -268,6 +268,37 @@ def cmd_org_set_tier(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_secrets_new_key(_args: argparse.Namespace) -> int:
+    """Print a new master key (for FP_SECRET_KEY); nothing is stored."""
+    from cryptography.fernet import Fernet
+
+    print(Fernet.generate_key().decode())
+    return 0
+
+
+def cmd_secrets_reencrypt(_args: argparse.Namespace) -> int:
+    """Re-encrypt every stored secret under the current master key (docs/security.md)."""
+    from finance_pipeline.secret_rotation import reencrypt_stored_secrets
+    from finance_pipeline.secrets import forget_previous_keys
+
+    settings = get_settings()
+    counts = reencrypt_stored_secrets(_warehouse(), settings)
+    forget_previous_keys(settings)
+    for place, n in counts.items():
+        print(f"{n:>6}  {place}")
+    print("re-encrypted under the current key; FP_SECRET_KEY_PREVIOUS is no longer needed")
+    return 0
+
+
+def cmd_secrets_rotate(args: argparse.Namespace) -> int:
+    """Embedded default: a new local master key, then every stored secret re-encrypted."""
+    from finance_pipeline.secrets import rotate_local_key
+
+    rotate_local_key(get_settings())
+    print("new master key in place (the old one still decrypts until re-encryption ends)")
+    return cmd_secrets_reencrypt(args)
+
+
 def cmd_api(args: argparse.Namespace) -> int:
     """Serve the read API with uvicorn (docs/api.md); several workers share the warehouse."""
     from finance_pipeline.api.app import serve
@@ -363,6 +394,20 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("org", help="organization id (org_...)")
     t.add_argument("tier", help="free, pro or enterprise")
     t.set_defaults(fn=cmd_org_set_tier)
+    k = sub.add_parser("secrets", help="master key rotation: new-key, rotate, reencrypt")
+    ksub = k.add_subparsers(dest="secrets_command", required=True, metavar="ACTION")
+    ksub.add_parser("new-key", help="print a new master key for FP_SECRET_KEY").set_defaults(
+        fn=cmd_secrets_new_key
+    )
+    ksub.add_parser(
+        "rotate",
+        help="embedded default: make a new local master key and re-encrypt every stored secret",
+    ).set_defaults(fn=cmd_secrets_rotate)
+    ksub.add_parser(
+        "reencrypt",
+        help="re-encrypt every stored secret under FP_SECRET_KEY (after setting "
+        "FP_SECRET_KEY_PREVIOUS to the old key)",
+    ).set_defaults(fn=cmd_secrets_reencrypt)
     c = sub.add_parser("close", help="month-end close: run, reopen, status")
     csub = c.add_subparsers(
         dest="close_command", required=True, metavar="ACTION", help="what to do with the month"

@@ -33,6 +33,10 @@ class Settings(BaseSettings):
     # Master key (Fernet, urlsafe base64 of 32 bytes) that encrypts stored Stripe keys. When unset,
     # a key file is created once in data_dir with 0600 permissions (embedded default only).
     secret_key: SecretStr | None = None
+    # During a key rotation (docs/security.md): the keys FP_SECRET_KEY replaced, comma-separated,
+    # newest first. Stored secrets decrypt with any of them until `finance-pipeline secrets
+    # reencrypt` has rewritten them under FP_SECRET_KEY; then unset it.
+    secret_key_previous: SecretStr | None = None
     stripe_api_version: str = STRIPE_API_VERSION
     # Where Stripe connections made through the API (the 003 margins API's connect, the v1 API's
     # ingest/stripe) check their key and then sync from: Stripe, or a stand-in in tests and demos.

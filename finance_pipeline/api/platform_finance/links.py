@@ -9,7 +9,7 @@ import hashlib
 import hmac
 import time
 
-from finance_pipeline.secrets import signing_key
+from finance_pipeline.secrets import signing_key, signing_keys
 from finance_pipeline.settings import Settings
 
 PURPOSE = "export-download"
@@ -52,7 +52,10 @@ def verify(settings: Settings, token: str, now: int | None = None) -> str:
     except (ValueError, UnicodeDecodeError) as exc:
         raise LinkError("invalid_link", "The download link is malformed.") from exc
     # Compared in constant time; checked before the expiry so a forged one learns nothing.
-    if not export_id or not hmac.compare_digest(mac, _mac(settings, message)):
+    if not export_id or not any(
+        hmac.compare_digest(mac, hmac.new(key, message, hashlib.sha256).digest())
+        for key in signing_keys(PURPOSE, settings)
+    ):
         raise LinkError("invalid_link", "The download link's signature does not match.")
     if (int(time.time()) if now is None else now) >= expires_at:
         raise LinkError("link_expired", "The download link has expired; ask for the export again.")
