@@ -68,6 +68,9 @@ class Settings(BaseSettings):
     jwt_access_ttl_seconds: int = Field(default=3600, ge=1)
     # Requests per minute per token (per client address for register and login), every worker.
     api_rate_limit_per_minute: int = Field(default=100, ge=1)
+    # Failed sign-ins allowed per email in a 15-minute window; past it, logins of that email get
+    # 429 with Retry-After until the window ends (password guessing from many addresses).
+    api_login_failures_per_window: int = Field(default=10, ge=1)
     # How long an Idempotency-Key's stored response is replayed.
     api_idempotency_ttl_seconds: int = Field(default=86_400, ge=1)
     # Bearer secret of the scheduler calling GET /api/stripe/revenue-sync (the 003 margins API's

@@ -13,6 +13,10 @@ import time
 from finance_pipeline.warehouse.db import Warehouse
 
 WINDOW_SECONDS = 60
+# Failed sign-ins are counted per email over longer windows (LOGIN_WINDOW_SECONDS); windows are
+# swept once well past the longest.
+LOGIN_WINDOW_SECONDS = 900
+_SWEEP_AFTER_SECONDS = 2 * LOGIN_WINDOW_SECONDS
 
 _HIT = (
     "INSERT INTO app.rate_limit_windows AS w (bucket, window_start, hits)"
@@ -21,11 +25,22 @@ _HIT = (
 )
 
 
-def hit(wh: Warehouse, bucket: str, limit: int, now: float | None = None) -> int | None:
+def _window(now: float, seconds: int) -> int:
+    return int(now) - int(now) % seconds
+
+
+def hit(
+    wh: Warehouse,
+    bucket: str,
+    limit: int,
+    now: float | None = None,
+    *,
+    window_seconds: int = WINDOW_SECONDS,
+) -> int | None:
     """Count one request of `bucket`; None while within `limit` per window, else the seconds
     until the window ends (the Retry-After)."""
     now = time.time() if now is None else now
-    window = int(now) - int(now) % WINDOW_SECONDS
+    window = _window(now, window_seconds)
     with wh.begin() as db:
         if not wh.is_sqlite:
             # A count need not wait for its WAL flush: a crash could forget the last fraction of
@@ -38,8 +53,30 @@ def hit(wh: Warehouse, bucket: str, limit: int, now: float | None = None) -> int
             # A bucket's first request of a window sweeps windows long over (cheap, indexed).
             db.execute(
                 wh.text("DELETE FROM app.rate_limit_windows WHERE window_start < :old"),
-                {"old": window - 10 * WINDOW_SECONDS},
+                {"old": int(now) - _SWEEP_AFTER_SECONDS},
             )
     if hits <= limit:
         return None
-    return max(1, math.ceil(window + WINDOW_SECONDS - now))
+    return max(1, math.ceil(window + window_seconds - now))
+
+
+def over(
+    wh: Warehouse,
+    bucket: str,
+    limit: int,
+    now: float | None = None,
+    *,
+    window_seconds: int = WINDOW_SECONDS,
+) -> int | None:
+    """Whether `bucket` has used its `limit` in the current window, without counting: None if
+    not, else the seconds until the window ends."""
+    now = time.time() if now is None else now
+    window = _window(now, window_seconds)
+    hits = wh.scalar(
+        "SELECT hits FROM app.rate_limit_windows WHERE bucket = :b AND window_start = :w",
+        b=bucket,
+        w=window,
+    )
+    if hits is None or int(hits) < limit:
+        return None
+    return max(1, math.ceil(window + window_seconds - now))

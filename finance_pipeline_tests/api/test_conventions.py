@@ -257,6 +257,29 @@ def test_rate_limit_answers_429_with_retry_after(api_server_factory) -> None:
     assert logins[-1].status_code == 429 and "retry-after" in logins[-1].headers
 
 
+def test_failed_sign_ins_of_an_email_are_limited_whatever_the_address(
+    api_server_factory,
+) -> None:
+    """Password guessing spread over many client addresses still meets a per-email limit:
+    after N failures in the window even the right password gets 429 until the window ends."""
+    server = api_server_factory(api_login_failures_per_window=3)
+    acct = register(server.client)
+    wrong = {"email": acct.email.upper(), "password": "not-the-password"}
+    codes = [server.client.post("/v1/auth/login", json=wrong).status_code for _ in range(3)]
+    assert codes == [401, 401, 401]
+    right = {"email": acct.email, "password": PASSWORD}
+    err = assert_error(server.client.post("/v1/auth/login", json=right), 429, "rate_limited")
+    assert "failed sign-ins" in err["message"]
+    # Another email is not affected, and a success does not count as a failure.
+    other = register(server.client)
+    ok = server.client.post("/v1/auth/login", json={"email": other.email, "password": PASSWORD})
+    assert ok.status_code == 200, ok.text
+    # The window's end lifts it (the counter lives in the shared warehouse table).
+    with server.wh.begin() as db:
+        db.execute(server.wh.text("UPDATE app.rate_limit_windows SET window_start = 0"))
+    assert server.client.post("/v1/auth/login", json=right).status_code == 200
+
+
 def test_docs_page_needs_no_internet(api: ApiServer) -> None:
     # Swagger UI's script and stylesheet come from this server, not a CDN: /docs works offline.
     page = api.client.get("/docs")

@@ -7,9 +7,11 @@ from typing import Annotated
 from fastapi import APIRouter, Depends
 
 from finance_pipeline import accounts
+from finance_pipeline.api import ratelimit
 from finance_pipeline.api.auth import issue_access_token, limit_anonymous
 from finance_pipeline.api.context import ApiContext, api_context
 from finance_pipeline.api.errors import ApiError
+from finance_pipeline.api.families import V1
 from finance_pipeline.api.v1.models import AuthResponse, LoginRequest, Org, RegisterRequest
 from finance_pipeline.lib.timeutil import iso_utc
 
@@ -43,10 +45,28 @@ def register(body: RegisterRequest, ctx: Ctx) -> AuthResponse:
     return _auth_response(ctx, org_id, user_id)
 
 
-@router.post("/login", response_model=AuthResponse)
+@router.post(
+    "/login",
+    response_model=AuthResponse,
+    responses={429: {"model": V1.dialect.model, "description": "Too many failed sign-ins"}},
+)
 def login(body: LoginRequest, ctx: Ctx) -> AuthResponse:
-    """Sign in with email and password; returns an access token for your organization."""
+    """Sign in with email and password; returns an access token for your organization. After
+    FP_API_LOGIN_FAILURES_PER_WINDOW failed sign-ins of an email in 15 minutes, 429 until the
+    window ends (whatever the password)."""
+    bucket = f"login-failures:{body.email.strip().lower()}"
+    limit = ctx.settings.api_login_failures_per_window
+    window = ratelimit.LOGIN_WINDOW_SECONDS
+    if (retry := ratelimit.over(ctx.wh, bucket, limit, window_seconds=window)) is not None:
+        raise ApiError(
+            429,
+            "rate_limited",
+            f"Too many failed sign-ins for this email: at most {limit} per "
+            f"{window // 60} minutes. Retry in {retry} s.",
+            headers={"Retry-After": str(retry)},
+        )
     member = accounts.authenticate_password(ctx.wh, body.email, body.password, body.org_id)
     if member is None:
+        ratelimit.hit(ctx.wh, bucket, limit, window_seconds=window)
         raise ApiError(401, "invalid_credentials", "Email or password is incorrect.")
     return _auth_response(ctx, member.org_id, member.user_id)
