@@ -13,6 +13,8 @@ fi
 
 uv run --frozen ruff check .
 uv run --frozen ruff format --check .
+# Known vulnerabilities of the locked packages (pip-audit): one with a fixed version fails CI.
+uv run --frozen python -m finance_pipeline_dev.audit
 # Load and validate the code location (workspace.yaml) as the webserver would, on a throwaway
 # instance. 1.13 marks this command superseded by `dg check defs`; the dg CLI is not installed.
 defs_home="$(mktemp -d)" && touch "$defs_home/dagster.yaml"
