@@ -1,5 +1,5 @@
 """`finance-pipeline`: the command line for operators (migrations, landing files, sync status,
-report exports, the month-end close, the read API, master key rotation)."""
+report exports, the month-end close, the read API, master key rotation, backup and restore)."""
 
 from __future__ import annotations
 
@@ -299,6 +299,34 @@ def cmd_secrets_rotate(args: argparse.Namespace) -> int:
     return cmd_secrets_reencrypt(args)
 
 
+def _production_databases():
+    from finance_pipeline.backup import Databases, dagster_storage_url, libpq_url
+
+    settings = get_settings()
+    if not settings.warehouse_url:
+        raise RuntimeError("backup and restore are for production: set FP_WAREHOUSE_URL")
+    return Databases(libpq_url(settings.warehouse_url), dagster_storage_url())
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    """Dump the warehouse and the Dagster storage into a new folder (docs/reliability.md)."""
+    from finance_pipeline.backup import backup
+
+    manifest = backup(Path(args.dest), _production_databases())
+    for name, entry in sorted(manifest["dumps"].items()):
+        print(f"{name:<10} {entry['bytes']:>12,} bytes  {Path(args.dest) / entry['file']}")
+    return 0
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    """Restore a backup folder into the (empty) warehouse and Dagster storage databases."""
+    from finance_pipeline.backup import restore
+
+    restore(Path(args.src), _production_databases())
+    print(f"restored {args.src}: re-run the last refresh (docs/reliability.md)")
+    return 0
+
+
 def cmd_api(args: argparse.Namespace) -> int:
     """Serve the read API with uvicorn (docs/api.md); several workers share the warehouse."""
     from finance_pipeline.api.app import serve
@@ -408,6 +436,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="re-encrypt every stored secret under FP_SECRET_KEY (after setting "
         "FP_SECRET_KEY_PREVIOUS to the old key)",
     ).set_defaults(fn=cmd_secrets_reencrypt)
+    b = sub.add_parser("backup", help="dump the warehouse and the Dagster storage (PostgreSQL)")
+    b.add_argument("dest", help="a new folder for the dumps and their manifest")
+    b.set_defaults(fn=cmd_backup)
+    b = sub.add_parser("restore", help="restore a backup into empty PostgreSQL databases")
+    b.add_argument("src", help="a folder written by `finance-pipeline backup`")
+    b.set_defaults(fn=cmd_restore)
     c = sub.add_parser("close", help="month-end close: run, reopen, status")
     csub = c.add_subparsers(
         dest="close_command", required=True, metavar="ACTION", help="what to do with the month"
