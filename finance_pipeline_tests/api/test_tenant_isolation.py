@@ -711,6 +711,64 @@ def test_roles_get_403_exactly_where_the_matrix_denies_the_right(
     assert failures == []
 
 
+#: SQL meta-characters and statements, each put in every string parameter (no `/`, `?` or `#`,
+#: which would change the route rather than reach a query).
+INJECTIONS = (
+    "' OR '1'='1",
+    "x'; DROP TABLE app.organizations; --",
+    "1 UNION SELECT id, name FROM app.organizations --",
+    '" OR 1=1 --',
+    "%' OR 1=1 --",
+    "x'||(SELECT string_agg(id, ',') FROM app.workspaces)||'",
+)
+
+
+def test_sql_injection_in_every_string_parameter_is_inert(api: ApiServer, world: World) -> None:
+    """B's owner puts SQL in each path parameter, query parameter and X-Workspace-Id of every
+    operation (one at a time, the others naming B's own resources): never a 5xx, never A's
+    data, and nothing of A's or of the schema is gone afterwards. Writes take it only where it
+    names the target (path, header), so a payload never creates or changes anything."""
+    a, b = world.a, world.b
+    secret = a.identifiers()
+    tables_before = api.wh.scalar("SELECT COUNT(*) FROM app.organizations")
+    failures, tried = [], 0
+    for op in _tested_ops(api):
+        [base, *_] = calls(op, b, b.workspaces[0])
+        slots = [("path", p["name"]) for p in op.params("path")]
+        slots += [("header", p["name"]) for p in op.params("header") if p["name"] in base.headers]
+        if op.method == "GET":
+            slots += [("query", p["name"]) for p in op.params("query")]
+        for where, name in slots:
+            for payload in INJECTIONS:
+                url, params, headers = base.url, dict(base.params), dict(base.headers)
+                if where == "path":
+                    url = op.path
+                    for p in op.params("path"):
+                        value = (
+                            payload
+                            if p["name"] == name
+                            else _path_value(op, p["name"], b, b.workspaces[0], by_id=True)
+                        )
+                        url = url.replace("{" + p["name"] + "}", value)
+                elif where == "query":
+                    params[name] = payload
+                else:
+                    headers[name] = payload
+                call = Call(op.method, url, params, headers, base.body)
+                r = call.send(api.client, b.owner.headers)
+                tried += 1
+                if r.status_code >= 500:
+                    failures.append(f"{op.key} {where} {name}={payload!r}: {r.status_code}")
+                if op.method != "GET" and 200 <= r.status_code < 300:
+                    failures.append(f"{op.key} {where} {name}={payload!r}: acted ({r.status_code})")
+                if leaked := _leaks(r, secret):
+                    failures.append(f"{op.key} {where} {name}={payload!r}: shows A's {leaked}")
+    assert failures == []
+    assert tried >= 200  # every operation with a string parameter took every payload
+    assert api.wh.scalar("SELECT COUNT(*) FROM app.organizations") == tables_before
+    _ok(api.client.get(f"/v1/workspaces/{a.workspaces[0].id}", headers=a.owner.headers))
+
+
 def test_the_owners_same_requests_succeed_and_nothing_of_theirs_changed(
     api: ApiServer, world: World
 ) -> None:
