@@ -29,6 +29,7 @@ TYPE_BY_STATUS = {
     429: "rate_limited",
     500: "api_error",
     502: "upstream_error",
+    503: "api_error",
 }
 
 
@@ -75,7 +76,7 @@ class ErrorDialect:
 
     model: ClassVar[type[BaseModel]] = ErrorEnvelope
     #: Statuses every route of the family documents with `model` in OpenAPI.
-    statuses: ClassVar[Sequence[int]] = (400, 401, 403, 404, 409, 422, 429, 500)
+    statuses: ClassVar[Sequence[int]] = (400, 401, 403, 404, 409, 422, 429, 500, 503)
 
     def body(self, err: ApiError, request_id: str) -> dict[str, Any]:
         """The JSON body of one error."""
@@ -110,6 +111,7 @@ _DESCRIPTIONS = {
     429: "Rate limit exceeded (see Retry-After)",
     500: "Unexpected server error",
     502: "Upstream dependency unavailable",
+    503: "The database is unavailable for a moment (see Retry-After); nothing was written",
 }
 
 DEFAULT_DIALECT = ErrorDialect()

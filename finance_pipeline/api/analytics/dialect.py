@@ -13,7 +13,7 @@ class AnalyticsDialect(ErrorDialect):
     """The default envelope, but every invalid request is a 400, as the seed lists its errors (it
     shows no 422): a request FastAPI itself refuses is answered 400 like the analytics' own."""
 
-    statuses: ClassVar = (400, 401, 403, 404, 429, 500)
+    statuses: ClassVar = (400, 401, 403, 404, 429, 500, 503)
 
     def response(self, err: ApiError, request_id: str) -> JSONResponse:
         """422 -> 400, same code and param."""

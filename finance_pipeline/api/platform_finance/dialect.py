@@ -34,7 +34,7 @@ class PlatformFinanceDialect(ErrorDialect):
     """Errors in the seed's `success` envelope; request validation failures are 400."""
 
     model = PlatformFinanceError
-    statuses = (400, 401, 403, 404, 409, 429, 500)
+    statuses = (400, 401, 403, 404, 409, 429, 500, 503)
 
     def body(self, err: ApiError, request_id: str) -> dict[str, Any]:
         """`{"success": false, "error": {...}}`."""
