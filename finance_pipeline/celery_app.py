@@ -10,6 +10,7 @@ from dagster_celery.executor import CeleryExecutor
 from dagster_celery.make_app import make_app
 from dagster_celery.tasks import create_task
 
+from finance_pipeline import definitions as _definitions
 from finance_pipeline.settings import get_settings
 
 _settings = get_settings()
@@ -20,3 +21,6 @@ app = make_app(
 )
 # The task the celery executor submits for each step (dagster_celery.tasks.execute_plan).
 execute_plan = create_task(app)
+# Imported here, in the worker's main process, so that every forked pool process starts with the
+# code location loaded instead of importing it on its first step.
+CODE_LOCATION = _definitions.defs

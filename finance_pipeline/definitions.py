@@ -28,7 +28,7 @@ from finance_pipeline.requests.sensors import make_request_sensors
 from finance_pipeline.resources import StripeResource, WarehouseResource
 from finance_pipeline.settings import get_settings
 from finance_pipeline.table_checks import schema_checks, with_table_metadata
-from finance_pipeline.tenancy import list_workspaces
+from finance_pipeline.tenancy import WORKSPACE_TAG, list_workspaces
 
 stripe_ingest = dg.AssetSelection.assets(*stripe_assets)
 core_assets = dg.AssetSelection.assets(fx_rates, ledger, subscription_history)
@@ -112,8 +112,12 @@ month_end_close_sensor = make_close_sensor(month_end_close_job)
     "with the recomputed figures and record restatements.",
 )
 def closed_months_restated(context: dg.RunStatusSensorContext) -> dg.RunRequest:
-    """One restatement check per successful refresh run."""
-    return dg.RunRequest(run_key=f"close_restatements:{context.dagster_run.run_id}")
+    """One restatement check per successful refresh run, over the workspaces it refreshed."""
+    scope = context.dagster_run.tags.get(WORKSPACE_TAG)
+    return dg.RunRequest(
+        run_key=f"close_restatements:{context.dagster_run.run_id}",
+        tags={WORKSPACE_TAG: scope} if scope else {},
+    )
 
 
 @dg.schedule(

@@ -102,11 +102,23 @@ def celery_env(
         wh = Warehouse(wh_url)
         apply_migrations(wh)
         script = str(PROJECT_ROOT / "scripts" / "celery.sh")
+        # Started in the background: the workers load while the test seeds the warehouse.
+        starting = subprocess.Popen(["bash", script, "start", "2"], env=os.environ)
+
+        def wait_ready() -> None:
+            assert starting.wait(timeout=180) == 0, "scripts/celery.sh start failed"
+
         try:
-            subprocess.run(["bash", script, "start", "2"], env=os.environ, check=True, timeout=180)
             with dg.DagsterInstance.from_config(str(home)) as instance:
-                yield {"wh": wh, "instance": instance, "run_dir": tmp_path / "celery"}
+                yield {
+                    "wh": wh,
+                    "instance": instance,
+                    "run_dir": tmp_path / "celery",
+                    "wait_ready": wait_ready,
+                }
         finally:
+            if starting.poll() is None:
+                starting.wait(timeout=180)
             subprocess.run(["bash", script, "stop"], env=os.environ, check=False, timeout=60)
             wh.dispose()
 
@@ -117,6 +129,7 @@ def test_refresh_on_two_celery_workers_equals_the_in_process_run(
     wh: Warehouse = celery_env["wh"]
     instance: dg.DagsterInstance = celery_env["instance"]
     ids = seed_workspaces(wh, 3, customers=10)
+    celery_env["wait_ready"]()
     settings = get_settings()
     requests = fan_out(
         "celery_test",

@@ -142,3 +142,27 @@ def test_a_failing_workspace_fails_only_its_own_run(warehouse: Warehouse) -> Non
         r["workspace_id"] for r in warehouse.rows("SELECT DISTINCT workspace_id FROM core.ledger")
     }
     assert ledger_ws == {good, other}
+
+
+def test_the_restatement_check_follows_the_refreshed_workspaces() -> None:
+    from finance_pipeline.definitions import closed_months_restated
+
+    @dg.op
+    def step() -> None:
+        pass
+
+    @dg.job(name="requested_refresh")
+    def stand_in() -> None:
+        step()
+
+    instance = dg.DagsterInstance.ephemeral()
+    for tags, expected in (({WORKSPACE_TAG: "ws_a,ws_b"}, {WORKSPACE_TAG: "ws_a,ws_b"}), ({}, {})):
+        result = stand_in.execute_in_process(instance=instance, tags=tags)
+        ctx = dg.build_run_status_sensor_context(
+            sensor_name="closed_months_restated",
+            dagster_event=result.get_run_success_event(),
+            dagster_instance=instance,
+            dagster_run=result.dagster_run,
+        )
+        req = closed_months_restated(ctx)
+        assert req.run_key == f"close_restatements:{result.run_id}" and req.tags == expected

@@ -33,21 +33,32 @@ def seed_workspaces(
     sim = simulate(seed=seed, customers=customers, months=months, end=SEED_END, currencies=("usd",))
     [(acct, account)] = sim.fixture["accounts"].items()
     key = next(iter(account["keys"]))
-    org = create_organization(wh, "Fan-out org", org_id="org_fanout")
-    ids = workspace_ids(n)
-    for i, ws in enumerate(ids):
-        create_workspace(wh, org, ws, workspace_id=ws, time_zone=TIME_ZONES[i % len(TIME_ZONES)])
+    [first] = grow_workspaces(wh, 1, copy_raw=False)
     with StandIn(sim.fixture) as standin:
         url = standin.url
         sync = StripeStreamSync(
             wh,
-            StripeGateway(key, api_base=url, rate_limit_rps=1e9, workspace_id=ids[0]),
-            Connection(ids[0], acct, False, key, url),
+            StripeGateway(key, api_base=url, rate_limit_rps=1e9, workspace_id=first),
+            Connection(first, acct, False, key, url),
             clock=standin.now,
         )
         for name in STREAMS:
             sync.sync(name)
-    clone_raw(wh, ids[0], ids[1:])
+    return grow_workspaces(wh, n)
+
+
+def grow_workspaces(wh: Warehouse, n: int, *, copy_raw: bool = True) -> list[str]:
+    """Add workspaces up to n in all (the first one's raw rows copied to each new one); returns
+    the ids of all n."""
+    org = create_organization(wh, "Fan-out org", org_id="org_fanout")
+    ids = workspace_ids(n)
+    have = {r["id"] for r in wh.rows("SELECT id FROM app.workspaces WHERE org_id = :o", o=org)}
+    new = [ws for ws in ids if ws not in have]
+    for ws in new:
+        i = ids.index(ws)
+        create_workspace(wh, org, ws, workspace_id=ws, time_zone=TIME_ZONES[i % len(TIME_ZONES)])
+    if copy_raw and new:
+        clone_raw(wh, ids[0], new)
     return ids
 
 
