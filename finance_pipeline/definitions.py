@@ -7,6 +7,8 @@ import dagster as dg
 from finance_pipeline.advisory.assets import advisory_memos
 from finance_pipeline.alerts.assets import alerts
 from finance_pipeline.core.assets import fx_rates, ledger, subscription_history
+from finance_pipeline.executors import executor_run_config, refresh_executor
+from finance_pipeline.fanout import STRIPE_TAG, STRIPE_TAG_VALUE, fan_out
 from finance_pipeline.forecasting.assets import forecasts
 from finance_pipeline.ingest.landing_assets import landing_files, landing_folder_sensor, landing_job
 from finance_pipeline.ingest.stripe_assets import stripe_assets
@@ -24,7 +26,9 @@ from finance_pipeline.reports.close_assets import (
 from finance_pipeline.reports.exports import report_export_job, report_export_sensor
 from finance_pipeline.requests.sensors import make_request_sensors
 from finance_pipeline.resources import StripeResource, WarehouseResource
+from finance_pipeline.settings import get_settings
 from finance_pipeline.table_checks import schema_checks, with_table_metadata
+from finance_pipeline.tenancy import WORKSPACE_TAG, list_workspaces
 
 stripe_ingest = dg.AssetSelection.assets(*stripe_assets)
 core_assets = dg.AssetSelection.assets(fx_rates, ledger, subscription_history)
@@ -41,11 +45,13 @@ daily_refresh_job = dg.define_asset_job(
     selection=stripe_ingest | core_assets | mrr | cfo,
     description="Stripe ingest, then core tables, then the MRR, CFO, revenue and alert marts for "
     "the partition range.",
+    executor_def=refresh_executor,
 )
 marts_job = dg.define_asset_job(
     "rebuild_marts",
     selection=core_assets | mrr | cfo,
     description="Rebuild core tables and the daily marts from raw (e.g. a full-history backfill).",
+    executor_def=refresh_executor,
     # The core tables are rebuilt wholly from raw here (the daily refresh builds them from the
     # changes since their last build); a run may override it in its run config.
     config={
@@ -63,6 +69,7 @@ requested_refresh_job = dg.define_asset_job(
     selection=core_assets | mrr | cfo,
     description="Core tables (incremental), then the MRR, CFO, revenue and alert marts for the "
     "partition range of queued refresh requests (launched by pipeline_requests_sensor).",
+    executor_def=refresh_executor,
 )
 request_sensors = make_request_sensors(requested_refresh_job, daily_refresh_job)
 
@@ -105,8 +112,12 @@ month_end_close_sensor = make_close_sensor(month_end_close_job)
     "with the recomputed figures and record restatements.",
 )
 def closed_months_restated(context: dg.RunStatusSensorContext) -> dg.RunRequest:
-    """One restatement check per successful refresh run."""
-    return dg.RunRequest(run_key=f"close_restatements:{context.dagster_run.run_id}")
+    """One restatement check per successful refresh run, over the workspaces it refreshed."""
+    scope = context.dagster_run.tags.get(WORKSPACE_TAG)
+    return dg.RunRequest(
+        run_key=f"close_restatements:{context.dagster_run.run_id}",
+        tags={WORKSPACE_TAG: scope} if scope else {},
+    )
 
 
 @dg.schedule(
@@ -115,18 +126,26 @@ def closed_months_restated(context: dg.RunStatusSensorContext) -> dg.RunRequest:
     execution_timezone="UTC",
     default_status=dg.DefaultScheduleStatus.RUNNING,
     description=f"Daily refresh: ingest, core, and MRR for yesterday plus {RESTATEMENT_DAYS - 1} "
-    "earlier days restated for late data.",
+    "earlier days restated for late data; one run per workspace (or batch, FP_FANOUT_BATCH_SIZE).",
 )
-def daily_refresh(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
-    """One run per day covering the trailing restatement window (a partition range)."""
+def daily_refresh(
+    context: dg.ScheduleEvaluationContext, warehouse: WarehouseResource
+) -> list[dg.RunRequest]:
+    """One run per workspace and day covering the trailing restatement window (a partition
+    range), keyed by day and workspace so a re-evaluated tick launches nothing twice."""
     yesterday = (context.scheduled_execution_time - timedelta(days=1)).date()
     first, _ = restatement_window(yesterday)
-    return dg.RunRequest(
-        run_key=f"daily_refresh:{yesterday.isoformat()}",
-        tags={
+    settings = get_settings()
+    return fan_out(
+        f"daily_refresh:{yesterday.isoformat()}",
+        {
             "dagster/asset_partition_range_start": first.isoformat(),
             "dagster/asset_partition_range_end": yesterday.isoformat(),
+            STRIPE_TAG: STRIPE_TAG_VALUE,
         },
+        [ws.id for ws in list_workspaces(warehouse.get())],
+        settings.fanout_batch_size,
+        run_config=executor_run_config(settings),
     )
 
 

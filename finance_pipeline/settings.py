@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -45,6 +46,16 @@ class Settings(BaseSettings):
     stripe_rate_limit_rps: float = 90.0
     stripe_max_attempts: int = 8
     stripe_page_size: int = 100
+    # Scheduled refreshes fan out by workspace (docs/scaling.md): this many workspaces per run, each
+    # run tagged with its workspaces so the run queue serializes a workspace's runs and a failing
+    # workspace fails only its own run; 0 keeps one run over every workspace.
+    fanout_batch_size: int = Field(default=1, ge=0)
+    # Executor of the refresh jobs (daily_refresh, requested_refresh, rebuild_marts): multiprocess
+    # on the launching machine, or celery (dagster-celery) on the workers of scripts/celery.sh,
+    # through this broker (Redis from Debian's redis-server) and result backend.
+    executor: Literal["multiprocess", "celery"] = "multiprocess"
+    celery_broker_url: str = "redis://127.0.0.1:6379/0"
+    celery_backend_url: str = "redis://127.0.0.1:6379/1"
     # Advisory memos: an OpenAI-compatible chat-completions endpoint (FP_AI_BASE_URL such as
     # https://router.huggingface.co/v1, FP_AI_API_KEY, FP_AI_MODEL). All unset: the rule-based
     # writer only. ai_provider_name is what memos report as `provider` (e.g. "huggingface").

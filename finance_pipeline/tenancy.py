@@ -7,6 +7,7 @@ import re
 import secrets as _secrets
 import time
 import warnings
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -167,6 +168,50 @@ def _workspace(r: dict[str, Any]) -> Workspace:
 def list_workspaces(wh: Warehouse) -> list[Workspace]:
     """Every workspace, oldest first."""
     return [_workspace(r) for r in wh.rows("SELECT * FROM app.workspaces ORDER BY created_at, id")]
+
+
+#: Run tag scoping a Dagster run to some workspaces: one id, or a comma-separated batch of ids.
+#: A run without it covers every workspace (the embedded default, backfills, manual runs).
+WORKSPACE_TAG = "finance_pipeline/workspace"
+
+
+def parse_workspace_scope(value: str | None) -> frozenset[str] | None:
+    """The workspace ids a WORKSPACE_TAG value names; None (every workspace) when absent or
+    blank."""
+    ids = frozenset(i.strip() for i in (value or "").split(",") if i.strip())
+    return ids or None
+
+
+def workspace_scope_tag(workspace_ids: Collection[str]) -> str:
+    """The WORKSPACE_TAG value of a batch of workspaces (sorted, so a batch has one spelling)."""
+    return ",".join(sorted(workspace_ids))
+
+
+def current_run_scope() -> frozenset[str] | None:
+    """The workspaces the Dagster run executing now is scoped to, from its WORKSPACE_TAG; None
+    (every workspace) outside a run or in an untagged run."""
+    from dagster._core.execution.context.compute import current_execution_context
+
+    # Dagster's own context variable, set around every asset and asset check body (the public
+    # AssetExecutionContext.get() raises in a check, and outside a run).
+    ctx = current_execution_context.get()
+    if ctx is None:
+        return None
+    return parse_workspace_scope(ctx.run.tags.get(WORKSPACE_TAG))
+
+
+def scoped_workspaces(wh: Warehouse) -> list[Workspace]:
+    """The workspaces an asset works on: those of the current run's workspace scope (every
+    workspace for an untagged run), oldest first."""
+    ids = current_run_scope()
+    workspaces = list_workspaces(wh)
+    return workspaces if ids is None else [ws for ws in workspaces if ws.id in ids]
+
+
+def in_run_scope(workspace_id: str) -> bool:
+    """Whether the current run covers the workspace (always, for an untagged run)."""
+    ids = current_run_scope()
+    return ids is None or workspace_id in ids
 
 
 def get_workspace(wh: Warehouse, workspace_id: str, org_id: str | None = None) -> Workspace | None:

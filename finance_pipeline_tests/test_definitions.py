@@ -8,6 +8,9 @@ from datetime import UTC, datetime
 import dagster as dg
 
 from finance_pipeline.definitions import RESTATEMENT_DAYS, daily_refresh, defs
+from finance_pipeline.tenancy import create_organization, create_workspace
+from finance_pipeline.warehouse import Warehouse
+from finance_pipeline_tests.dagster_runs import warehouse_resources
 
 
 def test_definitions_load_and_every_asset_has_group_kinds_and_description() -> None:
@@ -28,14 +31,18 @@ def test_automation_is_running_by_default() -> None:
         assert sensor.default_status == dg.DefaultSensorStatus.RUNNING, sensor.name
 
 
-def test_daily_refresh_restates_a_trailing_window() -> None:
-    ctx = dg.build_schedule_context(
-        scheduled_execution_time=datetime(2026, 11, 23, 2, 15, tzinfo=UTC)
+def test_daily_refresh_restates_a_trailing_window(sqlite_warehouse: Warehouse) -> None:
+    create_workspace(
+        sqlite_warehouse, create_organization(sqlite_warehouse, "O"), "W", workspace_id="ws1"
     )
-    req = daily_refresh(ctx)
+    ctx = dg.build_schedule_context(
+        scheduled_execution_time=datetime(2026, 11, 23, 2, 15, tzinfo=UTC),
+        resources=warehouse_resources(sqlite_warehouse),
+    )
+    [req] = daily_refresh(ctx)  # one run per workspace (finance_pipeline_tests/test_fanout.py)
     assert req.tags["dagster/asset_partition_range_end"] == "2026-11-22"
     assert req.tags["dagster/asset_partition_range_start"] == "2026-11-20"
-    assert RESTATEMENT_DAYS == 3 and req.run_key == "daily_refresh:2026-11-22"
+    assert RESTATEMENT_DAYS == 3 and req.run_key == "daily_refresh:2026-11-22:ws1"
 
 
 def test_month_end_close_builds_margins_before_the_reports() -> None:

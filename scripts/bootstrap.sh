@@ -12,6 +12,8 @@ dpkg -s libharfbuzz-subset0 >/dev/null 2>&1 || need_apt+=(libharfbuzz-subset0)
 dpkg -s fonts-dejavu-core >/dev/null 2>&1 || need_apt+=(fonts-dejavu-core)
 command -v pdftoppm >/dev/null 2>&1 || need_apt+=(poppler-utils)
 command -v psql >/dev/null 2>&1 || need_apt+=(postgresql-client)
+# The Celery broker of FP_EXECUTOR=celery (scripts/celery.sh) and of its test.
+command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "bootstrap: installing system packages: ${need_apt[*]}"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"

@@ -25,7 +25,7 @@ from finance_pipeline.metrics.cfo_assets import CFO_KEY, days_between
 from finance_pipeline.partitions import daily_partitions
 from finance_pipeline.resources import WarehouseResource
 from finance_pipeline.table_checks import table_metadata
-from finance_pipeline.tenancy import list_workspaces
+from finance_pipeline.tenancy import scoped_workspaces
 
 MEMOS_KEY = dg.AssetKey(["mart", "advisory_memos"])
 ALERTS_KEY = dg.AssetKey(["mart", "alerts"])
@@ -71,7 +71,7 @@ def advisory_memos(
     latest: list[tuple[str, dict[str, Any]]] = []
     missing: dict[str, int] = {}
     ai_calls = 0
-    workspaces = list_workspaces(wh)
+    workspaces = scoped_workspaces(wh)
     for ws in workspaces:
         grounding = stored_grounding(wh, ws.id, start, end)
         for day in days_between(start, end):

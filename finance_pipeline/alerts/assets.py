@@ -63,7 +63,7 @@ from finance_pipeline.resources import WarehouseResource
 from finance_pipeline.secrets import SecretError
 from finance_pipeline.stripe_sync.health import DEFAULT_SCHEDULE_SECONDS, sync_status
 from finance_pipeline.table_checks import table_metadata
-from finance_pipeline.tenancy import Workspace, list_workspaces
+from finance_pipeline.tenancy import Workspace, scoped_workspaces
 from finance_pipeline.warehouse.db import Warehouse
 
 ALERTS_KEY = dg.AssetKey(["mart", "alerts"])
@@ -401,7 +401,7 @@ def alerts(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> I
     start = window.start.date()
     end = window.end.date() - timedelta(days=1)
     now = clock()
-    workspaces = list_workspaces(wh)
+    workspaces = scoped_workspaces(wh)
     found = {ws.id: evaluate_window(wh, ws, start, end, now) for ws in workspaces}
     live = {ws.id: is_live_day(end, ws.time_zone, now) for ws in workspaces}
     episodes: Counter[str] = Counter()

@@ -27,7 +27,7 @@ from finance_pipeline.lib.money import micros_per_minor, round_half_away
 from finance_pipeline.lib.subscription_history import build_history_until
 from finance_pipeline.resources import WarehouseResource
 from finance_pipeline.table_checks import table_metadata
-from finance_pipeline.tenancy import Workspace, list_workspaces
+from finance_pipeline.tenancy import Workspace, in_run_scope, scoped_workspaces
 from finance_pipeline.warehouse.db import Warehouse
 
 RAW_STRIPE = [
@@ -49,6 +49,10 @@ def fx_rates(warehouse: WarehouseResource) -> dg.MaterializeResult:
     """Daily FX rates (1 unit of currency = rate units of the reporting currency), exact decimals."""
     wh = warehouse.get()
     with wh.begin() as db:
+        if not wh.is_sqlite:
+            # Workspace-scoped runs rebuild this shared table concurrently: one at a time, or two
+            # delete-then-insert transactions would insert the same keys (SQLite locks anyway).
+            db.execute(wh.text("LOCK TABLE core.fx_rates IN EXCLUSIVE MODE"))
         db.execute(wh.text("DELETE FROM core.fx_rates"))
         db.execute(
             wh.text(
@@ -342,7 +346,7 @@ def ledger(
     plans: list[BuildPlan] = []
     work: list[tuple[BuildPlan, dict[str, set[str]] | None, list[dict]]] = []
     # Read first (watermarks, then changes, then rows), write after, all in one transaction.
-    for ws in list_workspaces(wh):
+    for ws in scoped_workspaces(wh):
         plan = plan_build(
             wh, ws, "core.ledger", LEDGER_SOURCES, fx=True, force_full=config.full_rebuild
         )
@@ -379,11 +383,16 @@ def ledger(
                     "deleted": max(deleted or 0, 0),
                     "inserted": len(rows),
                 }
-            # Validate the whole table inside the transaction, before it commits: a failed
-            # reconciliation rolls the build back, incremental or not, so nothing is written.
-            mismatches = reconcile_ledger_with_raw(
-                lambda sql, **p: [dict(r._mapping) for r in db.execute(wh.text(sql), p)]
-            )
+            # Validate inside the transaction, before it commits: a failed reconciliation rolls
+            # the build back, incremental or not, so nothing is written. Only the run's
+            # workspaces count: another workspace's broken data must not fail this run.
+            mismatches = [
+                m
+                for m in reconcile_ledger_with_raw(
+                    lambda sql, **p: [dict(r._mapping) for r in db.execute(wh.text(sql), p)]
+                )
+                if in_run_scope(m.workspace_id)
+            ]
             if mismatches:
                 raise _ReconciliationFailed
     except _ReconciliationFailed:
@@ -464,7 +473,7 @@ def subscription_history(
     plans: list[BuildPlan] = []
     work: list[tuple[BuildPlan, set[str] | None, list[dict], list[dict]]] = []
     n_subs = 0
-    for ws in list_workspaces(wh):
+    for ws in scoped_workspaces(wh):
         plan = plan_build(
             wh,
             ws,

@@ -30,7 +30,7 @@ from finance_pipeline.margins.assets import RECOGNIZED_KEY, _plain
 from finance_pipeline.partitions import monthly_partitions
 from finance_pipeline.resources import WarehouseResource
 from finance_pipeline.table_checks import table_metadata
-from finance_pipeline.tenancy import Workspace, list_workspaces
+from finance_pipeline.tenancy import Workspace, scoped_workspaces
 from finance_pipeline.warehouse.db import Warehouse
 
 FORECASTS_KEY = dg.AssetKey(["mart", "forecasts"])
@@ -179,7 +179,7 @@ def forecasts(
         cursor = nxt
     for _month_start, as_of in months:
         month = f"{as_of.year:04d}-{as_of.month:02d}"
-        for ws in list_workspaces(wh):
+        for ws in scoped_workspaces(wh):
             try:
                 fc = default_forecast(wh, ws, as_of)
             except ForecastValidationError as exc:
@@ -203,7 +203,7 @@ def forecasts(
             written[f"{ws.id} {month}"] = fid
     first, last = months[0][0], months[-1][1]
     with wh.begin() as db:
-        for ws in list_workspaces(wh):
+        for ws in scoped_workspaces(wh):
             db.execute(
                 wh.text(
                     "DELETE FROM mart.forecasts WHERE workspace_id = :w AND is_default = :t"

@@ -11,7 +11,7 @@ from finance_pipeline.stripe_sync.engine import StreamResult, StripeStreamSync
 from finance_pipeline.stripe_sync.gateway import StripeGateway, StripeSyncError
 from finance_pipeline.stripe_sync.streams import STREAMS, Stream
 from finance_pipeline.table_checks import table_metadata
-from finance_pipeline.tenancy import stripe_connections
+from finance_pipeline.tenancy import in_run_scope, stripe_connections
 
 STRIPE_POOL = "stripe_api"
 STRIPE_RETRY = dg.RetryPolicy(
@@ -47,7 +47,9 @@ def run_stream(
     results: list[StreamResult] = []
     failures: list[str] = []
     totals: dict[str, Any] = {"requests": 0, "retries": 0, "throttled_s": 0.0}
-    for conn in stripe_connections(wh, stripe.settings):
+    for conn in [
+        c for c in stripe_connections(wh, stripe.settings) if in_run_scope(c.workspace_id)
+    ]:
         gw = StripeGateway(
             conn.api_key,
             api_base=conn.api_base,

@@ -54,7 +54,7 @@ from finance_pipeline.margins.mappings import (
 from finance_pipeline.partitions import monthly_partitions
 from finance_pipeline.resources import WarehouseResource
 from finance_pipeline.table_checks import table_metadata
-from finance_pipeline.tenancy import Workspace, list_workspaces
+from finance_pipeline.tenancy import Workspace, scoped_workspaces
 from finance_pipeline.warehouse.db import Warehouse
 
 RECOGNIZED_KEY = dg.AssetKey(["core", "recognized_revenue_monthly"])
@@ -202,7 +202,7 @@ def recognized_revenue_monthly(warehouse: WarehouseResource) -> dg.MaterializeRe
     total_rows = 0
     skipped = 0
     with wh.begin() as db:
-        for ws in list_workspaces(wh):
+        for ws in scoped_workspaces(wh):
             rows = recognized_rows(wh, ws)
             db.execute(
                 wh.text("DELETE FROM core.recognized_revenue_monthly WHERE workspace_id = :w"),
@@ -360,7 +360,7 @@ def customer_margins_monthly(
     while cur < end:
         months.append(cur)
         cur = shift_month(cur, 1)
-    workspaces = list_workspaces(wh)
+    workspaces = scoped_workspaces(wh)
     # Auto-match proposals first (margins API revenue sync "autoMatchesCreated"): stored as pending,
     # they show in the unmatched lists and count only once a person accepts them.
     refreshed = {ws.id: refresh_auto_matches(wh, ws) for ws in workspaces}

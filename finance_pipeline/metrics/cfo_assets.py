@@ -28,7 +28,7 @@ from finance_pipeline.lib.money import MICROS_PER_CENT, foot, micros_to_decimal
 from finance_pipeline.partitions import daily_partitions
 from finance_pipeline.resources import WarehouseResource
 from finance_pipeline.table_checks import table_metadata
-from finance_pipeline.tenancy import Workspace, list_workspaces
+from finance_pipeline.tenancy import Workspace, scoped_workspaces
 from finance_pipeline.warehouse.db import Warehouse
 
 CFO_KEY = dg.AssetKey(["mart", "cfo_metrics_daily"])
@@ -197,7 +197,7 @@ def cfo_marts(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
     window = context.partition_time_window
     start = window.start.date()
     end = window.end.date() - timedelta(days=1)
-    workspaces = list_workspaces(wh)
+    workspaces = scoped_workspaces(wh)
     results = {ws.id: compute_cfo_window(wh, ws, start, end) for ws in workspaces}
     mismatches: list[str] = []
     try:

@@ -23,7 +23,7 @@ from finance_pipeline.metrics.reconcile import invoice_mrr_mismatches
 from finance_pipeline.partitions import daily_partitions
 from finance_pipeline.resources import WarehouseResource
 from finance_pipeline.table_checks import table_metadata
-from finance_pipeline.tenancy import list_workspaces
+from finance_pipeline.tenancy import scoped_workspaces
 
 MRR_TABLES = {
     "mrr_changes": "Per-customer MRR change rows: one row when a customer's end-of-day MRR, CMRR or "
@@ -98,7 +98,7 @@ def mrr_marts(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
     end = date.fromordinal(window.end.date().toordinal() - 1)
     results = {}
     failures: list[str] = []
-    workspaces = list_workspaces(wh)
+    workspaces = scoped_workspaces(wh)
     for ws in workspaces:
         res = compute_mrr_window(wh, ws, start, end)
         results[ws.id] = res

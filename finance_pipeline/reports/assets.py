@@ -22,7 +22,7 @@ from finance_pipeline.reports.render import REPORT_TYPES, render_and_store
 from finance_pipeline.reports.store import ReportClosed
 from finance_pipeline.resources import WarehouseResource
 from finance_pipeline.settings import get_settings
-from finance_pipeline.tenancy import list_workspaces
+from finance_pipeline.tenancy import scoped_workspaces
 
 _MRR = [dg.AssetKey(["mart", "mrr_daily"]), dg.AssetKey(["mart", "mrr_plan_daily"])]
 # What each report reads (docs/reports.md); raw only where no mart holds the data.
@@ -116,7 +116,7 @@ def report_asset(report_type: str) -> dg.AssetsDefinition:
         skipped: list[str] = []
         for month in partition_months(context):
             start, end = month_bounds(month)
-            for ws in list_workspaces(wh):
+            for ws in scoped_workspaces(wh):
                 try:
                     entry, table = render_and_store(wh, root, ws, report_type, start, end)
                 except ReportDataMissing as exc:

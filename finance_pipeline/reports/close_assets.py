@@ -24,7 +24,7 @@ from finance_pipeline.reports.email import deliver_close_pack
 from finance_pipeline.reports.pdf.pack_data import CheckResult
 from finance_pipeline.resources import WarehouseResource
 from finance_pipeline.settings import get_settings
-from finance_pipeline.tenancy import list_workspaces
+from finance_pipeline.tenancy import current_run_scope, scoped_workspaces
 
 MRR_DAILY = dg.AssetKey(["mart", "mrr_daily"])
 # The marts whose latest check results of the month's last day go into the pack.
@@ -132,7 +132,7 @@ def close_pack(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
     for month in partition_months(context):
         _, last_day = month_bounds(month)
         checks = latest_check_results(context.instance, check_keys, last_day)
-        for ws in list_workspaces(wh):
+        for ws in scoped_workspaces(wh):
             try:
                 outcome = run_close(wh, root, ws.id, month, checks=checks)
             except CloseError as exc:
@@ -189,7 +189,11 @@ def close_restatements(
 ) -> dg.MaterializeResult:
     """Compare every closed month with its recomputed figures; record new restatements."""
     wh = warehouse.get()
-    new = check_closed_months(wh, config.workspace_id or None)
+    scope = current_run_scope()
+    if config.workspace_id or scope is None:
+        new = check_closed_months(wh, config.workspace_id or None)
+    else:  # after a workspace-scoped refresh: only the workspaces it recomputed
+        new = [rid for ws in sorted(scope) for rid in check_closed_months(wh, ws)]
     return dg.MaterializeResult(
         metadata={"new_restatements": len(new), "ids": ", ".join(new) or "none"}
     )

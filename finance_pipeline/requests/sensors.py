@@ -3,8 +3,10 @@ status sensors that record their outcome, and the reconciliation that keeps no r
 forever.
 
 A tick claims every queued request (queued -> running, atomically, so the inline runner and a
-second daemon never take the same one) and asks for at most two runs: one `requested_refresh` over
-the union of the refresh requests' days, one `daily_refresh` for the sync requests. The run's tag
+second daemon never take the same one) and asks, per workspace (the run scoped to it by the
+workspace tag), for at most two runs: one `requested_refresh` over the union of that workspace's
+refresh requests' days, one `daily_refresh` for its sync requests (FP_FANOUT_BATCH_SIZE=0: the two
+runs cover every workspace). The run's tag
 lists its request ids; the run id is recorded once the run exists (next tick) and the outcome
 when it ends (run status sensors, or the next tick if they missed it).
 """
@@ -18,6 +20,8 @@ from typing import Any
 
 import dagster as dg
 
+from finance_pipeline.executors import executor_run_config
+from finance_pipeline.fanout import STRIPE_TAG, STRIPE_TAG_VALUE
 from finance_pipeline.requests.store import (
     Batch,
     attach_run,
@@ -27,6 +31,8 @@ from finance_pipeline.requests.store import (
     plan_batches,
 )
 from finance_pipeline.resources import WarehouseResource
+from finance_pipeline.settings import get_settings
+from finance_pipeline.tenancy import WORKSPACE_TAG
 from finance_pipeline.warehouse.db import Warehouse
 
 REQUEST_IDS_TAG = "finance_pipeline/request_ids"
@@ -176,9 +182,34 @@ def reconcile(instance: dg.DagsterInstance, wh: Warehouse, now: float | None = N
     return notes
 
 
-def run_request(batch: Batch) -> dg.RunRequest:
-    """The run serving a batch: a partition range run of the kind's job, keyed by its requests."""
-    return dg.RunRequest(run_key=batch.run_key, job_name=batch.job_name, tags=run_tags(batch))
+def run_request(batch: Batch, workspace_id: str | None = None) -> dg.RunRequest:
+    """The run serving a batch: a partition range run of the kind's job, keyed by its requests,
+    scoped to the requests' workspace when given (docs/scaling.md)."""
+    tags = run_tags(batch)
+    if workspace_id is not None:
+        tags[WORKSPACE_TAG] = workspace_id
+    if batch.kind == "stripe_sync":
+        tags[STRIPE_TAG] = STRIPE_TAG_VALUE
+    return dg.RunRequest(
+        run_key=batch.run_key,
+        job_name=batch.job_name,
+        tags=tags,
+        run_config=executor_run_config(get_settings()),
+    )
+
+
+def plan_runs(
+    claimed: Sequence[dict[str, Any]], by_workspace: bool
+) -> list[tuple[Batch, str | None]]:
+    """The batches of the claimed requests: one per kind and workspace (each scoped to its
+    workspace, so a workspace's refresh neither waits for nor rebuilds another's), or one per
+    kind over every workspace when the fan-out is off (FP_FANOUT_BATCH_SIZE=0)."""
+    if not by_workspace:
+        return [(b, None) for b in plan_batches(claimed)]
+    out: list[tuple[Batch, str | None]] = []
+    for ws in sorted({r["workspace_id"] for r in claimed}):
+        out += [(b, ws) for b in plan_batches([r for r in claimed if r["workspace_id"] == ws])]
+    return out
 
 
 def make_request_sensors(
@@ -193,8 +224,8 @@ def make_request_sensors(
         minimum_interval_seconds=SENSOR_INTERVAL_SECONDS,
         default_status=dg.DefaultSensorStatus.RUNNING,
         description="Claim the queued refresh and Stripe sync requests (app.pipeline_requests) and "
-        "launch one requested_refresh run over their union of days and one daily_refresh run for "
-        "the syncs; record the run of each and fail requests whose run never came.",
+        "launch, per workspace, one requested_refresh run over their union of days and one "
+        "daily_refresh run for the syncs; record the run of each and fail requests whose run never came.",
     )
     def pipeline_requests_sensor(
         context: dg.SensorEvaluationContext, warehouse: WarehouseResource
@@ -206,15 +237,17 @@ def make_request_sensors(
             context.log.info(note)
         queued = [r for r in pending_requests(wh) if r["status"] == "queued"]
         won = set(claim(wh, [r["id"] for r in queued]))
-        batches = plan_batches([r for r in queued if r["id"] in won])
+        batches = plan_runs(
+            [r for r in queued if r["id"] in won], get_settings().fanout_batch_size > 0
+        )
         if not batches:
             return dg.SkipReason("no queued pipeline requests")
-        for batch in batches:
+        for batch, ws in batches:
             context.log.info(
-                f"{batch.job_name} {batch.first_day}..{batch.last_day} for "
-                f"{len(batch.request_ids)} request(s): {', '.join(batch.request_ids)}"
+                f"{batch.job_name} {batch.first_day}..{batch.last_day} for {ws or 'every workspace'}"
+                f", {len(batch.request_ids)} request(s): {', '.join(batch.request_ids)}"
             )
-        return dg.SensorResult(run_requests=[run_request(b) for b in batches])
+        return dg.SensorResult(run_requests=[run_request(b, ws) for b, ws in batches])
 
     def _status_sensor(name: str, status: dg.DagsterRunStatus, outcome: str) -> Any:
         @dg.run_status_sensor(

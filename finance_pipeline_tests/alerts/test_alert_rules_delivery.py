@@ -300,7 +300,7 @@ def test_never_synced_connection_is_delayed_after_the_threshold(
     wh = sqlite_warehouse
     _workspace(wh, "ws_new")
     connect_stripe(wh, "ws_new", account_id="acct_n", livemode=False, api_key="sk_test_abcd1234")
-    ws = next(w for w in alert_assets.list_workspaces(wh) if w.id == "ws_new")
+    ws = next(w for w in alert_assets.scoped_workspaces(wh) if w.id == "ws_new")
     th = alert_assets.thresholds_from_settings(ws.settings)
     with wh.begin() as db:
         db.execute(wh.text("UPDATE app.stripe_connections SET created_at = :t"), {"t": NOW - 300})

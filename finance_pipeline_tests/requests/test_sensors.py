@@ -1,5 +1,5 @@
-"""The requests sensor on an ephemeral instance: queued refreshes coalesce into one run request over
-the union of their days, syncs into one daily_refresh run; the run status sensors and the
+"""The requests sensor on an ephemeral instance: a workspace's queued refreshes coalesce into one run
+request over the union of their days (one per workspace), its syncs into one daily_refresh run; the run status sensors and the
 reconciliation finish the requests (succeeded, failed with the reason, canceled, never launched)."""
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import dagster as dg
 import pytest
 
 from finance_pipeline.definitions import defs, marts_job, requested_refresh_job
+from finance_pipeline.fanout import STRIPE_TAG
 from finance_pipeline.partitions import last_daily_partition
 from finance_pipeline.requests.sensors import (
     LAUNCH_TIMEOUT_SECONDS,
@@ -18,7 +19,13 @@ from finance_pipeline.requests.sensors import (
     reconcile,
 )
 from finance_pipeline.requests.store import claim, get_request, request_refresh, request_sync
-from finance_pipeline.tenancy import connect_stripe, create_organization, create_workspace
+from finance_pipeline.settings import get_settings
+from finance_pipeline.tenancy import (
+    WORKSPACE_TAG,
+    connect_stripe,
+    create_organization,
+    create_workspace,
+)
 from finance_pipeline.warehouse import Warehouse
 from finance_pipeline_tests.dagster_runs import warehouse_resources
 
@@ -65,29 +72,58 @@ def test_nothing_queued_is_a_skip(wh: Warehouse) -> None:
     assert isinstance(result, dg.SkipReason) and "no queued" in str(result.skip_message)
 
 
-def test_refreshes_coalesce_and_syncs_run_the_daily_refresh(wh: Warehouse) -> None:
+def test_refreshes_coalesce_per_workspace_and_syncs_run_the_daily_refresh(wh: Warehouse) -> None:
     connect_stripe(wh, "ws2", account_id="acct_2", livemode=False, api_key="sk_test_x")
     a = request_refresh(
         wh, "ws1", YESTERDAY - timedelta(days=9), YESTERDAY - timedelta(days=8), reason="a"
     )
     b = request_refresh(wh, "ws2", YESTERDAY - timedelta(days=3), YESTERDAY, reason="b")
+    b2 = request_refresh(wh, "ws2", YESTERDAY - timedelta(days=5), YESTERDAY, reason="b2")
     s = request_sync(wh, "ws2", reason="s")
     instance = dg.DagsterInstance.ephemeral()
     result = _tick(wh, instance)
     assert isinstance(result, dg.SensorResult)
-    refresh, sync = result.run_requests or []
-    assert refresh.job_name == "requested_refresh"
-    assert refresh.tags[REQUEST_IDS_TAG] == ",".join(sorted([a, b]))
-    assert refresh.tags["dagster/asset_partition_range_start"] == str(YESTERDAY - timedelta(days=9))
-    assert refresh.tags["dagster/asset_partition_range_end"] == str(YESTERDAY)
-    assert refresh.run_key and refresh.run_key.startswith("pipeline_requests:refresh:")
+    # One run per kind and workspace, scoped by the workspace tag (docs/scaling.md).
+    refresh1, refresh2, sync = result.run_requests or []
+    assert refresh1.job_name == refresh2.job_name == "requested_refresh"
+    assert (refresh1.tags[WORKSPACE_TAG], refresh1.tags[REQUEST_IDS_TAG]) == ("ws1", a)
+    assert refresh1.tags["dagster/asset_partition_range_start"] == str(
+        YESTERDAY - timedelta(days=9)
+    )
+    assert refresh1.tags["dagster/asset_partition_range_end"] == str(YESTERDAY - timedelta(days=8))
+    assert refresh2.tags[WORKSPACE_TAG] == "ws2"
+    assert refresh2.tags[REQUEST_IDS_TAG] == ",".join(sorted([b, b2]))
+    assert refresh2.tags["dagster/asset_partition_range_start"] == str(
+        YESTERDAY - timedelta(days=5)
+    )
+    assert refresh2.tags["dagster/asset_partition_range_end"] == str(YESTERDAY)
+    assert refresh2.run_key and refresh2.run_key.startswith("pipeline_requests:refresh:")
     assert sync.job_name == "daily_refresh" and sync.tags[REQUEST_IDS_TAG] == s
+    assert sync.tags[WORKSPACE_TAG] == "ws2" and sync.tags[STRIPE_TAG] == "sync"
     assert sync.tags["dagster/asset_partition_range_start"] == str(YESTERDAY - timedelta(days=2))
     assert sync.tags["dagster/asset_partition_range_end"] == str(YESTERDAY)
     # Claimed: the next tick asks for nothing, and a runner elsewhere cannot take them.
-    assert {(get_request(wh, i) or {})["status"] for i in (a, b, s)} == {"running"}
+    assert {(get_request(wh, i) or {})["status"] for i in (a, b, b2, s)} == {"running"}
     assert isinstance(_tick(wh, instance), dg.SkipReason)
-    assert claim(wh, [a, b, s]) == []
+    assert claim(wh, [a, b, b2, s]) == []
+
+
+def test_without_fan_out_refreshes_coalesce_over_every_workspace(
+    wh: Warehouse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FP_FANOUT_BATCH_SIZE", "0")
+    get_settings.cache_clear()
+    a = request_refresh(
+        wh, "ws1", YESTERDAY - timedelta(days=9), YESTERDAY - timedelta(days=8), reason="a"
+    )
+    b = request_refresh(wh, "ws2", YESTERDAY - timedelta(days=3), YESTERDAY, reason="b")
+    result = _tick(wh, dg.DagsterInstance.ephemeral())
+    assert isinstance(result, dg.SensorResult)
+    [refresh] = result.run_requests or []
+    assert refresh.tags[REQUEST_IDS_TAG] == ",".join(sorted([a, b]))
+    assert WORKSPACE_TAG not in refresh.tags
+    assert refresh.tags["dagster/asset_partition_range_start"] == str(YESTERDAY - timedelta(days=9))
+    assert refresh.tags["dagster/asset_partition_range_end"] == str(YESTERDAY)
 
 
 def _run(
