@@ -111,7 +111,7 @@ def test_a_failed_backfill_leaves_its_range_failed_until_a_run_materializes_it(
 
     with monkeypatch.context() as m:
         m.setattr(mrr_assets, "compute_mrr_window", broken)
-        with pytest.raises(demo.PhaseFailed, match="step \"mrr_marts\" failed"):
+        with pytest.raises(demo.PhaseFailed, match='step "mrr_marts" failed'):
             demo.backfill_history(embedded, FIRST, LAST, demo.Progress(total=3))
     # Every day of the failed run's range shows failed, for each MRR mart; the core tables it
     # built before the MRR step are materialized.
