@@ -17,13 +17,21 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
+from dagster import _check as check
 from dagster._core.events import ASSET_EVENTS, BATCH_WRITABLE_EVENTS
 from dagster._core.events.log import EventLogEntry
-from dagster._core.storage.event_log.schema import SqlEventLogStorageTable
+from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
+from dagster._core.storage.event_log.schema import (
+    AssetCheckExecutionsTable,
+    SqlEventLogStorageTable,
+)
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
-from dagster._serdes import ConfigurableClassData
+from dagster._serdes import ConfigurableClassData, serialize_value
+
+if TYPE_CHECKING:
+    from dagster._core.events import AssetCheckEvaluationPlanned
 
 # Events Dagster buffers before handing them over (one output's partitions, a run's planned
 # events): a run of 733 days hands each output's 733 materializations over in one batch.
@@ -81,6 +89,37 @@ class BatchingSqliteEventLogStorage(SqliteEventLogStorage):
                 last[(key.to_string() if key else "", str(e.dagster_event_type))] = i
             for i in sorted(last.values()):
                 self._store_asset_event(conn, batched[i], ids[i])
+
+    def _store_asset_check_evaluation_planned(
+        self, event: EventLogEntry, event_id: int | None
+    ) -> None:
+        """One planned row per partition of the run, as Dagster writes them, with the event
+        serialized once for all of them (Dagster serializes it again for each day)."""
+        planned = cast(
+            "AssetCheckEvaluationPlanned", check.not_none(event.dagster_event).event_specific_data
+        )
+        partition_keys: Sequence[str | None] = (
+            planned.partitions_subset.get_partition_keys() if planned.partitions_subset else [None]
+        )
+        serialized = serialize_value(event)
+        timestamp = self._event_insert_timestamp(event)
+        with self.index_connection() as conn:
+            conn.execute(
+                AssetCheckExecutionsTable.insert(),
+                [
+                    dict(
+                        asset_key=planned.asset_key.to_string(),
+                        check_name=planned.check_name,
+                        partition=partition_key,
+                        run_id=event.run_id,
+                        execution_status=AssetCheckExecutionRecordStatus.PLANNED.value,
+                        evaluation_event=serialized,
+                        evaluation_event_timestamp=timestamp,
+                        evaluation_event_storage_id=event_id,
+                    )
+                    for partition_key in partition_keys
+                ],
+            )
 
 
 def _batchable(event: EventLogEntry) -> bool:
