@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -24,6 +25,13 @@ run_retries:
   max_retries: 1
 telemetry:
   enabled: false
+# Dagster's SQLite event log, writing a backfill's per-partition events in one transaction
+# (finance_pipeline/dagster_storage.py); runs and schedules keep Dagster's default files.
+event_log_storage:
+  module: finance_pipeline.dagster_storage
+  class: BatchingSqliteEventLogStorage
+  config:
+    base_dir: {event_log_dir}
 """
 
 
@@ -78,5 +86,7 @@ def dagster_home(settings: Settings) -> Path:
         return PROJECT_ROOT
     home = Path(settings.data_dir) / "dagster_home"
     home.mkdir(parents=True, exist_ok=True)
-    (home / "dagster.yaml").write_text(EMBEDDED_DAGSTER_YAML)
+    # The event log where Dagster's default SQLite storage keeps it (history/runs/).
+    event_log_dir = json.dumps(str(home.resolve() / "history" / "runs"))
+    (home / "dagster.yaml").write_text(EMBEDDED_DAGSTER_YAML.format(event_log_dir=event_log_dir))
     return home

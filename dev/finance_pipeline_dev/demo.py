@@ -491,104 +491,120 @@ def materialize_everything(
     day; margins and forecasts for every full month; the alerts and memos that read them; then
     the month-end close of every full month (with `serve`, the earlier months are left to a
     backfill, returned)."""
-    import dagster as dg
-
-    from finance_pipeline.definitions import defs
-
     with progress.phase("stripe_ingest: every stream of every workspace") as p:
         result = _execute(instance, "stripe_ingest", run_config=QUIET)
         p["note"] = f" ({len(result.get_asset_materialization_events())} assets materialized)"
     with progress.phase("ingest_landing_files: the simulated CSV files") as p:
         result = _execute(instance, "ingest_landing_files", run_config=QUIET)
         p["note"] = f" ({len(result.get_asset_materialization_events())} assets materialized)"
+    backfill_history(instance, first_day, last_day, progress)
+    return close_full_months(instance, first_day, last_day, progress, serve=serve)
 
-    # One planned event per asset for the whole range instead of one per asset and day: on the
-    # SQLite instance that halves the events stored (measured 8,064 planned of 13,938). The cost,
-    # partitions not marked failed if this run fails, does not apply: the demo stops on failure.
-    os.environ["DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS"] = "true"
-    try:
-        days = (last_day - first_day).days + 1
-        daily = defs.resolve_job_def("rebuild_marts").asset_layer.executable_asset_keys
-        before = sorted(k for k in daily if k.to_user_string() not in AFTER_MONTHLY)
-        after = sorted(k for k in daily if k.to_user_string() in AFTER_MONTHLY)
-        day_range = {
-            "dagster/asset_partition_range_start": first_day.isoformat(),
-            "dagster/asset_partition_range_end": last_day.isoformat(),
-        }
-        with progress.phase(
-            f"rebuild_marts {first_day}..{last_day}: {days} days x {len(before)} assets "
-            "(core, MRR, CFO)"
-        ):
-            _execute(
-                instance, "rebuild_marts", tags=day_range, run_config=QUIET, asset_selection=before
-            )
-        # Every closed month: recognized revenue, customer margins and the default forecast.
-        closed = (last_day.replace(day=1) - timedelta(days=1)).replace(day=1)
-        months = _months_between(first_day.replace(day=1), closed)
-        monthly = defs.resolve_job_def("monthly_margins_and_forecasts")
-        with progress.phase(
-            f"monthly_margins_and_forecasts {first_day:%Y-%m}..{closed:%Y-%m}: {months} months x "
-            f"{len(monthly.asset_layer.executable_asset_keys)} assets"
-        ):
-            if months > 0:
-                _execute(
-                    instance,
-                    monthly.name,
-                    tags={
-                        "dagster/asset_partition_range_start": first_day.replace(day=1).isoformat(),
-                        "dagster/asset_partition_range_end": closed.isoformat(),
-                    },
-                    run_config=QUIET,
-                )
-        with progress.phase(
-            f"rebuild_marts {first_day}..{last_day}: {days} days x {len(after)} assets "
-            "(alerts and memos, after the margins)"
-        ):
-            # Only the ops' own config: the core ops' full_rebuild default is not in this subset.
+
+def backfill_history(instance: Any, first_day: date, last_day: date, progress: Progress) -> None:
+    """The demo's full-history backfill from raw: core, MRR and CFO marts for every day; margins
+    and forecasts for every full month; then the alerts and memos that read them."""
+    import dagster as dg
+
+    from finance_pipeline.definitions import defs
+
+    # Planned events stay one per asset and day (DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS
+    # is not set): they are what marks the days of a failed run failed in the UI. The embedded
+    # instance stores each asset's planned and materialization events in one transaction
+    # (finance_pipeline/dagster_storage.py), so they no longer cost a commit each.
+    days = (last_day - first_day).days + 1
+    daily = defs.resolve_job_def("rebuild_marts").asset_layer.executable_asset_keys
+    before = sorted(k for k in daily if k.to_user_string() not in AFTER_MONTHLY)
+    after = sorted(k for k in daily if k.to_user_string() in AFTER_MONTHLY)
+    day_range = {
+        "dagster/asset_partition_range_start": first_day.isoformat(),
+        "dagster/asset_partition_range_end": last_day.isoformat(),
+    }
+    with progress.phase(
+        f"rebuild_marts {first_day}..{last_day}: {days} days x {len(before)} assets "
+        "(core, MRR, CFO)"
+    ):
+        _execute(
+            instance, "rebuild_marts", tags=day_range, run_config=QUIET, asset_selection=before
+        )
+    # Every closed month: recognized revenue, customer margins and the default forecast.
+    closed = _last_full_month(last_day)
+    months = _months_between(first_day.replace(day=1), closed)
+    monthly = defs.resolve_job_def("monthly_margins_and_forecasts")
+    with progress.phase(
+        f"monthly_margins_and_forecasts {first_day:%Y-%m}..{closed:%Y-%m}: {months} months x "
+        f"{len(monthly.asset_layer.executable_asset_keys)} assets"
+    ):
+        if months > 0:
             _execute(
                 instance,
-                "rebuild_marts",
-                tags=day_range,
-                run_config=dg.RunConfig(loggers=QUIET["loggers"]),
-                asset_selection=after,
+                monthly.name,
+                tags={
+                    "dagster/asset_partition_range_start": first_day.replace(day=1).isoformat(),
+                    "dagster/asset_partition_range_end": closed.isoformat(),
+                },
+                run_config=QUIET,
             )
-        # Every full month is closed: its six reports (CSV and PDF), the close pack and the
-        # freeze (margins are built above; a month an earlier demo run closed stays as it is).
-        # With the UI, only the last CLOSE_MONTHS close here; the earlier ones go to a backfill
-        # the daemon runs after the UI is up (rendering ~15 PDFs per workspace and month for
-        # all 24 months took longer than every other phase together).
-        first_month = first_day.replace(day=1)
-        close_from = (
-            max(first_month, _add_months(closed, 1 - CLOSE_MONTHS)) if serve else first_month
+    with progress.phase(
+        f"rebuild_marts {first_day}..{last_day}: {days} days x {len(after)} assets "
+        "(alerts and memos, after the margins)"
+    ):
+        # Only the ops' own config: the core ops' full_rebuild default is not in this subset.
+        _execute(
+            instance,
+            "rebuild_marts",
+            tags=day_range,
+            run_config=dg.RunConfig(loggers=QUIET["loggers"]),
+            asset_selection=after,
         )
-        close_months = _months_between(close_from, closed)
-        closing = sorted(
-            k
-            for k in defs.resolve_job_def("month_end_close").asset_layer.executable_asset_keys
-            if k.path[0] == "reports"
-        )
-        with progress.phase(
-            f"month_end_close {close_from:%Y-%m}..{closed:%Y-%m}: {close_months} months "
-            "(CSV and PDF reports, close pack, freeze)"
-        ) as p:
-            if close_months > 0:
-                result = _execute(
-                    instance,
-                    "month_end_close",
-                    tags={
-                        "dagster/asset_partition_range_start": close_from.isoformat(),
-                        "dagster/asset_partition_range_end": closed.isoformat(),
-                    },
-                    run_config=dg.RunConfig(loggers=QUIET["loggers"]),
-                    asset_selection=closing,
-                )
-                p["note"] = f" ({len(result.get_asset_materialization_events())} assets)"
-        earlier = [
-            _add_months(first_month, i) for i in range(_months_between(first_month, close_from) - 1)
-        ]
-        return CloseBacklog(months=earlier, asset_keys=closing)
-    finally:
-        del os.environ["DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS"]
+
+
+def close_full_months(
+    instance: Any, first_day: date, last_day: date, progress: Progress, *, serve: bool
+) -> CloseBacklog:
+    """Every full month is closed: its six reports (CSV and PDF), the close pack and the freeze
+    (margins are built by the backfill; a month an earlier demo run closed stays as it is). With
+    `serve`, only the last CLOSE_MONTHS close here; the earlier ones are returned for a backfill
+    the daemon runs after the UI is up (rendering ~15 PDFs per workspace and month for all 24
+    months took longer than every other phase together)."""
+    import dagster as dg
+
+    from finance_pipeline.definitions import defs
+
+    closed = _last_full_month(last_day)
+    first_month = first_day.replace(day=1)
+    close_from = max(first_month, _add_months(closed, 1 - CLOSE_MONTHS)) if serve else first_month
+    close_months = _months_between(close_from, closed)
+    closing = sorted(
+        k
+        for k in defs.resolve_job_def("month_end_close").asset_layer.executable_asset_keys
+        if k.path[0] == "reports"
+    )
+    with progress.phase(
+        f"month_end_close {close_from:%Y-%m}..{closed:%Y-%m}: {close_months} months "
+        "(CSV and PDF reports, close pack, freeze)"
+    ) as p:
+        if close_months > 0:
+            result = _execute(
+                instance,
+                "month_end_close",
+                tags={
+                    "dagster/asset_partition_range_start": close_from.isoformat(),
+                    "dagster/asset_partition_range_end": closed.isoformat(),
+                },
+                run_config=dg.RunConfig(loggers=QUIET["loggers"]),
+                asset_selection=closing,
+            )
+            p["note"] = f" ({len(result.get_asset_materialization_events())} assets)"
+    earlier = [
+        _add_months(first_month, i) for i in range(_months_between(first_month, close_from) - 1)
+    ]
+    return CloseBacklog(months=earlier, asset_keys=closing)
+
+
+def _last_full_month(last_day: date) -> date:
+    """The first day of the last month that ended on or before last_day."""
+    return (last_day.replace(day=1) - timedelta(days=1)).replace(day=1)
 
 
 def _months_between(first: date, last: date) -> int:
