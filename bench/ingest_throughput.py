@@ -128,7 +128,7 @@ def run_scenario(args: argparse.Namespace) -> None:
                 "rows_per_s": round((listed + children) / elapsed),
                 "requests": gw.stats.requests,
                 "requests_per_s": round(gw.stats.requests / elapsed, 1),
-                "requests_sequential": gw.stats.requests - extra_pages,
+                "requests_sequential": gw.stats.requests - gw.stats.retries - extra_pages,
                 "retries": gw.stats.retries,
                 "errors": gw.stats.errors_by_status,
                 "client_cpu_s": round(cpu, 1),
