@@ -12,12 +12,15 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import dagster as dg
 import pytest
 import stripe
 from finance_pipeline_dev.pytest_plugin import TestStandIn
 from finance_pipeline_dev.standin import shapes
 
+from finance_pipeline.ingest.stripe_assets import stripe_assets
 from finance_pipeline.lib.backoff import BackoffPolicy
+from finance_pipeline.resources import StripeResource, WarehouseResource
 from finance_pipeline.stripe_sync import engine as engine_mod
 from finance_pipeline.stripe_sync.engine import Connection, StripeStreamSync
 from finance_pipeline.stripe_sync.gateway import (
@@ -27,6 +30,7 @@ from finance_pipeline.stripe_sync.gateway import (
 )
 from finance_pipeline.stripe_sync.ratelimit import TokenBucket
 from finance_pipeline.stripe_sync.streams import STREAMS
+from finance_pipeline.tenancy import connect_stripe, create_organization, create_workspace
 from finance_pipeline.warehouse import Warehouse, WarehouseError, apply_migrations
 from finance_pipeline.warehouse.db import JsonText, json_doc, json_text
 from finance_pipeline_tests.ingest import stripe_dataset
@@ -596,3 +600,39 @@ def test_a_failed_events_pass_fails_the_mutable_streams_not_the_others(
     sync = StripeStreamSync(sqlite_warehouse, gw, conn, clock=loaded.now, list_slices=2)
     with pytest.raises(stripe.APIError):
         sync.sync_many(["events", "customers"])
+
+
+def test_a_streams_asset_syncs_its_workspaces_side_by_side(
+    sqlite_warehouse: Warehouse, stripe_standin_factory: Any
+) -> None:
+    standins = {"ws_a": stripe_standin_factory(), "ws_b": stripe_standin_factory()}
+    org = create_organization(sqlite_warehouse, "Acme", org_id="org_a")
+    for ws, si in standins.items():
+        si.add_many(stripe_dataset.build(12))
+        si.configure_faults(latency_ms=200)
+        create_workspace(sqlite_warehouse, org, ws, workspace_id=ws)
+        connect_stripe(
+            sqlite_warehouse,
+            ws,
+            account_id=si.account_id,
+            livemode=False,
+            api_key=si.api_key,
+            api_base=si.url,
+        )
+    [customers] = [a for a in stripe_assets if a.node_def.name == "stripe_customers"]
+    resources = {
+        "warehouse": WarehouseResource(url=sqlite_warehouse.url.render_as_string(False)),
+        "stripe": StripeResource(rate_limit_rps=1000),
+    }
+    assert dg.materialize([customers], resources=resources).success
+    # Each workspace's requests, as (arrival, answer) on the wall clock: the two overlap.
+    spans = {
+        ws: [(r["time"], r["time"] + r["duration_ms"] / 1000) for r in si.requests()]
+        for ws, si in standins.items()
+    }
+    assert all(spans.values())
+    assert any(a0 < b1 and b0 < a1 for a0, a1 in spans["ws_a"] for b0, b1 in spans["ws_b"])
+    counts = sqlite_warehouse.rows(
+        "SELECT workspace_id, COUNT(*) AS n FROM raw.stripe_customers GROUP BY workspace_id"
+    )
+    assert sorted((r["workspace_id"], r["n"]) for r in counts) == [("ws_a", 12), ("ws_b", 12)]
