@@ -18,6 +18,8 @@ from finance_pipeline.secrets import mask_key
 from finance_pipeline.stripe_sync.ratelimit import TokenBucket
 from finance_pipeline.stripe_sync.version import STRIPE_API_VERSION
 
+LIMITER_MAX_LATE_SECONDS = 0.05
+
 
 class StripeSyncError(RuntimeError):
     """A sync that cannot proceed; the message says what to do."""
@@ -129,7 +131,11 @@ class StripeGateway:
         # (Stripe-like limiters allow ~100 ms), it leaves that much arrival jitter before a 429,
         # yet lets requests saved up during a CPU-bound stretch go out together afterwards.
         burst = max(1.0, rate_limit_rps / 20) if rate_limit_burst is None else rate_limit_burst
-        self._limiter = TokenBucket(rate_limit_rps, burst=burst, sleep=sleep)
+        # Half of a ~100 ms server burst window: a starved process's missed slots never go out
+        # as one burst the server would answer with 429s.
+        self._limiter = TokenBucket(
+            rate_limit_rps, burst=burst, sleep=sleep, max_late=LIMITER_MAX_LATE_SECONDS
+        )
         self._backoff = backoff or BackoffPolicy()
         self._sleep = sleep
         self.workspace_id = workspace_id

@@ -636,3 +636,26 @@ def test_a_streams_asset_syncs_its_workspaces_side_by_side(
         "SELECT workspace_id, COUNT(*) AS n FROM raw.stripe_customers GROUP BY workspace_id"
     )
     assert sorted((r["workspace_id"], r["n"]) for r in counts) == [("ws_a", 12), ("ws_b", 12)]
+
+
+def test_token_bucket_requeues_a_caller_that_wakes_up_past_its_slot() -> None:
+    def run(max_late: float | None) -> list[float]:
+        t = _FakeTime()
+        stalls = [0.3]  # the first sleep overruns by 300 ms (a starved process)
+
+        def sleep(seconds: float) -> None:
+            t.now += seconds + (stalls.pop(0) if stalls else 0.0)
+
+        bucket = TokenBucket(100, burst=1, clock=t.clock, sleep=sleep, max_late=max_late)
+        bucket.acquire()
+        bucket.acquire()  # slot at +10 ms, woken at +310 ms
+        sent_at = [t.now]
+        bucket.acquire()  # the next caller, on time
+        return [*sent_at, t.now]
+
+    # Without max_late the late caller goes as it wakes, and the next one (whose slot the 300 ms
+    # refilled) goes with it: two requests at once from a burst-1 bucket.
+    assert [round(x, 6) for x in run(None)] == [100.31, 100.31]
+    # With it, the late caller takes a fresh slot (the token the stall refilled) and the next
+    # one is spaced 1/rate after it.
+    assert [round(x, 6) for x in run(0.05)] == [100.31, 100.32]
