@@ -3,13 +3,18 @@
 The stand-in runs in its own process serving a simulated fixture; the sync engine runs in a fresh
 process per scenario, into a fresh warehouse, so every scenario is a full first sync. Usage:
 
-    uv run python bench/ingest_throughput.py --customers 2000 --months 24 [--warehouse URL]
+    uv run python bench/ingest_throughput.py --customers 2000 --months 24 [--warehouse URL] \
+        [--latency-ms 150] [--small]
 
 With a PostgreSQL `--warehouse` URL each scenario gets its own new database on that server
-(created and dropped here). Reported per scenario: top-level objects/s, rows/s (objects plus
-invoice lines, subscription items and credit-note lines), requests/s, 429 retries, the client's
-CPU seconds, the stand-in's CPU seconds (is the server the bottleneck?) and the sync process's
-peak RSS. Method and figures: bench/README.md, section "Ingestion throughput".
+(created and dropped here). `--latency-ms` makes the stand-in answer every request that much
+later (real Stripe across the internet: ~150 ms). Every stream syncs at once (`sync_many`), each
+read in `--list-slices` created-time slices. Reported per scenario: top-level objects/s, rows/s
+(objects plus invoice lines, subscription items and credit-note lines), requests/s, 429 retries,
+the ratio to the dataset's cap (its objects per request of a page-after-page read x the limit),
+the client's CPU seconds, the stand-in's CPU seconds (is the server the bottleneck?) and the sync
+process's peak RSS. `--before TREE` runs the child of another checkout (A/B on one fixture).
+Method and figures: bench/README.md, section "Ingestion throughput".
 """
 
 from __future__ import annotations
@@ -37,6 +42,8 @@ SCENARIOS: dict[str, tuple[float | None, float]] = {
     "limit_100_rps": (100.0, 100.0),
 }
 SERVER_BURST = 10
+# `--small`: a size that reruns in about a minute (bench/run_all).
+SMALL = (400, 12)
 
 
 def _wait(url: str, key: str) -> None:
@@ -89,16 +96,25 @@ def run_scenario(args: argparse.Namespace) -> None:
         workspace_id="ws_bench",
     )
     sync = StripeStreamSync(
-        wh, gw, conn, clock=lambda: args.clock, fetch_workers=args.fetch_workers
+        wh,
+        gw,
+        conn,
+        clock=lambda: args.clock,
+        fetch_workers=args.fetch_workers,
+        list_slices=args.list_slices,
     )
     cpu0 = time.process_time()
     t0 = time.perf_counter()
-    listed = children = 0
-    for name in STREAMS:
-        res = sync.sync(name)
-        listed += res.listed + res.refreshed
-        children += res.sublist_rows
+    if args.sequential_streams:
+        results = [sync.sync(name) for name in STREAMS]
+    else:
+        results = list(sync.sync_many(list(STREAMS)).values())
     elapsed = time.perf_counter() - t0
+    listed = sum(r.listed + r.refreshed for r in results)
+    children = sum(r.sublist_rows for r in results)
+    # A page-after-page read of the same objects needs ceil(n / 100) list pages per stream;
+    # every further page is a slice's last, partial page (sub-lists and retrieves are the same).
+    extra_pages = sum(r.pages - max(1, -(-r.listed // args.page_size)) for r in results)
     cpu = time.process_time() - cpu0
     hwm, maxrss = _peak_rss_mb()
     wh.dispose()
@@ -112,6 +128,7 @@ def run_scenario(args: argparse.Namespace) -> None:
                 "rows_per_s": round((listed + children) / elapsed),
                 "requests": gw.stats.requests,
                 "requests_per_s": round(gw.stats.requests / elapsed, 1),
+                "requests_sequential": gw.stats.requests - gw.stats.retries - extra_pages,
                 "retries": gw.stats.retries,
                 "errors": gw.stats.errors_by_status,
                 "client_cpu_s": round(cpu, 1),
@@ -219,10 +236,16 @@ def main() -> int:
     p.add_argument("--port", type=int, default=12199)
     p.add_argument("--warehouse", default="", help="PostgreSQL server URL (default: SQLite)")
     p.add_argument("--scenarios", default=",".join(SCENARIOS))
-    p.add_argument(
-        "--client-burst", type=float, default=None, help="client limiter burst (gateway default)"
-    )
-    p.add_argument("--fetch-workers", type=int, default=4)
+    # Every stream's pages wait on the limiter at once, so slots saved up while busy are rarely
+    # there to use; a burst of 1 leaves the stand-in's whole burst (10) for arrival jitter.
+    p.add_argument("--client-burst", type=float, default=1.0, help="client limiter burst")
+    p.add_argument("--fetch-workers", type=int, default=12, help="sub-list reads per stream")
+    p.add_argument("--list-slices", type=int, default=4, help="pages per stream at once")
+    p.add_argument("--sequential-streams", action="store_true", help="one stream after another")
+    p.add_argument("--latency-ms", type=int, default=0, help="stand-in latency per request")
+    p.add_argument("--small", action="store_true", help=f"{SMALL[0]} customers x {SMALL[1]} months")
+    p.add_argument("--before", default="", help="run the child of this checkout (A/B)")
+    p.add_argument("--page-size", type=int, default=100, help=argparse.SUPPRESS)
     p.add_argument("--keep", action="store_true", help="keep the temporary fixture and warehouses")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--url", default="")
@@ -234,6 +257,8 @@ def main() -> int:
     if args.child:
         run_scenario(args)
         return 0
+    if args.small:
+        args.customers, args.months = SMALL
 
     tmp = Path(tempfile.mkdtemp(prefix="fp_bench_"))
     fixture, meta = _fixture(args, tmp)
@@ -254,26 +279,47 @@ def main() -> int:
         stderr=subprocess.DEVNULL,
         cwd=ROOT,
     )
+    # (label prefix, child script, its environment, its extra arguments)
+    this_args = ["--list-slices", str(args.list_slices), "--client-burst", str(args.client_burst)]
+    if args.sequential_streams:
+        this_args.append("--sequential-streams")
+    variants = [("", __file__, {**os.environ}, this_args)]
+    if args.before:
+        # The other checkout's product and child, on this environment's packages, with its own
+        # defaults; run alternately with this tree's, scenario by scenario.
+        before = Path(args.before).resolve()
+        variants = [
+            (
+                "before:",
+                str(before / "bench" / "ingest_throughput.py"),
+                {**os.environ, "PYTHONPATH": f"{before}:{before / 'dev'}"},
+                ["--fetch-workers", "4"],
+            ),
+            ("after:", __file__, {**os.environ}, this_args),
+        ]
     try:
         _wait(url, meta["key"])
         _wait_idle(server.pid)
         results = {}
-        for label in args.scenarios.split(","):
-            server_rps, client_rps = SCENARIOS[label]
+        runs = [(v, s) for s in args.scenarios.split(",") for v in variants]
+        for (prefix, child_script, child_env, child_args), scenario in runs:
+            label = prefix + scenario
+            server_rps, client_rps = SCENARIOS[scenario]
             _post(
                 f"{url}/_standin/faults",
                 {
                     "rate_limit_rps": server_rps,
                     "rate_limit_burst": SERVER_BURST if server_rps else None,
+                    "latency_ms": args.latency_ms,
                 },
             )
-            wh = _FreshWarehouse(args.warehouse, tmp, label)
+            wh = _FreshWarehouse(args.warehouse, tmp, label.replace(":", "_"))
             server_cpu = _cpu_seconds(server.pid)
             try:
                 out = subprocess.run(
                     [
                         sys.executable,
-                        __file__,
+                        child_script,
                         "--child",
                         "--url",
                         url,
@@ -285,44 +331,50 @@ def main() -> int:
                         str(meta["clock"]),
                         "--client-rps",
                         str(client_rps),
-                        *(
-                            ["--client-burst", str(args.client_burst)]
-                            if args.client_burst is not None
-                            else []
-                        ),
                         "--fetch-workers",
                         str(args.fetch_workers),
+                        *child_args,
                         "--warehouse",
                         wh.url,
                     ],
                     capture_output=True,
                     text=True,
                     cwd=ROOT,
-                    env={**os.environ},
+                    env=child_env,
                     check=True,
                 )
             finally:
                 wh.drop()
             res = json.loads(out.stdout.strip().splitlines()[-1])
             res["server_cpu_s"] = round(_cpu_seconds(server.pid) - server_cpu, 1)
+            res.setdefault("requests_sequential", res["requests"] - res["retries"])
+            # objects/s over (objects per page-after-page request x the limit)
+            if server_rps:
+                res["ratio_of_cap"] = round(
+                    res["requests_sequential"] / res["seconds"] / server_rps, 3
+                )
+            res["latency_ms"] = args.latency_ms
+            res["load_avg"] = [round(x, 2) for x in os.getloadavg()]
             results[label] = res
             print(label, json.dumps(res))
         first = next(iter(results.values()))
-        per_request = first["objects"] / first["requests"]
+        per_request = first["objects"] / first["requests_sequential"]
         cap = per_request / OBJECTS_PER_PAGE
         print(
             f"dataset: {first['objects']} objects + {first['child_rows']} child rows in "
-            f"{first['requests']} requests = {per_request:.1f} objects/request, so at most "
+            f"{first['requests_sequential']} requests read page after page = "
+            f"{per_request:.1f} objects/request, so at most "
             f"{cap:.2f} of the {OBJECTS_PER_PAGE} objects/request a full page carries"
         )
-        if "limit_100_rps" in results:
-            lim = results["limit_100_rps"]
+        for label, lim in results.items():
+            if not label.endswith("limit_100_rps"):
+                continue
             bound = SCENARIOS["limit_100_rps"][0] * OBJECTS_PER_PAGE
             print(
-                f"under 100 req/s: {lim['objects_per_s']} objects/s = "
+                f"{label} under 100 req/s: {lim['objects_per_s']} objects/s = "
                 f"{lim['objects_per_s'] / bound:.2f} of the {bound:,.0f} objects/s bound "
-                f"(cap for this dataset {cap:.2f}); {lim['requests_per_s']} req/s = "
-                f"{lim['requests_per_s'] / 100:.2f} of the limit; "
+                f"(cap for this dataset {cap:.2f}), i.e. {lim['ratio_of_cap']:.2f} of the cap; "
+                f"{lim['requests_per_s']} req/s = {lim['requests_per_s'] / 100:.2f} of the limit; "
                 f"{lim['errors'].get('429', 0)} x 429"
             )
     finally:

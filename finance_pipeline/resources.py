@@ -33,6 +33,10 @@ class StripeResource(dg.ConfigurableResource):
     rate_limit_rps: float = 0.0  # 0 -> settings (90 req/s, under Stripe's 100 live limit)
     page_size: int = 100
     max_attempts: int = 0
+    # Pages of one stream read at once, in created-time slices (1: page after page).
+    list_slices: int = 4
+    # Workspaces synced at once by a stream's asset; each has its own key and rate limit.
+    workspace_concurrency: int = 4
 
     @cached_property
     def settings(self) -> Settings:

@@ -1,13 +1,15 @@
 """One asset per Stripe stream: every connected workspace synced incrementally into raw.stripe_*."""
 
+import threading
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import dagster as dg
 
 from finance_pipeline.lib.backoff import BackoffPolicy
 from finance_pipeline.resources import StripeResource, WarehouseResource
-from finance_pipeline.stripe_sync.engine import StreamResult, StripeStreamSync
+from finance_pipeline.stripe_sync.engine import Connection, StreamResult, StripeStreamSync
 from finance_pipeline.stripe_sync.gateway import StripeGateway, StripeSyncError
 from finance_pipeline.stripe_sync.streams import STREAMS, Stream
 from finance_pipeline.table_checks import table_metadata
@@ -44,12 +46,10 @@ def run_stream(
 ) -> tuple[list[StreamResult], dict[str, Any]]:
     """Sync one stream for every connected workspace; failures are isolated, then reported together."""
     wh = warehouse.get()
-    results: list[StreamResult] = []
-    failures: list[str] = []
     totals: dict[str, Any] = {"requests": 0, "retries": 0, "throttled_s": 0.0}
-    for conn in [
-        c for c in stripe_connections(wh, stripe.settings) if in_run_scope(c.workspace_id)
-    ]:
+    lock = threading.Lock()
+
+    def sync_one(conn: Connection) -> StreamResult | str:
         gw = StripeGateway(
             conn.api_key,
             api_base=conn.api_base,
@@ -59,21 +59,41 @@ def run_stream(
             backoff=BackoffPolicy(max_attempts=stripe.effective_attempts()),
             workspace_id=conn.workspace_id,
         )
-        sync = StripeStreamSync(wh, gw, conn, page_size=stripe.page_size)
+        sync = StripeStreamSync(
+            wh, gw, conn, page_size=stripe.page_size, list_slices=stripe.list_slices
+        )
         try:
-            res = sync.sync(stream.name)
+            return sync.sync(stream.name)
         except StripeSyncError as exc:
             sync.mark_attempt(stream.name, "error", str(exc))
             context.log.error(str(exc))
-            failures.append(str(exc))
-            continue
+            return str(exc)
         except Exception as exc:
             sync.mark_attempt(stream.name, "error", f"{type(exc).__name__}: {exc}")
             raise
         finally:
-            totals["requests"] += gw.stats.requests
-            totals["retries"] += gw.stats.retries
-            totals["throttled_s"] += gw.stats.throttled_seconds
+            with lock:
+                totals["requests"] += gw.stats.requests
+                totals["retries"] += gw.stats.retries
+                totals["throttled_s"] += gw.stats.throttled_seconds
+
+    # Workspaces are separate Stripe accounts with their own limits: synced side by side.
+    connections = [
+        c for c in stripe_connections(wh, stripe.settings) if in_run_scope(c.workspace_id)
+    ]
+    with ThreadPoolExecutor(
+        max_workers=max(1, min(stripe.workspace_concurrency, len(connections))),
+        thread_name_prefix="stripe-workspace",
+    ) as pool:
+        futures = [pool.submit(sync_one, conn) for conn in connections]
+        # In connection order, so results, logs and the first unexpected error are as before.
+        outcomes = [f.result() for f in futures]
+    results: list[StreamResult] = []
+    failures: list[str] = []
+    for conn, res in zip(connections, outcomes, strict=True):
+        if isinstance(res, str):
+            failures.append(res)
+            continue
         for note in res.notes:
             context.log.info(f"{conn.workspace_id}/{stream.name}: {note}")
         results.append(res)

@@ -10,10 +10,11 @@ stream's events checkpoint, plus any object still in a non-final status. A check
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections import deque
-from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -35,6 +36,50 @@ _STALE_PARAMS = 5000
 FULL_RESYNC_AFTER_SECONDS = EVENT_RETENTION_SECONDS - 86400
 # Stripe's list index can lag creation by a few minutes.
 LOOKBACK_SECONDS = 600
+# When a pass is cut into created-time slices, the slice being read keeps about this many pages
+# (at the density of its latest page) and the rest of its range becomes a new slice.
+SLICE_PAGES = 16
+
+
+@dataclass
+class _Slice:
+    """Part of a pass's `created` range (both ends inclusive, None = open), read newest first
+    on its own cursor. The slices of a pass are disjoint and together cover its range."""
+
+    gte: int | None
+    lte: int | None
+    after: str | None = None
+
+    def as_list(self) -> list[Any]:
+        return [self.gte, self.lte, self.after]
+
+
+class _EventsGate:
+    """Orders the mutable streams after the events stream when several sync at once.
+
+    A mutable stream records as its events checkpoint the newest event stored when its pass
+    starts, and its incremental refresh reads every event since the last checkpoint. Events are
+    listed newest first, so once the events pass has committed its first page the newest event
+    is stored: listing may start. The refresh waits for the whole events pass.
+    """
+
+    def __init__(self) -> None:
+        self.listed = threading.Event()
+        self.done = threading.Event()
+        self.error: BaseException | None = None
+
+    def fail(self, exc: BaseException) -> None:
+        self.error = exc
+        self.listed.set()
+        self.done.set()
+
+    def wait(self, ev: threading.Event, workspace_id: str, stream: str) -> None:
+        ev.wait()
+        if self.error is not None:
+            raise StripeSyncError(
+                f"workspace {workspace_id}: {stream} not synced because the events stream "
+                f"failed: {self.error}"
+            )
 
 
 @dataclass(frozen=True)
@@ -116,6 +161,7 @@ class StripeStreamSync:
         clock: Callable[[], float] = time.time,
         stop_after_pages: int | None = None,
         fetch_workers: int = 4,
+        list_slices: int = 1,
     ) -> None:
         self.wh = wh
         self.gw = gateway
@@ -126,6 +172,10 @@ class StripeStreamSync:
         self.stop_after_pages = stop_after_pages
         # Reads in flight besides the next page (sub-lists, refreshes); 0 = fully sequential.
         self.fetch_workers = fetch_workers
+        # Created-time slices of one pass listed at once (1: one cursor, page after page).
+        self.list_slices = max(1, list_slices)
+        # Set by sync_many while the events stream syncs beside the mutable ones.
+        self._gate: _EventsGate | None = None
 
     # ---- state -------------------------------------------------------------------------------
     def _state(self, stream: str) -> dict[str, Any]:
@@ -295,6 +345,73 @@ class StripeStreamSync:
     # ---- sync --------------------------------------------------------------------------------
     def sync(self, stream_name: str) -> StreamResult:
         """Bring one stream up to date; resumes an unfinished pass from its checkpoint."""
+        gate = self._gate if stream_name == "events" else None
+        try:
+            result = self._sync(stream_name)
+        except BaseException as exc:
+            if gate is not None:
+                gate.fail(exc)
+            raise
+        if gate is not None:
+            gate.listed.set()
+            gate.done.set()
+        return result
+
+    def sync_many(self, stream_names: Sequence[str]) -> dict[str, StreamResult]:
+        """Sync several streams at once through this sync's gateway, whose limiter they share.
+
+        Each stream commits page by page with its own checkpoint, as `sync` does. When the
+        events stream is among them, the mutable streams start listing once its newest page is
+        stored and refresh once it is complete (see `_EventsGate`), so they record the same
+        checkpoints as when the events stream syncs first. A failed stream does not stop the
+        others; once all are done the first failure (in `stream_names` order) is raised.
+        """
+        names = list(dict.fromkeys(stream_names))
+        self._gate = _EventsGate() if "events" in names and len(names) > 1 else None
+        results: dict[str, StreamResult] = {}
+        errors: dict[str, BaseException] = {}
+        try:
+            with ThreadPoolExecutor(
+                max_workers=max(1, len(names)), thread_name_prefix="stripe-stream"
+            ) as pool:
+                futures = {name: pool.submit(self.sync, name) for name in names}
+                for name, fut in futures.items():
+                    try:
+                        results[name] = fut.result()
+                    except BaseException as exc:
+                        errors[name] = exc
+        finally:
+            self._gate = None
+        for name in names:
+            if name in errors:
+                raise errors[name]
+        return results
+
+    def _list_params(self, stream: Stream, sl: _Slice) -> dict[str, Any]:
+        """A list request for the next page of `sl` (no `created` filter on an open range)."""
+        params: dict[str, Any] = {"limit": self.page_size, **stream.list_params}
+        created = {k: v for k, v in (("gte", sl.gte), ("lte", sl.lte)) if v is not None}
+        if created:
+            params["created"] = created
+        if sl.after:
+            params["starting_after"] = sl.after
+        return params
+
+    def _split(self, sl: _Slice, page: list[dict[str, Any]]) -> _Slice | None:
+        """Cut the older part of `sl`'s remaining range off into a new slice, or None when
+        less than about SLICE_PAGES pages (at this page's density) remain."""
+        newest, oldest = page[0].get("created"), page[-1].get("created")
+        if not isinstance(newest, int) or not isinstance(oldest, int):
+            return None
+        cut = oldest - SLICE_PAGES * max(1, newest - oldest)
+        if sl.gte is not None and cut <= sl.gte:
+            return None
+        older = _Slice(sl.gte, cut - 1)
+        # Objects created at `cut` or later stay with `sl`, whose cursor object is among them.
+        sl.gte = cut
+        return older
+
+    def _sync(self, stream_name: str) -> StreamResult:
         stream = STREAMS[stream_name]
         state = self._state(stream.name)
         now = int(self.clock())
@@ -307,79 +424,113 @@ class StripeStreamSync:
         if cursor:
             mode = "resumed"
             lower = cursor.get("lower")
-            starting_after = cursor.get("starting_after")
             pass_max = cursor.get("pass_max")
             full = bool(cursor.get("full"))
+            if "slices" in cursor:
+                slices = [_Slice(*s) for s in cursor["slices"]]
+            else:
+                slices = [_Slice(lower, None, cursor.get("starting_after"))]
         else:
             full = high_water is None or (stream.mutable and stale)
             mode = "full" if full else "incremental"
             lower = None if full else max(0, int(high_water) - LOOKBACK_SECONDS)
-            starting_after = None
             pass_max = high_water
+            slices = [_Slice(lower, None)]
+        # One cursor keeps the checkpoint format of a page-after-page read.
+        sliced = self.list_slices > 1 or len(slices) > 1 or "slices" in (cursor or {})
         result = StreamResult(self.conn.workspace_id, stream.name, mode)
         if stale and not cursor:
             result.notes.append(
                 "checkpoint older than Stripe's 30-day event retention: full re-read"
             )
+        if stream.mutable and self._gate is not None:
+            self._gate.wait(self._gate.listed, self.conn.workspace_id, stream.name)
         # Events seen before the pass started are the ones the refresh below must cover.
         events_hw = self._events_high_water() if stream.mutable else None
 
-        def list_params(after: str | None) -> dict[str, Any]:
-            params: dict[str, Any] = {"limit": self.page_size, **stream.list_params}
-            if lower is not None:
-                params["created"] = {"gte": lower}
-            if after:
-                params["starting_after"] = after
-            return params
+        def cursor_json() -> dict[str, Any] | None:
+            if not slices:
+                return None
+            if not sliced:
+                return {
+                    "lower": lower,
+                    "starting_after": slices[0].after,
+                    "pass_max": pass_max,
+                    "full": full,
+                }
+            return {
+                "lower": lower,
+                "pass_max": pass_max,
+                "full": full,
+                "slices": [s.as_list() for s in slices],
+            }
 
-        # One thread for the next page plus `fetch_workers` for sub-lists and refreshes.
-        fetcher = _Fetcher(1 + self.fetch_workers if self.fetch_workers > 0 else 0)
-        try:
-            next_page = fetcher.submit(
-                self._read_page, stream, list_params(starting_after), fetcher
+        # `list_slices` pages plus `fetch_workers` sub-list and refresh reads at a time.
+        fetcher = _Fetcher(self.list_slices + self.fetch_workers if self.fetch_workers > 0 else 0)
+        # One page of each slice is read at a time, the next one as soon as its cursor is known.
+        reading: list[tuple[_Slice, Future[tuple[list[dict[str, Any]], bool, Remote]]]] = []
+
+        def read(sl: _Slice) -> None:
+            reading.append(
+                (
+                    sl,
+                    fetcher.submit(self._read_page, stream, self._list_params(stream, sl), fetcher),
+                )
             )
-            has_more = True
-            while has_more:
-                page, has_more, remote = next_page.result()
+
+        try:
+            for sl in slices:
+                read(sl)
+            while reading:
+                ready = next((i for i, (_, f) in enumerate(reading) if f.done()), None)
+                if ready is None:
+                    wait([f for _, f in reading], return_when=FIRST_COMPLETED)
+                    continue
+                sl, fut = reading.pop(ready)
+                page, has_more, remote = fut.result()
                 if not page:
                     has_more = False
                 if has_more:
-                    # Page N+1 starts at page N's last id: read it while page N is written.
-                    next_page = fetcher.submit(
-                        self._read_page, stream, list_params(page[-1]["id"]), fetcher
-                    )
+                    if len(slices) < self.list_slices:
+                        older = self._split(sl, page)
+                        if older is not None:
+                            slices.append(older)
+                            read(older)
+                    # The slice's next page starts at this page's last id: read it while this
+                    # page is written.
+                    sl.after = page[-1]["id"]
+                    read(sl)
+                else:
+                    slices.remove(sl)
                 rows, subrows = self._rows_for(stream, page, now, remote)
                 if page:
-                    starting_after = page[-1]["id"]
                     page_max = max(int(o.get("created") or 0) for o in page)
                     pass_max = page_max if pass_max is None else max(pass_max, page_max)
                 with self.wh.begin() as db:
                     result.sublist_rows += self._write(db, stream, rows, subrows)
-                    # The checkpoint committed with page N's rows is page N's own cursor.
+                    # The checkpoint committed with a page's rows is every slice's position
+                    # after it (this slice's: this page's last id).
                     self._save_state(
                         db,
                         stream.name,
-                        cursor_json={
-                            "lower": lower,
-                            "starting_after": starting_after,
-                            "pass_max": pass_max,
-                            "full": full,
-                        }
-                        if has_more
-                        else None,
+                        cursor_json=cursor_json(),
                         last_attempt_at=now,
                         status="running",
                     )
+                if stream.name == "events" and self._gate is not None:
+                    self._gate.listed.set()
                 result.listed += len(rows)
                 result.pages += 1
                 if (
                     self.stop_after_pages is not None
                     and result.pages >= self.stop_after_pages
-                    and has_more
+                    and slices
                 ):
                     raise KeyboardInterrupt("stopped after page (test hook)")
 
             if stream.mutable:
+                if self._gate is not None:
+                    self._gate.wait(self._gate.done, self.conn.workspace_id, stream.name)
                 result.refreshed = self._refresh(stream, state, full, now, result, fetcher)
         finally:
             fetcher.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -16,6 +17,8 @@ from finance_pipeline.lib.backoff import BackoffPolicy, parse_retry_after
 from finance_pipeline.secrets import mask_key
 from finance_pipeline.stripe_sync.ratelimit import TokenBucket
 from finance_pipeline.stripe_sync.version import STRIPE_API_VERSION
+
+LIMITER_MAX_LATE_SECONDS = 0.05
 
 
 class StripeSyncError(RuntimeError):
@@ -61,6 +64,32 @@ RESOURCES: dict[str, tuple[str, str]] = {
 }
 
 
+def _lazy_sdk_logging() -> None:
+    """Let the SDK's request path format a log line only when something will emit it.
+
+    stripe-python builds `log_debug("API response body", body=...)` on every request even with
+    logging off: it decodes the whole page, scans it with a regex and `repr`s it (about 1 ms a
+    page, bench/README.md). The wrappers call the SDK's own functions exactly when those would
+    print or log, so what is printed or logged is unchanged. Idempotent.
+    """
+    import stripe._api_requestor as requestor_mod
+    import stripe._util as util
+
+    if getattr(requestor_mod.log_debug, "_lazy", False):
+        return
+
+    def wrap(original: Callable[..., None], level: int, console: tuple[str, ...]) -> Any:
+        def log(message: str, **params: Any) -> None:
+            if util._console_log_level() in console or util.logger.isEnabledFor(level):
+                original(message, **params)
+
+        log._lazy = True  # type: ignore[attr-defined]
+        return log
+
+    requestor_mod.log_debug = wrap(util.log_debug, logging.DEBUG, ("debug",))  # type: ignore[attr-defined]
+    requestor_mod.log_info = wrap(util.log_info, logging.INFO, ("debug", "info"))  # type: ignore[attr-defined]
+
+
 class StripeGateway:
     """Paced, retrying access to one Stripe account with one key.
 
@@ -87,6 +116,7 @@ class StripeGateway:
         if stripe_account:
             kwargs["stripe_account"] = stripe_account
         self._client = stripe.StripeClient(api_key, **kwargs)
+        _lazy_sdk_logging()
         # The client's own requestor: the same auth, version, encoding and error mapping as
         # raw_request, minus its OrderedDict decoding of every page (twice the cost of a dict).
         requestor = getattr(self._client, "_requestor", None)
@@ -101,7 +131,11 @@ class StripeGateway:
         # (Stripe-like limiters allow ~100 ms), it leaves that much arrival jitter before a 429,
         # yet lets requests saved up during a CPU-bound stretch go out together afterwards.
         burst = max(1.0, rate_limit_rps / 20) if rate_limit_burst is None else rate_limit_burst
-        self._limiter = TokenBucket(rate_limit_rps, burst=burst, sleep=sleep)
+        # Half of a ~100 ms server burst window: a starved process's missed slots never go out
+        # as one burst the server would answer with 429s.
+        self._limiter = TokenBucket(
+            rate_limit_rps, burst=burst, sleep=sleep, max_late=LIMITER_MAX_LATE_SECONDS
+        )
         self._backoff = backoff or BackoffPolicy()
         self._sleep = sleep
         self.workspace_id = workspace_id

@@ -15,7 +15,8 @@ class TokenBucket:
     """Allows `rate` acquisitions per second on average with bursts up to `burst`; thread-safe.
 
     Waiters reserve their slot under the lock, so concurrent callers are spaced `1 / rate` apart
-    instead of waking together. `hold` stops everyone for a while (a server's Retry-After).
+    instead of waking together; with `max_late`, one that wakes up later than that after its slot
+    queues again. `hold` stops everyone for a while (a server's Retry-After).
     """
 
     def __init__(
@@ -25,6 +26,7 @@ class TokenBucket:
         *,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        max_late: float | None = None,
     ) -> None:
         if rate <= 0:
             raise ValueError("rate must be positive")
@@ -37,24 +39,30 @@ class TokenBucket:
         self._last = clock()
         self._lock = threading.Lock()
         self.waited_seconds = 0.0
+        # A caller that wakes up more than this after its slot (a starved process) takes a new
+        # slot instead: slots missed together would otherwise go out together, as a burst.
+        self.max_late = max_late
 
     def acquire(self, tokens: float = 1.0) -> float:
         """Block until `tokens` are available; returns the seconds waited."""
-        with self._lock:
-            now = self._clock()
-            if now > self._last:
-                self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate)
-                self._last = now
-            self._tokens -= tokens
-            wait = self._last - now
-            if self._tokens < 0:
-                wait += -self._tokens / self.rate
-        if wait > 0:
-            self._sleep(wait)
+        waited = 0.0
+        while True:
             with self._lock:
-                self.waited_seconds += wait
-            return wait
-        return 0.0
+                now = self._clock()
+                if now > self._last:
+                    self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate)
+                    self._last = now
+                self._tokens -= tokens
+                wait = self._last - now
+                if self._tokens < 0:
+                    wait += -self._tokens / self.rate
+            if wait > 0:
+                self._sleep(wait)
+                with self._lock:
+                    self.waited_seconds += wait
+                waited += wait
+            if self.max_late is None or self._clock() - (now + wait) <= self.max_late:
+                return waited
 
     def hold(self, seconds: float) -> None:
         """Let nobody through for `seconds` from now, then resume at `rate` with no burst."""

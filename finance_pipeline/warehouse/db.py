@@ -142,6 +142,9 @@ class Warehouse:
         # Result column names -> the decoders of their encoded columns (SQLite only).
         self._decoders: dict[tuple[str, ...], tuple[tuple[int, Decoder], ...]] = {}
         self._lock = threading.Lock()
+        # SQLite has one writer at a time: threads of this process queue here for it instead of
+        # polling in SQLite's busy handler (sleeps of up to 100 ms after the lock is free).
+        self._write_lock = threading.RLock() if self.dialect == "sqlite" else None
 
     def __repr__(self) -> str:
         return f"Warehouse({self.url.render_as_string(hide_password=True)!r})"
@@ -197,6 +200,21 @@ class Warehouse:
     @contextmanager
     def begin(self) -> Iterator[Connection]:
         """One write transaction: everything inside commits together or not at all."""
+        if self._write_lock is None:
+            with self._transaction() as conn:
+                yield conn
+            return
+        # Bounded like SQLite's busy timeout: past it, SQLite's own locking decides as before.
+        acquired = self._write_lock.acquire(timeout=60)
+        try:
+            with self._transaction() as conn:
+                yield conn
+        finally:
+            if acquired:
+                self._write_lock.release()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[Connection]:
         with self.engine.connect() as conn:
             conn.info["write"] = True
             try:

@@ -4,23 +4,33 @@ the SQLAlchemy Core upsert stored; the limiter spaces requests and honours Retry
 
 from __future__ import annotations
 
+import itertools
 import json
+import logging
 import threading
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import dagster as dg
 import pytest
 import stripe
 from finance_pipeline_dev.pytest_plugin import TestStandIn
 from finance_pipeline_dev.standin import shapes
 
+from finance_pipeline.ingest.stripe_assets import stripe_assets
 from finance_pipeline.lib.backoff import BackoffPolicy
+from finance_pipeline.resources import StripeResource, WarehouseResource
 from finance_pipeline.stripe_sync import engine as engine_mod
 from finance_pipeline.stripe_sync.engine import Connection, StripeStreamSync
-from finance_pipeline.stripe_sync.gateway import StripeGateway, StripePermissionDenied
+from finance_pipeline.stripe_sync.gateway import (
+    StripeGateway,
+    StripePermissionDenied,
+    StripeSyncError,
+)
 from finance_pipeline.stripe_sync.ratelimit import TokenBucket
 from finance_pipeline.stripe_sync.streams import STREAMS
+from finance_pipeline.tenancy import connect_stripe, create_organization, create_workspace
 from finance_pipeline.warehouse import Warehouse, WarehouseError, apply_migrations
 from finance_pipeline.warehouse.db import JsonText, json_doc, json_text
 from finance_pipeline_tests.ingest import stripe_dataset
@@ -421,3 +431,231 @@ def test_gateway_decodes_pages_into_the_same_plain_data_as_raw_request(
     assert gw.retrieve("invoices", "in_99999") is None  # a 404 still maps to "gone"
     with pytest.raises(StripePermissionDenied):
         StripeGateway(loaded.restricted_key, api_base=loaded.url).list_page("charges", {})
+
+
+def test_sdk_formats_its_log_lines_only_when_they_are_emitted(
+    loaded: TestStandIn, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import stripe._util as sdk_util
+
+    gw = StripeGateway(loaded.api_key, api_base=loaded.url, rate_limit_rps=10_000)
+    formatted: list[str] = []
+    real_logfmt = sdk_util.logfmt
+    monkeypatch.setattr(
+        sdk_util, "logfmt", lambda props: formatted.append(props["message"]) or real_logfmt(props)
+    )
+    monkeypatch.setattr(stripe, "log", None)
+    caplog.set_level(logging.WARNING, logger="stripe")
+    gw.list_page("customers", {"limit": 2})
+    assert formatted == []  # logging off: the page body is never decoded and repr'd for a log
+    caplog.set_level(logging.DEBUG, logger="stripe")
+    gw.list_page("customers", {"limit": 2})
+    # With the stripe logger at DEBUG the SDK logs exactly what it always did.
+    assert "API response body" in formatted and "Request to Stripe api" in formatted
+    bodies = [r.getMessage() for r in caplog.records if "API response body" in r.getMessage()]
+    assert len(bodies) == 1 and "cus_00229" in bodies[0]
+
+
+# ---- concurrent reads: slices of a pass, streams at once ---------------------------------------
+
+
+def _sync_state(wh: Warehouse, ws: str = "ws_a") -> dict[str, tuple[Any, ...]]:
+    """Each stream's watermarks as a finished sync leaves them."""
+    return {
+        r["stream"]: (
+            r["high_water"],
+            r["events_checkpoint"],
+            r["cursor_json"],
+            r["status"],
+            r["objects_total"],
+            r["last_run_objects"],
+        )
+        for r in wh.rows("SELECT * FROM raw.sync_state WHERE workspace_id = :w", w=ws)
+    }
+
+
+def _events(wh: Warehouse, ws: str = "ws_a") -> list[str]:
+    return [
+        r["id"]
+        for r in wh.rows(
+            "SELECT id FROM raw.stripe_events WHERE workspace_id = :w ORDER BY id", w=ws
+        )
+    ]
+
+
+def _reference(loaded: TestStandIn, tmp_path: Path) -> Warehouse:
+    """The page-after-page, one-stream-after-another sync everything is compared with."""
+    ref = Warehouse(f"sqlite:///{tmp_path / 'reference.sqlite'}")
+    apply_migrations(ref)
+    conn = _register(ref, loaded)
+    sync = StripeStreamSync(ref, _gateway(loaded, conn), conn, clock=loaded.now, page_size=10)
+    for name in STREAMS:
+        sync.sync(name)
+    return ref
+
+
+def test_sliced_concurrent_sync_equals_sequential_rows_events_and_watermarks(
+    loaded: TestStandIn, warehouse: Warehouse, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ref = _reference(loaded, tmp_path)
+    # Small slices and pages: many slices per stream, cut while pages are in flight.
+    monkeypatch.setattr(engine_mod, "SLICE_PAGES", 2)
+    conn = _register(warehouse, loaded)
+    loaded.clear_requests()
+    sync = StripeStreamSync(
+        warehouse, _gateway(loaded, conn), conn, clock=loaded.now, page_size=10, list_slices=4
+    )
+    results = sync.sync_many(list(STREAMS))
+    assert warehouse_snapshot(warehouse, "ws_a") == warehouse_snapshot(ref, "ws_a")
+    assert _events(warehouse) == _events(ref)
+    assert _sync_state(warehouse) == _sync_state(ref)
+    # The customers pass really was cut into created ranges read side by side.
+    windows = {
+        r["query"]
+        for r in loaded.requests()
+        if r["path"] == "/v1/customers" and "created[lte]" in r["query"]
+    }
+    assert len(windows) >= 3
+    assert results["customers"].listed == 230 and results["customers"].pages > 23
+    ref.dispose()
+
+
+def test_killed_sliced_sync_resumes_every_slice_exactly(
+    loaded: TestStandIn, warehouse: Warehouse, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ref = _reference(loaded, tmp_path)
+    monkeypatch.setattr(engine_mod, "SLICE_PAGES", 2)
+    conn = _register(warehouse, loaded)
+    gw = _gateway(loaded, conn)
+    killed = StripeStreamSync(
+        warehouse, gw, conn, clock=loaded.now, page_size=10, list_slices=4, stop_after_pages=6
+    )
+    with pytest.raises(KeyboardInterrupt):
+        killed.sync_many(["events", "customers", "invoices"])
+    # Each stream committed 6 pages with, in the same transaction, every slice's position.
+    committed = warehouse.scalar("SELECT COUNT(*) FROM raw.stripe_customers")
+    cursor = _cursor(warehouse, "customers")
+    # (a slice's last page may be partial)
+    assert 40 < committed <= 60 and len(cursor["slices"]) >= 2
+    covered = sorted(
+        (lo if lo is not None else -1, hi if hi is not None else 2**62)
+        for lo, hi, _ in cursor["slices"]
+    )
+    assert all(a[1] < b[0] for a, b in itertools.pairwise(covered))  # disjoint
+    loaded.clear_requests()
+    resumed = StripeStreamSync(
+        warehouse, gw, conn, clock=loaded.now, page_size=10, list_slices=4
+    ).sync_many(list(STREAMS))
+    # Nothing committed before the kill is listed again.
+    assert resumed["customers"].mode == "resumed"
+    assert resumed["customers"].listed == 230 - committed
+    assert warehouse_snapshot(warehouse, "ws_a") == warehouse_snapshot(ref, "ws_a")
+    assert _events(warehouse) == _events(ref)
+    # The same watermarks; the resumed run's own count is what it listed after the kill.
+    assert {k: v[:-1] for k, v in _sync_state(warehouse).items()} == {
+        k: v[:-1] for k, v in _sync_state(ref).items()
+    }
+    for table in ("raw.stripe_customers", "raw.stripe_invoices", "raw.stripe_invoice_lines"):
+        assert warehouse.scalar(f"SELECT COUNT(*) FROM {table}") == ref.scalar(
+            f"SELECT COUNT(DISTINCT id) FROM {table}"
+        )
+    ref.dispose()
+
+
+def test_an_old_single_cursor_checkpoint_resumes_in_slices(
+    loaded: TestStandIn, warehouse: Warehouse, tmp_path: Path
+) -> None:
+    ref = _reference(loaded, tmp_path)
+    conn = _register(warehouse, loaded)
+    gw = _gateway(loaded, conn)
+    killed = StripeStreamSync(warehouse, gw, conn, clock=loaded.now, stop_after_pages=1)
+    with pytest.raises(KeyboardInterrupt):
+        killed.sync("customers")
+    assert set(_cursor(warehouse, "customers")) == {"lower", "starting_after", "pass_max", "full"}
+    resumed = StripeStreamSync(
+        warehouse, gw, conn, clock=loaded.now, page_size=10, list_slices=3
+    ).sync("customers")
+    assert (resumed.mode, resumed.listed) == ("resumed", 130)
+    assert (
+        warehouse_snapshot(warehouse, "ws_a")["raw.stripe_customers"]
+        == (warehouse_snapshot(ref, "ws_a")["raw.stripe_customers"])
+    )
+    ref.dispose()
+
+
+def test_a_failed_events_pass_fails_the_mutable_streams_not_the_others(
+    loaded: TestStandIn, sqlite_warehouse: Warehouse
+) -> None:
+    conn = _register(sqlite_warehouse, loaded)
+    exc = stripe.APIError("An unknown error occurred", http_status=500)
+    gw = _FailsOnPage("events", 1, exc).wrap(_gateway(loaded, conn))
+    sync = StripeStreamSync(sqlite_warehouse, gw, conn, clock=loaded.now, list_slices=2)
+    # The first failure in the order asked for is raised once every stream is done.
+    with pytest.raises(StripeSyncError, match="customers not synced because the events stream"):
+        sync.sync_many(["customers", "events", "balance_transactions"])
+    # Balance transactions do not depend on events; customers never started listing.
+    assert _sync_state(sqlite_warehouse)["balance_transactions"][3] == "ok"
+    assert sqlite_warehouse.scalar("SELECT COUNT(*) FROM raw.stripe_customers") == 0
+    gw = _FailsOnPage("events", 1, exc).wrap(_gateway(loaded, conn))
+    sync = StripeStreamSync(sqlite_warehouse, gw, conn, clock=loaded.now, list_slices=2)
+    with pytest.raises(stripe.APIError):
+        sync.sync_many(["events", "customers"])
+
+
+def test_a_streams_asset_syncs_its_workspaces_side_by_side(
+    sqlite_warehouse: Warehouse, stripe_standin_factory: Any
+) -> None:
+    standins = {"ws_a": stripe_standin_factory(), "ws_b": stripe_standin_factory()}
+    org = create_organization(sqlite_warehouse, "Acme", org_id="org_a")
+    for ws, si in standins.items():
+        si.add_many(stripe_dataset.build(12))
+        si.configure_faults(latency_ms=200)
+        create_workspace(sqlite_warehouse, org, ws, workspace_id=ws)
+        connect_stripe(
+            sqlite_warehouse,
+            ws,
+            account_id=si.account_id,
+            livemode=False,
+            api_key=si.api_key,
+            api_base=si.url,
+        )
+    [customers] = [a for a in stripe_assets if a.node_def.name == "stripe_customers"]
+    resources = {
+        "warehouse": WarehouseResource(url=sqlite_warehouse.url.render_as_string(False)),
+        "stripe": StripeResource(rate_limit_rps=1000),
+    }
+    assert dg.materialize([customers], resources=resources).success
+    # Each workspace's requests, as (arrival, answer) on the wall clock: the two overlap.
+    spans = {
+        ws: [(r["time"], r["time"] + r["duration_ms"] / 1000) for r in si.requests()]
+        for ws, si in standins.items()
+    }
+    assert all(spans.values())
+    assert any(a0 < b1 and b0 < a1 for a0, a1 in spans["ws_a"] for b0, b1 in spans["ws_b"])
+    counts = sqlite_warehouse.rows(
+        "SELECT workspace_id, COUNT(*) AS n FROM raw.stripe_customers GROUP BY workspace_id"
+    )
+    assert sorted((r["workspace_id"], r["n"]) for r in counts) == [("ws_a", 12), ("ws_b", 12)]
+
+
+def test_token_bucket_requeues_a_caller_that_wakes_up_past_its_slot() -> None:
+    def run(max_late: float | None) -> list[float]:
+        t = _FakeTime()
+        stalls = [0.3]  # the first sleep overruns by 300 ms (a starved process)
+
+        def sleep(seconds: float) -> None:
+            t.now += seconds + (stalls.pop(0) if stalls else 0.0)
+
+        bucket = TokenBucket(100, burst=1, clock=t.clock, sleep=sleep, max_late=max_late)
+        bucket.acquire()
+        bucket.acquire()  # slot at +10 ms, woken at +310 ms
+        sent_at = [t.now]
+        bucket.acquire()  # the next caller, on time
+        return [*sent_at, t.now]
+
+    # Without max_late the late caller goes as it wakes, and the next one (whose slot the 300 ms
+    # refilled) goes with it: two requests at once from a burst-1 bucket.
+    assert [round(x, 6) for x in run(None)] == [100.31, 100.31]
+    # With it, the late caller takes a fresh slot (the token the stall refilled) and the next
+    # one is spaced 1/rate after it.
+    assert [round(x, 6) for x in run(0.05)] == [100.31, 100.32]

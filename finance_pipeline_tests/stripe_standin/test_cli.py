@@ -120,3 +120,54 @@ def test_serve_without_simulator_fails_clearly(monkeypatch: Any, capsys: Any) ->
     monkeypatch.setitem(sys.modules, SIM_MODULE, None)  # makes the import fail
     assert serve.main(["--port", "0"]) == 2
     assert "pass --fixture PATH" in capsys.readouterr().err
+
+
+def _serve_in_thread(argv: list[str], check: Any) -> None:
+    """Run the serve command in a thread, call `check(standin)` while it serves, then stop it."""
+    stop, started = threading.Event(), threading.Event()
+    handles: list[Any] = []
+
+    def ready(standin: Any) -> None:
+        handles.append(standin)
+        started.set()
+
+    result: list[int] = []
+    thread = threading.Thread(target=lambda: result.append(serve.run(argv, stop=stop, ready=ready)))
+    thread.start()
+    try:
+        assert started.wait(10)
+        check(handles[0])
+    finally:
+        stop.set()
+        thread.join(10)
+    assert result == [0]
+
+
+def test_serve_latency_flag_and_env(tmp_path: Path, monkeypatch: Any, capsys: Any) -> None:
+    path = tmp_path / "fixture.json"
+    path.write_text(json.dumps(sample_fixture()))
+
+    def timed_request(expected_ms: int) -> Any:
+        def check(standin: Any) -> None:
+            assert standin.faults.config.latency_ms == expected_ms
+            client = stripe.StripeClient(
+                "sk_test_standin",
+                stripe_version=shapes.API_VERSION,
+                base_addresses={"api": standin.url},
+            )
+            started = time.perf_counter()
+            client.v1.customers.list()
+            assert time.perf_counter() - started >= expected_ms / 1000
+
+        return check
+
+    monkeypatch.setenv("STANDIN_LATENCY_MS", "120")
+    _serve_in_thread(["--port", "0", "--fixture", str(path)], timed_request(120))
+    assert "latency: 120 ms per API response" in capsys.readouterr().out
+    # The flag wins over the environment.
+    _serve_in_thread(
+        ["--port", "0", "--fixture", str(path), "--latency-ms", "200"], timed_request(200)
+    )
+    monkeypatch.delenv("STANDIN_LATENCY_MS")
+    _serve_in_thread(["--port", "0", "--fixture", str(path)], timed_request(0))
+    assert serve.main(["--port", "0", "--fixture", str(path), "--latency-ms", "-5"]) == 2

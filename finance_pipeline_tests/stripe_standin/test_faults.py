@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from typing import Any
 
@@ -166,3 +167,44 @@ def test_injector_validates_and_is_deterministic() -> None:
     seq_a = [a.decide("/v1/x").kind for _ in range(200)]
     assert seq_a == [b.decide("/v1/x").kind for _ in range(200)]
     assert 30 <= sum(k not in (None, "slow") for k in seq_a) <= 90
+
+
+def test_latency_delays_each_response_without_blocking_others(stripe_standin: Any) -> None:
+    stripe_standin.configure_faults(latency_ms=250)
+    client = stripe_standin.client()
+    started = time.perf_counter()
+    client.v1.customers.list({"limit": 1})
+    assert time.perf_counter() - started >= 0.25
+    # Eight requests at once, each on its own connection: served side by side, so together they
+    # take about one latency, far less than the 2 s they would take one after another.
+    clients = [stripe_standin.client() for _ in range(8)]
+    durations: list[float] = []
+
+    def call(c: Any) -> None:
+        t = time.perf_counter()
+        c.v1.customers.list({"limit": 1})
+        durations.append(time.perf_counter() - t)
+
+    threads = [threading.Thread(target=call, args=(c,)) for c in clients]
+    started = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - started
+    assert len(durations) == 8 and min(durations) >= 0.25
+    assert elapsed < 1.5
+    # A 429 is a round trip too; resetting the faults keeps the network's latency.
+    stripe_standin.fail_next(1, "rate_limit")
+    started = time.perf_counter()
+    with pytest.raises(stripe.RateLimitError):
+        client.v1.customers.list({"limit": 1})
+    assert time.perf_counter() - started >= 0.25
+    stripe_standin.reset_faults()
+    assert stripe_standin.configure_faults()["latency_ms"] == 250
+    stripe_standin.configure_faults(latency_ms=0)
+    started = time.perf_counter()
+    client.v1.customers.list({"limit": 1})
+    assert time.perf_counter() - started < 0.25
+    with pytest.raises(ValueError):
+        FaultInjector(latency_ms=-1)

@@ -13,7 +13,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 #: Fault kinds and the HTTP status each produces (None: no response at all / normal response).
@@ -69,6 +69,8 @@ class FaultConfig:
 
     error_rate: fraction of requests failing with a kind drawn from ``error_mix`` (weights).
     delay_ms: added to every response. slow_rate/slow_ms: a fraction of requests is that slow.
+    latency_ms: the network round trip (real Stripe across the internet: ~150 ms), added to every
+    API response, errors and 429s included; unlike the faults, ``reset`` keeps it.
     rate_limit_rps/rate_limit_burst: server-side token bucket; excess gets 429 + Retry-After.
     path_prefix: when set, faults (not the rate limit) only hit paths starting with it.
     """
@@ -82,12 +84,13 @@ class FaultConfig:
     rate_limit_burst: float | None = None
     path_prefix: str | None = None
     seed: int = 0
+    latency_ms: int = 0
 
     def validate(self) -> None:
         """Reject nonsensical settings early (at configure time, not mid-request)."""
         if not 0.0 <= self.error_rate <= 1.0 or not 0.0 <= self.slow_rate <= 1.0:
             raise ValueError("error_rate and slow_rate must be within [0, 1]")
-        if self.delay_ms < 0 or self.slow_ms < 0:
+        if self.delay_ms < 0 or self.slow_ms < 0 or self.latency_ms < 0:
             raise ValueError("delays must be >= 0 ms")
         if self.rate_limit_rps is not None and self.rate_limit_rps <= 0:
             raise ValueError("rate_limit_rps must be > 0 (or None to disable)")
@@ -109,9 +112,10 @@ class Decision:
 class FaultInjector:
     """Decides per request whether and how to fail; configurable while the server runs."""
 
-    def __init__(self, seed: int = 0) -> None:
+    def __init__(self, seed: int = 0, latency_ms: int = 0) -> None:
         self._lock = threading.Lock()
-        self._config = FaultConfig(seed=seed)
+        self._config = FaultConfig(seed=seed, latency_ms=latency_ms)
+        self._config.validate()
         self._rand = random.Random(seed)
         self._queue: deque[tuple[str, int, str | None]] = deque()
         self._tokens = 0.0
@@ -141,10 +145,13 @@ class FaultInjector:
             return FaultConfig(**asdict(cfg))
 
     def reset(self) -> None:
-        """Turn every fault off, clear queued failures and restart the seeded sequence."""
+        """Turn every fault off, clear queued failures and restart the seeded sequence.
+
+        The latency stays: it models the network, not a fault.
+        """
         with self._lock:
-            seed = self._config.seed
-            self._config = FaultConfig(seed=seed)
+            seed, latency = self._config.seed, self._config.latency_ms
+            self._config = FaultConfig(seed=seed, latency_ms=latency)
             self._rand = random.Random(seed)
             self._queue.clear()
 
@@ -178,7 +185,18 @@ class FaultInjector:
     # ------------------------------------------------------------------ per request
 
     def decide(self, path: str) -> Decision:
-        """The fault (if any) for a request to ``path``; consumes rate-limit tokens."""
+        """The fault (if any) for a request to ``path``; consumes rate-limit tokens.
+
+        The decision (and the rate limit's count) is taken on arrival; the latency is then spent
+        before the response leaves, in the request's own server thread.
+        """
+        decision = self._decide(path)
+        latency = self._config.latency_ms
+        if latency:
+            decision = replace(decision, delay_ms=decision.delay_ms + latency)
+        return decision
+
+    def _decide(self, path: str) -> Decision:
         with self._lock:
             cfg = self._config
             r_err, r_kind, r_slow = self._rand.random(), self._rand.random(), self._rand.random()

@@ -3,6 +3,10 @@
     python -m finance_pipeline_dev.standin.serve --port 12111 --fixture data.json
     python -m finance_pipeline_dev.standin.serve --port 0 --seed 7 --customers 200 --months 18
     python -m finance_pipeline_dev.standin.serve --event-history full --customers 200
+    python -m finance_pipeline_dev.standin.serve --fixture data.json --latency-ms 150
+
+``--latency-ms`` (or ``STANDIN_LATENCY_MS``) delays every API response by that much, like real
+Stripe across the internet; requests are served on their own threads, so it never blocks others.
 
 ``--event-history full`` simulates every event of the history and turns time travel on: the
 account is served as of the stand-in clock, which ``POST /_standin/clock`` moves through it.
@@ -16,6 +20,7 @@ import argparse
 import gc
 import importlib
 import json
+import os
 import signal
 import sys
 import threading
@@ -61,7 +66,22 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--write-fixture", type=Path, help="also write the served fixture to this JSON file"
     )
+    p.add_argument(
+        "--latency-ms",
+        type=int,
+        default=None,
+        help="delay every API response by this many ms (network round trip; "
+        "default: $STANDIN_LATENCY_MS or 0)",
+    )
     return p
+
+
+def _latency_ms(flag: int | None) -> int:
+    """The response latency: the flag, else STANDIN_LATENCY_MS, else none."""
+    if flag is not None:
+        return flag
+    raw = os.environ.get("STANDIN_LATENCY_MS", "").strip()
+    return int(raw) if raw else 0
 
 
 def _simulated_fixture(
@@ -133,6 +153,12 @@ def run(
 
     standin = StandIn(store, seed=args.seed)
     try:
+        latency = _latency_ms(args.latency_ms)
+        standin.configure_faults(latency_ms=latency)
+    except ValueError as exc:
+        print(f"error: bad latency: {exc}", file=sys.stderr)
+        return 2
+    try:
         url = standin.start(args.host, args.port)
     except OSError as exc:
         print(f"error: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
@@ -149,6 +175,8 @@ def run(
     ).start()
     print(f"stripe stand-in listening on {url}", flush=True)
     print(f"clock: {store.now()} ({'frozen' if store.clock.frozen else 'real time'})")
+    if latency:
+        print(f"latency: {latency} ms per API response")
     if store.time_travel:
         print("time travel: on (the account is served as of the clock)")
     for key, info in store.keys().items():
