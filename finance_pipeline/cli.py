@@ -423,7 +423,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("tier", help="free, pro or enterprise")
     t.set_defaults(fn=cmd_org_set_tier)
     k = sub.add_parser("secrets", help="master key rotation: new-key, rotate, reencrypt")
-    ksub = k.add_subparsers(dest="secrets_command", required=True, metavar="ACTION")
+    ksub = k.add_subparsers(
+        dest="secrets_command", required=True, metavar="ACTION", help="what to do with the key"
+    )
     ksub.add_parser("new-key", help="print a new master key for FP_SECRET_KEY").set_defaults(
         fn=cmd_secrets_new_key
     )

@@ -813,7 +813,13 @@ APP_TABLES: dict[str, Table] = {
                 _col("updated_at BIGINT NOT NULL", "Last change (Unix seconds)."),
                 _col(
                     "result_json JSONB",
-                    "What a succeeded Stripe sync did: the revenue-sync counters (docs/requests.md).",
+                    "What a succeeded Stripe sync did: the revenue-sync counters and the v1 "
+                    "ingest's inserted/duplicates (docs/requests.md).",
+                ),
+                _col(
+                    "stripe_objects_at_claim BIGINT",
+                    "A Stripe sync's stored invoices, charges, refunds and subscriptions when "
+                    "claimed (what `inserted` is measured from).",
                 ),
             ),
             ("id",),
