@@ -32,7 +32,7 @@ from finance_pipeline_tests.dagster_runs import range_tags
 
 pytestmark = pytest.mark.postgres
 
-WINDOW = ("2026-10-01", "2026-10-31")
+WINDOW = ("2026-10-29", "2026-10-31")  # the daily schedule's 3-day restatement window
 # What the refresh writes (requested_refresh: core tables, then the daily marts).
 TABLES = (
     "core.ledger",
@@ -128,7 +128,7 @@ def test_refresh_on_two_celery_workers_equals_the_in_process_run(
 ) -> None:
     wh: Warehouse = celery_env["wh"]
     instance: dg.DagsterInstance = celery_env["instance"]
-    ids = seed_workspaces(wh, 3, customers=10)
+    ids = seed_workspaces(wh, 3, customers=6)
     celery_env["wait_ready"]()
     settings = get_settings()
     requests = fan_out(

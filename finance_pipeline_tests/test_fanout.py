@@ -10,6 +10,8 @@ import dagster as dg
 import pytest
 from finance_pipeline_dev.fanout_seed import seed_workspaces
 
+from finance_pipeline.advisory.assets import advisory_memos
+from finance_pipeline.alerts.assets import alerts
 from finance_pipeline.core.assets import fx_rates, ledger, subscription_history
 from finance_pipeline.definitions import daily_refresh, defs
 from finance_pipeline.fanout import STRIPE_TAG, fan_out, scope_key, workspace_batches
@@ -95,7 +97,7 @@ def test_daily_refresh_batches_and_executor_follow_the_settings(
     assert whole.run_key == "daily_refresh:2026-11-22" and WORKSPACE_TAG not in whole.tags
 
 
-REFRESH = [fx_rates, ledger, subscription_history, mrr_marts, cfo_marts]
+REFRESH = [fx_rates, ledger, subscription_history, mrr_marts, cfo_marts, alerts, advisory_memos]
 
 
 def _refresh(wh: Warehouse, scope: str | None) -> dg.ExecuteInProcessResult:
@@ -128,6 +130,9 @@ def test_a_failing_workspace_fails_only_its_own_run(warehouse: Warehouse) -> Non
         )
     assert _refresh(warehouse, good).success
     assert _mrr_workspaces(warehouse) == {good: 31}  # only the run's workspace is written
+    for table in ("mart.revenue_daily", "mart.cfo_metrics_daily", "mart.advisory_memos"):
+        written = warehouse.rows(f"SELECT DISTINCT workspace_id FROM {table}")
+        assert {r["workspace_id"] for r in written} == {good}, table
     failed = _refresh(warehouse, bad)
     assert not failed.success
     [failure] = [e for e in failed.all_events if e.is_step_failure]
