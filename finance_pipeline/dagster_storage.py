@@ -19,6 +19,7 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
+import sqlalchemy as sa
 from dagster import _check as check
 from dagster._core.events import ASSET_EVENTS, BATCH_WRITABLE_EVENTS
 from dagster._core.events.log import EventLogEntry
@@ -68,18 +69,24 @@ class BatchingSqliteEventLogStorage(SqliteEventLogStorage):
                 self.store_event(event)
             return
         rows = [self._event_to_row(e) for e in batched]
-        with self.run_connection(batched[0].run_id) as conn:
-            conn.execute(SqlEventLogStorageTable.insert(), rows)
-        # The index shard mirrors every asset event with its own ids (as store_event does).
+        # The index shard first: if it fails nothing of the batch is stored, and Dagster stores
+        # the events one by one instead (handle_new_event).
         with self.index_transaction() as conn:
-            ids = [
-                int(
-                    conn.execute(
-                        SqlEventLogStorageTable.insert().values(**row)
-                    ).inserted_primary_key[0]
+            conn.execute(SqlEventLogStorageTable.insert(), rows)
+            # From the first insert to the commit this transaction holds SQLite's write lock, so
+            # the rows took consecutive ids ending at the last one; checked, never assumed.
+            last_id = int(conn.execute(sa.text("SELECT last_insert_rowid()")).scalar_one())
+            ids = list(range(last_id - len(rows) + 1, last_id + 1))
+            stored = conn.execute(
+                sa.select(sa.func.count())
+                .select_from(SqlEventLogStorageTable)
+                .where(
+                    SqlEventLogStorageTable.c.id.between(ids[0], ids[-1]),
+                    SqlEventLogStorageTable.c.run_id == batched[0].run_id,
                 )
-                for row in rows
-            ]
+            ).scalar_one()
+            if stored != len(rows):
+                raise RuntimeError(f"batch of {len(rows)} events took non-consecutive ids")
             self._store_asset_event_tags(conn, batched, ids)
             # The asset-key entry keeps the last event of each kind per asset (as the events
             # stored one by one would leave it, and as dagster-postgres's batch does).
@@ -89,6 +96,8 @@ class BatchingSqliteEventLogStorage(SqliteEventLogStorage):
                 last[(key.to_string() if key else "", str(e.dagster_event_type))] = i
             for i in sorted(last.values()):
                 self._store_asset_event(conn, batched[i], ids[i])
+        with self.run_connection(batched[0].run_id) as conn:
+            conn.execute(SqlEventLogStorageTable.insert(), rows)
 
     def _store_asset_check_evaluation_planned(
         self, event: EventLogEntry, event_id: int | None

@@ -87,6 +87,11 @@ def _state(instance: dg.DagsterInstance, labels: dict[str, str]) -> dict[str, ob
                 },
             ),
             "last_run_id": labels[entry[0].asset_entry.last_run_id] if entry else None,
+            # The asset entry names the index row of the latest materialization (its id).
+            "entry_is_latest_row": bool(entry)
+            and latest is not None
+            and entry[0].asset_entry.last_materialization_record.storage_id
+            == instance.fetch_materializations(key, limit=1).records[0].storage_id,
             "status": instance.get_status_by_partition(key, keys, DAYS),
             "materialized": instance.get_materialized_partitions(key),
         }
