@@ -22,6 +22,7 @@ from finance_pipeline.core.incremental import (
     plan_build,
     save_state,
 )
+from finance_pipeline.lib.bulk import cyclic_gc_paused
 from finance_pipeline.lib.ledger import LedgerBuilder, fx_lookup
 from finance_pipeline.lib.money import micros_per_minor, round_half_away
 from finance_pipeline.lib.subscription_history import build_history_until
@@ -341,51 +342,55 @@ def ledger(
     now = _now()
     plans: list[BuildPlan] = []
     work: list[tuple[BuildPlan, dict[str, set[str]] | None, list[dict]]] = []
-    # Read first (watermarks, then changes, then rows), write after, all in one transaction.
-    for ws in list_workspaces(wh):
-        plan = plan_build(
-            wh, ws, "core.ledger", LEDGER_SOURCES, fx=True, force_full=config.full_rebuild
-        )
-        changes = None if plan.mode == "full" else ledger_changes(wh, ws, plan)
-        rows = _ledger_rows(wh, ws, changes)
-        plans.append(plan)
-        work.append((plan, changes, rows))
     counts: dict[str, dict[str, int]] = {}
     mismatches: list[LedgerMismatch] = []
     try:
-        with wh.begin() as db:
-            for plan, changes, rows in work:
-                if changes is None:
-                    deleted = db.execute(
-                        wh.text("DELETE FROM core.ledger WHERE workspace_id = :w"),
-                        {"w": plan.workspace_id},
-                    ).rowcount
-                    objects = len(rows)
-                else:
-                    deleted = _delete_in(
-                        wh,
-                        db,
-                        "core.ledger",
-                        "entry_id",
-                        plan.workspace_id,
-                        ledger_entry_ids(changes),
-                    )
-                    objects = sum(len(v) for v in changes.values())
-                if rows:
-                    db.execute(sa.insert(wh.table("core.ledger")), rows)
-                save_state(db, wh, "core.ledger", plan, now)
-                counts[plan.workspace_id] = {
-                    "objects": objects,
-                    "deleted": max(deleted or 0, 0),
-                    "inserted": len(rows),
-                }
-            # Validate the whole table inside the transaction, before it commits: a failed
-            # reconciliation rolls the build back, incremental or not, so nothing is written.
-            mismatches = reconcile_ledger_with_raw(
-                lambda sql, **p: [dict(r._mapping) for r in db.execute(wh.text(sql), p)]
-            )
-            if mismatches:
-                raise _ReconciliationFailed
+        # The build holds every row of the table in memory: see cyclic_gc_paused.
+        with cyclic_gc_paused():
+            # Read first (watermarks, then changes, then rows), write after, all in one transaction.
+            for ws in list_workspaces(wh):
+                plan = plan_build(
+                    wh, ws, "core.ledger", LEDGER_SOURCES, fx=True, force_full=config.full_rebuild
+                )
+                changes = None if plan.mode == "full" else ledger_changes(wh, ws, plan)
+                rows = _ledger_rows(wh, ws, changes)
+                plans.append(plan)
+                work.append((plan, changes, rows))
+            with wh.begin() as db:
+                for plan, changes, rows in work:
+                    if changes is None:
+                        deleted = db.execute(
+                            wh.text("DELETE FROM core.ledger WHERE workspace_id = :w"),
+                            {"w": plan.workspace_id},
+                        ).rowcount
+                        objects = len(rows)
+                    else:
+                        deleted = _delete_in(
+                            wh,
+                            db,
+                            "core.ledger",
+                            "entry_id",
+                            plan.workspace_id,
+                            ledger_entry_ids(changes),
+                        )
+                        objects = sum(len(v) for v in changes.values())
+                    # Driver-level insert: SQLAlchemy's per-row parameter processing was a tenth
+                    # of a full ledger build.
+                    wh.insert(db, "core.ledger", rows)
+                    save_state(db, wh, "core.ledger", plan, now)
+                    counts[plan.workspace_id] = {
+                        "objects": objects,
+                        "deleted": max(deleted or 0, 0),
+                        "inserted": len(rows),
+                    }
+                # Validate the whole table inside the transaction, before it commits: a failed
+                # reconciliation rolls the build back, incremental or not, so nothing is written.
+                mismatches = reconcile_ledger_with_raw(
+                    lambda sql, **p: [dict(r._mapping) for r in db.execute(wh.text(sql), p)]
+                )
+                if mismatches:
+                    raise _ReconciliationFailed
+            work.clear()  # the rows are written: free them before the metadata queries
     except _ReconciliationFailed:
         yield dg.AssetCheckResult(
             check_name="ledger_matches_raw_stripe",
@@ -459,7 +464,13 @@ def subscription_history(
     Incremental: only the subscriptions of customers with a changed subscription, item, event,
     invoice, line, payment or charge (or a changed price they name), and those whose history was
     valid only until a past instant, are rebuilt; a full rebuild when asked or on the first build."""
-    wh = warehouse.get()
+    # The build holds every subscription's inputs and rows in memory: see cyclic_gc_paused.
+    with cyclic_gc_paused():
+        return _build_subscription_history(warehouse.get(), config.full_rebuild)
+
+
+def _build_subscription_history(wh: Warehouse, full_rebuild: bool) -> dg.MaterializeResult:
+    """The body of `subscription_history`: plan, read, build and write every workspace."""
     now = _now()
     plans: list[BuildPlan] = []
     work: list[tuple[BuildPlan, set[str] | None, list[dict], list[dict]]] = []
@@ -471,7 +482,7 @@ def subscription_history(
             "core.subscription_history",
             HISTORY_SOURCES,
             fx=False,
-            force_full=config.full_rebuild,
+            force_full=full_rebuild,
         )
         changed = None if plan.mode == "full" else history_changes(wh, ws, plan, now)
         rows: list[dict] = []
@@ -510,10 +521,8 @@ def subscription_history(
                 )
                 _delete_in(wh, db, "core.subscription_history_due", "subscription_id", w, changed)
                 objects = len(changed)
-            if rows:
-                db.execute(sa.insert(wh.table("core.subscription_history")), rows)
-            if due:
-                db.execute(sa.insert(wh.table("core.subscription_history_due")), due)
+            wh.insert(db, "core.subscription_history", rows)
+            wh.insert(db, "core.subscription_history_due", due)
             save_state(db, wh, "core.subscription_history", plan, now)
             counts[w] = {"objects": objects, "deleted": max(deleted or 0, 0), "inserted": len(rows)}
     n_rows = int(wh.scalar("SELECT COUNT(*) FROM core.subscription_history") or 0)
