@@ -10,7 +10,7 @@ import dagster as dg
 import sqlalchemy as sa
 from pydantic import Field
 
-from finance_pipeline.core.history_io import history_rows, load_history_inputs
+from finance_pipeline.core.history_io import customer_batches, history_rows, load_history_inputs
 from finance_pipeline.core.incremental import (
     HISTORY_SOURCES,
     LEDGER_SOURCES,
@@ -30,6 +30,9 @@ from finance_pipeline.resources import WarehouseResource
 from finance_pipeline.table_checks import table_metadata
 from finance_pipeline.tenancy import Workspace, list_workspaces
 from finance_pipeline.warehouse.db import Warehouse
+
+# Customers whose raw inputs a history build holds at once.
+HISTORY_BATCH_CUSTOMERS = 2000
 
 RAW_STRIPE = [
     "stripe_charges",
@@ -402,21 +405,23 @@ def ledger(
             f"core.ledger does not reconcile with raw Stripe data for {len(mismatches)} "
             "workspace/currency total(s); nothing was written"
         ) from None
-    totals = {
-        r["kind"]: int(r["total"])
-        for r in wh.rows(
-            "SELECT kind, SUM(amount_reporting_micros) AS total FROM core.ledger"
-            " WHERE amount_reporting_micros IS NOT NULL GROUP BY kind ORDER BY kind"
-        )
-    }
-    skipped = {
-        r["currency"]: int(r["n"])
-        for r in wh.rows(
-            "SELECT currency, COUNT(*) AS n FROM core.ledger"
-            " WHERE amount_reporting_micros IS NULL GROUP BY currency ORDER BY currency"
-        )
-    }
-    n_rows = int(wh.scalar("SELECT COUNT(*) FROM core.ledger") or 0)
+    # The whole table's totals per kind, entries without a rate per currency and the row count,
+    # from one scan of the table.
+    totals: dict[str, int] = {}
+    skipped: dict[str, int] = {}
+    n_rows = 0
+    for r in wh.rows(
+        "SELECT kind, currency, COUNT(*) AS n, COUNT(amount_reporting_micros) AS converted,"
+        " SUM(amount_reporting_micros) AS total FROM core.ledger GROUP BY kind, currency"
+    ):
+        n_rows += int(r["n"])
+        if r["converted"]:
+            totals[r["kind"]] = totals.get(r["kind"], 0) + int(r["total"])
+        if int(r["n"]) > int(r["converted"]):
+            key = r["currency"]
+            skipped[key] = skipped.get(key, 0) + int(r["n"]) - int(r["converted"])
+    totals = dict(sorted(totals.items()))
+    skipped = dict(sorted(skipped.items()))
     yield dg.MaterializeResult(
         metadata={
             "rows": n_rows,
@@ -487,18 +492,21 @@ def _build_subscription_history(wh: Warehouse, full_rebuild: bool) -> dg.Materia
         changed = None if plan.mode == "full" else history_changes(wh, ws, plan, now)
         rows: list[dict] = []
         due: list[dict] = []
-        for inp in load_history_inputs(wh, ws.id, changed):
-            states, due_at = build_history_until(inp, now)
-            rows += history_rows(states)
-            if due_at is not None:
-                due.append(
-                    {
-                        "workspace_id": ws.id,
-                        "subscription_id": inp.subscription["id"],
-                        "due_at": due_at,
-                    }
-                )
-            n_subs += 1
+        # Raw inputs (payloads, invoices, lines) are read and built a batch of customers at a
+        # time and dropped: only the history rows are held until the write.
+        for batch in customer_batches(wh, ws.id, changed, HISTORY_BATCH_CUSTOMERS):
+            for inp in load_history_inputs(wh, ws.id, batch):
+                states, due_at = build_history_until(inp, now)
+                rows += history_rows(states)
+                if due_at is not None:
+                    due.append(
+                        {
+                            "workspace_id": ws.id,
+                            "subscription_id": inp.subscription["id"],
+                            "due_at": due_at,
+                        }
+                    )
+                n_subs += 1
         plans.append(plan)
         work.append((plan, changed, rows, due))
     counts: dict[str, dict[str, int]] = {}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from decimal import Decimal
 from typing import Any
 
@@ -161,6 +161,35 @@ def load_history_inputs(
         )
         for sub in subs
     ]
+
+
+def customer_batches(
+    wh: Warehouse,
+    workspace_id: str,
+    subscription_ids: Collection[str] | None,
+    customers_per_batch: int,
+) -> Iterator[list[str]]:
+    """The workspace's subscriptions (or those of `subscription_ids`) in batches of whole
+    customers: each batch holds every listed subscription of its customers, as
+    `load_history_inputs` needs, so a build's memory is bounded by a batch of customers."""
+    by_customer: dict[str, list[str]] = defaultdict(list)
+    for r in wh.rows_in(
+        "SELECT id, customer FROM raw.stripe_subscriptions WHERE workspace_id = :w",
+        "id",
+        subscription_ids,
+        w=workspace_id,
+    ):
+        by_customer[r["customer"] or ""].append(r["id"])
+    batch: list[str] = []
+    customers = 0
+    for customer in sorted(by_customer):
+        batch += by_customer[customer]
+        customers += 1
+        if customers == customers_per_batch:
+            yield sorted(batch)
+            batch, customers = [], 0
+    if batch:
+        yield sorted(batch)
 
 
 def _ref_id(value: Any) -> str | None:
