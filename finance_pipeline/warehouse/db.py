@@ -23,6 +23,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine, Result
+from sqlalchemy.engine.cursor import CursorFetchStrategy
 
 from finance_pipeline.warehouse.decode import JSON_COLUMN, Decoder, sqlite_decoders
 
@@ -430,11 +431,12 @@ class Warehouse:
         decoders = self._decoders_for(keys)
         # The driver's own tuples, fetched in batches: a SQLAlchemy Row per fetched row was a
         # third of the read cost of a full rebuild (text queries have no result processors).
-        cursor = result.cursor
         out: list[dict[str, Any]] = []
-        if cursor is None:
-            return out
-        while batch := cursor.fetchmany(_FETCH_BATCH):
+        # Only a plain cursor result is read from the driver: a buffered one (RETURNING, streamed
+        # results) holds rows SQLAlchemy has already fetched.
+        plain = type(result.cursor_strategy) is CursorFetchStrategy and result.cursor is not None
+        fetch = result.cursor.fetchmany if plain else result.fetchmany
+        while batch := fetch(_FETCH_BATCH):
             if not decoders:
                 out += [dict(zip(keys, row, strict=True)) for row in batch]
                 continue
