@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from decimal import Decimal
 from typing import Any
 
@@ -162,6 +163,35 @@ def load_history_inputs(
     ]
 
 
+def customer_batches(
+    wh: Warehouse,
+    workspace_id: str,
+    subscription_ids: Collection[str] | None,
+    customers_per_batch: int,
+) -> Iterator[list[str]]:
+    """The workspace's subscriptions (or those of `subscription_ids`) in batches of whole
+    customers: each batch holds every listed subscription of its customers, as
+    `load_history_inputs` needs, so a build's memory is bounded by a batch of customers."""
+    by_customer: dict[str, list[str]] = defaultdict(list)
+    for r in wh.rows_in(
+        "SELECT id, customer FROM raw.stripe_subscriptions WHERE workspace_id = :w",
+        "id",
+        subscription_ids,
+        w=workspace_id,
+    ):
+        by_customer[r["customer"] or ""].append(r["id"])
+    batch: list[str] = []
+    customers = 0
+    for customer in sorted(by_customer):
+        batch += by_customer[customer]
+        customers += 1
+        if customers == customers_per_batch:
+            yield sorted(batch)
+            batch, customers = [], 0
+    if batch:
+        yield sorted(batch)
+
+
 def _ref_id(value: Any) -> str | None:
     """An expandable reference's id (as `subscription_history` reads it)."""
     if value is None:
@@ -296,22 +326,69 @@ def history_rows(states: Iterable[SubscriptionState]) -> list[dict[str, Any]]:
     return out
 
 
+# core.subscription_history read with its two JSON documents as text: a state's price and its
+# discounts repeat across its items and intervals (a few hundred prices per workspace), so each
+# distinct text is parsed once per read instead of decoded row by row.
+HISTORY_SELECT = (
+    "SELECT workspace_id, subscription_id, valid_from, item_id, valid_to, customer_id, currency,"
+    " status, price_id, product_id, quantity, trial_end, pause_collection, cancel_scheduled,"
+    " past_due_since, started_at, ended_at, cancellation_reason,"
+    " CAST(price_json AS TEXT) AS price_text, CAST(discounts_json AS TEXT) AS discounts_text"
+    " FROM core.subscription_history"
+)
+
+
+def _discounts_from(docs: Iterable[Mapping[str, Any]]) -> tuple[DiscountSpec, ...]:
+    return tuple(
+        DiscountSpec(
+            coupon_id=d["coupon_id"],
+            percent_off=None if d["percent_off"] is None else Decimal(d["percent_off"]),
+            amount_off=d["amount_off"],
+            currency=d["currency"],
+            duration=d["duration"],
+            start=d["start"],
+            end=d["end"],
+        )
+        for d in docs
+    )
+
+
 def states_from_rows(rows: Iterable[Mapping[str, Any]]) -> list[SubscriptionState]:
-    """Reassemble SubscriptionState intervals from core.subscription_history rows."""
+    """Reassemble SubscriptionState intervals from core.subscription_history rows (as stored, with
+    `price_json`/`discounts_json` documents, or read by HISTORY_SELECT with their texts)."""
     grouped: dict[tuple[str, str, int], list[Mapping[str, Any]]] = defaultdict(list)
     for r in rows:
         grouped[(r["workspace_id"], r["subscription_id"], int(r["valid_from"]))].append(r)
+    # Specs are frozen: one object per distinct document serves every row that stores it.
+    prices: dict[str, PriceSpec] = {}
+    discounts: dict[str, tuple[DiscountSpec, ...]] = {}
+
+    def price_of(r: Mapping[str, Any]) -> PriceSpec:
+        text = r.get("price_text")
+        if text is None:
+            return _price_from(r["price_json"])
+        spec = prices.get(text)
+        if spec is None:
+            spec = prices[text] = _price_from(json.loads(text))
+        return spec
+
+    def discounts_of(r: Mapping[str, Any]) -> tuple[DiscountSpec, ...]:
+        text = r.get("discounts_text")
+        if text is None:
+            return _discounts_from(r["discounts_json"])
+        specs = discounts.get(text)
+        if specs is None:
+            specs = discounts[text] = _discounts_from(json.loads(text))
+        return specs
+
     out = []
     for (_ws, _sub, _vf), rs in sorted(grouped.items()):
         r0 = rs[0]
-        disc = r0["discounts_json"]
         items = []
         for r in sorted(rs, key=lambda x: x["item_id"]):
             if not r["item_id"]:
                 continue
-            items.append(
-                SubscriptionItem(r["item_id"], _price_from(r["price_json"]), int(r["quantity"]))
-            )
+            items.append(SubscriptionItem(r["item_id"], price_of(r), int(r["quantity"])))
         out.append(
             SubscriptionState(
                 workspace_id=r0["workspace_id"],
@@ -325,18 +402,7 @@ def states_from_rows(rows: Iterable[Mapping[str, Any]]) -> list[SubscriptionStat
                 trial_end=r0["trial_end"],
                 pause_collection=bool(r0["pause_collection"]),
                 cancel_scheduled=bool(r0["cancel_scheduled"]),
-                discounts=tuple(
-                    DiscountSpec(
-                        coupon_id=d["coupon_id"],
-                        percent_off=None if d["percent_off"] is None else Decimal(d["percent_off"]),
-                        amount_off=d["amount_off"],
-                        currency=d["currency"],
-                        duration=d["duration"],
-                        start=d["start"],
-                        end=d["end"],
-                    )
-                    for d in disc
-                ),
+                discounts=discounts_of(r0),
                 past_due_since=r0["past_due_since"],
                 started_at=r0["started_at"],
                 ended_at=r0["ended_at"],

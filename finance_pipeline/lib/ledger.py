@@ -125,7 +125,8 @@ class LedgerBuilder:
     ) -> None:
         """Add one entry; amounts are exact micro-units, rounded once here to whole micro-units."""
         rate = self.rate(currency, day)
-        exact = Fraction(amount)
+        # Most amounts are whole micro-units already: no Fraction is built for them.
+        exact = amount if type(amount) is int else Fraction(amount)
         native = round_half_away(exact)
         if rate is None:
             reporting = rate_text = None

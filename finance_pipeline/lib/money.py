@@ -60,13 +60,23 @@ def minor_unit_exponent(currency: str) -> int:
     return 2
 
 
+# Codes already validated -> micros per minor unit: every ledger entry converts an amount.
+_MICROS_PER_MINOR: dict[str, int] = {}
+
+
 def micros_per_minor(currency: str) -> int:
     """Micro-units in one minor unit: 10,000 for cents, 1,000,000 for yen, 1,000 for fils.
 
     Also the reporting grain of an amount in that currency (docs/metrics.md §2): reports round
     and foot its figures to this many micros and print `minor_unit_exponent` decimals.
     """
-    return MICROS_PER_UNIT // 10 ** minor_unit_exponent(currency)
+    if type(currency) is str:
+        known = _MICROS_PER_MINOR.get(currency)
+        if known is not None:
+            return known
+    value = MICROS_PER_UNIT // 10 ** minor_unit_exponent(currency)
+    _MICROS_PER_MINOR[currency] = value
+    return value
 
 
 def grain_places(grain: int) -> int:

@@ -8,7 +8,7 @@ from datetime import date, timedelta
 from fractions import Fraction
 from typing import Any
 
-from finance_pipeline.core.history_io import states_from_rows
+from finance_pipeline.core.history_io import HISTORY_SELECT, states_from_rows
 from finance_pipeline.lib.ledger import fx_lookup
 from finance_pipeline.lib.money import round_half_away
 from finance_pipeline.lib.mrr import Settings
@@ -87,7 +87,7 @@ def compute_mrr_window(wh: Warehouse, ws: Workspace, start: date, end: date) -> 
     # costs the window's changes, not a replay of every customer's history: only intervals still
     # in force at the start of start-1 are read...
     settings = mrr_settings(ws)
-    history = "SELECT * FROM core.subscription_history WHERE workspace_id = :w"
+    history = HISTORY_SELECT + " WHERE workspace_id = :w"
     states = states_from_rows(
         wh.rows(
             history + " AND (valid_to IS NULL OR valid_to > :t)",

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
 
-from finance_pipeline.core.history_io import states_from_rows
+from finance_pipeline.core.history_io import HISTORY_SELECT, states_from_rows
 from finance_pipeline.lib.money import micros_to_decimal, minor_to_micros
 from finance_pipeline.lib.mrr import Settings, evaluate_at, monthly_factor
 from finance_pipeline.lib.timeutil import local_day
@@ -160,7 +160,7 @@ def invoice_mrr_mismatches(
     states = defaultdict(list)
     for st in states_from_rows(
         wh.rows_in(
-            "SELECT * FROM core.subscription_history WHERE workspace_id = :w",
+            HISTORY_SELECT + " WHERE workspace_id = :w",
             "subscription_id",
             subscriptions if window else None,
             w=workspace_id,

@@ -42,7 +42,10 @@ Decoder = Callable[[Any], Any]
 
 
 def _json(value: Any) -> Any:
-    return json.loads(value) if type(value) is str else value
+    if type(value) is not str:
+        return value
+    # Empty lists are most of the JSON fields read (discount and tax lists): no parser call.
+    return [] if value == "[]" else json.loads(value)
 
 
 def _date(value: Any) -> Any:
