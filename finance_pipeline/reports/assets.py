@@ -19,7 +19,7 @@ from finance_pipeline.partitions import monthly_partitions
 from finance_pipeline.reports.pdf_tables import store_table_pdf
 from finance_pipeline.reports.queries import ReportDataMissing
 from finance_pipeline.reports.render import REPORT_TYPES, render_and_store
-from finance_pipeline.reports.store import ReportClosed
+from finance_pipeline.reports.store import ReportClosed, ReportWriteError
 from finance_pipeline.resources import WarehouseResource
 from finance_pipeline.settings import get_settings
 from finance_pipeline.tenancy import scoped_workspaces
@@ -126,13 +126,20 @@ def report_asset(report_type: str) -> dg.AssetsDefinition:
                     # later): no report rather than one of invented zeros; listed below.
                     skipped.append(f"{ws.id} {month}: {exc}")
                     continue
+                except ReportWriteError as exc:
+                    # Disk full, read-only: the run fails saying so; the catalogue holds no row
+                    # for the file (store_report writes the file before its row, in one go).
+                    raise dg.Failure(description=str(exc), allow_retries=False) from exc
                 except ReportClosed as exc:
                     # A closed month's files are frozen; the close pack asset records the
                     # difference as a restatement instead (reopen to issue a new version).
                     skipped.append(f"{ws.id} {month}: closed, kept as closed ({exc})")
                     continue
                 # The same table printed, beside the CSV (format pdf in the catalogue).
-                pdf = store_table_pdf(wh, root, ws, report_type, start, end, table=table)
+                try:
+                    pdf = store_table_pdf(wh, root, ws, report_type, start, end, table=table)
+                except ReportWriteError as exc:
+                    raise dg.Failure(description=str(exc), allow_retries=False) from exc
                 totals = _totals(table)
                 lines.append(
                     f"| {ws.id} | {month} | {entry.path} | {entry.version} | {entry.size_bytes}"

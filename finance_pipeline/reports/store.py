@@ -116,18 +116,34 @@ def resolve_inside(root: Path, relative: str) -> Path:
     return target
 
 
+class ReportWriteError(ReportStoreError):
+    """The reports folder refused a file (full, read-only, gone): nothing was stored."""
+
+
 def write_atomic(target: Path, content: bytes) -> None:
-    """Put `content` at `target` all at once: a reader sees the old file or the whole new one."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    """Put `content` at `target` all at once: a reader sees the old file or the whole new one.
+    A refusal of the file system is a ReportWriteError naming the file, the folder and why."""
+    tmp: str | None = None
     try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as fh:
             fh.write(content)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, target)
+    except OSError as exc:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise ReportWriteError(
+            f"cannot write {target.name} ({len(content):,} bytes) in {target.parent}: {reason}. "
+            "Free space or make the reports folder (FP_REPORTS_DIR) writable, then re-run: "
+            "nothing was stored."
+        ) from exc
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
         raise
     # The rename itself is durable only once the folder is synced (POSIX).
     dir_fd = os.open(target.parent, os.O_RDONLY)

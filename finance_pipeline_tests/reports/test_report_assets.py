@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import io
+import os
+import shutil
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -469,6 +471,46 @@ def test_monthly_report_assets_equal_the_marts(seeded: Warehouse) -> None:
     before = list_entries(seeded, WS)
     assert _materialize_september(seeded).success
     assert list_entries(seeded, WS) == before
+
+
+def test_a_full_reports_folder_fails_the_run_clearly_and_stores_nothing(
+    seeded: Warehouse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Disk full (or a read-only folder): the report run fails with a message naming the file,
+    the folder and the reason; the catalogue has no row and the folder no file; the next run,
+    with room again, stores every report."""
+    import errno
+
+    from finance_pipeline.reports import store
+
+    _clear_store(seeded)
+    root = get_settings().resolved_reports_dir
+    shutil.rmtree(root, ignore_errors=True)
+    for err in (errno.ENOSPC, errno.EROFS):
+
+        def refuse(_fd: int, err: int = err) -> None:
+            raise OSError(err, os.strerror(err))
+
+        with monkeypatch.context() as patched:
+            patched.setattr(store.os, "fsync", refuse)
+            result = dg.materialize(
+                report_assets,
+                partition_key="2026-09-01",
+                resources=warehouse_resources(seeded),
+                instance=dg.DagsterInstance.ephemeral(),
+                raise_on_error=False,
+            )
+            assert not result.success
+            [failure] = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"][:1]
+            message = str(failure.event_specific_data.error_display_string)
+            assert os.strerror(err) in message and str(root) in message, message
+            assert "nothing was stored" in message
+            assert seeded.scalar("SELECT COUNT(*) FROM app.report_catalogue") == 0
+            assert [p for p in root.rglob("*") if p.is_file()] == []
+    result = _materialize_september(seeded)
+    assert result.success
+    stored = seeded.scalar("SELECT COUNT(*) FROM app.report_catalogue")
+    assert stored and stored == len([p for p in root.rglob("*") if p.is_file()])
 
 
 def test_export_sensor_and_op(seeded: Warehouse, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 from datetime import date
@@ -65,10 +66,10 @@ def test_failed_write_leaves_no_file_and_no_row(
     root = tmp_path / "reports"
 
     def broken_fsync(_fd: int) -> None:
-        raise OSError("disk full")
+        raise OSError(errno.ENOSPC, "disk full")
 
     monkeypatch.setattr(os, "fsync", broken_fsync)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(store.ReportWriteError, match="No space left on device"):
         store_report(warehouse, root, SEPT, b"partial")
     assert _files(root) == []  # neither the temp file nor the target
     assert _catalogue(warehouse) == []
