@@ -849,7 +849,9 @@ def run_demo(
     api = f"http://127.0.0.1:{api_port}"
     if serve:
         with progress.phase(f"read API at {api}"):
-            start_api(settings, api_port, env)
+            # Stripe keys given to the API (ingest/stripe, /api/stripe/connect) are checked
+            # against, and synced from, the demo's stand-in, not Stripe.
+            start_api(settings, api_port, {**env, "FP_STRIPE_API_BASE": standin_url})
     # With --no-serve too: `finance-pipeline api` started by hand accepts the same token.
     access = demo_access(settings)
     lines = where_to_look(
