@@ -253,6 +253,7 @@ def main() -> int:
     p.add_argument("--account", default="")
     p.add_argument("--clock", type=int, default=0)
     p.add_argument("--client-rps", type=float, default=1e9)
+    p.add_argument("--json", default="", help="also write the results (per scenario) here")
     args = p.parse_args()
     if args.child:
         run_scenario(args)
@@ -357,6 +358,8 @@ def main() -> int:
             res["load_avg"] = [round(x, 2) for x in os.getloadavg()]
             results[label] = res
             print(label, json.dumps(res))
+        if args.json:
+            Path(args.json).write_text(json.dumps(results, indent=2, sort_keys=True))
         first = next(iter(results.values()))
         per_request = first["objects"] / first["requests_sequential"]
         cap = per_request / OBJECTS_PER_PAGE
