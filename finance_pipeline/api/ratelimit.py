@@ -29,6 +29,11 @@ def _window(now: float, seconds: int) -> int:
     return int(now) - int(now) % seconds
 
 
+def _retry_after(now: float, seconds: int) -> int:
+    """Whole seconds until the window holding `now` ends (at least 1): the Retry-After."""
+    return max(1, math.ceil(_window(now, seconds) + seconds - now))
+
+
 def hit(
     wh: Warehouse,
     bucket: str,
@@ -57,7 +62,7 @@ def hit(
             )
     if hits <= limit:
         return None
-    return max(1, math.ceil(window + window_seconds - now))
+    return _retry_after(now, window_seconds)
 
 
 def over(
@@ -71,12 +76,11 @@ def over(
     """Whether `bucket` has used its `limit` in the current window, without counting: None if
     not, else the seconds until the window ends."""
     now = time.time() if now is None else now
-    window = _window(now, window_seconds)
     hits = wh.scalar(
         "SELECT hits FROM app.rate_limit_windows WHERE bucket = :b AND window_start = :w",
         b=bucket,
-        w=window,
+        w=_window(now, window_seconds),
     )
     if hits is None or int(hits) < limit:
         return None
-    return max(1, math.ceil(window + window_seconds - now))
+    return _retry_after(now, window_seconds)
