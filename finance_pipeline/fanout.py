@@ -49,6 +49,7 @@ def fan_out(
     *,
     job_name: str | None = None,
     run_config: Mapping[str, Any] | None = None,
+    partition_key: str | None = None,
 ) -> list[dg.RunRequest]:
     """One run request per batch of workspaces, tagged with the batch and keyed by `run_key` and
     the batch (a re-evaluated tick asks for the same runs, which Dagster launches once). With
@@ -56,7 +57,11 @@ def fan_out(
     if batch_size <= 0:
         return [
             dg.RunRequest(
-                run_key=run_key, job_name=job_name, tags=dict(tags), run_config=run_config or {}
+                run_key=run_key,
+                job_name=job_name,
+                tags=dict(tags),
+                run_config=run_config or {},
+                partition_key=partition_key,
             )
         ]
     return [
@@ -65,6 +70,7 @@ def fan_out(
             job_name=job_name,
             tags={**tags, WORKSPACE_TAG: workspace_scope_tag(batch)},
             run_config=run_config or {},
+            partition_key=partition_key,
         )
         for batch in workspace_batches(workspace_ids, batch_size)
     ]

@@ -1,17 +1,21 @@
 """The month-end close in Dagster: the close pack asset (render, store, freeze), the restatement
-check of closed months, and the sensor that closes last month once its last day is refreshed."""
+check of closed months, and the sensor that closes last month for each workspace once its last
+day is refreshed for that workspace."""
 
-from collections.abc import Iterable
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
 import dagster as dg
-from dagster._core.event_api import PartitionKeyFilter
+from dagster._core.event_api import EventRecordsFilter, PartitionKeyFilter
 from dagster._core.storage.asset_check_execution_record import (
     COMPLETED_ASSET_CHECK_EXECUTION_RECORD_STATUSES,
     AssetCheckExecutionRecordStatus,
 )
 
+from finance_pipeline.fanout import fan_out
 from finance_pipeline.lib.margins import shift_month
 from finance_pipeline.partitions import monthly_partitions
 from finance_pipeline.reports.assets import month_bounds, partition_months, report_assets
@@ -24,7 +28,13 @@ from finance_pipeline.reports.email import deliver_close_pack
 from finance_pipeline.reports.pdf.pack_data import CheckResult
 from finance_pipeline.resources import WarehouseResource
 from finance_pipeline.settings import get_settings
-from finance_pipeline.tenancy import current_run_scope, scoped_workspaces
+from finance_pipeline.tenancy import (
+    WORKSPACE_TAG,
+    current_run_scope,
+    list_workspaces,
+    parse_workspace_scope,
+    scoped_workspaces,
+)
 
 MRR_DAILY = dg.AssetKey(["mart", "mrr_daily"])
 # The marts whose latest check results of the month's last day go into the pack.
@@ -79,25 +89,51 @@ def latest_evaluation(
     return None if done is None else _evaluation(done.event)
 
 
+def _check_result(key: dg.AssetCheckKey, data: dg.AssetCheckEvaluation) -> CheckResult:
+    return CheckResult(
+        f"{key.asset_key.to_user_string()}: {key.name}",
+        bool(data.passed),
+        data.description or "",
+        data.severity.value,
+    )
+
+
+def _sorted_keys(check_keys: Iterable[dg.AssetCheckKey]) -> list[dg.AssetCheckKey]:
+    return sorted(check_keys, key=lambda k: (k.asset_key.to_user_string(), k.name))
+
+
 def latest_check_results(
     instance: dg.DagsterInstance, check_keys: Iterable[dg.AssetCheckKey], day: date
 ) -> list[CheckResult]:
     """Each check's latest evaluation covering the partition `day` (else its latest at all), as
     the pack's CheckResults, sorted by asset and name; checks never evaluated are left out."""
     out = []
-    for key in sorted(check_keys, key=lambda k: (k.asset_key.to_user_string(), k.name)):
+    for key in _sorted_keys(check_keys):
         data = latest_evaluation(instance, key, day)
-        if data is None:
-            continue
-        out.append(
-            CheckResult(
-                f"{key.asset_key.to_user_string()}: {key.name}",
-                bool(data.passed),
-                data.description or "",
-                data.severity.value,
-            )
-        )
+        if data is not None:
+            out.append(_check_result(key, data))
     return out
+
+
+def run_evaluations(
+    instance: dg.DagsterInstance, run_id: str
+) -> dict[dg.AssetCheckKey, dg.AssetCheckEvaluation]:
+    """The check evaluations a run recorded, by check (the last one where a check ran twice)."""
+    out: dict[dg.AssetCheckKey, dg.AssetCheckEvaluation] = {}
+    for event in instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION):
+        data = _evaluation(event)
+        if data is not None:
+            out[data.asset_check_key] = data
+    return out
+
+
+def run_check_results(
+    instance: dg.DagsterInstance, check_keys: Iterable[dg.AssetCheckKey], run_id: str
+) -> list[CheckResult]:
+    """The checks' evaluations in one run (the run that refreshed a workspace's last day), as the
+    pack's CheckResults sorted by asset and name; checks the run did not evaluate are left out."""
+    found = run_evaluations(instance, run_id)
+    return [_check_result(k, found[k]) for k in _sorted_keys(check_keys) if k in found]
 
 
 def mart_check_keys() -> list[dg.AssetCheckKey]:
@@ -107,6 +143,13 @@ def mart_check_keys() -> list[dg.AssetCheckKey]:
 
     graph = defs.resolve_asset_graph()
     return [k for k in graph.asset_check_keys if k.asset_key in CHECKED_MARTS]
+
+
+class ClosePackConfig(dg.Config):
+    """`force`: close a workspace whose last day is not ready (its newest refresh failed or is
+    still running), for an operator who knows why; the pack then prints that run's checks."""
+
+    force: bool = False
 
 
 @dg.asset(
@@ -120,19 +163,37 @@ def mart_check_keys() -> list[dg.AssetCheckKey]:
     description="Month-end close: the close pack PDF (PDF/A-3, the month's six CSVs and a manifest "
     "attached) per workspace, stored in the catalogue and frozen (app.closes: watermarks, FX "
     "rates, code version, checks, file sha256s). A month already closed is not re-rendered: its "
-    "figures are recomputed and any difference recorded as a restatement (close_restated).",
+    "figures are recomputed and any difference recorded as a restatement (close_restated). A "
+    "workspace whose month's last day is not ready (its newest refresh of that day failed or is "
+    "still running) is not closed; the metadata says why.",
 )
-def close_pack(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
-    """Close every workspace's month of the partition (a closed month: check for restatements)."""
+def close_pack(
+    context: dg.AssetExecutionContext, config: ClosePackConfig, warehouse: WarehouseResource
+):
+    """Close each of the run's workspaces' month of the partition (a closed month: check for
+    restatements), each once its own last day is ready."""
     wh = warehouse.get()
     root = get_settings().resolved_reports_dir
     check_keys = mart_check_keys()
     lines = ["| workspace | month | status | close | pack | pages | bytes |", "|---|" * 7]
     meta: dict[str, Any] = {}
+    not_ready = 0
     for month in partition_months(context):
         _, last_day = month_bounds(month)
-        checks = latest_check_results(context.instance, check_keys, last_day)
-        for ws in scoped_workspaces(wh):
+        workspaces = scoped_workspaces(wh)
+        readiness = workspace_readiness(context.instance, last_day, [ws.id for ws in workspaces])
+        for ws in workspaces:
+            ready = readiness[ws.id]
+            if not ready.ready and not config.force:
+                not_ready += 1
+                lines.append(f"| {ws.id} | {month} | not ready: {ready.reason} | | | | |")
+                continue
+            # The checks of the run that refreshed this workspace's last day, not another's.
+            checks = (
+                run_check_results(context.instance, check_keys, ready.run_id)
+                if ready.run_id
+                else latest_check_results(context.instance, check_keys, last_day)
+            )
             try:
                 outcome = run_close(wh, root, ws.id, month, checks=checks)
             except CloseError as exc:
@@ -165,6 +226,7 @@ def close_pack(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
             )
             meta[f"{prefix}_email"] = mail.status + (f": {mail.error}" if mail.error else "")
     meta["closes"] = dg.MetadataValue.md("\n".join(lines))
+    meta["not_ready"] = not_ready
     return dg.MaterializeResult(metadata=meta)
 
 
@@ -206,29 +268,111 @@ close_restatement_job = dg.define_asset_job(
 )
 
 
-def last_day_ready(instance: dg.DagsterInstance, day: date) -> bool:
-    """Whether mart/mrr_daily's partition `day` was last materialized by a successful run whose
-    blocking checks on the MRR marts all passed."""
-    result = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=MRR_DAILY, asset_partitions=[day.isoformat()]), limit=1
-    )
-    if not result.records:
-        return False
-    run = instance.get_run_by_id(result.records[0].run_id)
-    if run is None or run.status != dg.DagsterRunStatus.SUCCESS:
-        return False
-    checks = instance.event_log_storage.get_latest_asset_check_execution_by_key(
-        [dg.AssetCheckKey(MRR_DAILY, "schema_matches_metadata")]
-    )
-    for record in checks.values():
-        data = getattr(record.event.dagster_event, "event_specific_data", None)
-        if isinstance(data, dg.AssetCheckEvaluation) and data.blocking and not data.passed:
-            return False
-    return True
+@dataclass(frozen=True)
+class Readiness:
+    """Whether a workspace's month can close: decided by the newest run that refreshed the month's
+    last day of mart/mrr_daily for that workspace (`run_id`); `reason` says why, or why not."""
+
+    workspace_id: str
+    ready: bool
+    reason: str
+    run_id: str | None = None
+
+
+# Planned-materialization records read per query while looking for each workspace's newest run.
+_READINESS_PAGE = 500
+_WAITING = {
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+    dg.DagsterRunStatus.MANAGED,
+}
+
+
+def _run_readiness(instance: dg.DagsterInstance, run: dg.DagsterRun, day: date) -> Readiness:
+    """The verdict of one refresh run of `day` (workspace_id left blank for the caller)."""
+    rid = run.run_id
+    if run.status in _WAITING:
+        return Readiness("", False, f"waiting for run {rid} ({run.status.value}) to refresh {day}")
+    if run.status != dg.DagsterRunStatus.SUCCESS:
+        return Readiness("", False, f"its latest refresh of {day}, run {rid}, {run.status.value}")
+    for key, data in sorted(run_evaluations(instance, rid).items(), key=lambda kv: str(kv[0])):
+        if key.asset_key in CHECKED_MARTS and data.blocking and not data.passed:
+            return Readiness(
+                "", False, f"blocking check {key.to_user_string()} failed in run {rid}", rid
+            )
+    return Readiness("", True, f"{day} refreshed by run {rid}", rid)
+
+
+def workspace_readiness(
+    instance: dg.DagsterInstance, day: date, workspace_ids: Sequence[str]
+) -> dict[str, Readiness]:
+    """Each workspace's readiness to close the month ending `day`.
+
+    The newest run that planned mart/mrr_daily's partition `day` and covered the workspace (its
+    workspace tag names it, or it is untagged) decides: ready when it succeeded with the MRR marts'
+    blocking checks passed; not ready while it is queued or running, or when it failed. Another
+    workspace's runs never count, so a failing or lagging workspace holds back only its own close.
+    """
+    pending = set(workspace_ids)
+    out: dict[str, Readiness] = {}
+    seen: set[str] = set()
+    storage = instance.event_log_storage
+    before: int | None = None
+    while pending:
+        records = storage.get_event_records(
+            EventRecordsFilter(
+                dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED,
+                asset_key=MRR_DAILY,
+                asset_partitions=[day.isoformat()],
+                before_cursor=before,
+            ),
+            limit=_READINESS_PAGE,
+            ascending=False,
+        )
+        if not records:
+            break
+        before = records[-1].storage_id
+        run_ids = [r for r in dict.fromkeys(rec.run_id for rec in records) if r not in seen]
+        seen.update(run_ids)
+        runs = {r.run_id: r for r in instance.get_runs(dg.RunsFilter(run_ids=run_ids))}
+        for rid in run_ids:  # newest first
+            run = runs.get(rid)
+            if run is None:
+                continue
+            scope = parse_workspace_scope(run.tags.get(WORKSPACE_TAG))
+            covered = set(pending) if scope is None else pending & scope
+            if not covered:
+                continue
+            verdict = _run_readiness(instance, run, day)
+            for ws in covered:
+                out[ws] = Readiness(ws, verdict.ready, verdict.reason, verdict.run_id)
+            pending -= covered
+            if not pending:
+                break
+        if len(records) < _READINESS_PAGE:
+            break
+    for ws in pending:
+        out[ws] = Readiness(ws, False, f"mart/mrr_daily {day} not refreshed for it yet")
+    return {ws: out[ws] for ws in workspace_ids}
+
+
+def _cursor_requested(cursor: str | None, month: str) -> tuple[bool, set[str]]:
+    """From the sensor's cursor: whether `month` is done (every workspace requested; a cursor of
+    one month string, or a later month), and the workspaces already requested for it."""
+    if not cursor:
+        return False, set()
+    if not cursor.startswith("{"):
+        return cursor >= month, set()
+    state = json.loads(cursor)
+    if state["month"] > month:
+        return True, set()
+    return False, set(state["requested"]) if state["month"] == month else set()
 
 
 def make_close_sensor(job: Any) -> dg.SensorDefinition:
-    """The sensor that requests `job` for last month once its last day is ready."""
+    """The sensor that requests `job` for last month, per workspace, once its last day is ready."""
 
     @dg.sensor(
         name="month_end_close_sensor",
@@ -236,19 +380,39 @@ def make_close_sensor(job: Any) -> dg.SensorDefinition:
         minimum_interval_seconds=600,
         default_status=dg.DefaultSensorStatus.RUNNING,
         description="From the 1st: close the previous month (margins, CSV reports, close pack, "
-        "freeze) once the daily refresh has materialized its last day of mart/mrr_daily in a "
-        "successful run with passing blocking checks. One run per month (run key and cursor).",
+        "freeze) for each workspace once the newest run that refreshed its last day of "
+        "mart/mrr_daily for that workspace succeeded with passing blocking checks. One run per "
+        "workspace (or batch, FP_FANOUT_BATCH_SIZE) and month; a workspace not ready holds back "
+        "only its own close, and the tick says why.",
     )
-    def month_end_close_sensor(context: dg.SensorEvaluationContext):
-        """Request the close of the month before the evaluation day, once."""
+    def month_end_close_sensor(
+        context: dg.SensorEvaluationContext, warehouse: WarehouseResource
+    ) -> dg.SensorResult | dg.SkipReason:
+        """Request the close of the month before the evaluation day for its ready workspaces."""
         month = shift_month(_today().strftime("%Y-%m"), -1)
-        if context.cursor and context.cursor >= month:
+        done, requested = _cursor_requested(context.cursor, month)
+        if done:
             return dg.SkipReason(f"{month} already requested")
         _, last_day = month_bounds(month)
-        if not last_day_ready(context.instance, last_day):
-            return dg.SkipReason(f"waiting for a successful daily refresh of {last_day}")
-        context.update_cursor(month)
-        return dg.RunRequest(run_key=f"month_end_close:{month}", partition_key=f"{month}-01")
+        ids = [ws.id for ws in list_workspaces(warehouse.get())]
+        todo = [ws for ws in ids if ws not in requested]
+        readiness = workspace_readiness(context.instance, last_day, todo)
+        ready = [ws for ws in todo if readiness[ws].ready]
+        waiting = "; ".join(f"{ws}: {r.reason}" for ws, r in readiness.items() if not r.ready)
+        if not ready:
+            return dg.SkipReason(f"waiting for {month}'s last day ({last_day}): {waiting}")
+        if waiting:
+            context.log.info(f"{month}: not ready yet: {waiting}")
+        batch = get_settings().fanout_batch_size
+        if batch <= 0 and (requested or len(ready) < len(ids)):
+            batch = len(ready)  # no fan-out, but part of the workspaces: one tagged run of them
+        requests = fan_out(
+            f"month_end_close:{month}", {}, ready, batch, partition_key=f"{month}-01"
+        )
+        requested.update(ready)
+        all_in = requested.issuperset(ids)
+        cursor = month if all_in else json.dumps({"month": month, "requested": sorted(requested)})
+        return dg.SensorResult(run_requests=requests, cursor=cursor)
 
     return month_end_close_sensor
 

@@ -48,6 +48,7 @@ from finance_pipeline.reports.store import (
     store_report,
 )
 from finance_pipeline.settings import get_settings
+from finance_pipeline.tenancy import WORKSPACE_TAG
 from finance_pipeline.warehouse import Warehouse
 from finance_pipeline_tests.alerts.webhook_stub import WebhookStub
 from finance_pipeline_tests.conftest import fresh_warehouse
@@ -113,6 +114,10 @@ def _run(account: Account, job: str, **kwargs: object) -> dg.ExecuteInProcessRes
     )
     assert result.success
     return result
+
+
+def _res(account: Account) -> dict[str, object]:
+    return warehouse_resources(account.wh)
 
 
 def _sha(path: Path) -> str:
@@ -483,24 +488,38 @@ def test_the_close_sensor_requests_last_month_once_its_last_day_is_in(
     sensor = defs.resolve_sensor_def("month_end_close_sensor")
     assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
     monkeypatch.setattr(close_assets, "_today", lambda: date(2026, 12, 1))
-    ctx = dg.build_sensor_context(instance=account.instance, definitions=defs)
-    [req] = sensor.evaluate_tick(ctx).run_requests
-    assert (req.partition_key, req.run_key) == ("2026-11-01", "month_end_close:2026-11")
-    assert ctx.cursor == NOV
+    ctx = dg.build_sensor_context(
+        instance=account.instance, definitions=defs, resources=_res(account)
+    )
+    tick = sensor.evaluate_tick(ctx)
+    [req] = tick.run_requests
+    # One run per workspace (the default fan-out), scoped by the workspace tag.
+    assert (req.partition_key, req.run_key) == (
+        "2026-11-01",
+        f"month_end_close:2026-11:{WORKSPACE}",
+    )
+    assert req.tags[WORKSPACE_TAG] == WORKSPACE
+    assert tick.cursor == NOV  # every workspace requested: the month is done
     # Closing twice is a no-op: the cursor skips the month (and so would the run key).
     again = sensor.evaluate_tick(
-        dg.build_sensor_context(instance=account.instance, cursor=NOV, definitions=defs)
+        dg.build_sensor_context(
+            instance=account.instance, cursor=NOV, definitions=defs, resources=_res(account)
+        )
     )
     assert not again.run_requests
     # December's last day has not been refreshed: nothing yet.
     monkeypatch.setattr(close_assets, "_today", lambda: date(2027, 1, 1))
     later = sensor.evaluate_tick(
-        dg.build_sensor_context(instance=account.instance, cursor=NOV, definitions=defs)
+        dg.build_sensor_context(
+            instance=account.instance, cursor=NOV, definitions=defs, resources=_res(account)
+        )
     )
     assert not later.run_requests and "waiting" in (later.skip_message or "")
     # On an instance without the refresh run, nothing either.
     monkeypatch.setattr(close_assets, "_today", lambda: date(2026, 12, 1))
     empty = sensor.evaluate_tick(
-        dg.build_sensor_context(instance=dg.DagsterInstance.ephemeral(), definitions=defs)
+        dg.build_sensor_context(
+            instance=dg.DagsterInstance.ephemeral(), definitions=defs, resources=_res(account)
+        )
     )
     assert not empty.run_requests
