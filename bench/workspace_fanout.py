@@ -37,12 +37,9 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
-
-import sqlalchemy as sa
 
 ROOT = Path(__file__).resolve().parent.parent
 PG_ADMIN = os.environ.get(
@@ -51,19 +48,11 @@ PG_ADMIN = os.environ.get(
 WINDOW = ("2026-10-29", "2026-10-31")  # the daily schedule's 3-day restatement window
 
 
-@contextlib.contextmanager
-def fresh_database() -> Iterator[str]:
+def fresh_database() -> contextlib.AbstractContextManager[str]:
     """A new PostgreSQL database (its URL), dropped on exit."""
-    admin = sa.create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-    name = f"fp_bench_{uuid.uuid4().hex[:10]}"
-    with admin.connect() as c:
-        c.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield admin.url.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as c:
-            c.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    from finance_pipeline_dev.production import fresh_pg_database
+
+    return fresh_pg_database(PG_ADMIN, prefix="fp_bench")
 
 
 def _tags(window: tuple[str, str], scope: str | None = None) -> dict[str, str]:
@@ -180,6 +169,7 @@ def _launch(args: tuple[dict[str, Any], dict[str, str]]) -> bool:
 def workers(n_workspaces: int, batch: int, pairs: int, customers: int) -> dict[str, Any]:
     """1 vs 2 celery workers on the same fanned-out refresh (see the module docstring)."""
     from finance_pipeline_dev.fanout_seed import seed_workspaces
+    from finance_pipeline_dev.production import production_env
 
     from finance_pipeline.executors import executor_run_config
     from finance_pipeline.fanout import fan_out
@@ -191,17 +181,9 @@ def workers(n_workspaces: int, batch: int, pairs: int, customers: int) -> dict[s
     sets = {1: (_free_port(), tmp / "celery1"), 2: (_free_port(), tmp / "celery2")}
     with fresh_database() as dagster_url, fresh_database() as wh_url:
         home = tmp / "dagster_home"
-        home.mkdir()
-        shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
-        db = sa.make_url(dagster_url)
         os.environ.update(
             {
-                "DAGSTER_HOME": str(home),
-                "DAGSTER_PG_USER": db.username or "postgres",
-                "DAGSTER_PG_PASSWORD": db.password or "",
-                "DAGSTER_PG_HOST": db.host or "127.0.0.1",
-                "DAGSTER_PG_DB": db.database or "",
-                "FP_WAREHOUSE_URL": wh_url,
+                **production_env(wh_url, dagster_url, dagster_home=home),
                 "FP_EXECUTOR": "celery",
                 "FP_DATA_DIR": str(tmp / "data"),
             }

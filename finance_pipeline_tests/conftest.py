@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from finance_pipeline_dev.production import fresh_pg_database
 
 from finance_pipeline.warehouse import Warehouse, apply_migrations
 
@@ -44,19 +44,6 @@ def pg_admin() -> Iterator[sa.Engine]:
         pytest.skip("PostgreSQL not reachable (start it with pg_ctlcluster ... main start)")
     yield eng
     eng.dispose()
-
-
-@contextlib.contextmanager
-def fresh_pg_database(pg_admin: sa.Engine) -> Iterator[str]:
-    """A new PostgreSQL database of its own (its URL), dropped on exit."""
-    name = f"fp_test_{uuid.uuid4().hex[:12]}"
-    with pg_admin.connect() as c:
-        c.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield pg_admin.url.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with pg_admin.connect() as c:
-            c.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @contextlib.contextmanager

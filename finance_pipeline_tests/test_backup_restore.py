@@ -16,6 +16,7 @@ from typing import Any
 import dagster as dg
 import pytest
 import sqlalchemy as sa
+from finance_pipeline_dev.production import production_env
 
 from finance_pipeline.cli import main
 from finance_pipeline.definitions import defs
@@ -50,11 +51,8 @@ def _marts(wh: Warehouse) -> dict[str, list[dict[str, Any]]]:
 
 def _point_at(mp: pytest.MonkeyPatch, warehouse_url: str, dagster_url: str) -> None:
     """Point the production settings at one warehouse and one Dagster storage database."""
-    url = sa.engine.make_url(dagster_url)
-    mp.setenv("FP_WAREHOUSE_URL", warehouse_url)
-    mp.setenv("DAGSTER_PG_USER", url.username or "")
-    mp.setenv("DAGSTER_PG_HOST", url.host or "")
-    mp.setenv("DAGSTER_PG_DB", url.database or "")
+    for name, value in production_env(warehouse_url, dagster_url).items():
+        mp.setenv(name, value)
     get_settings.cache_clear()
 
 
@@ -72,10 +70,8 @@ def _instance() -> Iterator[dg.DagsterInstance]:
 def test_a_restored_backup_holds_the_same_marts_and_reruns_identically(
     pg_admin: sa.Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("FP_DEPLOYMENT", "production")
     monkeypatch.setenv("FP_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("FP_SECRET_KEY", "q2h0GjQ9b9cF1vV6m5m7mYQx0Ck1l1z8r2p6u3w4e5Q=")
-    monkeypatch.delenv("DAGSTER_HOME", raising=False)
     backup_dir = tmp_path / "backups" / "2026-11-01"
     with contextlib.ExitStack() as stack:
         src_wh, src_dg, dst_wh, dst_dg = (
@@ -125,7 +121,6 @@ def test_a_restored_backup_holds_the_same_marts_and_reruns_identically(
 def test_a_restore_checks_the_dumps_before_touching_a_database(
     pg_admin: sa.Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
 ) -> None:
-    monkeypatch.setenv("FP_DEPLOYMENT", "production")
     monkeypatch.setenv("FP_DATA_DIR", str(tmp_path / "data"))
     backup_dir = tmp_path / "b"
     with fresh_pg_database(pg_admin) as wh_url, fresh_pg_database(pg_admin) as dg_url:

@@ -3,6 +3,8 @@ DAGSTER_PG_PASSWORD, and a missing required setting is one line naming it."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import sqlalchemy as sa
 
@@ -64,3 +66,29 @@ def test_a_password_less_postgres_needs_no_dagster_pg_password(
         assert instance.get_runs() == []  # the PostgreSQL run storage answers
     finally:
         instance.dispose()
+
+
+def test_the_production_env_of_tests_and_benchmarks(tmp_path: Path) -> None:
+    from finance_pipeline_dev.production import production_env
+
+    from finance_pipeline.settings import PROJECT_ROOT
+
+    wh = "postgresql+psycopg://app@db/finance"
+    env = production_env(wh, "postgresql+psycopg2://dg:s3cret@dbhost/dagster")
+    assert env == {
+        "FP_DEPLOYMENT": "production",
+        "FP_WAREHOUSE_URL": wh,
+        "DAGSTER_HOME": str(PROJECT_ROOT),
+        "DAGSTER_PG_USER": "dg",
+        "DAGSTER_PG_PASSWORD": "s3cret",
+        "DAGSTER_PG_HOST": "dbhost",
+        "DAGSTER_PG_DB": "dagster",
+    }
+    # Its own home: the project's dagster.yaml copied there; no password means an empty one.
+    home = tmp_path / "home"
+    env = production_env(wh, "postgresql://postgres@127.0.0.1:5432/dg", dagster_home=home)
+    assert (env["DAGSTER_HOME"], env["DAGSTER_PG_PASSWORD"]) == (str(home), "")
+    assert (home / "dagster.yaml").read_text() == (PROJECT_ROOT / "dagster.yaml").read_text()
+    # dagster.yaml names port 5432: another port is refused rather than silently ignored.
+    with pytest.raises(ValueError, match="5432"):
+        production_env(wh, "postgresql://postgres@127.0.0.1:6543/dg")

@@ -49,26 +49,36 @@ start_redis() {
 }
 
 start_workers() {
-  local n="$1" i
+  local n="$1" i pid started=()
   for i in $(seq 1 "$n"); do
     if [ -f "$run_dir/worker-$i.pid" ] && kill -0 "$(cat "$run_dir/worker-$i.pid")" 2>/dev/null; then
       continue
     fi
     rm -f "$run_dir/worker-$i.log"
-    # One step at a time per worker (-c 1): N workers run N steps in parallel.
-    uv run --frozen celery -A finance_pipeline.celery_app worker -Q dagster -c 1 \
-      -n "fp-$i-$port@%h" -l INFO --detach --pidfile="$run_dir/worker-$i.pid" \
-      --logfile="$run_dir/worker-$i.log"
+    # One step at a time per worker (-c 1): N workers run N steps in parallel. All N start at
+    # once, in their own session, without celery's --detach: --detach imports the app (the whole
+    # code location) once to parse the command line and again in the daemon, one worker after
+    # the other; on a loaded 2-core machine that took minutes.
+    setsid uv run --frozen celery -A finance_pipeline.celery_app worker -Q dagster -c 1 \
+      -n "fp-$i-$port@%h" -l INFO --pidfile="$run_dir/worker-$i.pid" \
+      --logfile="$run_dir/worker-$i.log" </dev/null >>"$run_dir/worker-$i.out" 2>&1 &
+    started+=("$i:$!")
   done
-  for i in $(seq 1 "$n"); do
-    for _ in $(seq 1 600); do
-      grep -q " ready\." "$run_dir/worker-$i.log" 2>/dev/null && break
+  # Ready when each worker logs " ready."; a worker that exits first fails the start at once.
+  local deadline=$((SECONDS + ${FP_CELERY_START_TIMEOUT:-300})) entry
+  for entry in "${started[@]}"; do
+    i="${entry%%:*}" && pid="${entry##*:}"
+    until grep -q " ready\." "$run_dir/worker-$i.log" 2>/dev/null; do
+      if ! kill -0 "$pid" 2>/dev/null; then
+        echo "celery: worker $i exited before it was ready (see $run_dir/worker-$i.out)" >&2
+        exit 1
+      fi
+      if [ "$SECONDS" -ge "$deadline" ]; then
+        echo "celery: worker $i did not become ready (see $run_dir/worker-$i.log)" >&2
+        exit 1
+      fi
       sleep 0.1
     done
-    grep -q " ready\." "$run_dir/worker-$i.log" 2>/dev/null || {
-      echo "celery: worker $i did not become ready (see $run_dir/worker-$i.log)" >&2
-      exit 1
-    }
   done
   echo "celery: $n worker(s) ready on redis://$host:$port (logs in $run_dir)"
 }
@@ -90,7 +100,9 @@ case "${1:-}" in
     start_workers "${2:-2}"
     ;;
   stop)
-    for f in "$run_dir"/worker-*.pid; do [ -e "$f" ] && stop_pid "$f"; done
+    # All workers at once: each finishes its current step (warm shutdown) in parallel.
+    for f in "$run_dir"/worker-*.pid; do [ -e "$f" ] && stop_pid "$f" & done
+    wait
     stop_pid "$run_dir/redis.pid"
     echo "celery: stopped (workers and the Redis started from $run_dir)"
     ;;
