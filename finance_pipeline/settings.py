@@ -84,6 +84,10 @@ class Settings(BaseSettings):
     api_login_failures_per_window: int = Field(default=10, ge=1)
     # How long an Idempotency-Key's stored response is replayed.
     api_idempotency_ttl_seconds: int = Field(default=86_400, ge=1)
+    # How long a key stays "in progress" without an answer stored: past it, the request that took
+    # it is deemed gone (its worker killed, the database lost before the key could be freed) and
+    # a retry with the key runs. Longer than any request takes.
+    api_idempotency_lease_seconds: int = Field(default=120, ge=1)
     # Bearer secret of the scheduler calling GET /api/stripe/revenue-sync (the 003 margins API's
     # cron); unset: only members' credentials can trigger a sync.
     cron_secret: SecretStr | None = None
