@@ -13,21 +13,30 @@ import threading
 import time
 import uuid
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
+import dagster as dg
 import httpx
 import pytest
 
 from finance_pipeline.api import create_app
+from finance_pipeline.definitions import defs
+from finance_pipeline.warehouse import Warehouse, apply_migrations
 from finance_pipeline_tests.api.conftest import ApiServer, register, server_settings, start_server
 from finance_pipeline_tests.api.test_v1_cfo import EXPENSE
+from finance_pipeline_tests.dagster_runs import range_tags, warehouse_resources
+from finance_pipeline_tests.faults.snapshots import duplicate_keys, snapshot
 from finance_pipeline_tests.private_postgres import PrivatePostgres, private_postgres, wait_until
+from finance_pipeline_tests.reports_pdf.dataset import build_account
 
 pytestmark = pytest.mark.postgres
 
 CLIENTS = 6
+END = date(2026, 10, 31)
 # A request that takes longer than this is a hang (the pool or a lock waiting forever).
 REQUEST_BOUND_SECONDS = 30.0
 # A key whose request died with the database is taken over after this (the API's lease).
@@ -217,3 +226,66 @@ def _retry(
             return r
         assert r.json()["error"]["code"] == "idempotency_key_in_use", r.text
         time.sleep(0.5)
+
+
+def test_a_run_cut_off_by_a_postgres_restart_fails_cleanly_and_the_next_run_matches(
+    tmp_path: Path,
+) -> None:
+    """The warehouse's server restarts while a refresh run is inside its MRR window replacement
+    (the window's old rows deleted, the new ones not yet inserted, after the core steps have
+    committed): the run fails in Dagster naming the step and the lost connection, the half-done
+    window is rolled back, and the next run leaves the tables identical to a clean run's."""
+    with private_postgres() as pg:
+        wh = Warehouse(pg.create_database("fp_run_outage"))
+        apply_migrations(wh)
+        try:
+            build_account(wh, tmp_path / "landing", customers=4, months=2, end=END, seed=13)
+            clean = _refresh(wh)
+            assert clean.success
+            expected = snapshot(wh)
+            assert expected["mart.mrr_changes"] and expected["mart.mrr_daily"]
+
+            reached, stopped = threading.Event(), threading.Event()
+            original = Warehouse.insert
+
+            def insert(self: Warehouse, db: Any, table: str, rows: Any) -> int:
+                if table.startswith("mart.mrr") and not reached.is_set():
+                    reached.set()  # inside the transaction, after the window's delete
+                    stopped.wait(60)
+                return original(self, db, table, rows)
+
+            with pytest.MonkeyPatch.context() as mp, ThreadPoolExecutor(1) as pool:
+                mp.setattr(Warehouse, "insert", insert)
+                run = pool.submit(_refresh, wh)
+                assert reached.wait(120), "the run never reached the MRR window write"
+                pg.stop("fast")
+                stopped.set()
+                cut = run.result(timeout=120)
+            pg.start()
+
+            assert not cut.success
+            failed = [e for e in cut.all_events if e.is_step_failure]
+            assert [e.step_key for e in failed] == ["mrr_marts"]
+            error = failed[0].step_failure_data.error
+            assert error is not None
+            assert "OperationalError" in str(error.to_string()), error.to_string()
+            # Nothing of the cut-off transaction is stored: the window's rows are all there (the
+            # delete was rolled back), and the steps before it committed what a clean run does.
+            assert snapshot(wh) == expected
+
+            after = _refresh(wh)
+            assert after.success
+            assert snapshot(wh) == expected
+            assert duplicate_keys(wh) == {}
+        finally:
+            wh.dispose()
+
+
+def _refresh(wh: Warehouse) -> dg.ExecuteInProcessResult:
+    """The core tables and daily marts rebuilt over the last 20 days (as a backfill does)."""
+    return defs.resolve_job_def("rebuild_marts").execute_in_process(
+        instance=dg.DagsterInstance.ephemeral(),
+        resources=warehouse_resources(wh),
+        tags=range_tags(END - timedelta(days=20), END),
+        raise_on_error=False,
+    )
