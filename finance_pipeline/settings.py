@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     # Stripe allows 100 read ops/s live and 25 in test mode; the limiter stays just below.
     stripe_rate_limit_rps: float = 90.0
     stripe_max_attempts: int = 8
+    # A Stripe request with no answer after this long (a hung connection) is abandoned and
+    # retried like a dropped one; the SDK's own default waits 80 s.
+    stripe_timeout_seconds: float = Field(default=30.0, gt=0)
     stripe_page_size: int = 100
     # Scheduled refreshes fan out by workspace (docs/scaling.md): this many workspaces per run, each
     # run tagged with its workspaces so the run queue serializes a workspace's runs and a failing
