@@ -37,6 +37,7 @@ class StripeResource(dg.ConfigurableResource):
     list_slices: int = 4
     # Workspaces synced at once by a stream's asset; each has its own key and rate limit.
     workspace_concurrency: int = 4
+    timeout_seconds: float = 0.0  # 0 -> settings (30 s)
 
     @cached_property
     def settings(self) -> Settings:
@@ -46,6 +47,10 @@ class StripeResource(dg.ConfigurableResource):
     def effective_rate(self) -> float:
         """Requests per second allowed per workspace."""
         return self.rate_limit_rps or self.settings.stripe_rate_limit_rps
+
+    def effective_timeout(self) -> float:
+        """Seconds a Stripe request may go unanswered before it is retried."""
+        return self.timeout_seconds or self.settings.stripe_timeout_seconds
 
     def effective_attempts(self) -> int:
         """Attempts per request before the step fails and Dagster's RetryPolicy takes over."""

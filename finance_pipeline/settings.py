@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     # Stripe allows 100 read ops/s live and 25 in test mode; the limiter stays just below.
     stripe_rate_limit_rps: float = 90.0
     stripe_max_attempts: int = 8
+    # A Stripe request with no answer after this long (a hung connection) is abandoned and
+    # retried like a dropped one; the SDK's own default waits 80 s.
+    stripe_timeout_seconds: float = Field(default=30.0, gt=0)
     stripe_page_size: int = 100
     # Scheduled refreshes fan out by workspace (docs/scaling.md): this many workspaces per run, each
     # run tagged with its workspaces so the run queue serializes a workspace's runs and a failing
@@ -84,6 +87,10 @@ class Settings(BaseSettings):
     api_login_failures_per_window: int = Field(default=10, ge=1)
     # How long an Idempotency-Key's stored response is replayed.
     api_idempotency_ttl_seconds: int = Field(default=86_400, ge=1)
+    # How long a key stays "in progress" without an answer stored: past it, the request that took
+    # it is deemed gone (its worker killed, the database lost before the key could be freed) and
+    # a retry with the key runs. Longer than any request takes.
+    api_idempotency_lease_seconds: int = Field(default=120, ge=1)
     # Bearer secret of the scheduler calling GET /api/stripe/revenue-sync (the 003 margins API's
     # cron); unset: only members' credentials can trigger a sync.
     cron_secret: SecretStr | None = None

@@ -86,6 +86,7 @@ def advisory_memos(
             if last:
                 latest.append((ws.id, memo))
     with wh.begin() as db:
+        wh.lock_windows(db, ("mart.advisory_memos",), [ws.id for ws in workspaces])
         for ws in workspaces:
             db.execute(
                 wh.text(

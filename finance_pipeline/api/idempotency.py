@@ -5,7 +5,9 @@ request with the same key, in any worker, finds the row and does not run). The r
 on the row and replayed for 24 h (setting api_idempotency_ttl_seconds) to the same caller sending
 the same key with the same method, path and body; another body, method or path answers 409, and so
 does a request whose twin is still running. 5xx, 401 and 429 responses are not stored, so a retry
-runs again. Stored bodies are encrypted with the master key (FP_SECRET_KEY): a replayed response
+runs again. A key still in progress after the lease (api_idempotency_lease_seconds) belongs to a
+request that is gone (its worker killed, or the database lost before the key could be freed): a
+retry takes it over and runs. Stored bodies are encrypted with the master key (FP_SECRET_KEY): a replayed response
 may hold a credential (an access token, an API key shown once), which the warehouse never holds
 in the clear.
 """
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 import time
 from dataclasses import dataclass
@@ -27,6 +30,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from finance_pipeline.api.auth import authenticate
 from finance_pipeline.api.errors import ApiError
 from finance_pipeline.api.families import dialect_for
+from finance_pipeline.api.middleware import database_unavailable
 from finance_pipeline.secrets import decrypt_secret, encrypt_secret
 from finance_pipeline.settings import Settings
 from finance_pipeline.warehouse.db import Warehouse
@@ -35,6 +39,8 @@ HEADER = "idempotency-key"
 METHODS = frozenset({"POST", "PATCH"})
 _SANE_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 _NOT_STORED = frozenset({401, 429})
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -59,10 +65,18 @@ def body_sha256(body: bytes) -> str:
 
 
 def claim(
-    wh: Warehouse, principal: str, key: str, method: str, path: str, sha: str, ttl: int
+    wh: Warehouse,
+    principal: str,
+    key: str,
+    method: str,
+    path: str,
+    sha: str,
+    ttl: int,
+    lease: int = 120,
 ) -> Stored | None:
     """Take the key for this request (None: it is ours, run the request), or the row already
-    holding it (completed, or in progress when status_code is None)."""
+    holding it (completed, or in progress when status_code is None). An in-progress row older
+    than `lease` seconds is taken over."""
     now = int(time.time())
     with wh.begin() as db:
         # Expired keys (this one included) are forgotten before the insert.
@@ -86,6 +100,26 @@ def claim(
             key=("principal", "idempotency_key"),
         )
         if inserted:
+            return None
+        # Abandoned (no answer within the lease): the request that took it never finished, and
+        # never wrote, since an answer is stored or the key freed whenever it ends. Take it over.
+        taken = db.execute(
+            wh.text(
+                "UPDATE app.idempotency_keys SET request_method = :m, request_path = :q,"
+                " body_sha256 = :h, created_at = :now WHERE principal = :p"
+                " AND idempotency_key = :k AND status_code IS NULL AND created_at < :stale"
+            ),
+            {
+                "m": method,
+                "q": path,
+                "h": sha,
+                "now": now,
+                "p": principal,
+                "k": key,
+                "stale": now - lease,
+            },
+        ).rowcount
+        if taken:
             return None
         row = wh.read(
             db,
@@ -166,7 +200,8 @@ class IdempotencyMiddleware:
         wh: Warehouse = scope["app"].state.ctx.wh
         ttl: int = scope["app"].state.ctx.settings.api_idempotency_ttl_seconds
         method, path, sha = scope["method"], scope["path"], body_sha256(body)
-        stored = await run_in_threadpool(claim, wh, owner, key, method, path, sha, ttl)
+        lease: int = scope["app"].state.ctx.settings.api_idempotency_lease_seconds
+        stored = await run_in_threadpool(claim, wh, owner, key, method, path, sha, ttl, lease)
         if stored is not None:
             await self._answer_existing(stored, (method, path, sha), dialect, rid, scope, send)
             return
@@ -267,10 +302,21 @@ class IdempotencyMiddleware:
             text: str | None = raw.decode()
         except UnicodeDecodeError:
             text = None
-        if status >= 500 or status in _NOT_STORED or text is None:
-            await run_in_threadpool(release, wh, owner, key)
-        else:
-            await run_in_threadpool(complete, wh, settings, owner, key, status, content_type, text)
+        try:
+            if status >= 500 or status in _NOT_STORED or text is None:
+                await run_in_threadpool(release, wh, owner, key)
+            else:
+                await run_in_threadpool(
+                    complete, wh, settings, owner, key, status, content_type, text
+                )
+        except Exception as exc:
+            if not database_unavailable(exc) or status >= 500:
+                raise
+            # The request's own writes committed: its answer stands, whatever the key's row
+            # says (a 503 here would tell the client nothing was written). The key stays in
+            # progress until the lease ends; a retry then runs again, and ingests skip
+            # the rows they already stored (external_id).
+            log.warning("Idempotency-Key answer not stored (database unavailable): %s", exc)
         for message in held:
             await send(message)
 

@@ -369,6 +369,7 @@ def ledger(
                 plans.append(plan)
                 work.append((plan, changes, rows))
             with wh.begin() as db:
+                wh.lock_windows(db, ("core.ledger",), [p.workspace_id for p in plans])
                 for plan, changes, rows in work:
                     if changes is None:
                         deleted = db.execute(
@@ -526,6 +527,7 @@ def _build_subscription_history(wh: Warehouse, full_rebuild: bool) -> dg.Materia
         work.append((plan, changed, rows, due))
     counts: dict[str, dict[str, int]] = {}
     with wh.begin() as db:
+        wh.lock_windows(db, ("core.subscription_history",), [p.workspace_id for p in plans])
         for plan, changed, rows, due in work:
             w = plan.workspace_id
             if changed is None:

@@ -202,8 +202,10 @@ def forecasts(
             )
             written[f"{ws.id} {month}"] = fid
     first, last = months[0][0], months[-1][1]
+    workspaces = scoped_workspaces(wh)
     with wh.begin() as db:
-        for ws in scoped_workspaces(wh):
+        wh.lock_windows(db, ("mart.forecasts",), [ws.id for ws in workspaces])
+        for ws in workspaces:
             db.execute(
                 wh.text(
                     "DELETE FROM mart.forecasts WHERE workspace_id = :w AND is_default = :t"

@@ -58,6 +58,7 @@ def run_stream(
             rate_limit_rps=stripe.effective_rate(),
             backoff=BackoffPolicy(max_attempts=stripe.effective_attempts()),
             workspace_id=conn.workspace_id,
+            timeout_seconds=stripe.effective_timeout(),
         )
         sync = StripeStreamSync(
             wh, gw, conn, page_size=stripe.page_size, list_slices=stripe.list_slices

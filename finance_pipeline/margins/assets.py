@@ -201,8 +201,10 @@ def recognized_revenue_monthly(warehouse: WarehouseResource) -> dg.MaterializeRe
     wh = warehouse.get()
     total_rows = 0
     skipped = 0
+    workspaces = scoped_workspaces(wh)
     with wh.begin() as db:
-        for ws in scoped_workspaces(wh):
+        wh.lock_windows(db, ("core.recognized_revenue_monthly",), [ws.id for ws in workspaces])
+        for ws in workspaces:
             rows = recognized_rows(wh, ws)
             db.execute(
                 wh.text("DELETE FROM core.recognized_revenue_monthly WHERE workspace_id = :w"),
@@ -380,6 +382,11 @@ def customer_margins_monthly(
         raise dg.Failure("margin revenue does not equal recognized revenue; nothing written")
     now = int(time.time())
     with wh.begin() as db:
+        wh.lock_windows(
+            db,
+            ("mart.customer_margins_monthly", "mart.customer_margins_summary_monthly"),
+            [ws_id for ws_id, _ in results],
+        )
         for (ws_id, m), r in results.items():
             for table in ("mart.customer_margins_monthly", "mart.customer_margins_summary_monthly"):
                 db.execute(

@@ -202,6 +202,7 @@ def cfo_marts(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
     mismatches: list[str] = []
     try:
         with wh.begin() as db:
+            wh.lock_windows(db, ("mart.cfo_metrics_daily", "mart.revenue_daily"), results)
             for ws_id, res in results.items():
                 for table, rows in (
                     ("mart.cfo_metrics_daily", res.metrics),

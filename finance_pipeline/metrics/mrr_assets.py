@@ -117,6 +117,7 @@ def mrr_marts(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
             f"MRR roll-forward identity fails on {len(failures)} day(s); nothing written"
         )
     with cyclic_gc_paused(), wh.begin() as db:
+        wh.lock_windows(db, [f"mart.{name}" for name in WINDOW_ROWS], results)
         for name, key in WINDOW_ROWS.items():
             table = f"mart.{name}"
             for ws_id, res in results.items():

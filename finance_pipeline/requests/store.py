@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+from sqlalchemy.engine import Connection
+
 from finance_pipeline.partitions import HISTORY_START, last_daily_partition, restatement_window
 from finance_pipeline.requests.results import stripe_object_count, sync_result
 from finance_pipeline.tenancy import new_id
@@ -97,15 +99,18 @@ def refresh_range(
     return first, last, note
 
 
-def _insert(wh: Warehouse, row: dict[str, Any]) -> None:
-    with wh.begin() as db:
-        db.execute(
-            wh.text(
-                f"INSERT INTO app.pipeline_requests ({', '.join(row)})"
-                f" VALUES ({', '.join(':' + k for k in row)})"
-            ),
-            row,
-        )
+def _insert(wh: Warehouse, row: dict[str, Any], db: Connection | None = None) -> None:
+    if db is None:
+        with wh.begin() as own:
+            _insert(wh, row, own)
+        return
+    db.execute(
+        wh.text(
+            f"INSERT INTO app.pipeline_requests ({', '.join(row)})"
+            f" VALUES ({', '.join(':' + k for k in row)})"
+        ),
+        row,
+    )
 
 
 def _new_row(kind: str, workspace_id: str, reason: str, requested_by: str | None) -> dict[str, Any]:
@@ -133,15 +138,18 @@ def request_refresh(
     reason: str,
     requested_by: str | None = None,
     now: datetime | None = None,
+    db: Connection | None = None,
 ) -> str:
     """Queue a refresh of the core tables and daily marts for first_day..last_day (local days,
-    inclusive); returns its id (`refresh_...`). A clamped last_day is noted in the reason."""
+    inclusive); returns its id (`refresh_...`). A clamped last_day is noted in the reason.
+    Given `db`, the request is inserted in that transaction (it commits with the writes that
+    need the refresh, or not at all)."""
     text = _reason(reason)
     first, last, note = refresh_range(first_day, last_day, now)
     _require_workspace(wh, workspace_id)
     row = _new_row("refresh", workspace_id, f"{text} ({note})" if note else text, requested_by)
     row.update(first_day=first, last_day=last)
-    _insert(wh, row)
+    _insert(wh, row, db)
     return row["id"]
 
 

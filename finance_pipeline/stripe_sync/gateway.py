@@ -109,8 +109,12 @@ class StripeGateway:
         backoff: BackoffPolicy | None = None,
         sleep: Callable[[float], None] = time.sleep,
         workspace_id: str = "",
+        timeout_seconds: float | None = None,
     ) -> None:
         kwargs: dict[str, Any] = {"stripe_version": api_version, "max_network_retries": 0}
+        if timeout_seconds is not None:
+            # A hung connection costs this long, then retries as a dropped one.
+            kwargs["http_client"] = stripe.new_default_http_client(timeout=timeout_seconds)
         if api_base:
             kwargs["base_addresses"] = {"api": api_base}
         if stripe_account:

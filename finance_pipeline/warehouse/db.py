@@ -8,6 +8,7 @@ Reads (`rows`, `rows_in`, `read`, `scalar`) return JSON, dates and booleans deco
 
 from __future__ import annotations
 
+import hashlib
 import json
 import operator
 import re
@@ -215,6 +216,28 @@ class Warehouse:
         finally:
             if acquired:
                 self._write_lock.release()
+
+    def lock_windows(
+        self, conn: Connection, tables: Iterable[str], workspace_ids: Iterable[str]
+    ) -> None:
+        """Hold each (table, workspace) a window replacement rewrites until `conn`'s transaction ends.
+
+        Two runs restating the same window at once (a double click, a schedule beside a backfill,
+        any run the queue's one-run-per-workspace limit does not see) each delete the window and
+        insert it again. Under PostgreSQL's READ COMMITTED the second delete cannot see the first
+        one's uncommitted inserts, so the second insert then hits the primary key (the run fails)
+        or, in a table without one, doubles the rows. A transaction-scoped advisory lock taken
+        before the delete makes the second wait for the first to commit; its delete (a new
+        statement, a new snapshot) then sees and replaces the first one's rows. Keys are taken in
+        sorted order, so two transactions never wait on each other. SQLite needs none: a write
+        transaction holds the database's single write lock from BEGIN IMMEDIATE on.
+        """
+        if self.is_sqlite:
+            return
+        ids = tuple(workspace_ids)
+        keys = sorted({_window_lock_key(t, w) for t in tables for w in ids})
+        for key in keys:
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
 
     @contextmanager
     def _transaction(self) -> Iterator[Connection]:
@@ -487,6 +510,12 @@ class Warehouse:
     def dispose(self) -> None:
         """Close pooled connections (tests drop databases afterwards)."""
         self.engine.dispose()
+
+
+def _window_lock_key(table: str, workspace_id: str) -> int:
+    """The signed 64-bit advisory lock id of one table's rows of one workspace."""
+    digest = hashlib.sha256(f"window|{table}|{workspace_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
 
 
 def _json_default(value: Any) -> Any:

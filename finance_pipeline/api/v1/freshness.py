@@ -16,6 +16,7 @@ from datetime import date, timedelta
 from typing import Any
 
 from fastapi import Response
+from sqlalchemy.engine import Connection
 
 from finance_pipeline.api.context import ApiContext
 from finance_pipeline.api.errors import ApiError
@@ -51,17 +52,36 @@ def run_inline(ctx: ApiContext) -> threading.Thread | None:
     return start_inline(ctx)
 
 
-def request_refresh_after_ingest(
-    ctx: ApiContext, workspace_id: str, days: Iterable[date], *, reason: str, requested_by: str
+def queue_refresh_after_ingest(
+    ctx: ApiContext,
+    db: Connection,
+    workspace_id: str,
+    days: Iterable[date],
+    *,
+    reason: str,
+    requested_by: str,
 ) -> str | None:
-    """Queue a refresh of the days an ingest changed (and run it inline in the embedded
-    default); returns the request id, or None when no existing partition is affected."""
+    """Queue, in the ingest's own transaction `db`, a refresh of the days it changed; returns
+    the request id, or None when no existing partition is affected. The caller runs it inline
+    (`run_inline`) once the transaction has committed.
+
+    One transaction for the rows and their refresh: were the request inserted after the rows
+    committed, a database lost in between would leave rows the marts never pick up, under a 503
+    that told the client nothing was written."""
     span = affected_range(days)
     if span is None:
         return None
-    return request_refresh_days(
-        ctx, workspace_id, span[0], span[1], reason=reason, requested_by=requested_by
+    first, last = _clamped(*span)
+    if first > last:
+        return None
+    return request_refresh(
+        ctx.wh, workspace_id, first, last, reason=reason, requested_by=requested_by, db=db
     )
+
+
+def _clamped(first: date, last: date) -> tuple[date, date]:
+    """first..last within the partitions that exist (empty when first > last)."""
+    return max(first, date.fromisoformat(HISTORY_START)), min(last, last_daily_partition())
 
 
 def request_refresh_days(
@@ -69,8 +89,7 @@ def request_refresh_days(
 ) -> str | None:
     """Queue a refresh of first..last, clamped to the partitions that exist, and run it inline in
     the embedded default; None when nothing is left to refresh."""
-    first = max(first, date.fromisoformat(HISTORY_START))
-    last = min(last, last_daily_partition())
+    first, last = _clamped(first, last)
     if first > last:
         return None
     rid = request_refresh(

@@ -23,7 +23,8 @@ from finance_pipeline.api.inline_runs import start_inline
 from finance_pipeline.api.scoping import workspace_by_id
 from finance_pipeline.api.v1.freshness import (
     failed_sync_error,
-    request_refresh_after_ingest,
+    queue_refresh_after_ingest,
+    run_inline,
     wait_for_refresh,
 )
 from finance_pipeline.api.v1.models import _Request
@@ -135,20 +136,23 @@ def _ingest(
         more = f" ({len(result.errors) - 1} more problem(s))" if len(result.errors) > 1 else ""
         code = first.code if first.code == "missing_field" else "invalid_field"
         raise ApiError(422, code, f"{param}: {first.message}{more}", param=param)
+    refresh_id = None
     with ctx.wh.begin() as db:
         outcome = store_records(
             ctx.wh, db, kind, result.records, workspace_id=workspace_id, source="api"
         )
-    refresh_id = None
-    if outcome.inserted:
-        days: list[date] = [r.date for r in result.records]  # type: ignore[union-attr]
-        refresh_id = request_refresh_after_ingest(
-            ctx,
-            workspace_id,
-            days,
-            reason=f"{outcome.inserted} {kind} row(s) ingested through the API",
-            requested_by=f"api:{principal.id}",
-        )
+        if outcome.inserted:
+            days: list[date] = [r.date for r in result.records]  # type: ignore[union-attr]
+            refresh_id = queue_refresh_after_ingest(
+                ctx,
+                db,
+                workspace_id,
+                days,
+                reason=f"{outcome.inserted} {kind} row(s) ingested through the API",
+                requested_by=f"api:{principal.id}",
+            )
+    if refresh_id is not None:
+        run_inline(ctx)
     return IngestResult(
         ingest_id=tenancy.new_id("ing"),
         status="completed",
