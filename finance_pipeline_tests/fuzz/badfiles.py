@@ -338,4 +338,3 @@ def bad_files(draw: st.DrawFn, kind: str) -> BadFile:
             kind, mutation, text.encode(), line=starts[limit], code="too_many_rows", max_rows=limit
         )
     raise AssertionError(mutation)
-

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, Phase, settings
 
 _SCALE = {"fuzz-ci": 1, "fuzz-deep": 10}
 for _name in _SCALE:
@@ -49,10 +49,13 @@ def profile() -> str:
     return name
 
 
-def fuzz_settings(examples: int) -> settings:
-    """Hypothesis settings of one fuzz target: `examples` cases in CI, scaled by the profile."""
+def fuzz_settings(examples: int, *, shrink: bool = True) -> settings:
+    """Hypothesis settings of one fuzz target: `examples` cases in CI, scaled by the profile.
+    `shrink=False` for targets whose cases take seconds (a Dagster run, a server round trip per
+    step): a failure is reported as found, with its seed, instead of minutes of shrinking."""
     name = profile()
-    return settings(settings.get_profile(name), max_examples=examples * _SCALE[name])
+    phases = tuple(Phase) if shrink else (Phase.explicit, Phase.reuse, Phase.generate)
+    return settings(settings.get_profile(name), max_examples=examples * _SCALE[name], phases=phases)
 
 
 def tally(target: str, outcome: str) -> None:
