@@ -47,7 +47,11 @@ def owner(server: ApiServer) -> tuple[dict[str, str], str]:
     """An owner's headers (pro tier, naming their workspace) and the workspace id."""
     acct = register(server.client)
     set_org_tier(server.wh, acct.org_id, "pro")
-    r = server.client.post("/v1/workspaces", json={"name": "Fuzz"}, headers=acct.headers)
+    r = server.client.post(
+        "/v1/workspaces",
+        json={"name": "Fuzz", "cash_on_hand_cents": 10_000_00},
+        headers=acct.headers,
+    )
     assert r.status_code == 201, r.text
     ws = r.json()["id"]
     return {**acct.headers, "X-Workspace-Id": ws}, ws
@@ -241,16 +245,71 @@ def _numeric_fields(spec: dict[str, Any], schema: dict[str, Any], depth: int = 0
             found += [[key, 0, *sub] for sub in _numeric_fields(spec, items, depth + 1)]
         elif "$ref" in prop or prop.get("type") == "object":
             found += [[key, *sub] for sub in _numeric_fields(spec, prop, depth + 1)]
+        else:
+            for variant in prop.get("anyOf", []):
+                if "$ref" in variant:
+                    found += [[key, *sub] for sub in _numeric_fields(spec, variant, depth + 1)]
     return found
 
 
-def _put(path: list, value: object) -> Any:
+def _put(base: Any, path: list, value: object) -> Any:
+    """`base` (a valid body, or None) with the value at `path`, creating what is missing."""
     if not path:
         return value
     head, *rest = path
     if isinstance(head, int):
-        return [_put(rest, value)]
-    return {head: _put(rest, value)}
+        items = list(base) if isinstance(base, list) and base else [None]
+        items[0] = _put(items[0], rest, value)
+        return items
+    out = dict(base) if isinstance(base, dict) else {}
+    out[head] = _put(out.get(head), rest, value)
+    return out
+
+
+FORECAST = {
+    "horizon_months": 12,
+    "assumptions": {"mrr_growth_pct": 5, "monthly_logo_churn_pct": 2, "gross_margin_pct": 80},
+}
+
+
+def valid_bodies(ws: str, forecast_id: str) -> dict[tuple[str, str], dict[str, Any]]:
+    """A body each numeric operation accepts, so that the huge number is what gets judged."""
+    item = {"amount_cents": 1000, "currency": "USD", "occurred_at": "2026-01-15"}
+    return {
+        ("POST", "/v1/workspaces"): {"name": "Fuzz"},
+        ("PATCH", "/v1/workspaces/{id}"): {"name": "Fuzz"},
+        ("POST", "/v1/workspaces/{id}/ingest/expenses"): {
+            "expenses": [{**item, "subtype": "one_time_expense"}]
+        },
+        ("POST", "/v1/workspaces/{id}/ingest/revenue"): {
+            "revenue": [{**item, "subtype": "one_time"}]
+        },
+        ("POST", "/v1/workspaces/{id}/forecasts"): FORECAST,
+        ("POST", "/v1/workspaces/{id}/scenarios"): {
+            "baseline_forecast_id": forecast_id,
+            "delta": {"type": "hire", "monthly_cost_cents": 100, "start_month": "2026-06"},
+        },
+        ("POST", "/api/v1/products/{id_or_slug}/revenue"): {
+            "amount": 10,
+            "type": "other",
+            "date": "2026-01-15",
+        },
+        ("POST", "/api/v1/products/{id_or_slug}/costs"): {
+            "name": "Fuzz",
+            "amount": 10,
+            "category": "TOOLS",
+            "date": "2026-01-15",
+        },
+    }
+
+
+@pytest.fixture(scope="module")
+def forecast_id(server: ApiServer, owner: tuple[dict[str, str], str]) -> str:
+    """A saved forecast of the owner's workspace, for scenario bodies."""
+    headers, ws = owner
+    r = server.client.post(f"/v1/workspaces/{ws}/forecasts", json=FORECAST, headers=headers)
+    assert r.status_code == 201, r.text
+    return r.json()["id"]
 
 
 @pytest.fixture(scope="module")
@@ -278,16 +337,21 @@ def test_numbers_beyond_int64_are_a_4xx(
     server: ApiServer,
     owner: tuple[dict[str, str], str],
     numeric_targets: list,
+    forecast_id: str,
     data: st.DataObject,
 ) -> None:
     headers, ws = owner
     method, template, field = data.draw(st.sampled_from(numeric_targets), label="field")
     value = data.draw(huge, label="value")
     path = fill(template, ws)
-    body = json.dumps(_put(field, value)).encode()
+    base = valid_bodies(ws, forecast_id).get((method, template))
+    body = json.dumps(_put(base, field, value)).encode()
     before = stored_counts(server.wh)
     r = send(server, headers, method, path, body)
-    label = refused(server, path, r, {400, 404, 422})
+    label = refused(server, path, r, {400, 422})
+    # the body is otherwise valid: the error is about the huge number
+    err = r.json()["error"]
+    assert str(field[-1]) in f"{err['param']} {err['message']}", (field, err)
     _nothing_stored(server, before)
     tally("API: numbers beyond int64 (every numeric body field)", label)
 
