@@ -27,6 +27,9 @@ class Settings(BaseSettings):
     warehouse_url: str | None = None
     landing_dir: Path | None = None
     reports_dir: Path | None = None
+    # Largest landed CSV file ingested, in bytes: a larger one is rejected unread (its 100,000-row
+    # limit is reached well before this size).
+    landing_max_file_bytes: int = Field(default=64 * 1024 * 1024, ge=1)
     # Refresh and sync requests (docs/requests.md) run inside the API process instead of waiting for
     # the Dagster daemon's sensor. Unset: on with the embedded SQLite warehouse (no daemon may run),
     # off with PostgreSQL (production runs the daemon).
@@ -85,6 +88,9 @@ class Settings(BaseSettings):
     # Failed sign-ins allowed per email in a 15-minute window; past it, logins of that email get
     # 429 with Retry-After until the window ends (password guessing from many addresses).
     api_login_failures_per_window: int = Field(default=10, ge=1)
+    # Largest request body the API reads, in bytes (docs/api.md, Request bodies): 100,000 ingest
+    # items fit. A larger body is refused with 413 before any of it reaches a route.
+    api_max_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1)
     # How long an Idempotency-Key's stored response is replayed.
     api_idempotency_ttl_seconds: int = Field(default=86_400, ge=1)
     # How long a key stays "in progress" without an answer stored: past it, the request that took

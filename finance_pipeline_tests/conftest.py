@@ -13,7 +13,7 @@ from finance_pipeline_dev.production import fresh_pg_database
 
 from finance_pipeline.warehouse import Warehouse, apply_migrations
 
-pytest_plugins = ["finance_pipeline_dev.pytest_plugin"]
+pytest_plugins = ["finance_pipeline_dev.pytest_plugin", "finance_pipeline_tests.fuzz.cases"]
 
 PG_ADMIN_URL = os.environ.get(
     "FP_TEST_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"

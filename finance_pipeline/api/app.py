@@ -24,7 +24,7 @@ from finance_pipeline.api.families import (
     include_family,
 )
 from finance_pipeline.api.idempotency import IdempotencyMiddleware
-from finance_pipeline.api.middleware import RequestContextMiddleware
+from finance_pipeline.api.middleware import RequestBodyMiddleware, RequestContextMiddleware
 from finance_pipeline.settings import Settings, get_settings
 from finance_pipeline.warehouse import warehouse_for
 
@@ -52,8 +52,10 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
-    # Added last = outermost: the request id exists before idempotency and routing run.
+    # Added last = outermost: the request id exists before the body is read, and an oversized or
+    # non-JSON body is refused before idempotency and routing run.
     app.add_middleware(IdempotencyMiddleware)
+    app.add_middleware(RequestBodyMiddleware)
     app.add_middleware(RequestContextMiddleware)
     include_family(app, V1, v1_router())
     include_family(app, PLATFORM_FINANCE, platform_finance_router())

@@ -6,7 +6,7 @@ import logging
 import re
 
 from sqlalchemy import exc as sa_exc
-from starlette.datastructures import MutableHeaders
+from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from finance_pipeline.api.errors import ApiError
@@ -93,3 +93,109 @@ class RequestContextMiddleware:
             await dialect_for(scope["app"], scope["path"]).response(err, rid)(
                 scope, receive, send_with_id
             )
+
+
+def _body_problem(content_type: str | None, body: bytes) -> ApiError | None:
+    """Why a non-empty body is not one the API reads (JSON in UTF-8), or None."""
+    media, _, params = (content_type or "").partition(";")
+    media = media.strip().lower()
+    if media != "application/json" and not (
+        media.startswith("application/") and media.endswith("+json")
+    ):
+        shown = f"Content-Type {media!r}" if media else "no Content-Type"
+        return ApiError(
+            415,
+            "unsupported_media_type",
+            f"The request body was sent with {shown}; send JSON with Content-Type: "
+            "application/json.",
+            param="Content-Type",
+        )
+    for param in params.split(";"):
+        name, _, value = param.partition("=")
+        charset = value.strip().strip('"').lower()
+        if name.strip().lower() == "charset" and charset not in ("utf-8", "utf8"):
+            return ApiError(
+                415,
+                "unsupported_media_type",
+                f"The body's charset is {charset!r}; the API reads JSON encoded in UTF-8.",
+                param="Content-Type",
+            )
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return ApiError(
+            400,
+            "invalid_json",
+            f"The request body is not valid UTF-8 (byte 0x{body[exc.start]:02x} at offset "
+            f"{exc.start}); send JSON encoded in UTF-8.",
+        )
+    if b"\x00" in body:  # UTF-16/32 text: JSON never holds a raw NUL, UTF-8 JSON cannot
+        return ApiError(
+            400,
+            "invalid_json",
+            "The request body holds NUL bytes (UTF-16 or UTF-32 text?); send JSON encoded in UTF-8.",
+        )
+    return None
+
+
+class RequestBodyMiddleware:
+    """Reads each request's body once, before any route or the idempotency layer sees it, and
+    refuses what the API never takes: more than FP_API_MAX_BODY_BYTES (413, from Content-Length
+    without reading it when declared), a body that is not JSON (415) or not UTF-8 (400). A refused
+    request reaches no route, so nothing is written. Otherwise the body is handed on unchanged."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit: int = scope["app"].state.ctx.settings.api_max_body_bytes
+        headers = Headers(scope=scope)
+        declared = headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
+            await self._refuse(scope, receive, send, _too_large(limit, f"{int(declared):,} bytes"))
+            return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client went away before the body was complete: nothing to answer
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                await self._refuse(scope, receive, send, _too_large(limit, "over the limit"))
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        problem = _body_problem(headers.get("content-type"), body) if body else None
+        if problem is not None:
+            await self._refuse(scope, receive, send, problem)
+            return
+        handed = False
+
+        async def replay() -> Message:
+            nonlocal handed
+            if not handed:
+                handed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send, err: ApiError) -> None:
+        rid = scope.get("state", {}).get("request_id", "")
+        await dialect_for(scope["app"], scope["path"]).response(err, rid)(scope, receive, send)
+
+
+def _too_large(limit: int, size: str) -> ApiError:
+    return ApiError(
+        413,
+        "request_too_large",
+        f"The request body is {size}; at most {limit:,} bytes are accepted. Split the data into "
+        "several requests.",
+    )

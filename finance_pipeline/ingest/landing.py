@@ -1,6 +1,6 @@
 """The CSV landing folder: `landing/<workspace_id>/<kind>_*.csv` files, validated whole.
 
-A file with any bad row is rejected whole: it moves to `rejected/` beside an `.errors.txt` report
+A file with any bad row, or larger than FP_LANDING_MAX_FILE_BYTES, is rejected whole: it moves to `rejected/` beside an `.errors.txt` report
 naming each bad row, and nothing from it is written. A good file's rows and its receipt commit in
 one transaction, then the file moves to `processed/`. A file seen before (same content) is not
 ingested twice. FX rate files are global and may sit in the landing root.
@@ -15,7 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from finance_pipeline.ingest.manual_rows import store_records
-from finance_pipeline.lib.ingest_validation import error_report, parse_landing_file
+from finance_pipeline.lib.ingest_validation import (
+    error_report,
+    oversized_file,
+    parse_landing_file,
+)
+from finance_pipeline.settings import get_settings
 from finance_pipeline.warehouse.db import Warehouse
 
 PROCESSED = "processed"
@@ -97,10 +102,18 @@ def process_file(wh: Warehouse, path: Path, landing_root: Path) -> LandingOutcom
     if where:
         # Never move a file that is not waiting: it would land in processed/rejected/.
         raise ValueError(where)
-    data = path.read_bytes()
-    digest = hashlib.sha256(data).hexdigest()
     ws = _workspace_for(path, landing_root)
-    result = parse_landing_file(path.name, data)
+    limit = get_settings().landing_max_file_bytes
+    size = path.stat().st_size
+    if size > limit:
+        # Never read whole: the verdict needs only its size, the receipt its digest.
+        with path.open("rb") as f:
+            digest = hashlib.file_digest(f, "sha256").hexdigest()
+        result = oversized_file(path.name, size, limit)
+    else:
+        data = path.read_bytes()
+        digest = hashlib.sha256(data).hexdigest()
+        result = parse_landing_file(path.name, data)
     outcome = LandingOutcome(str(path), ws or GLOBAL_WORKSPACE, "accepted", kind=result.kind)
     outcome.rows = result.rows_read
     problems = [str(e) for e in result.errors]

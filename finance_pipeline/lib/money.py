@@ -38,6 +38,24 @@ ZERO_DECIMAL_CURRENCIES = frozenset(
 # Stripe's three-decimal currencies (amounts are in thousandths).
 THREE_DECIMAL_CURRENCIES = frozenset(["bhd", "jod", "kwd", "omr", "tnd"])
 
+# ISO 4217 currency codes an ingested amount may be in: the active codes (list one, 2025) and the
+# ones withdrawn since 2000, since ingested rows date back to 2000-01-01. Fund codes (BOV, CLF...)
+# are kept; precious metals, SDRs and the test codes (XTS, XXX) are not money movements.
+_ISO_4217_CODES = """
+    aed afn all amd ang aoa ars aud awg azn bam bbd bdt bgn bhd bif bmd bnd bob bov brl bsd btn
+    bwp byn bzd cad cdf che chf chw clf clp cny cop cou crc cuc cup cve czk djf dkk dop dzd egp
+    ern etb eur fjd fkp gbp gel ghs gip gmd gnf gtq gyd hkd hnl htg huf idr ils inr iqd irr isk
+    jmd jod jpy kes kgs khr kmf kpw krw kwd kyd kzt lak lbp lkr lrd lsl lyd mad mdl mga mkd mmk
+    mnt mop mru mur mvr mwk mxn mxv myr mzn nad ngn nio nok npr nzd omr pab pen pgk php pkr pln
+    pyg qar ron rsd rub rwf sar sbd scr sdg sek sgd shp sle sll sos srd ssp stn svc syp szl thb
+    tjs tmt tnd top try ttd twd tzs uah ugx usd usn uyi uyu uyw uzs ved ves vnd vuv wst xaf xcd
+    xcg xof xpf yer zar zmw zwg zwl
+    adp afa ats azm bef bgl byb byr csd cyp dem eek esp fim frf ghc grd hrk iep itl ltl luf lvl
+    mgf mro mtl mzm nlg pte rol rur sdd sit skk srg std tmm tpe trl veb vef xeu yum zmk zwd zwn
+    zwr
+"""
+ISO_4217_CURRENCIES = frozenset(_ISO_4217_CODES.split())
+
 
 class MoneyError(ValueError):
     """An amount or currency that cannot be represented exactly."""

@@ -1,10 +1,13 @@
 """Schemathesis over the served /openapi.json: generated requests (valid and invalid) against every
-route, with its default checks: never a server error, and responses as the schema declares."""
+route, with its default checks (never a server error, responses as the schema declares) and ours:
+every 4xx in its family's error envelope, and nothing stored by a refused write. The cases run
+are counted with the fuzz suite's (finance_pipeline_tests/fuzz/cases.py)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import schemathesis
@@ -12,11 +15,15 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis.generation.modes import GenerationMode
 from schemathesis.specs.openapi.checks import negative_data_rejection, positive_data_acceptance
 
+from finance_pipeline.api.families import dialect_for
 from finance_pipeline.tenancy import set_org_tier
 from finance_pipeline_tests.api.conftest import ApiServer, _factory, register
+from finance_pipeline_tests.fuzz.cases import tally
+from finance_pipeline_tests.fuzz.stored import stored_counts
 
 # Keeps the run short: ~20 examples per operation.
 MAX_EXAMPLES = 20
+WRITES = {"POST", "PUT", "PATCH", "DELETE"}
 # Operations whose seed documents a 400 for schema-valid input that no schema can state (the 000
 # platform finance API: "invalid date range", a plan filter on a report kept without plans).
 CROSS_FIELD_400 = {
@@ -89,18 +96,20 @@ def test_api_conforms_to_its_schema(
             or operation.path.endswith("/financial/analytics")
         ):
             skip.append(positive_data_acceptance)
-        _check_operation(operation, mode, contract_server.base_url, headers, skip, workspace_id)
+        _check_operation(operation, mode, contract_server, headers, skip, workspace_id)
 
 
 def _check_operation(
     operation: Any,
     mode: GenerationMode,
-    base_url: str,
+    server: ApiServer,
     headers: dict[str, str],
     skip: list[Any],
     workspace_id: str,
 ) -> None:
-    """Generated cases of one operation, each sent and validated with the default checks."""
+    """Generated cases of one operation, each sent and validated with the default checks, plus
+    ours: a 4xx answers in its family's error envelope with the request id, and a refused write
+    stores nothing."""
 
     @given(case=operation.as_strategy(generation_mode=mode))
     @settings(
@@ -115,6 +124,23 @@ def _check_operation(
         # ingest validator's finer rules (known currencies, dates 2000-2100).
         if case.method == "GET" and case.path.startswith("/v1/workspaces/{id}/"):
             case.path_parameters = {**(case.path_parameters or {}), "id": workspace_id}
-        case.call_and_validate(base_url=base_url, headers=headers, excluded_checks=skip)
+        write = case.method.upper() in WRITES
+        before = stored_counts(server.wh) if write else None
+        response = case.call_and_validate(
+            base_url=server.base_url, headers=headers, excluded_checks=skip
+        )
+        status = response.status_code
+        if 400 <= status < 500:
+            path = urlsplit(response.request.url).path
+            body = response.json()
+            dialect_for(server.app, path).model.model_validate(body)
+            rid = {k.lower(): v for k, v in response.headers.items()}["x-request-id"]
+            assert body["error"]["request_id"] == (rid[0] if isinstance(rid, list) else rid)
+            if before is not None:
+                assert stored_counts(server.wh) == before, f"{case.method} {path} {status}"
+        tally(
+            f"schemathesis {mode.value} ({'writes' if write else 'reads'})",
+            f"{status // 100}xx",
+        )
 
     check()

@@ -41,6 +41,7 @@ from finance_pipeline.lib.ingest_validation.csvfile import (
     csv_header,
     detect_kind,
     error_report,
+    oversized_file,
     parse_csv,
     parse_landing_file,
 )
@@ -110,6 +111,7 @@ __all__ = [
     "error_report",
     "format_csv",
     "format_units",
+    "oversized_file",
     "parse_csv",
     "parse_landing_file",
     "record_to_row",

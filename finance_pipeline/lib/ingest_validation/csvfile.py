@@ -39,6 +39,16 @@ def _decode(data: str | bytes) -> tuple[str | None, RowError | None]:
                 "invalid_file",
                 "the file is UTF-16; save it as UTF-8 (in Excel: CSV UTF-8)",
             )
+        if b"\x00" in data:
+            # UTF-16/32 without a byte-order mark decodes as "UTF-8" with a NUL after each
+            # ASCII letter: the header would only show as unknown columns.
+            return None, RowError(
+                data[: data.index(b"\x00")].count(b"\n") + 1,
+                None,
+                "invalid_file",
+                "the file holds NUL bytes: it is UTF-16 or UTF-32, or not a text file; save it "
+                "as UTF-8 (in Excel: CSV UTF-8)",
+            )
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError as exc:
@@ -253,6 +263,23 @@ def parse_landing_file(
     except KindDetectionError as exc:
         return ValidationResult(kind=None, errors=[RowError(1, None, "unknown_kind", str(exc))])
     return parse_csv(kind, decoded, max_rows=max_rows)
+
+
+def oversized_file(filename: str, size: int, limit: int) -> ValidationResult:
+    """The verdict on a landing file larger than `limit` bytes, which is rejected unread."""
+    match = _FILENAME_KIND.match(os.path.basename(filename).lower())
+    return ValidationResult(
+        kind=match.group(1) if match else None,
+        errors=[
+            RowError(
+                1,
+                None,
+                "invalid_file",
+                f"the file is {size:,} bytes; at most {limit:,} are accepted; split it into "
+                "smaller files",
+            )
+        ],
+    )
 
 
 def error_report(result: ValidationResult, filename: str) -> str:

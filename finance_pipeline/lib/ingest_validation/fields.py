@@ -21,6 +21,7 @@ from finance_pipeline.lib.ingest_validation.records import (
     RowError,
 )
 from finance_pipeline.lib.money import (
+    ISO_4217_CURRENCIES,
     cents_to_micros,
     micros_per_minor,
     minor_unit_exponent,
@@ -190,6 +191,15 @@ def _currency(row: _Row, name: str = "currency", *, required: bool = False) -> s
             "invalid_value",
             f"{name} {_shown(raw)} is not a currency code; use a three-letter ISO 4217 code "
             "like USD or EUR",
+            raw,
+        )
+        return None
+    if code.lower() not in ISO_4217_CURRENCIES:
+        # A typo (USS, EUT) would be stored and then silently left out of every converted total.
+        row.fail(
+            name,
+            "invalid_value",
+            f"{name} {_shown(raw)} is not an ISO 4217 currency code; use one like USD, EUR or JPY",
             raw,
         )
         return None

@@ -1,0 +1,489 @@
+"""Every API operation that takes a body, fed bad bodies over HTTP: larger than the limit, not
+JSON, not UTF-8, malformed, numbers beyond int64, and ingest items with invalid currencies, dates
+and amounts. Each gets a 4xx in its family's error envelope (with the request id), never a 5xx,
+and nothing is stored; a valid ingest batch is stored exactly, every item once."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from finance_pipeline.api.families import dialect_for
+from finance_pipeline.tenancy import set_org_tier
+from finance_pipeline_tests.api.conftest import ApiServer, _factory, register
+from finance_pipeline_tests.fuzz.badfiles import bad_currencies, bad_dates
+from finance_pipeline_tests.fuzz.cases import fuzz_settings, tally
+from finance_pipeline_tests.fuzz.stored import stored_counts
+
+LIMIT = 16 * 1024
+INT64 = 2**63
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
+    """A server with a small body limit; no rate limit, no Stripe, no pipeline runs."""
+    make, started = _factory(tmp_path_factory.mktemp("fuzz_api"))
+    yield make(
+        api_rate_limit_per_minute=1_000_000,
+        stripe_api_base="http://127.0.0.1:9",
+        requests_inline=False,
+        api_read_wait_seconds=0,
+        api_max_body_bytes=LIMIT,
+    )
+    for s in started:
+        s.stop()
+
+
+@pytest.fixture(scope="module")
+def owner(server: ApiServer) -> tuple[dict[str, str], str]:
+    """An owner's headers (pro tier, naming their workspace) and the workspace id."""
+    acct = register(server.client)
+    set_org_tier(server.wh, acct.org_id, "pro")
+    r = server.client.post(
+        "/v1/workspaces",
+        json={"name": "Fuzz", "cash_on_hand_cents": 10_000_00},
+        headers=acct.headers,
+    )
+    assert r.status_code == 201, r.text
+    ws = r.json()["id"]
+    return {**acct.headers, "X-Workspace-Id": ws}, ws
+
+
+def body_operations(server: ApiServer) -> list[tuple[str, str]]:
+    """(method, path template) of every operation with a request body."""
+    spec = server.app.openapi()
+    return sorted(
+        (m.upper(), p)
+        for p, ops in spec["paths"].items()
+        for m, op in ops.items()
+        if "requestBody" in op
+    )
+
+
+def fill(template: str, ws: str) -> str:
+    """A path of the template: workspace parameters name the owner's workspace."""
+    path = template
+    for name in ("{id}", "{workspace_id}", "{id_or_slug}"):
+        path = path.replace(name, ws)
+    return path.replace("{user_id}", "usr_nobody")
+
+
+def refused(server: ApiServer, path: str, r: httpx.Response, statuses: set[int]) -> str:
+    """The response is one of these 4xx statuses in the family's envelope; its label."""
+    assert r.status_code in statuses, (path, r.status_code, r.text[:300])
+    body = r.json()
+    dialect_for(server.app, path).model.model_validate(body)
+    assert body["error"]["request_id"] == r.headers["x-request-id"]
+    assert body["error"]["message"]
+    return f"{r.status_code} {body['error']['code']}"
+
+
+def send(
+    server: ApiServer,
+    headers: dict[str, str],
+    method: str,
+    path: str,
+    content: bytes | Iterator[bytes],
+    content_type: str | None = "application/json",
+) -> httpx.Response:
+    h = {k: v for k, v in headers.items() if k.lower() != "content-type"}
+    if content_type is not None:
+        h["Content-Type"] = content_type
+    return server.client.request(method, path, content=content, headers=h)
+
+
+@pytest.fixture(scope="module")
+def ops(server: ApiServer) -> list[tuple[str, str]]:
+    found = body_operations(server)
+    assert len(found) >= 20
+    return found
+
+
+def _nothing_stored(server: ApiServer, before: dict[str, int]) -> None:
+    after = stored_counts(server.wh)
+    assert after == before, {t: (before.get(t), n) for t, n in after.items() if before.get(t) != n}
+
+
+@fuzz_settings(60, shrink=False)
+@given(data=st.data())
+def test_bodies_over_the_limit_are_413(
+    server: ApiServer, owner: tuple[dict[str, str], str], ops: list, data: st.DataObject
+) -> None:
+    headers, ws = owner
+    method, template = data.draw(st.sampled_from(ops), label="operation")
+    size = data.draw(st.integers(LIMIT + 1, 4 * LIMIT), label="size")
+    chunked = data.draw(st.booleans(), label="chunked")
+    body = b'{"name": "' + b"x" * (size - 12) + b'"}'
+    content: bytes | Iterator[bytes] = (
+        iter([body[i : i + 4096] for i in range(0, len(body), 4096)]) if chunked else body
+    )
+    path = fill(template, ws)
+    before = stored_counts(server.wh)
+    r = send(server, headers, method, path, content)
+    label = refused(server, path, r, {413})
+    _nothing_stored(server, before)
+    tally("API: body over the limit", label + (" (chunked)" if chunked else ""))
+
+
+CONTENT_TYPES = st.sampled_from(
+    [
+        None,
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data; boundary=x",
+        "text/csv",
+        "application/xml",
+        "application/octet-stream",
+        "application/json; charset=latin-1",
+        "application/json; charset=utf-16",
+    ]
+)
+
+
+@fuzz_settings(60, shrink=False)
+@given(data=st.data())
+def test_bodies_that_are_not_json_are_415(
+    server: ApiServer, owner: tuple[dict[str, str], str], ops: list, data: st.DataObject
+) -> None:
+    headers, ws = owner
+    method, template = data.draw(st.sampled_from(ops), label="operation")
+    content_type = data.draw(CONTENT_TYPES, label="content type")
+    path = fill(template, ws)
+    before = stored_counts(server.wh)
+    r = send(server, headers, method, path, b'{"name": "x"}', content_type)
+    label = refused(server, path, r, {415})
+    _nothing_stored(server, before)
+    tally("API: wrong Content-Type", label)
+
+
+def _not_json(text: str) -> bool:
+    try:
+        json.loads(text)
+    except ValueError:
+        return True
+    return False
+
+
+malformed = st.one_of(
+    st.sampled_from(['{"name": ', "{", "[", '{"a":1,}', "{'a': 1}", '{"a": tru}', "}", "nul"]),
+    st.text(min_size=1, max_size=60).filter(lambda t: t.strip() != "" and _not_json(t)),
+)
+
+
+@fuzz_settings(60, shrink=False)
+@given(data=st.data())
+def test_malformed_json_is_a_4xx(
+    server: ApiServer, owner: tuple[dict[str, str], str], ops: list, data: st.DataObject
+) -> None:
+    headers, ws = owner
+    method, template = data.draw(st.sampled_from(ops), label="operation")
+    text = data.draw(malformed, label="body")
+    path = fill(template, ws)
+    before = stored_counts(server.wh)
+    r = send(server, headers, method, path, text.encode())
+    # 400 invalid_json (validation_error in the margins API); the webhook checks its signature
+    # first (400 invalid_signature); an unknown member is 404 before the body is read.
+    label = refused(server, path, r, {400, 404})
+    _nothing_stored(server, before)
+    tally("API: malformed JSON", label)
+
+
+@fuzz_settings(60, shrink=False)
+@given(data=st.data())
+def test_bodies_not_in_utf8_are_400(
+    server: ApiServer, owner: tuple[dict[str, str], str], ops: list, data: st.DataObject
+) -> None:
+    headers, ws = owner
+    method, template = data.draw(st.sampled_from(ops), label="operation")
+    text = json.dumps({"name": data.draw(st.text(min_size=1, max_size=20), label="name") + "é"})
+    text = text if data.draw(st.booleans(), label="raw") else text.replace("\\u00e9", "é")
+    codec = data.draw(
+        st.sampled_from(["utf-16", "utf-16-le", "utf-16-be", "utf-32", "latin-1", "cp1252"]),
+        label="encoding",
+    )
+    raw = text.encode(codec, errors="replace")
+    if codec in ("latin-1", "cp1252"):
+        raw += b"\xe9"  # at least one byte that is not UTF-8
+    path = fill(template, ws)
+    before = stored_counts(server.wh)
+    r = send(server, headers, method, path, raw)
+    label = refused(server, path, r, {400})
+    _nothing_stored(server, before)
+    tally("API: body not UTF-8", f"{label} ({codec})")
+
+
+# --------------------------------------------------------------------------------------------------
+# Numbers beyond int64 in every numeric field of every body
+# --------------------------------------------------------------------------------------------------
+
+
+def _numeric_fields(spec: dict[str, Any], schema: dict[str, Any], depth: int = 0) -> list[list]:
+    """Paths ([key], [key, 0, key]) of integer/number properties of a body schema."""
+    if "$ref" in schema:
+        name = schema["$ref"].rsplit("/", 1)[-1]
+        schema = spec["components"]["schemas"][name]
+    for variant in schema.get("anyOf", []) + schema.get("allOf", []):
+        if variant.get("type") in ("object", "array") or "$ref" in variant:
+            return _numeric_fields(spec, variant, depth)
+    found: list[list] = []
+    if depth > 3:
+        return found
+    for key, prop in schema.get("properties", {}).items():
+        types = {prop.get("type")} | {v.get("type") for v in prop.get("anyOf", [])}
+        if types & {"integer", "number"}:
+            found.append([key])
+        items = prop.get("items")
+        if prop.get("type") == "array" and isinstance(items, dict):
+            found += [[key, 0, *sub] for sub in _numeric_fields(spec, items, depth + 1)]
+        elif "$ref" in prop or prop.get("type") == "object":
+            found += [[key, *sub] for sub in _numeric_fields(spec, prop, depth + 1)]
+        else:
+            for variant in prop.get("anyOf", []):
+                if "$ref" in variant:
+                    found += [[key, *sub] for sub in _numeric_fields(spec, variant, depth + 1)]
+    return found
+
+
+def _put(base: Any, path: list, value: object) -> Any:
+    """`base` (a valid body, or None) with the value at `path`, creating what is missing."""
+    if not path:
+        return value
+    head, *rest = path
+    if isinstance(head, int):
+        items = list(base) if isinstance(base, list) and base else [None]
+        items[0] = _put(items[0], rest, value)
+        return items
+    out = dict(base) if isinstance(base, dict) else {}
+    out[head] = _put(out.get(head), rest, value)
+    return out
+
+
+FORECAST = {
+    "horizon_months": 12,
+    "assumptions": {"mrr_growth_pct": 5, "monthly_logo_churn_pct": 2, "gross_margin_pct": 80},
+}
+
+
+def valid_bodies(ws: str, forecast_id: str) -> dict[tuple[str, str], dict[str, Any]]:
+    """A body each numeric operation accepts, so that the huge number is what gets judged."""
+    item = {"amount_cents": 1000, "currency": "USD", "occurred_at": "2026-01-15"}
+    return {
+        ("POST", "/v1/workspaces"): {"name": "Fuzz"},
+        ("PATCH", "/v1/workspaces/{id}"): {"name": "Fuzz"},
+        ("POST", "/v1/workspaces/{id}/ingest/expenses"): {
+            "expenses": [{**item, "subtype": "one_time_expense"}]
+        },
+        ("POST", "/v1/workspaces/{id}/ingest/revenue"): {
+            "revenue": [{**item, "subtype": "one_time"}]
+        },
+        ("POST", "/v1/workspaces/{id}/forecasts"): FORECAST,
+        ("POST", "/v1/workspaces/{id}/scenarios"): {
+            "baseline_forecast_id": forecast_id,
+            "delta": {"type": "hire", "monthly_cost_cents": 100, "start_month": "2026-06"},
+        },
+        ("POST", "/api/v1/products/{id_or_slug}/revenue"): {
+            "amount": 10,
+            "type": "other",
+            "date": "2026-01-15",
+        },
+        ("POST", "/api/v1/products/{id_or_slug}/costs"): {
+            "name": "Fuzz",
+            "amount": 10,
+            "category": "TOOLS",
+            "date": "2026-01-15",
+        },
+    }
+
+
+@pytest.fixture(scope="module")
+def forecast_id(server: ApiServer, owner: tuple[dict[str, str], str]) -> str:
+    """A saved forecast of the owner's workspace, for scenario bodies."""
+    headers, ws = owner
+    r = server.client.post(f"/v1/workspaces/{ws}/forecasts", json=FORECAST, headers=headers)
+    assert r.status_code == 201, r.text
+    return r.json()["id"]
+
+
+@pytest.fixture(scope="module")
+def numeric_targets(server: ApiServer, ops: list) -> list[tuple[str, str, list]]:
+    spec = server.app.openapi()
+    targets = []
+    for method, template in ops:
+        content = spec["paths"][template][method.lower()]["requestBody"]["content"]
+        schema = content["application/json"]["schema"]
+        targets += [(method, template, p) for p in _numeric_fields(spec, schema)]
+    assert len(targets) >= 8, targets
+    return targets
+
+
+huge = st.one_of(
+    st.integers(min_value=INT64, max_value=10**40),
+    st.integers(max_value=-INT64 - 1, min_value=-(10**40)),
+    st.sampled_from([INT64, INT64 - 1, -INT64, 2**64, 10**400]),
+)
+
+
+@fuzz_settings(60, shrink=False)
+@given(data=st.data())
+def test_numbers_beyond_int64_are_a_4xx(
+    server: ApiServer,
+    owner: tuple[dict[str, str], str],
+    numeric_targets: list,
+    forecast_id: str,
+    data: st.DataObject,
+) -> None:
+    headers, ws = owner
+    method, template, field = data.draw(st.sampled_from(numeric_targets), label="field")
+    value = data.draw(huge, label="value")
+    path = fill(template, ws)
+    base = valid_bodies(ws, forecast_id).get((method, template))
+    body = json.dumps(_put(base, field, value)).encode()
+    before = stored_counts(server.wh)
+    r = send(server, headers, method, path, body)
+    label = refused(server, path, r, {400, 422})
+    # the body is otherwise valid: the error is about the huge number
+    err = r.json()["error"]
+    assert str(field[-1]) in f"{err['param']} {err['message']}", (field, err)
+    _nothing_stored(server, before)
+    tally("API: numbers beyond int64 (every numeric body field)", label)
+
+
+# --------------------------------------------------------------------------------------------------
+# Ingest batches: valid items stored exactly; one bad item refuses the whole batch
+# --------------------------------------------------------------------------------------------------
+
+INGESTS = {
+    # path suffix -> (kind, table, list key or None for one record per request)
+    "v1 expenses": ("/v1/workspaces/{ws}/ingest/expenses", "raw.expense_events", "expenses"),
+    "v1 revenue": ("/v1/workspaces/{ws}/ingest/revenue", "raw.manual_revenue", "revenue"),
+    "products costs": ("/api/v1/products/{ws}/costs", "raw.cost_records", None),
+    "products revenue": ("/api/v1/products/{ws}/revenue", "raw.manual_revenue", None),
+}
+days = st.dates(min_value=dt.date(2020, 1, 1), max_value=dt.date(2026, 6, 30)).map(
+    lambda d: d.isoformat()
+)
+cents = st.integers(min_value=1, max_value=10**11)
+
+
+def _item(target: str, draw: st.DrawFn) -> dict[str, Any]:
+    currency = draw(st.sampled_from(["USD", "eur", "GBP", "chf"]))
+    uid = uuid.uuid4().hex
+    if target == "v1 expenses":
+        return {
+            "subtype": draw(st.sampled_from(["recurring_expense", "one_time_expense"])),
+            "amount_cents": draw(cents),
+            "currency": currency,
+            "occurred_at": draw(days),
+            "external_id": f"e-{uid}",
+        }
+    if target == "v1 revenue":
+        return {
+            "subtype": draw(st.sampled_from(["recurring", "one_time"])),
+            "amount_cents": draw(cents),
+            "currency": currency,
+            "occurred_at": draw(days),
+            "external_id": f"r-{uid}",
+        }
+    amount = draw(cents) // 100 + 1  # the products API takes JSON numbers of whole units
+    if target == "products costs":
+        return {
+            "id": f"c-{uid}",
+            "name": "Fuzz",
+            "amount": amount,
+            "currency": currency,
+            "category": draw(st.sampled_from(["TOOLS", "OTHER", "INFRASTRUCTURE"])),
+            "date": draw(days),
+        }
+    return {
+        "id": f"p-{uid}",
+        "amount": amount,
+        "currency": currency,
+        "type": draw(st.sampled_from(["one_time", "other", "enterprise"])),
+        "date": draw(days),
+    }
+
+
+def _amount_key(target: str) -> str:
+    return "amount_cents" if target.startswith("v1") else "amount"
+
+
+def _date_key(target: str) -> str:
+    return "occurred_at" if target.startswith("v1") else "date"
+
+
+BAD_ITEM = (
+    "currency",
+    "date",
+    "amount beyond int64",
+    "amount float",
+    "amount NaN",
+    "amount 1e400",
+    "amount zero or negative",
+    "unknown field",
+)
+
+
+def _spoil(target: str, item: dict[str, Any], how: str, draw: st.DrawFn) -> tuple[dict, str]:
+    """The item with one bad value, and the raw JSON token to splice in (for NaN, 1e400)."""
+    item = dict(item)
+    if how == "currency":
+        item["currency"] = draw(bad_currencies.filter(lambda c: c.strip() != ""))
+    elif how == "date":
+        item[_date_key(target)] = draw(bad_dates)
+    elif how == "amount beyond int64":
+        item[_amount_key(target)] = draw(huge)
+    elif how == "amount float":
+        item[_amount_key(target)] = draw(
+            st.floats(allow_nan=False, allow_infinity=False).filter(
+                lambda f: not f.is_integer() and f > 0
+            )
+            if target.startswith("v1")
+            else st.sampled_from([0.1, 12.345, 1e-9, 1e300])
+        )
+    elif how in ("amount NaN", "amount 1e400"):
+        item[_amount_key(target)] = "__RAW__"
+    elif how == "amount zero or negative":
+        item[_amount_key(target)] = draw(st.integers(max_value=0))
+    else:
+        item["colour"] = "blue"
+    return item, {"amount NaN": "NaN", "amount 1e400": "1e400"}.get(how, "")
+
+
+@fuzz_settings(80, shrink=False)
+@given(data=st.data())
+def test_ingest_batches_are_stored_exactly_or_refused_whole(
+    server: ApiServer, owner: tuple[dict[str, str], str], data: st.DataObject
+) -> None:
+    headers, ws = owner
+    target = data.draw(st.sampled_from(sorted(INGESTS)), label="target")
+    template, table, key = INGESTS[target]
+    path = template.format(ws=ws)
+    size = data.draw(st.integers(1, 6), label="items") if key else 1
+    items = [_item(target, data.draw) for _ in range(size)]
+    how = data.draw(st.none() | st.sampled_from(BAD_ITEM), label="bad")
+    raw = ""
+    if how is not None:
+        at = data.draw(st.integers(0, size - 1), label="bad index")
+        items[at], raw = _spoil(target, items[at], how, data.draw)
+    body = json.dumps({key: items} if key else items[0])
+    if raw:
+        body = body.replace('"__RAW__"', raw)
+    before = stored_counts(server.wh)
+    r = send(server, headers, "POST", path, body.encode())
+    if how is None:
+        assert r.status_code in (201, 202), r.text
+        after = stored_counts(server.wh)
+        assert after[table] - before[table] == size  # every item once
+        tally(f"API ingest batch: {target}", f"{r.status_code} stored")
+        return
+    label = refused(server, path, r, {400, 422})
+    _nothing_stored(server, before)
+    tally(f"API ingest batch: {target}", f"{label} ({how})")
