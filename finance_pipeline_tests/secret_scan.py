@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 from finance_pipeline.secrets import LOCAL_KEY_FILE
 
@@ -41,3 +42,75 @@ def leaks(secrets: Mapping[str, str], places: Mapping[str, bytes]) -> list[str]:
 def joined(texts: Iterable[str]) -> bytes:
     """Many captured texts (response bodies, log messages) as one place to scan."""
     return "\n".join(texts).encode()
+
+
+_METADATA = """metadataEntries { label description
+  ... on TextMetadataEntry { text } ... on UrlMetadataEntry { url } ... on PathMetadataEntry { path }
+  ... on JsonMetadataEntry { jsonString } ... on MarkdownMetadataEntry { mdStr }
+  ... on TableMetadataEntry { table { records } } ... on NotebookMetadataEntry { path } }"""
+_ERROR = "error { message stack className cause { message stack } }"
+_RUNS = """{
+  runsOrError { ... on Runs { results { runId jobName status runConfigYaml tags { key value } } } }
+  partitionBackfillsOrError { ... on PartitionBackfills { results {
+    id status tags { key value } error { message stack } } } }
+}"""
+_LOGS = f"""query($runId: ID!, $cursor: String) {{
+  logsForRun(runId: $runId, afterCursor: $cursor, limit: 1000) {{
+    ... on EventConnection {{ cursor hasMore events {{ __typename
+      ... on MessageEvent {{ message stepKey }}
+      ... on MaterializationEvent {{ {_METADATA} }}
+      ... on ObservationEvent {{ {_METADATA} }}
+      ... on AssetCheckEvaluationEvent {{ evaluation {{ {_METADATA} }} }}
+      ... on ExecutionStepFailureEvent {{ {_ERROR} }}
+      ... on RunFailureEvent {{ {_ERROR} }}
+      ... on EngineEvent {{ {_METADATA} {_ERROR} }}
+      ... on HookErroredEvent {{ {_ERROR} }}
+    }} }}
+    ... on PythonError {{ message }}
+  }}
+}}"""
+
+
+def ui_answers(dagster_home: Path) -> dict[str, bytes]:
+    """What the Dagster UI shows of the instance's runs, as the GraphQL answers it reads them
+    from (the UI shows nothing GraphQL does not return): every run's config and tags, every
+    backfill, and every run's event log (messages, metadata, errors); by query, as JSON."""
+    import asyncio
+    import json
+
+    import dagster as dg
+    from dagster._core.workspace.context import WorkspaceProcessContext
+    from dagster._core.workspace.load_target import EmptyWorkspaceTarget
+    from dagster_graphql.schema import create_schema
+
+    schema = create_schema()
+    places: dict[str, bytes] = {}
+    instance = dg.DagsterInstance.from_config(str(dagster_home))
+    try:
+        # No code location: runs, backfills and event logs come from the instance alone.
+        with WorkspaceProcessContext(instance, EmptyWorkspaceTarget()) as process:
+
+            def ask(query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
+                context = process.create_request_context()
+                result = asyncio.run(
+                    schema.execute_async(query, context_value=context, variable_values=variables)
+                )
+                if result.errors:
+                    raise AssertionError(f"GraphQL: {result.errors}")
+                return result.data
+
+            runs = ask(_RUNS)
+            places["GraphQL runs and backfills"] = json.dumps(runs).encode()
+            for run in runs["runsOrError"]["results"]:
+                cursor, pages = None, []
+                while True:
+                    page = ask(_LOGS, {"runId": run["runId"], "cursor": cursor})["logsForRun"]
+                    assert "events" in page, page
+                    pages.append(json.dumps(page["events"]))
+                    if not page["hasMore"]:
+                        break
+                    cursor = page["cursor"]
+                places[f"GraphQL event log of run {run['runId']}"] = "\n".join(pages).encode()
+    finally:
+        instance.dispose()
+    return places

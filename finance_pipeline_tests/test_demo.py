@@ -6,6 +6,8 @@ the data folder."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import io
 import itertools
 import json
 import os
@@ -15,6 +17,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -23,6 +26,8 @@ import httpx
 import pytest
 import sqlalchemy as sa
 from finance_pipeline_dev.demo import run_demo
+
+from finance_pipeline_tests.api.conftest import TEST_SECRET_KEY
 
 
 def test_demo_stops_with_a_clear_message_when_a_port_is_taken(
@@ -96,16 +101,43 @@ def _marts(url: str) -> dict[str, list[tuple]]:
         engine.dispose()
 
 
-@pytest.mark.slow
-def test_demo_builds_in_dependency_order_and_a_second_run_changes_no_mart(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
+@dataclasses.dataclass(frozen=True)
+class DemoRun:
+    """The demo run twice into one data folder (--no-serve, 10 customers, 2 months): what it
+    printed and built each time."""
+
+    folder: Path  # holds the data folder (data/) and the demo registry (state/)
+    api_port: int
+    first_out: str
+    second_out: str
+    first_marts: dict[str, list[tuple]]
+    second_marts: dict[str, list[tuple]]
+    last_materialized: dict[str, float]
+    warehouse_url: str
+
+    @property
+    def data(self) -> Path:
+        """The demo's data folder (FP_DATA_DIR)."""
+        return self.folder / "data"
+
+    def enter(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Point this test's settings at the demo's data folder (as the demo's shell would be)."""
+        from finance_pipeline.settings import get_settings
+
+        monkeypatch.setenv("FP_DATA_DIR", str(self.data))
+        monkeypatch.setenv("DAGSTER_HOME", str(self.data / "dagster_home"))
+        monkeypatch.setenv("XDG_STATE_HOME", str(self.folder / "state"))
+        monkeypatch.delenv("FP_DEPLOYMENT", raising=False)
+        get_settings.cache_clear()
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoRun]:
+    """One demo run (twice, the second a re-run) shared by the tests that check what it built,
+    printed and left behind."""
     from finance_pipeline.settings import get_settings
 
-    # run_demo sets these for its own process; the test restores them.
-    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
-    monkeypatch.delenv("FP_DEPLOYMENT", raising=False)
-    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    folder = tmp_path_factory.mktemp("demo")
     args = {
         "customers": 10,
         "months": 2,
@@ -114,23 +146,51 @@ def test_demo_builds_in_dependency_order_and_a_second_run_changes_no_mart(
         "api_port": _free_port(),
         "serve": False,
     }
-    assert run_demo(standin_port=_free_port(), **args) == 0
-    first_out = capsys.readouterr().out
-    # Dependency order, whatever the data: the alerts were materialized after the margins.
-    instance = dg.DagsterInstance.from_config(str(get_settings().data_dir / "dagster_home"))
+    with pytest.MonkeyPatch.context() as mp:
+        # run_demo sets DAGSTER_HOME and FP_DEPLOYMENT for its own process; this restores them.
+        mp.setenv("FP_DATA_DIR", str(folder / "data"))
+        mp.setenv("FP_SECRET_KEY", TEST_SECRET_KEY)
+        mp.setenv("DAGSTER_HOME", str(folder))
+        mp.delenv("FP_DEPLOYMENT", raising=False)
+        mp.setenv("XDG_STATE_HOME", str(folder / "state"))
+        get_settings.cache_clear()
+        outs = []
+        marts = []
+        for _ in range(2):
+            out = io.StringIO()
+            with contextlib.redirect_stdout(out):
+                assert run_demo(standin_port=_free_port(), **args) == 0
+            outs.append(out.getvalue())
+            if not marts:
+                last = _last_materialized(get_settings().data_dir / "dagster_home")
+            marts.append(_marts(get_settings().resolved_warehouse_url))
+        url = get_settings().resolved_warehouse_url
+    get_settings.cache_clear()
+    yield DemoRun(folder, args["api_port"], *outs, *marts, last, url)
+
+
+def _last_materialized(dagster_home: Path) -> dict[str, float]:
+    instance = dg.DagsterInstance.from_config(str(dagster_home))
     try:
-        last = {
+        return {
             name: instance.get_latest_materialization_event(dg.AssetKey(["mart", name])).timestamp
             for name in ("customer_margins_monthly", "alerts", "advisory_memos")
         }
     finally:
         instance.dispose()
+
+
+@pytest.mark.slow
+def test_demo_builds_in_dependency_order_and_a_second_run_changes_no_mart(
+    demo: DemoRun, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    demo.enter(monkeypatch)
+    first_out, second_out = demo.first_out, demo.second_out
+    first, second = demo.first_marts, demo.second_marts
+    url = demo.warehouse_url
+    # Dependency order, whatever the data: the alerts were materialized after the margins.
+    last = demo.last_materialized
     assert last["customer_margins_monthly"] < last["alerts"] < last["advisory_memos"]
-    url = get_settings().resolved_warehouse_url
-    first = _marts(url)
-    assert run_demo(standin_port=_free_port(), **args) == 0
-    second = _marts(url)
-    second_out = capsys.readouterr().out
 
     assert first["mart__mrr_daily"] and first["mart__customer_margins_monthly"]
     assert {t: len(rows) for t, rows in second.items()} == {
@@ -164,7 +224,7 @@ def test_demo_builds_in_dependency_order_and_a_second_run_changes_no_mart(
     start = date.fromisoformat(first_out.split("] rebuild_marts ")[1][:10])
     assert start.day == 1 and date.today() - start < timedelta(days=3 * 31 + 2)  # not 2023-01-01
 
-    _check_the_printed_api_token(tmp_path, first_out, second_out, args["api_port"])
+    _check_the_printed_api_token(demo.folder, first_out, second_out, demo.api_port)
 
 
 def _printed_commands(out: str) -> list[str]:
@@ -213,6 +273,113 @@ def _check_the_printed_api_token(tmp_path: Path, first_out: str, out: str, api_p
             assert revoked.status_code == 401
     finally:
         stop_services(settings)
+
+
+#: Where the simulated Stripe keeps its accounts, keys included (the stand-in plays Stripe, which
+#: holds a real key): the simulator writes it, not the product.
+STRIPE_SIDE = "demo"
+
+
+@pytest.mark.slow
+def test_no_secret_the_demo_used_is_left_in_clear_anywhere(
+    demo: DemoRun, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Everything the demo left behind (warehouse, Dagster storage and compute logs, reports,
+    landing files, run logs and pid files, its printed output) and everything the Dagster UI
+    shows of its runs (GraphQL: run configs, tags, backfills, event logs with their metadata and
+    errors) holds none of its Stripe keys, API keys (this run's and the revoked one), the
+    owner's access token, the JWT signing key, the master key or a webhook secret, once the
+    demo's read API was used as its README says: a login, reads with the token and the key, a
+    webhook secret stored, and refused requests that carry the secrets."""
+    from finance_pipeline_dev.demo import (
+        DEMO_OWNER_EMAIL,
+        DEMO_OWNER_PASSWORD,
+        start_api,
+        stop_services,
+    )
+
+    from finance_pipeline.settings import get_settings
+    from finance_pipeline_tests.secret_scan import joined, leaks, ui_answers, written_files
+
+    demo.enter(monkeypatch)
+    tokens = [
+        c.split("=", 1)[1]
+        for out in (demo.first_out, demo.second_out)
+        for c in _printed_commands(out)
+        if c.startswith("export FP_DEMO_TOKEN=")
+    ]
+    fixture = json.loads((demo.data / STRIPE_SIDE / "stripe_fixture.json").read_text())
+    stripe_keys = [k for account in fixture["accounts"].values() for k in account["keys"]]
+    assert len(stripe_keys) == 2 and len(tokens) == 2
+    webhook_secret = "whsec_demo_" + os.urandom(12).hex()
+    settings = get_settings()
+    bodies: list[str] = []
+    try:
+        api = start_api(settings, _free_port(), dict(os.environ))
+        with httpx.Client(base_url=api, timeout=60) as client:
+
+            def call(method: str, url: str, status: int, **kwargs: object) -> dict:
+                r = client.request(method, url, **kwargs)
+                bodies.append(r.text)
+                assert r.status_code == status, r.text
+                return r.json() if r.content else {}
+
+            login = {"email": DEMO_OWNER_EMAIL, "password": DEMO_OWNER_PASSWORD}
+            access_token = call("POST", "/v1/auth/login", 200, json=login)["access_token"]
+            ws1 = {"X-Workspace-Id": "ws_demo_1"}
+            for credential in (access_token, tokens[1]):
+                auth = {"Authorization": f"Bearer {credential}", **ws1}
+                call("GET", "/api/v1/platform/finance/mrr", 200, headers=auth)
+            owner = {"Authorization": f"Bearer {access_token}", **ws1}
+            call(
+                "PUT",
+                "/api/v1/platform/finance/stripe/webhook-secret",
+                200,
+                json={"secret": webhook_secret},
+                headers=owner,
+            )
+            # Refused requests carrying the secrets: their errors and logs must not echo them.
+            call("GET", "/v1/workspaces", 401, headers={"Authorization": f"Bearer {tokens[0]}"})
+            call("GET", "/v1/workspaces", 401, headers={"Authorization": f"Bearer {tokens[1]}x"})
+            call("GET", "/v1/workspaces", 401, headers={"Authorization": f"Bearer {access_token}x"})
+            call(
+                "PUT",
+                "/api/v1/platform/finance/stripe/webhook-secret",
+                400,
+                json={"secret": "x" + webhook_secret},  # not a whsec_ secret
+                headers=owner,
+            )
+    finally:
+        stop_services(settings)
+
+    secrets = {
+        **{f"Stripe key of account {n}": key for n, key in enumerate(stripe_keys, 1)},
+        "revoked API key of the first run": tokens[0],
+        "API key": tokens[1],
+        "owner's access token": access_token,
+        "webhook secret": webhook_secret,
+        "JWT signing key": (demo.data / ".jwt_secret").read_text().strip(),
+        "master key": TEST_SECRET_KEY,
+    }
+    places = {
+        path: content
+        for path, content in written_files(demo.data).items()
+        if Path(path).relative_to(demo.data).parts[0] != STRIPE_SIDE
+    }
+    kinds = {Path(p).relative_to(demo.data).parts[0] for p in places}
+    assert {"warehouse.sqlite", "dagster_home", "reports", "landing", "run"} <= kinds, kinds
+    assert any("compute_logs" in p or p.endswith((".out", ".err")) for p in places)
+    # The printed key is the one line meant to show it (README: "prints it as export ...").
+    for n, out in enumerate((demo.first_out, demo.second_out), 1):
+        shown = [line for line in out.splitlines() if "export FP_DEMO_TOKEN=" not in line]
+        places[f"demo output {n}"] = "\n".join(shown).encode()
+    places["API answers"] = joined(bodies[1:])  # the first shows the access token it issues
+    ui = ui_answers(demo.data / "dagster_home")
+    assert len(ui) > 1 and b"ws_demo_1" in joined(v.decode() for v in ui.values())
+    places.update(ui)
+    # The secrets are real values the scan can find: the Stripe keys where Stripe keeps them.
+    assert leaks({"Stripe key": stripe_keys[0]}, {"fixture": json.dumps(fixture).encode()})
+    assert leaks(secrets, places) == []
 
 
 def test_the_commands_the_demo_prints_work_verbatim_in_a_new_shell(

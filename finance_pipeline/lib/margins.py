@@ -40,6 +40,7 @@ from fractions import Fraction
 from typing import Any
 
 from finance_pipeline.lib.money import micros_to_decimal, percent, round_half_away
+from finance_pipeline.lib.report_csv import neutralize
 
 TIER_ORDER = {"healthy": 0, "at_risk": 1, "critical": 2}
 _PERIOD_RE = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
@@ -677,7 +678,9 @@ CSV_COLUMNS = (
 
 
 def render_margins_csv(table: Mapping[str, Any]) -> str:
-    """The margins API CSV export of a margin_table result (amounts in whole units, 2 decimals)."""
+    """The margins API CSV export of a margin_table result (amounts in whole units, 2 decimals).
+    Text cells come from Stripe customers and cost tags, so they are made inert for spreadsheets
+    (a leading `'` before a formula character, as in every report CSV)."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\r\n")
     w.writerow(CSV_COLUMNS)
@@ -685,9 +688,9 @@ def render_margins_csv(table: Mapping[str, Any]) -> str:
         pct = r["marginPercent"]
         w.writerow(
             [
-                r["customerName"] or r["stripeCustomerId"],
-                r["stripeCustomerId"],
-                r["tagValue"] or "",
+                neutralize(r["customerName"] or r["stripeCustomerId"]),
+                neutralize(r["stripeCustomerId"]),
+                neutralize(r["tagValue"] or ""),
                 micros_to_decimal(r["revenueMicrodollars"]),
                 micros_to_decimal(r["costMicrodollars"]),
                 "" if pct is None else f"{pct:.2f}",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import uuid
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -29,6 +31,7 @@ from finance_pipeline.lib.margins import (
     tier_changes,
     unmatched_report,
 )
+from finance_pipeline.lib.report_csv import FORMULA_PREFIXES
 
 M = 1_000_000
 P = "2026-04"
@@ -239,6 +242,28 @@ def test_csv_rendering() -> None:
     assert lines[3] == "BetaCo,cus_beta,,50.00,0.00,100.00,50.00,healthy"
     assert lines[5] == "Crit Co,cus_crit,crit,0.00,5.00,,-5.00,critical"
     assert lines[6] == "" and len(lines) == 7
+
+
+@given(
+    name=st.text(min_size=1, max_size=12),
+    customer_id=st.text(min_size=1, max_size=12),
+    tag=st.text(min_size=1, max_size=12),
+)
+def test_csv_text_cells_are_never_formulas(name: str, customer_id: str, tag: str) -> None:
+    """Customer names, ids and cost tags come from Stripe and cost files: a cell never starts
+    a spreadsheet formula, and only a leading apostrophe is added to make it inert."""
+    table = margin_table(
+        P,
+        {(customer_id, P): 10 * M},
+        [CostRecord(tag, P, 2 * M)],
+        [StripeCustomer(customer_id, name)],
+        [CustomerMapping(customer_id, tag)],
+    )
+    [_header, row] = list(csv.reader(io.StringIO(render_margins_csv(table), newline="")))
+    for cell, text in zip(row[:3], (name, customer_id, tag), strict=True):
+        assert not cell.startswith(FORMULA_PREFIXES)
+        assert cell == (("'" + text) if text.startswith(FORMULA_PREFIXES) else text)
+    assert row[3:] == ["10.00", "2.00", "80.00", "8.00", "healthy"]
 
 
 def test_customer_detail() -> None:

@@ -56,7 +56,8 @@ def test_serve_fixture_file(tmp_path: Path) -> None:
     )
     try:
         url, banner = _read_banner(proc)
-        assert "key sk_test_standin -> account acct_1StandInTest00001 (full access)" in banner
+        assert "key sk_test_**** -> account acct_1StandInTest00001 (full access)" in banner
+        assert "sk_test_standin" not in banner  # the key is never printed in clear
         client = stripe.StripeClient(
             "sk_test_standin",
             stripe_version=shapes.API_VERSION,

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from finance_pipeline_dev.standin.server import StandIn
-from finance_pipeline_dev.standin.store import Store, StoreError
+from finance_pipeline_dev.standin.store import Store, StoreError, redact_key
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -187,7 +187,9 @@ def run(
             if acct is not None
             else {}
         )
-        print(f"key {key} -> account {info.account_id} ({scope}) objects={counts}")
+        # Masked: the banner lands in the demo's logs folder (data/run), and a key belongs in
+        # the fixture alone, as a real key stays with Stripe.
+        print(f"key {redact_key(key)} -> account {info.account_id} ({scope}) objects={counts}")
     print(
         f"control plane: {url}/_standin/ (clock, time_travel, faults, requests, dump, load)",
         flush=True,

@@ -1,0 +1,575 @@
+"""Tenant isolation as a property: whatever the tenants hold and however a request mixes another
+tenant's references with its own, it never reaches, shows or changes the other tenant's data.
+
+Each example seeds fresh organizations A (two workspaces) and B (one or two), each workspace
+holding data of every object kind the warehouse keeps per workspace: what the API creates
+(ingests, product records, forecasts, scenarios, exports, sync jobs, mappings, a Stripe
+connection, a webhook secret, API keys, members) and, for every other table with a
+`workspace_id` column, a row of generated names, emails and amounts. `STORED_KINDS` lists those
+tables; a table added to `sql/` without a way to seed it fails
+`test_every_stored_object_kind_is_seeded`. Then, for every operation of the served schema (the
+same coverage as test_tenant_isolation.py), A's owner (access token or API key) and A's key
+scoped to its workspace 1 send the request with B's (or workspace 2's) ids in every slot, and
+with generated mixes of A's own and B's slots (path ids, query filters, X-Workspace-Id, body
+references). The properties:
+
+- naming B's workspace or object in the path or X-Workspace-Id is a 404 (403 for rights over the
+  whole organization through a scoped key) with the error envelope, never a 2xx or a 5xx;
+- a reference to B's object in a query filter or body is never a 5xx, and a body reference to an
+  object of B's is refused (4xx);
+- no answer (body or headers) holds a byte of B's ids, names, emails or generated amounts;
+- B's rows, in every table, are the same after all of A's requests as before.
+
+Examples: FP_ISOLATION_EXAMPLES (3 by default, to keep CI short; derandomized there).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any
+
+import httpx
+import pytest
+import sqlalchemy as sa
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+
+from finance_pipeline.lib.access import ORG_LEVEL
+from finance_pipeline.warehouse import Warehouse
+from finance_pipeline_tests.api.conftest import ApiServer, _factory, bearer
+from finance_pipeline_tests.api.test_tenant_isolation import (
+    EXEMPT,
+    Call,
+    Op,
+    Tenant,
+    Ws,
+    _key,
+    _names_any,
+    _tenant,
+    calls,
+    declared_rights,
+    operations,
+)
+
+EXAMPLES = int(os.environ.get("FP_ISOLATION_EXAMPLES", "3"))
+
+#: Every warehouse table with a workspace_id column, and how a seeded workspace comes to hold
+#: rows of it: "api" (the owner's requests in `_tenant`) or "generated" (a row of generated
+#: values inserted here, for tables the pipeline fills).
+STORED_KINDS: dict[str, str] = {
+    "app.alert_deliveries": "generated",
+    "app.api_keys": "api",
+    "app.closes": "generated",
+    "app.customer_mapping_rejections": "generated",
+    "app.customer_mappings": "api",
+    "app.pipeline_requests": "api",
+    "app.report_catalogue": "generated",
+    "app.report_emails": "generated",
+    "app.report_exports": "api",
+    "app.restatements": "generated",
+    "app.stripe_connections": "api",
+    "app.stripe_webhook_events": "generated",
+    "core.build_state": "generated",
+    "core.ledger": "api",
+    "core.recognized_revenue_monthly": "api",
+    "core.subscription_history": "generated",
+    "core.subscription_history_due": "generated",
+    "mart.advisory_memos": "generated",
+    "mart.alert_episodes": "generated",
+    "mart.alert_evaluated_days": "generated",
+    "mart.alerts": "generated",
+    "mart.cfo_metrics_daily": "api",
+    "mart.customer_margins_monthly": "generated",
+    "mart.customer_margins_summary_monthly": "generated",
+    "mart.forecasts": "api",
+    "mart.mrr_changes": "generated",
+    "mart.mrr_daily": "api",
+    "mart.mrr_movements": "generated",
+    "mart.mrr_plan_daily": "generated",
+    "mart.revenue_daily": "generated",
+    "mart.scenarios": "api",
+    "mart.subscription_counting": "generated",
+    "raw.cost_records": "api",
+    "raw.expense_events": "api",
+    "raw.landing_files": "generated",
+    "raw.manual_revenue": "api",
+    "raw.stripe_balance_transactions": "generated",
+    "raw.stripe_charges": "generated",
+    "raw.stripe_coupons": "generated",
+    "raw.stripe_credit_note_lines": "generated",
+    "raw.stripe_credit_notes": "generated",
+    "raw.stripe_customers": "api",
+    "raw.stripe_events": "generated",
+    "raw.stripe_invoice_lines": "generated",
+    "raw.stripe_invoice_payments": "generated",
+    "raw.stripe_invoices": "generated",
+    "raw.stripe_prices": "generated",
+    "raw.stripe_products": "generated",
+    "raw.stripe_refunds": "generated",
+    "raw.stripe_subscription_items": "generated",
+    "raw.stripe_subscriptions": "generated",
+    "raw.sync_runs": "generated",
+    "raw.sync_state": "generated",
+    "raw.usage_costs": "api",
+}
+
+#: Values a generated row must take to pass a column's CHECK constraint (sql/).
+CHECKED: dict[str, str] = {
+    "match_type": "manual",
+    "format": "csv",
+    "role": "member",
+    "kind": "stripe_sync",
+    "confidence": "0.5",  # a decimal string
+}
+CHECKED_STATUS: dict[str, str] = {
+    "app.customer_mappings": "accepted",
+    "app.alert_deliveries": "delivered",
+    "mart.alert_episodes": "active",
+    "app.report_exports": "completed",
+    "app.closes": "closed",
+    "app.report_emails": "delivered",
+    "app.pipeline_requests": "queued",
+}
+#: Foreign keys of generated rows: (table, column) -> the table whose generated row it names.
+REFERENCES: dict[tuple[str, str], str] = {("app.restatements", "close_id"): "app.closes"}
+
+
+def workspace_tables(wh: Warehouse) -> set[str]:
+    """Every table of the migrated schema (sql/) that has a workspace_id column."""
+    inspector = sa.inspect(wh.engine)
+    out = set()
+    if wh.is_sqlite:
+        names = [(n.split("__", 1)[0], n.split("__", 1)[1]) for n in inspector.get_table_names()]
+    else:
+        names = [
+            (schema, n)
+            for schema in ("app", "raw", "core", "mart")
+            for n in inspector.get_table_names(schema=schema)
+        ]
+    for schema, name in names:
+        qualified = f"{schema}.{name}"
+        if "workspace_id" in {c.name for c in wh.table(qualified).columns}:
+            out.add(qualified)
+    return out
+
+
+@pytest.fixture(scope="module")
+def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
+    """One server: requests only queued, reads never wait, no rate limit in the way, and a
+    Stripe base that refuses connections (no request leaves the machine)."""
+    make, started = _factory(tmp_path_factory.mktemp("isolation_property"))
+    yield make(
+        requests_inline=False,
+        api_read_wait_seconds=0,
+        api_rate_limit_per_minute=1_000_000,
+        stripe_api_base="http://127.0.0.1:9",
+    )
+    for server in started:
+        server.stop()
+
+
+# --- generated data ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Content:
+    """Generated content of a tenant's generated rows: a name, an email's local part and an
+    amount (micro-units), each unique to the tenant so that a scan can find them."""
+
+    name: str
+    local: str
+    amount: int
+
+
+NAME = st.text(
+    st.characters(codec="utf-8", exclude_categories=("Cs", "Cc")), min_size=0, max_size=12
+)
+CONTENT = st.builds(
+    Content,
+    name=NAME,
+    local=st.from_regex(r"[a-z][a-z0-9._+-]{0,10}", fullmatch=True),
+    # Nine digits from 9xx: not a substring of a timestamp, a year or a small count.
+    amount=st.integers(min_value=900_000_001, max_value=999_999_999),
+)
+
+
+def _value(table: str, col: sa.Column, ws: Ws, c: Content, ids: dict[str, str]) -> Any:
+    """A generated value for one column of a row of `table` in workspace `ws`."""
+    name, t = col.name, col.type
+    if name == "workspace_id":
+        return ws.id
+    if (table, name) in REFERENCES:
+        return ids[REFERENCES[(table, name)]]
+    if name == "status" and table in CHECKED_STATUS:
+        return CHECKED_STATUS[table]
+    if name in CHECKED:
+        return CHECKED[name]
+    if isinstance(t, sa.JSON) or name.endswith("_json") or name in ("payload", "settings"):
+        return {"id": f"{ws.label}_{name}", "name": f"{ws.label} {c.name}", "amount": c.amount}
+    if isinstance(t, sa.Boolean):
+        return False
+    if isinstance(t, sa.DateTime):
+        return datetime(2026, 9, 10, tzinfo=UTC)
+    if isinstance(t, sa.Date):
+        return date(2026, 9, 10)
+    if isinstance(t, sa.Float):
+        return 0.5
+    if isinstance(t, sa.Numeric) and not isinstance(t, sa.Integer):
+        return Decimal("1")
+    if isinstance(t, sa.Integer):
+        if name.endswith("_at") or name in ("version", "attempt", "attempts"):
+            return 1
+        return c.amount * (1_000_000 if name.endswith("_micros") else 1)
+    if isinstance(t, sa.LargeBinary):
+        return f"{ws.label}_{name}".encode()
+    if name == "month":
+        return "2026-09"
+    if name in ("day", "date") or name.endswith(("_day", "_date", "_on")):
+        return "2026-09-10"
+    if "currency" in name:
+        return "usd"
+    if "email" in name:
+        return f"{c.local}.{ws.label}@example.com"
+    if name in ("id", "path") or name.endswith(("_id", "_key", "_path")):
+        return ids.setdefault(table, f"{ws.label}_{table}") if name == "id" else (
+            f"{ws.label}_{table}_{name}"
+        )  # fmt: skip
+    return f"{ws.label} {name} {c.name}"
+
+
+def _generate_rows(wh: Warehouse, ws: Ws, content: Content) -> None:
+    """One generated row in every STORED_KINDS table the API seeding left empty for `ws`."""
+    ids: dict[str, str] = {}
+    order = sorted(STORED_KINDS, key=lambda t: t in {r for r in REFERENCES.values()}, reverse=True)
+    with wh.begin() as db:
+        for qualified in order:
+            if STORED_KINDS[qualified] != "generated":
+                continue
+            table = wh.table(qualified)
+            row = {c.name: _value(qualified, c, ws, content, ids) for c in table.columns}
+            db.execute(sa.insert(table), [row])
+
+
+def _snapshot(wh: Warehouse, t: Tenant, org: bool = True) -> dict[str, list[str]]:
+    """Every row of tenant `t`'s workspaces (and, with `org`, of its organization: members, users,
+    keys), by table, as sorted JSON lines."""
+    ws_ids = [ws.id for ws in t.workspaces]
+    queries: dict[str, Any] = {
+        **{
+            q: (sa.select(wh.table(q)).where(wh.table(q).c.workspace_id.in_(ws_ids)))
+            for q in STORED_KINDS
+        },
+        "app.workspaces": sa.select(wh.table("app.workspaces")).where(
+            wh.table("app.workspaces").c.id.in_(ws_ids)
+        ),
+    }
+    if org:
+        queries |= {
+            "app.organizations": sa.select(wh.table("app.organizations")).where(
+                wh.table("app.organizations").c.id == t.owner.org_id
+            ),
+            "app.memberships": sa.select(wh.table("app.memberships")).where(
+                wh.table("app.memberships").c.org_id == t.owner.org_id
+            ),
+            "org api keys": sa.select(wh.table("app.api_keys")).where(
+                wh.table("app.api_keys").c.org_id == t.owner.org_id
+            ),
+            "app.users": sa.select(wh.table("app.users")).where(
+                wh.table("app.users").c.id.in_(sorted(t.user_ids))
+            ),
+        }
+    out = {}
+    with wh.engine.connect() as c:
+        for name, query in queries.items():
+            rows = [
+                json.dumps(dict(r._mapping), default=str, sort_keys=True) for r in c.execute(query)
+            ]
+            out[name] = sorted(rows)
+    return out
+
+
+@dataclass
+class Pair:
+    """One example's tenants: A (the intruder) and B (the target), and B's generated content."""
+
+    a: Tenant
+    b: Tenant
+    content: dict[str, Content]  # by B's workspace id
+    a_scoped_key: str  # owner role, scoped to A's workspace 1
+
+    def secret(self, target: Tenant) -> set[str]:
+        """Strings only the target tenant's data holds."""
+        ids = set(target.identifiers())
+        for ws in target.workspaces:
+            c = self.content.get(ws.id)
+            if c is not None:
+                ids |= {str(c.amount), f"{c.local}.{ws.label}@example.com"}
+        return ids
+
+
+def _seed(api: ApiServer, b_workspaces: int, contents: list[Content]) -> Pair:
+    a, b = _tenant(api, 2), _tenant(api, b_workspaces)
+    content = {}
+    for ws, c in zip(a.workspaces + b.workspaces, contents, strict=False):
+        _generate_rows(api.wh, ws, c)
+        content[ws.id] = c
+    scoped = _key(api, a, "owner", a.workspaces[0].id)
+    a.key_prefixes.add(scoped["prefix"])
+    # A key scoped to each other workspace too (API keys are an object kind of the workspace).
+    for t, ws in [(a, a.workspaces[1])] + [(b, ws) for ws in b.workspaces]:
+        t.key_prefixes.add(_key(api, t, "member", ws.id)["prefix"])
+    return Pair(a, b, content, scoped["key"])
+
+
+# --- the property --------------------------------------------------------------------------------
+
+
+#: The object of a list's page that its `starting_after` cursor names, by the path's last word.
+CURSORS = {
+    "workspaces": lambda t, ws: ws.id,
+    "members": lambda t, ws: t.finance_user_id,
+    "api_keys": lambda t, ws: t.key_id,
+    "forecasts": lambda t, ws: ws.forecast_id,
+    "scenarios": lambda t, ws: ws.scenario_id,
+    "revenue": lambda t, ws: ws.revenue_id,
+    "costs": lambda t, ws: ws.cost_id,
+}
+
+
+def tenant_calls(op: Op, t: Tenant, ws: Ws) -> list[Call]:
+    """calls() of test_tenant_isolation, with the query filters that name a tenant's object set
+    too: a list's `starting_after` cursor and a `plan_id` (the workspace's generated price)."""
+    out = []
+    for call in calls(op, t, ws):
+        params = dict(call.params)
+        names = {p["name"] for p in op.params("query")}
+        if "starting_after" in names:
+            params["starting_after"] = CURSORS[op.path.rsplit("/", 1)[1]](t, ws)
+        if "plan_id" in names:
+            params["plan_id"] = f"{ws.label}_raw.stripe_prices"
+        out.append(Call(call.method, call.url, params, call.headers, call.body))
+    return out
+
+
+def _slots(call: Call) -> dict[str, Any]:
+    """A request's parts that name a tenant's things: each path segment, query parameter, the
+    X-Workspace-Id header and the body."""
+    slots: dict[str, Any] = {f"path{i}": s for i, s in enumerate(call.url.split("/"))}
+    slots |= {f"query:{k}": v for k, v in call.params.items()}
+    slots |= {f"header:{k}": v for k, v in call.headers.items()}
+    slots["body"] = call.body
+    return slots
+
+
+#: Slots that name the workspace or object a request acts on (else a filter or a reference).
+ADDRESSING = ("path", "header:", "query:id")
+
+
+def _compose(own: Call, other: Call, take: set[str]) -> Call:
+    """`own` with the slots in `take` from `other`."""
+    mine, theirs = _slots(own), _slots(other)
+    pick = {k: (theirs[k] if k in take else v) for k, v in mine.items()}
+    segments = [pick[f"path{i}"] for i in range(len(own.url.split("/")))]
+    return Call(
+        own.method,
+        "/".join(segments),
+        {k.split(":", 1)[1]: v for k, v in pick.items() if k.startswith("query:")},
+        {k.split(":", 1)[1]: v for k, v in pick.items() if k.startswith("header:")},
+        pick["body"],
+    )
+
+
+def _text(call: Call) -> str:
+    return f"{call.url} {call.params} {call.headers} {json.dumps(call.body)}"
+
+
+def _missing(call: Call, secret: set[str]) -> Call:
+    """The same request naming objects that do not exist where it names the target's."""
+
+    def swap(text: str) -> str:
+        for i in sorted(secret, key=len, reverse=True):
+            text = text.replace(i, i + "0missing")
+        return text
+
+    return Call(
+        call.method,
+        swap(call.url),
+        {k: swap(v) for k, v in call.params.items()},
+        {k: swap(v) for k, v in call.headers.items()},
+        None if call.body is None else json.loads(swap(json.dumps(call.body))),
+    )
+
+
+def _code(r: httpx.Response) -> str:
+    try:
+        return str(r.json()["error"]["code"])
+    except (ValueError, KeyError, TypeError):
+        return ""
+
+
+def _envelope(r: httpx.Response) -> bool:
+    try:
+        err = r.json()["error"]
+    except (ValueError, KeyError, TypeError):
+        return False
+    return isinstance(err, dict) and bool(err.get("code")) and bool(err.get("message"))
+
+
+def _leaked(r: httpx.Response, secret: set[str]) -> list[str]:
+    text = r.text + " ".join(f"{k}: {v}" for k, v in r.headers.items())
+    return sorted(i for i in secret if i in text)
+
+
+def _check(
+    api: ApiServer,
+    op: Op,
+    call: Call,
+    cred: dict[str, str],
+    secret: set[str],
+    addressed: bool,
+    org_level_scoped: bool,
+    failures: list[str],
+    label: str,
+) -> None:
+    """Send one intruding request and record what breaks the properties."""
+    r = call.send(api.client, cred)
+    where = f"{label} {op.method} {call.url} {call.params} {call.headers} {call.body}"
+    # A refusal may echo what the request itself named ("No such forecast: fc_..."): that
+    # discloses nothing. Anything else of the target's in an answer does.
+    sent = {i for i in secret if i in _text(call)} if r.status_code >= 400 else set()
+    if leaked := _leaked(r, secret - sent):
+        failures.append(f"{where}: answer shows the target's {leaked}")
+    if addressed or org_level_scoped:
+        # No existence oracle: the target's objects are refused exactly as missing ones are.
+        missing = _missing(call, secret).send(api.client, cred)
+        if (missing.status_code, _code(missing)) != (r.status_code, _code(r)):
+            failures.append(
+                f"{where}: {r.status_code} {_code(r)}, but {missing.status_code} "
+                f"{_code(missing)} for missing objects"
+            )
+    if r.status_code >= 500:
+        failures.append(f"{where}: {r.status_code} {r.text[:200]}")
+    elif org_level_scoped:
+        if r.status_code != 403 or not _envelope(r):
+            failures.append(f"{where}: {r.status_code} (want 403) {r.text[:200]}")
+    elif addressed:
+        if r.status_code not in (403, 404) or not _envelope(r):
+            failures.append(f"{where}: {r.status_code} (want 404) {r.text[:200]}")
+    elif (
+        call.body is not None
+        and _names_any(Call(call.method, "", {}, {}, call.body), secret)
+        and r.status_code < 400
+    ):
+        failures.append(
+            f"{where}: a body naming the target's object was accepted ({r.status_code})"
+        )
+
+
+@pytest.mark.slow
+@settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    derandomize=bool(os.environ.get("CI")),
+    # No shrinking: every example seeds two organizations and sweeps the schema, and a failure
+    # already names the request and what it showed.
+    phases=[Phase.explicit, Phase.reuse, Phase.generate],
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(
+    b_workspaces=st.integers(1, 2),
+    contents=st.lists(CONTENT, min_size=4, max_size=4, unique_by=lambda c: c.amount),
+    data=st.data(),
+)
+def test_no_request_reaches_shows_or_changes_another_tenants_data(
+    api: ApiServer, b_workspaces: int, contents: list[Content], data: st.DataObject
+) -> None:
+    pair = _seed(api, b_workspaces, contents)
+    a, b = pair.a, pair.b
+    a_ws1, a_ws2 = a.workspaces
+    rights = declared_rights(api.app)
+    ops = [op for op in operations(api) if op.key not in EXEMPT]
+    before = _snapshot(api.wh, b)
+    before_ws2 = _snapshot(api.wh, Tenant(a.owner, a.marker, [a_ws2]), org=False)
+    b_secret = pair.secret(b)
+    ws2_secret = {i for i in a_ws2.identifiers()} | {str(pair.content[a_ws2.id].amount)}
+    failures: list[str] = []
+    creds = {"A owner token": a.owner.headers, "A owner key": bearer(a.owner_key)}
+    for op in ops:
+        target_ws = data.draw(st.sampled_from(b.workspaces), label=f"{op.key} target")
+        own_calls = tenant_calls(op, a, a_ws1)
+        for own, theirs in zip(own_calls, tenant_calls(op, b, target_ws), strict=True):
+            differing = sorted(k for k, v in _slots(theirs).items() if _slots(own).get(k) != v)
+            if not differing:
+                continue  # names nothing of anyone's (POST /v1/workspaces): nothing to swap
+            mix = data.draw(
+                st.sets(st.sampled_from(differing), min_size=1), label=f"{op.key} B's slots"
+            )
+            # Every slot from B; each one alone; and a generated mix.
+            singles = [{k} for k in differing] if len(differing) > 1 else []
+            for take in [set(differing), *singles, mix]:
+                call = _compose(own, theirs, take)
+                addressed = any(k.startswith(ADDRESSING) for k in take)
+                label = data.draw(st.sampled_from(sorted(creds)), label=f"{op.key} credential")
+                _check(api, op, call, creds[label], b_secret, addressed, False, failures, label)
+        # A's key scoped to workspace 1, naming workspace 2's things (the same organization).
+        for own, theirs in zip(own_calls, tenant_calls(op, a, a_ws2), strict=True):
+            differing = {k for k, v in _slots(theirs).items() if _slots(own).get(k) != v}
+            if not differing:
+                continue
+            call = _compose(own, theirs, differing)
+            org_level = rights[op.key] in ORG_LEVEL
+            addressed = any(k.startswith(ADDRESSING) for k in differing)
+            _check(
+                api, op, call, bearer(pair.a_scoped_key), ws2_secret, addressed, org_level,
+                failures, "A key scoped to workspace 1",
+            )  # fmt: skip
+    assert failures == []
+    assert _snapshot(api.wh, b) == before
+    assert _snapshot(api.wh, Tenant(a.owner, a.marker, [a_ws2]), org=False) == before_ws2
+
+
+def test_every_stored_object_kind_is_seeded(api: ApiServer) -> None:
+    """STORED_KINDS is every table with a workspace_id column, and a seeded workspace holds a
+    row of each (so every kind is in the property above)."""
+    assert set(STORED_KINDS) == workspace_tables(api.wh)
+    pair = _seed(api, 1, [Content("n", "l", 900_000_000 + i) for i in range(1, 5)])
+    for t in (pair.a, pair.b):
+        empty = {table for table, rows in _snapshot(api.wh, t).items() if not rows}
+        assert empty == set(), f"{t.marker}: no rows in {sorted(empty)}"
+        for ws in t.workspaces:
+            for table in STORED_KINDS:
+                n = api.wh.scalar(
+                    f"SELECT COUNT(*) FROM {api.wh.name(table)} WHERE workspace_id = :w", w=ws.id
+                )
+                assert n, f"{table} holds nothing of workspace {ws.id}"
+
+
+def test_the_target_tenant_sees_its_own_generated_data(api: ApiServer) -> None:
+    """A control: B's owner reads show B's generated rows somewhere (the scan above looks for
+    data the API does serve), and its own requests answer without a 5xx."""
+    contents = [Content("Ω name", "who", 900_000_000 + i) for i in range(1, 5)]
+    pair = _seed(api, 1, contents)
+    b, ws = pair.b, pair.b.workspaces[0]
+    secret = pair.secret(b)
+    shown: set[str] = set()
+    errors: list[str] = []
+    texts: list[str] = []
+    for op in operations(api):
+        if op.key in EXEMPT or op.method != "GET":
+            continue
+        for call in calls(op, b, ws):
+            r = call.send(api.client, b.owner.headers)
+            if r.status_code >= 500:
+                errors.append(f"{op.key}: {r.text[:200]}")
+            shown |= {i for i in secret if i in r.text}
+            texts.append(f"{op.key} {r.text}")
+    assert errors == []
+    # The API's own objects.
+    assert ws.id in shown and ws.forecast_id in shown and ws.export_id in shown
+    # A generated row is served too (the Stripe sync status shows the last webhook event).
+    assert any(contents[0].name in t for t in texts)
