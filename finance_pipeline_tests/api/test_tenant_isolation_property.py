@@ -44,6 +44,7 @@ from finance_pipeline.warehouse import Warehouse
 from finance_pipeline_tests.api.conftest import ApiServer, _factory, bearer
 from finance_pipeline_tests.api.test_tenant_isolation import (
     EXEMPT,
+    MIN_OPERATIONS,
     Call,
     Op,
     Tenant,
@@ -119,6 +120,10 @@ STORED_KINDS: dict[str, str] = {
     "raw.sync_state": "generated",
     "raw.usage_costs": "api",
 }
+
+#: Operations whose requests name nothing of a tenant's: they act in the caller's organization
+#: (test_tenant_isolation checks they show nothing of another's).
+NAME_NOTHING = {("POST", "/v1/workspaces")}
 
 #: Values a generated row must take to pass a column's CHECK constraint (sql/).
 CHECKED: dict[str, str] = {
@@ -490,6 +495,7 @@ def test_no_request_reaches_shows_or_changes_another_tenants_data(
     b_secret = pair.secret(b)
     ws2_secret = {i for i in a_ws2.identifiers()} | {str(pair.content[a_ws2.id].amount)}
     failures: list[str] = []
+    swept: set[tuple[str, str]] = set()
     creds = {"A owner token": a.owner.headers, "A owner key": bearer(a.owner_key)}
     for op in ops:
         target_ws = data.draw(st.sampled_from(b.workspaces), label=f"{op.key} target")
@@ -498,6 +504,7 @@ def test_no_request_reaches_shows_or_changes_another_tenants_data(
             differing = sorted(k for k, v in _slots(theirs).items() if _slots(own).get(k) != v)
             if not differing:
                 continue  # names nothing of anyone's (POST /v1/workspaces): nothing to swap
+            swept.add(op.key)
             mix = data.draw(
                 st.sets(st.sampled_from(differing), min_size=1), label=f"{op.key} B's slots"
             )
@@ -521,6 +528,10 @@ def test_no_request_reaches_shows_or_changes_another_tenants_data(
                 failures, "A key scoped to workspace 1",
             )  # fmt: skip
     assert failures == []
+    # Every operation of the schema was sent naming the other tenant, but those that name nothing
+    # of a tenant's (they act in the caller's own organization).
+    assert len(ops) >= MIN_OPERATIONS - len(EXEMPT)
+    assert {op.key for op in ops} - swept == NAME_NOTHING
     assert _snapshot(api.wh, b) == before
     assert _snapshot(api.wh, Tenant(a.owner, a.marker, [a_ws2]), org=False) == before_ws2
 
