@@ -4,6 +4,8 @@ codes; values equal to the marts digit for digit; the tier gate, roles and tenan
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 from collections.abc import Iterator
 from datetime import date
@@ -15,6 +17,7 @@ import httpx
 import pytest
 
 from finance_pipeline.api.margins.margins import EncodedAnswers
+from finance_pipeline.lib.report_csv import FORMULA_PREFIXES
 from finance_pipeline.margins.assets import customer_margins_monthly
 from finance_pipeline.margins.mappings import unmatched
 from finance_pipeline.reports.render import build_csv
@@ -147,6 +150,34 @@ def test_margins_csv_is_the_reports_file(api: ApiServer, org: Org) -> None:
         "Customer,Stripe ID,Tag Value,Revenue ($),Cost ($),Margin (%),Margin ($),Health Tier"
     )
     assert first == "Acme Corp,cus_acme,acme-corp,100.00,30.00,70.00,70.00,healthy"
+
+
+def test_margins_csv_neutralizes_formulas_in_names_and_tags(api: ApiServer) -> None:
+    """Customer names come from Stripe and tags from cost files: in the served CSV a cell that
+    would start a spreadsheet formula starts with an apostrophe instead."""
+    o = new_org(api)
+    seed_margins(api.wh, o.workspace_id)
+    hostile = {
+        "customer_name": '=HYPERLINK("http://evil.example","open")',
+        "tag_value": "@SUM(1+1)*cmd|' /C calc'!A0",
+    }
+    with api.wh.begin() as db:
+        db.execute(
+            api.wh.text(
+                "UPDATE mart.customer_margins_monthly SET customer_name = :n, tag_value = :t"
+                " WHERE workspace_id = :w AND month = '2026-09' AND stripe_customer_id = 'cus_acme'"
+            ),
+            {"n": hostile["customer_name"], "t": hostile["tag_value"], "w": o.workspace_id},
+        )
+    r = api.client.get(
+        "/api/margins", params={"period": "2026-09", "format": "csv"}, headers=o.headers
+    )
+    assert r.status_code == 200, r.text
+    rows = list(csv.reader(io.StringIO(r.text, newline="")))
+    acme = next(row for row in rows if row[1] == "cus_acme")
+    assert acme[0] == "'" + hostile["customer_name"]
+    assert acme[2] == "'" + hostile["tag_value"]
+    assert not any(cell.startswith(FORMULA_PREFIXES) for row in rows for cell in row[:3])
 
 
 def test_one_customer_in_the_seed_shape(api: ApiServer, org: Org) -> None:

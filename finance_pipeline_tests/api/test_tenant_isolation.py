@@ -15,6 +15,9 @@ exercised or listed in EXEMPT with a reason, so a new route is covered (or fails
   declared right (read from the route's `require(...)` dependency), never a 2xx there;
 - the same requests by A's owner succeed (a control: B's 404s come from tenancy, not from a bad
   request), and nothing B or the scoped key tried changed A's resources.
+
+test_tenant_isolation_property.py makes the tenancy part a hypothesis property over generated
+data in every workspace table and mixes of both tenants' ids in one request.
 """
 
 from __future__ import annotations

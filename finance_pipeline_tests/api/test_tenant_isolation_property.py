@@ -44,11 +44,14 @@ from finance_pipeline.warehouse import Warehouse
 from finance_pipeline_tests.api.conftest import ApiServer, _factory, bearer
 from finance_pipeline_tests.api.test_tenant_isolation import (
     EXEMPT,
+    MIN_OPERATIONS,
     Call,
     Op,
     Tenant,
     Ws,
+    _code,
     _key,
+    _leaks,
     _names_any,
     _tenant,
     calls,
@@ -118,6 +121,10 @@ STORED_KINDS: dict[str, str] = {
     "raw.usage_costs": "api",
 }
 
+#: Operations whose requests name nothing of a tenant's: they act in the caller's organization
+#: (test_tenant_isolation checks they show nothing of another's).
+NAME_NOTHING = {("POST", "/v1/workspaces")}
+
 #: Values a generated row must take to pass a column's CHECK constraint (sql/).
 CHECKED: dict[str, str] = {
     "match_type": "manual",
@@ -178,8 +185,9 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
 
 @dataclass(frozen=True)
 class Content:
-    """Generated content of a tenant's generated rows: a name, an email's local part and an
-    amount (micro-units), each unique to the tenant so that a scan can find them."""
+    """What a workspace's generated rows hold: a name, an email's local part (the email carries
+    the workspace's label) and an amount, unique among an example's workspaces, so that a scan
+    can find them."""
 
     name: str
     local: str
@@ -235,17 +243,18 @@ def _value(table: str, col: sa.Column, ws: Ws, c: Content, ids: dict[str, str]) 
         return "usd"
     if "email" in name:
         return f"{c.local}.{ws.label}@example.com"
-    if name in ("id", "path") or name.endswith(("_id", "_key", "_path")):
-        return ids.setdefault(table, f"{ws.label}_{table}") if name == "id" else (
-            f"{ws.label}_{table}_{name}"
-        )  # fmt: skip
+    if name == "id":
+        return ids.setdefault(table, f"{ws.label}_{table}")
+    if name == "path" or name.endswith(("_id", "_key", "_path")):
+        return f"{ws.label}_{table}_{name}"
     return f"{ws.label} {name} {c.name}"
 
 
 def _generate_rows(wh: Warehouse, ws: Ws, content: Content) -> None:
-    """One generated row in every STORED_KINDS table the API seeding left empty for `ws`."""
+    """One generated row of workspace `ws` in every STORED_KINDS table the API does not fill
+    (the referenced tables first)."""
     ids: dict[str, str] = {}
-    order = sorted(STORED_KINDS, key=lambda t: t in {r for r in REFERENCES.values()}, reverse=True)
+    order = sorted(STORED_KINDS, key=lambda t: t in set(REFERENCES.values()), reverse=True)
     with wh.begin() as db:
         for qualified in order:
             if STORED_KINDS[qualified] != "generated":
@@ -405,24 +414,12 @@ def _missing(call: Call, secret: set[str]) -> Call:
     )
 
 
-def _code(r: httpx.Response) -> str:
-    try:
-        return str(r.json()["error"]["code"])
-    except (ValueError, KeyError, TypeError):
-        return ""
-
-
 def _envelope(r: httpx.Response) -> bool:
     try:
         err = r.json()["error"]
     except (ValueError, KeyError, TypeError):
         return False
     return isinstance(err, dict) and bool(err.get("code")) and bool(err.get("message"))
-
-
-def _leaked(r: httpx.Response, secret: set[str]) -> list[str]:
-    text = r.text + " ".join(f"{k}: {v}" for k, v in r.headers.items())
-    return sorted(i for i in secret if i in text)
 
 
 def _check(
@@ -442,7 +439,7 @@ def _check(
     # A refusal may echo what the request itself named ("No such forecast: fc_..."): that
     # discloses nothing. Anything else of the target's in an answer does.
     sent = {i for i in secret if i in _text(call)} if r.status_code >= 400 else set()
-    if leaked := _leaked(r, secret - sent):
+    if leaked := _leaks(r, secret - sent):
         failures.append(f"{where}: answer shows the target's {leaked}")
     if addressed or org_level_scoped:
         # No existence oracle: the target's objects are refused exactly as missing ones are.
@@ -498,6 +495,7 @@ def test_no_request_reaches_shows_or_changes_another_tenants_data(
     b_secret = pair.secret(b)
     ws2_secret = {i for i in a_ws2.identifiers()} | {str(pair.content[a_ws2.id].amount)}
     failures: list[str] = []
+    swept: set[tuple[str, str]] = set()
     creds = {"A owner token": a.owner.headers, "A owner key": bearer(a.owner_key)}
     for op in ops:
         target_ws = data.draw(st.sampled_from(b.workspaces), label=f"{op.key} target")
@@ -506,6 +504,7 @@ def test_no_request_reaches_shows_or_changes_another_tenants_data(
             differing = sorted(k for k, v in _slots(theirs).items() if _slots(own).get(k) != v)
             if not differing:
                 continue  # names nothing of anyone's (POST /v1/workspaces): nothing to swap
+            swept.add(op.key)
             mix = data.draw(
                 st.sets(st.sampled_from(differing), min_size=1), label=f"{op.key} B's slots"
             )
@@ -529,6 +528,10 @@ def test_no_request_reaches_shows_or_changes_another_tenants_data(
                 failures, "A key scoped to workspace 1",
             )  # fmt: skip
     assert failures == []
+    # Every operation of the schema was sent naming the other tenant, but those that name nothing
+    # of a tenant's (they act in the caller's own organization).
+    assert len(ops) >= MIN_OPERATIONS - len(EXEMPT)
+    assert {op.key for op in ops} - swept == NAME_NOTHING
     assert _snapshot(api.wh, b) == before
     assert _snapshot(api.wh, Tenant(a.owner, a.marker, [a_ws2]), org=False) == before_ws2
 
