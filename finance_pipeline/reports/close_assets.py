@@ -336,7 +336,9 @@ def workspace_readiness(
         before = records[-1].storage_id
         run_ids = [r for r in dict.fromkeys(rec.run_id for rec in records) if r not in seen]
         seen.update(run_ids)
-        runs = {r.run_id: r for r in instance.get_runs(dg.RunsFilter(run_ids=run_ids))}
+        # An empty run_ids filter would match every run.
+        found = instance.get_runs(dg.RunsFilter(run_ids=run_ids)) if run_ids else []
+        runs = {r.run_id: r for r in found}
         for rid in run_ids:  # newest first
             run = runs.get(rid)
             if run is None:
