@@ -219,10 +219,11 @@ def start_api(url: str, workdir: Path, workers: int, port: int) -> subprocess.Po
         [str(exe), "api", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)],
         cwd=ROOT, env=env, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
-    deadline = time.time() + 90
+    # Generous: at load average 30+ on 2 vCPUs two workers took over 90 s to import and answer.
+    deadline = time.time() + 300
     while time.time() < deadline:
         try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/openapi.json", timeout=2).read()
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/openapi.json", timeout=10).read()
             return proc
         except OSError:
             if proc.poll() is not None:

@@ -336,7 +336,9 @@ def workspace_readiness(
         before = records[-1].storage_id
         run_ids = [r for r in dict.fromkeys(rec.run_id for rec in records) if r not in seen]
         seen.update(run_ids)
-        runs = {r.run_id: r for r in instance.get_runs(dg.RunsFilter(run_ids=run_ids))}
+        # An empty run_ids filter would match every run.
+        found = instance.get_runs(dg.RunsFilter(run_ids=run_ids)) if run_ids else []
+        runs = {r.run_id: r for r in found}
         for rid in run_ids:  # newest first
             run = runs.get(rid)
             if run is None:
@@ -356,6 +358,9 @@ def workspace_readiness(
     for ws in pending:
         out[ws] = Readiness(ws, False, f"mart/mrr_daily {day} not refreshed for it yet")
     return {ws: out[ws] for ws in workspace_ids}
+
+
+_WAITING_LISTED = 20
 
 
 def _cursor_requested(cursor: str | None, month: str) -> tuple[bool, set[str]]:
@@ -395,10 +400,18 @@ def make_close_sensor(job: Any) -> dg.SensorDefinition:
             return dg.SkipReason(f"{month} already requested")
         _, last_day = month_bounds(month)
         ids = [ws.id for ws in list_workspaces(warehouse.get())]
+        if not ids:
+            return dg.SkipReason("no workspaces to close")
         todo = [ws for ws in ids if ws not in requested]
         readiness = workspace_readiness(context.instance, last_day, todo)
         ready = [ws for ws in todo if readiness[ws].ready]
-        waiting = "; ".join(f"{ws}: {r.reason}" for ws, r in readiness.items() if not r.ready)
+        not_ready = [f"{ws}: {r.reason}" for ws, r in readiness.items() if not r.ready]
+        # A tick's message stays readable with a thousand workspaces waiting.
+        waiting = "; ".join(not_ready[:_WAITING_LISTED]) + (
+            f"; and {len(not_ready) - _WAITING_LISTED} more"
+            if len(not_ready) > _WAITING_LISTED
+            else ""
+        )
         if not ready:
             return dg.SkipReason(f"waiting for {month}'s last day ({last_day}): {waiting}")
         if waiting:

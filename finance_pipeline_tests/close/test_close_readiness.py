@@ -17,6 +17,7 @@ from finance_pipeline.definitions import defs
 from finance_pipeline.reports import close_assets
 from finance_pipeline.reports.close import latest_close
 from finance_pipeline.reports.close_assets import close_pack, workspace_readiness
+from finance_pipeline.settings import get_settings
 from finance_pipeline.tenancy import WORKSPACE_TAG
 from finance_pipeline.warehouse import Warehouse
 from finance_pipeline_tests.dagster_runs import range_tags, warehouse_resources
@@ -103,6 +104,14 @@ def test_a_failed_workspace_holds_back_only_its_own_close(
     assert req.tags[WORKSPACE_TAG] == good and req.partition_key == f"{OCT}-01"
     assert req.run_key == f"month_end_close:{OCT}:{good}"
     assert json.loads(tick.cursor or "") == {"month": OCT, "requested": [good]}
+    # Without fan-out (batch size 0) the ready part is still one run scoped to it, not an untagged
+    # run over every workspace (which would take the bad one's run key).
+    monkeypatch.setenv("FP_FANOUT_BATCH_SIZE", "0")
+    get_settings.cache_clear()
+    [whole] = _tick(instance, wh, None).run_requests
+    assert whole.tags[WORKSPACE_TAG] == good and whole.run_key == f"month_end_close:{OCT}:{good}"
+    monkeypatch.delenv("FP_FANOUT_BATCH_SIZE")
+    get_settings.cache_clear()
     # Its next tick asks for nothing more and says why the bad workspace waits.
     waiting = _tick(instance, wh, tick.cursor)
     assert not waiting.run_requests
