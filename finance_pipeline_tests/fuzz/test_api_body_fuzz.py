@@ -345,6 +345,12 @@ def test_numbers_beyond_int64_are_a_4xx(
     value = data.draw(huge, label="value")
     path = fill(template, ws)
     base = valid_bodies(ws, forecast_id).get((method, template))
+    if template.endswith("/scenarios"):
+        # the delta type that reads this field (a hire ignores pct)
+        kinds = {"pct": "price_change", "delta_pp": "churn_change", "monthly_cost_cents": "hire"}
+        base = {**base, "delta": {"type": kinds[field[-1]]}}  # type: ignore[dict-item]
+        if field[-1] == "monthly_cost_cents":
+            base["delta"]["start_month"] = "2026-06"
     body = json.dumps(_put(base, field, value)).encode()
     before = stored_counts(server.wh)
     r = send(server, headers, method, path, body)
