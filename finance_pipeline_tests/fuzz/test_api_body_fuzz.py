@@ -345,6 +345,12 @@ def test_numbers_beyond_int64_are_a_4xx(
     value = data.draw(huge, label="value")
     path = fill(template, ws)
     base = valid_bodies(ws, forecast_id).get((method, template))
+    if template.endswith("/scenarios"):
+        # the delta type that reads this field (a hire ignores pct)
+        kinds = {"pct": "price_change", "delta_pp": "churn_change", "monthly_cost_cents": "hire"}
+        base = {**base, "delta": {"type": kinds[field[-1]]}}  # type: ignore[dict-item]
+        if field[-1] == "monthly_cost_cents":
+            base["delta"]["start_month"] = "2026-06"
     body = json.dumps(_put(base, field, value)).encode()
     before = stored_counts(server.wh)
     r = send(server, headers, method, path, body)
@@ -487,3 +493,37 @@ def test_ingest_batches_are_stored_exactly_or_refused_whole(
     label = refused(server, path, r, {400, 422})
     _nothing_stored(server, before)
     tally(f"API ingest batch: {target}", f"{label} ({how})")
+
+
+def test_a_refused_body_takes_no_idempotency_key(
+    server: ApiServer, owner: tuple[dict[str, str], str]
+) -> None:
+    """A 413 or 415 reaches neither idempotency nor a route: the same key then works once."""
+    headers, ws = owner
+    key = {**headers, "Idempotency-Key": f"fuzz-{uuid.uuid4().hex}"}
+    path = f"/v1/workspaces/{ws}/ingest/expenses"
+    item = {"subtype": "one_time_expense", "amount_cents": 500, "occurred_at": "2026-01-15"}
+    big = json.dumps({"expenses": [{**item, "vendor": "v" * 200}] * 200}).encode()
+    assert len(big) > LIMIT
+    before = stored_counts(server.wh)
+    refused(server, path, send(server, key, "POST", path, big), {413})
+    refused(server, path, send(server, key, "POST", path, b"{}", "text/plain"), {415})
+    _nothing_stored(server, before)
+    r = server.client.post(path, json={"expenses": [item]}, headers=key)
+    assert r.status_code == 202 and r.json()["inserted"] == 1, r.text
+
+
+def test_the_default_body_limit_holds_a_full_ingest() -> None:
+    from finance_pipeline.lib.ingest_validation import MAX_ROWS
+    from finance_pipeline.settings import Settings
+
+    item = {
+        "subtype": "recurring_expense",
+        "amount_cents": 123456789,
+        "currency": "USD",
+        "occurred_at": "2026-01-15",
+        "vendor": "Vercel",
+        "external_id": "exp_0123456789abcdef",
+    }
+    full = len(json.dumps({"expenses": [item] * MAX_ROWS}))
+    assert full < Settings().api_max_body_bytes < 2 * full

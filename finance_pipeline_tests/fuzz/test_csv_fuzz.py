@@ -86,3 +86,19 @@ def test_arbitrary_bytes_never_crash_the_validation(data: bytes, name: str) -> N
     assert result.ok or all(e.code in CODES and e.message for e in result.errors)
     assert error_report(result, name).startswith(name)
     tally("csv validation: arbitrary bytes", "accepted" if result.ok else "rejected")
+
+
+@pytest.mark.parametrize("code", ["XYZ", "uss", "EUT", "XTS", "XAU"])
+def test_a_three_letter_code_outside_iso_4217_is_rejected(code: str) -> None:
+    text = f"name,amount,currency,category,date\nVercel,20.00,{code},TOOLS,2024-01-15\n"
+    [err] = parse_csv("costs", text).errors
+    assert (err.line, err.field, err.code) == (2, "currency", "invalid_value")
+    assert err.message == (
+        f"currency '{code}' is not an ISO 4217 currency code; use one like USD, EUR or JPY"
+    )
+
+
+@pytest.mark.parametrize("code", ["usd", "EUR", "jpy", "HRK", "DEM", "XOF", "zwg"])
+def test_iso_4217_codes_current_and_withdrawn_since_2000_are_accepted(code: str) -> None:
+    text = f"name,amount,currency,category,date\nVercel,20,{code},TOOLS,2024-01-15\n"
+    assert parse_csv("costs", text).ok

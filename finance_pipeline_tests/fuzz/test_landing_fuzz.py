@@ -186,3 +186,26 @@ def test_the_sensor_and_the_ingest_job_store_good_files_and_reject_bad_ones(
         assert len(stored) == len(want)
         assert all(_same(s, e) for s, e in zip(stored, want, strict=True))
     tally("landing files (sensor + ingest job)", "run failed" if rejected else "run succeeded")
+
+
+def test_an_oversized_file_is_rejected_unread_through_the_cli(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from finance_pipeline.cli import main
+
+    monkeypatch.setenv("FP_LANDING_MAX_FILE_BYTES", "1000")
+    get_settings.cache_clear()
+    wh = warehouse_for(get_settings().resolved_warehouse_url)
+    _root, folder, _ws = _land(wh, "costs", create_organization(wh, "Fuzz"))
+    path = folder / "costs_big.csv"
+    path.write_text(
+        "name,amount,currency,category,date\n" + "Vercel,20.00,USD,TOOLS,2024-01-15\n" * 40
+    )
+    before = stored_counts(wh)
+    assert main(["ingest-file", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert "rejected costs_big.csv: nothing was written" in err
+    assert "the file is 1,395 bytes; at most 1,000 are accepted" in err
+    after = stored_counts(wh)
+    assert {t for t in after if after[t] != before[t]} == {"raw.landing_files"}
+    assert (folder / REJECTED / "costs_big.csv").exists()
