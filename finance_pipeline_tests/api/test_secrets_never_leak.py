@@ -73,7 +73,9 @@ def test_no_secret_is_stored_logged_or_answered_in_clear(
     )
     call("GET", "/v1/workspaces", headers={"Authorization": f"Bearer {api_key}"})
     api.client.post(
-        f"{BASE}/stripe/webhook/{ws}", content=b"{}", headers={"Stripe-Signature": "t=1,v1=00"}
+        f"{BASE}/stripe/webhook/{ws}",
+        content=b"{}",
+        headers={"Stripe-Signature": "t=1,v1=00", "Content-Type": "application/json"},
     )
 
     data = Path(api.settings.data_dir)
