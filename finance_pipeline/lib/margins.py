@@ -26,8 +26,6 @@ Decisions:
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 import re
 import unicodedata
@@ -39,8 +37,7 @@ from decimal import Decimal
 from fractions import Fraction
 from typing import Any
 
-from finance_pipeline.lib.money import micros_to_decimal, percent, round_half_away
-from finance_pipeline.lib.report_csv import neutralize
+from finance_pipeline.lib.money import percent, round_half_away
 
 TIER_ORDER = {"healthy": 0, "at_risk": 1, "critical": 2}
 _PERIOD_RE = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
@@ -663,47 +660,6 @@ def unmatched_report(
         "pendingAutoMatches": [p.to_dict() for p in pending],
         "customerNames": {c.id: c.name for c in sorted(customers, key=lambda c: c.id) if c.name},
     }
-
-
-CSV_COLUMNS = (
-    "Customer",
-    "Stripe ID",
-    "Tag Value",
-    "Revenue ($)",
-    "Cost ($)",
-    "Margin (%)",
-    "Margin ($)",
-    "Health Tier",
-)
-
-
-def render_margins_csv(table: Mapping[str, Any]) -> str:
-    """The margins API CSV export of a margin_table result (amounts in whole units, 2 decimals).
-    Text cells come from Stripe customers and cost tags, so they are made inert for spreadsheets
-    (a leading `'` before a formula character, as in every report CSV)."""
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\r\n")
-    w.writerow(CSV_COLUMNS)
-    for r in table["customers"]:
-        pct = r["marginPercent"]
-        w.writerow(
-            [
-                neutralize(r["customerName"] or r["stripeCustomerId"]),
-                neutralize(r["stripeCustomerId"]),
-                neutralize(r["tagValue"] or ""),
-                micros_to_decimal(r["revenueMicrodollars"]),
-                micros_to_decimal(r["costMicrodollars"]),
-                "" if pct is None else f"{pct:.2f}",
-                micros_to_decimal(r["marginMicrodollars"]),
-                r["healthTier"],
-            ]
-        )
-    return buf.getvalue()
-
-
-def csv_filename(period: str) -> str:
-    """Download name of the CSV export, as in the margins API."""
-    return f"margins-{validate_period(period)}.csv"
 
 
 def tier_changes(

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import uuid
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -19,19 +17,16 @@ from finance_pipeline.lib.margins import (
     MarginThresholds,
     StripeCustomer,
     budget_suggestion,
-    csv_filename,
     customer_detail,
     health_tier,
     linear_projection,
     margin_table,
     propose_auto_matches,
-    render_margins_csv,
     resolve_tags,
     shift_month,
     tier_changes,
     unmatched_report,
 )
-from finance_pipeline.lib.report_csv import FORMULA_PREFIXES
 
 M = 1_000_000
 P = "2026-04"
@@ -213,9 +208,6 @@ def test_empty_inputs() -> None:
     assert table["summary"]["blendedMarginPercent"] is None
     assert table["summary"]["totalRevenueMicrodollars"] == 0
     assert (table["summary"]["criticalCount"], table["summary"]["atRiskCount"]) == (0, 0)
-    assert render_margins_csv(table) == (
-        "Customer,Stripe ID,Tag Value,Revenue ($),Cost ($),Margin (%),Margin ($),Health Tier\r\n"
-    )
     assert unmatched_report([], {}, []) == {
         "unmatchedStripeCustomers": [],
         "unmappedTagValues": [],
@@ -228,42 +220,6 @@ def test_invalid_period() -> None:
     for bad in ("2026-4", "2026-13", "April", "2026-04-01"):
         with pytest.raises(ValueError, match="YYYY-MM"):
             margin_table(bad, {}, [])
-    assert csv_filename(P) == "margins-2026-04.csv"
-
-
-def test_csv_rendering() -> None:
-    csv_text = render_margins_csv(margin_table(P, REVENUE, COSTS, CUSTOMERS, MAPPINGS))
-    lines = csv_text.split("\r\n")
-    assert (
-        lines[0]
-        == "Customer,Stripe ID,Tag Value,Revenue ($),Cost ($),Margin (%),Margin ($),Health Tier"
-    )
-    assert lines[1] == "Acme Corp,cus_acme,acme-corp,100.00,30.00,70.00,70.00,healthy"
-    assert lines[3] == "BetaCo,cus_beta,,50.00,0.00,100.00,50.00,healthy"
-    assert lines[5] == "Crit Co,cus_crit,crit,0.00,5.00,,-5.00,critical"
-    assert lines[6] == "" and len(lines) == 7
-
-
-@given(
-    name=st.text(min_size=1, max_size=12),
-    customer_id=st.text(min_size=1, max_size=12),
-    tag=st.text(min_size=1, max_size=12),
-)
-def test_csv_text_cells_are_never_formulas(name: str, customer_id: str, tag: str) -> None:
-    """Customer names, ids and cost tags come from Stripe and cost files: a cell never starts
-    a spreadsheet formula, and only a leading apostrophe is added to make it inert."""
-    table = margin_table(
-        P,
-        {(customer_id, P): 10 * M},
-        [CostRecord(tag, P, 2 * M)],
-        [StripeCustomer(customer_id, name)],
-        [CustomerMapping(customer_id, tag)],
-    )
-    [_header, row] = list(csv.reader(io.StringIO(render_margins_csv(table), newline="")))
-    for cell, text in zip(row[:3], (name, customer_id, tag), strict=True):
-        assert not cell.startswith(FORMULA_PREFIXES)
-        assert cell == (("'" + text) if text.startswith(FORMULA_PREFIXES) else text)
-    assert row[3:] == ["10.00", "2.00", "80.00", "8.00", "healthy"]
 
 
 def test_customer_detail() -> None:
