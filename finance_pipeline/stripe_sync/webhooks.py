@@ -154,7 +154,11 @@ def receive(
             w=workspace_id,
             e=event_id,
         )
-        return Delivery(event_id, event_type, True, old["request_id"])
+        if old["request_id"] is not None:
+            return Delivery(event_id, event_type, True, old["request_id"])
+        # Recorded, but its sync was never asked for: the first delivery lost the database
+        # in between (and got a 5xx, so Stripe redelivers). Ask now, or the change waits for
+        # the next scheduled sync while the event counts as pending forever.
     request_id = _sync_request(wh, workspace_id, event_id)
     with wh.begin() as db:
         db.execute(
@@ -164,7 +168,7 @@ def receive(
             ),
             {"r": request_id, "w": workspace_id, "e": event_id},
         )
-    return Delivery(event_id, event_type, False, request_id)
+    return Delivery(event_id, event_type, not new, request_id)
 
 
 def _sync_request(wh: Warehouse, workspace_id: str, event_id: str) -> str:

@@ -10,6 +10,7 @@ ones', and every delivered event is stored once: 0 duplicates, 0 lost events."""
 
 from __future__ import annotations
 
+import json
 import threading
 from collections import Counter
 from datetime import UTC, date, datetime, timedelta
@@ -19,12 +20,14 @@ from typing import Any
 import dagster as dg
 import httpx
 import pytest
+import sqlalchemy as sa
 from finance_pipeline_dev.pytest_plugin import TestStandIn
-from finance_pipeline_dev.standin.webhooks import deliver
+from finance_pipeline_dev.standin.webhooks import deliver, signature_header
 
 from finance_pipeline.api import create_app
 from finance_pipeline.definitions import defs
 from finance_pipeline.lib.backoff import BackoffPolicy
+from finance_pipeline.stripe_sync import webhooks
 from finance_pipeline.stripe_sync.engine import Connection, StripeStreamSync
 from finance_pipeline.stripe_sync.gateway import StripeGateway
 from finance_pipeline.stripe_sync.streams import STREAMS
@@ -203,3 +206,35 @@ def test_a_sync_at_twenty_percent_faults_with_webhooks_arriving_equals_a_clean_s
         assert duplicate_keys(warehouse) == {}
     finally:
         reference.dispose()
+
+
+def test_a_webhook_whose_sync_request_was_lost_asks_for_it_on_redelivery(
+    sqlite_warehouse: Warehouse, stripe_standin: TestStandIn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The database lost between recording an event and queuing its sync: the delivery fails
+    (a 503, so Stripe redelivers) and the redelivery, though a duplicate, queues the sync."""
+    wh, standin = sqlite_warehouse, stripe_standin
+    standin.add_many(stripe_dataset.build(n_customers=2))
+    _register(wh, standin, ws=WS)
+    set_webhook_secret(wh, WS, SECRET)
+    event = standin.update(
+        standin.account_id, "cus_00000", {"email": "x@example.test"}, "customer.updated"
+    )
+    assert event is not None
+    payload = json.dumps(event).encode()
+    real = webhooks._sync_request
+
+    def lost(*args: Any) -> str:
+        raise sa.exc.OperationalError("INSERT", {}, Exception("server closed the connection"))
+
+    monkeypatch.setattr(webhooks, "_sync_request", lost)
+    with pytest.raises(sa.exc.OperationalError):
+        webhooks.receive(wh, WS, payload, signature_header(payload, SECRET))
+    monkeypatch.setattr(webhooks, "_sync_request", real)
+    again = webhooks.receive(wh, WS, payload, signature_header(payload, SECRET))
+    assert again.duplicate and again.request_id is not None
+    [req] = wh.rows("SELECT id, kind FROM app.pipeline_requests WHERE workspace_id = :w", w=WS)
+    assert (req["id"], req["kind"]) == (again.request_id, "stripe_sync")
+    # A third delivery changes nothing.
+    third = webhooks.receive(wh, WS, payload, signature_header(payload, SECRET))
+    assert (third.duplicate, third.request_id) == (True, again.request_id)

@@ -78,6 +78,7 @@ def _validate_with_stripe(ctx: ApiContext, key: str, ws_id: str) -> str:
         api_version=ctx.settings.stripe_api_version,
         backoff=BackoffPolicy(max_attempts=2, base_seconds=0.2, max_seconds=1.0),
         workspace_id=ws_id,
+        timeout_seconds=ctx.settings.stripe_timeout_seconds,
     )
     try:
         gateway.list_page("customers", {"limit": 1})

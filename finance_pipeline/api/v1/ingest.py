@@ -200,6 +200,7 @@ def check_stripe_key(ctx: ApiContext, api_key: str) -> dict[str, Any]:
         api_base=ctx.settings.stripe_api_base,
         api_version=ctx.settings.stripe_api_version,
         backoff=BackoffPolicy(max_attempts=2),
+        timeout_seconds=ctx.settings.stripe_timeout_seconds,
     )
     try:
         return gateway.account()
