@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
+from sqlalchemy import Connection
+
 from finance_pipeline.api.context import ApiContext
 from finance_pipeline.api.errors import ApiError
 from finance_pipeline.api.inline_runs import start_inline
@@ -78,6 +80,11 @@ def create(
     new_row = record_row(record, ws.id, SOURCE, 0)
     with ctx.wh.begin() as db:
         outcome = store_records(ctx.wh, db, kind, [record], workspace_id=ws.id, source=SOURCE)
+        # The record and its refresh commit together: were the request queued after the record
+        # committed, a database lost in between would store a record the marts never pick up.
+        rid = queue_refresh(ctx, db, ws, record.date, requested_by) if outcome.inserted else None
+    if rid is not None:
+        start_inline(ctx, [rid])
     stored = get_row(ctx, kind, ws.id, record.external_id)
     assert stored is not None
     if not outcome.inserted:
@@ -90,19 +97,26 @@ def create(
                 param="id",
             )
         return Created(stored, False, None)
-    return Created(stored, True, queue_refresh(ctx, ws, record.date, requested_by))
+    return Created(stored, True, rid)
 
 
-def queue_refresh(ctx: ApiContext, ws: Workspace, day: date, requested_by: str) -> str | None:
-    """Ask the pipeline to rebuild the marts over the record's day, so reads include it; None when
-    the day has no partition (before the history start, or not ended yet: the daily schedule
-    builds it once it ends)."""
+def queue_refresh(
+    ctx: ApiContext, db: Connection, ws: Workspace, day: date, requested_by: str
+) -> str | None:
+    """Ask the pipeline, in the record's transaction `db`, to rebuild the marts over the record's
+    day, so reads include it; None when the day has no partition (before the history start, or
+    not ended yet: the daily schedule builds it once it ends). The caller starts it inline once
+    the transaction has committed."""
     try:
         refresh_range(day, day)
     except PipelineRequestError:
         return None
-    rid = request_refresh(
-        ctx.wh, ws.id, day, day, reason="products API: record created", requested_by=requested_by
+    return request_refresh(
+        ctx.wh,
+        ws.id,
+        day,
+        day,
+        reason="products API: record created",
+        requested_by=requested_by,
+        db=db,
     )
-    start_inline(ctx, [rid])
-    return rid
