@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import stripe
@@ -19,6 +22,14 @@ from finance_pipeline.stripe_sync.ratelimit import TokenBucket
 from finance_pipeline.stripe_sync.version import STRIPE_API_VERSION
 
 LIMITER_MAX_LATE_SECONDS = 0.05
+
+
+def account_pacing_file(api_base: str | None, account_id: str, livemode: bool) -> str:
+    """The file through which every process on this host paces its calls to one Stripe account
+    (`TokenBucket(state_file=...)`): Stripe's rate limit is per account, not per process."""
+    ident = f"{api_base or 'https://api.stripe.com'}|{account_id}|{'live' if livemode else 'test'}"
+    digest = hashlib.sha256(ident.encode()).hexdigest()[:24]
+    return str(Path(tempfile.gettempdir()) / "finance_pipeline-stripe-pacing" / digest)
 
 
 class StripeSyncError(RuntimeError):
@@ -109,6 +120,7 @@ class StripeGateway:
         backoff: BackoffPolicy | None = None,
         sleep: Callable[[float], None] = time.sleep,
         workspace_id: str = "",
+        pacing_file: str | None = None,
     ) -> None:
         kwargs: dict[str, Any] = {"stripe_version": api_version, "max_network_retries": 0}
         if api_base:
@@ -134,7 +146,27 @@ class StripeGateway:
         # Half of a ~100 ms server burst window: a starved process's missed slots never go out
         # as one burst the server would answer with 429s.
         self._limiter = TokenBucket(
-            rate_limit_rps, burst=burst, sleep=sleep, max_late=LIMITER_MAX_LATE_SECONDS
+            rate_limit_rps,
+            burst=burst,
+            sleep=sleep,
+            max_late=LIMITER_MAX_LATE_SECONDS,
+            state_file=pacing_file,
+        )
+        # What another process needs to open the same gateway (see `process_spec`).
+        self._spec: dict[str, Any] | None = (
+            {
+                "api_key": api_key,
+                "api_base": api_base,
+                "api_version": api_version,
+                "stripe_account": stripe_account,
+                "rate_limit_rps": rate_limit_rps,
+                "rate_limit_burst": burst,
+                "backoff": backoff,
+                "workspace_id": workspace_id,
+                "pacing_file": pacing_file,
+            }
+            if sleep is time.sleep and type(self) is StripeGateway
+            else None
         )
         self._backoff = backoff or BackoffPolicy()
         self._sleep = sleep
@@ -142,6 +174,37 @@ class StripeGateway:
         self.stats = GatewayStats()
         # Prefetching threads share this gateway; counters are updated under the lock.
         self._stats_lock = threading.Lock()
+
+    def process_spec(self, pacing_file: str) -> dict[str, Any] | None:
+        """Keyword arguments that open this gateway in another process, both pacing through
+        one file: this gateway's own `pacing_file` if it has one, else `pacing_file` (this
+        gateway switches to it now). None when this gateway cannot be re-created elsewhere (a
+        subclass, or a test's sleep)."""
+        if self._spec is None:
+            return None
+        if self._spec.get("pacing_file") is None:
+            old = self._limiter
+            self._limiter = TokenBucket(
+                old.rate,
+                burst=old.burst,
+                max_late=LIMITER_MAX_LATE_SECONDS,
+                state_file=pacing_file,
+            )
+            old.close()
+        return {**self._spec, "pacing_file": str(self._limiter.state_file)}
+
+    def add_stats(self, other: GatewayStats) -> None:
+        """Count another process's requests for this gateway's account as this gateway's."""
+        with self._stats_lock:
+            self.stats.requests += other.requests
+            self.stats.retries += other.retries
+            self.stats.throttled_seconds += other.throttled_seconds
+            for key, n in other.errors_by_status.items():
+                self.stats.errors_by_status[key] = self.stats.errors_by_status.get(key, 0) + n
+
+    def close(self) -> None:
+        """Release the pacing file, if any."""
+        self._limiter.close()
 
     @property
     def key_hint(self) -> str:
