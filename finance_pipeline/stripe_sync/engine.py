@@ -176,8 +176,12 @@ def _sync_in_process(
     gate_events: tuple[Any, Any, Any] | None,
     out: Any,
     lifeline: Any,
+    parent_end: Any,
 ) -> None:
     """Entry point of a stream process: sync `names` and send (results, errors, stats) back."""
+    # A forked process holds a copy of the parent's end of the lifeline: close it, or the
+    # lifeline never breaks.
+    parent_end.close()
     threading.Thread(target=_exit_with_parent, args=(lifeline,), daemon=True).start()
     results: dict[str, StreamResult] = {}
     errors: dict[str, BaseException] = {}
@@ -540,7 +544,14 @@ class StripeStreamSync:
                 life_recv, life_send = ctx.Pipe(duplex=False)
                 proc = ctx.Process(
                     target=_sync_in_process,
-                    args=(spec, group, gate.events() if gate else None, send, life_recv),
+                    args=(
+                        spec,
+                        group,
+                        gate.events() if gate else None,
+                        send,
+                        life_recv,
+                        life_send,
+                    ),
                     name="stripe-streams",
                     daemon=True,
                 )
