@@ -110,7 +110,7 @@ def run_scenario(args: argparse.Namespace) -> None:
         clock=lambda: args.clock,
         fetch_workers=args.fetch_workers,
         list_slices=args.list_slices,
-        processes=args.processes or None,
+        processes=args.processes or 1,
     )
     cpu0 = time.process_time() + _children_cpu()
     t0 = time.perf_counter()
@@ -263,7 +263,7 @@ def main() -> int:
         "--list-slices", type=int, default=DEFAULT_LIST_SLICES, help="pages per stream at once"
     )
     p.add_argument(
-        "--processes", type=int, default=0, help="processes for the streams (0: the default)"
+        "--processes", type=int, default=0, help="processes for the streams (0: the default, 1)"
     )
     p.add_argument("--sequential-streams", action="store_true", help="one stream after another")
     p.add_argument("--latency-ms", type=int, default=0, help="stand-in latency per request")

@@ -305,7 +305,7 @@ class StripeStreamSync:
         stop_after_pages: int | None = None,
         fetch_workers: int = DEFAULT_FETCH_WORKERS,
         list_slices: int = 1,
-        processes: int | None = None,
+        processes: int | None = 1,
     ) -> None:
         self.wh = wh
         self.gw = gateway
@@ -318,8 +318,10 @@ class StripeStreamSync:
         self.fetch_workers = fetch_workers
         # Created-time slices of one pass listed at once (1: one cursor, page after page).
         self.list_slices = max(1, list_slices)
-        # Processes `sync_many` splits its streams over (None: one per core, at most 2): the
-        # decoding, encoding and writing hold the GIL, so one process uses one core.
+        # Processes `sync_many` splits its streams over (the decoding, encoding and writing hold
+        # the GIL, so one process uses one core). 1 by default: at load 20-30 two processes sent
+        # 1-3 requests too close together for a server at exactly the client's rate (429s,
+        # bench/README.md); None = one per core, at most 2.
         self.processes = min(2, os.cpu_count() or 1) if processes is None else max(1, processes)
         # Pages a slice keeps before the rest of its range becomes a new slice.
         self.slice_pages = SLICE_PAGES
