@@ -34,6 +34,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from finance_pipeline.stripe_sync.engine import DEFAULT_FETCH_WORKERS, DEFAULT_LIST_SLICES
+
 ROOT = Path(__file__).resolve().parent.parent
 OBJECTS_PER_PAGE = 100
 # (label, server rate limit req/s or None, client limiter req/s)
@@ -76,6 +78,12 @@ def _peak_rss_mb() -> tuple[int, int]:
     return maxrss, maxrss
 
 
+def _children_cpu() -> float:
+    """User + system CPU seconds of this process's finished children."""
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
 def run_scenario(args: argparse.Namespace) -> None:
     """Child process: sync every stream once into a fresh warehouse and print a JSON result."""
     from finance_pipeline.lib.backoff import BackoffPolicy
@@ -102,8 +110,9 @@ def run_scenario(args: argparse.Namespace) -> None:
         clock=lambda: args.clock,
         fetch_workers=args.fetch_workers,
         list_slices=args.list_slices,
+        processes=args.processes or 1,
     )
-    cpu0 = time.process_time()
+    cpu0 = time.process_time() + _children_cpu()
     t0 = time.perf_counter()
     if args.sequential_streams:
         results = [sync.sync(name) for name in STREAMS]
@@ -115,8 +124,10 @@ def run_scenario(args: argparse.Namespace) -> None:
     # A page-after-page read of the same objects needs ceil(n / 100) list pages per stream;
     # every further page is a slice's last, partial page (sub-lists and retrieves are the same).
     extra_pages = sum(r.pages - max(1, -(-r.listed // args.page_size)) for r in results)
-    cpu = time.process_time() - cpu0
+    # The sync's stream processes (`processes` > 1) are children of this one.
+    cpu = time.process_time() + _children_cpu() - cpu0
     hwm, maxrss = _peak_rss_mb()
+    child_rss = round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)
     wh.dispose()
     print(
         json.dumps(
@@ -130,10 +141,15 @@ def run_scenario(args: argparse.Namespace) -> None:
                 "requests_per_s": round(gw.stats.requests / elapsed, 1),
                 "requests_sequential": gw.stats.requests - gw.stats.retries - extra_pages,
                 "retries": gw.stats.retries,
+                "limiter_requeued": gw._limiter.requeued,
+                "throttled_s": round(gw.stats.throttled_seconds, 1),
                 "errors": gw.stats.errors_by_status,
                 "client_cpu_s": round(cpu, 1),
                 "peak_rss_mb": hwm,
                 "ru_maxrss_mb": maxrss,
+                "stream_process_peak_rss_mb": child_rss,
+                "stream_seconds": {r.stream: r.seconds for r in results},
+                "stream_pages": {r.stream: r.pages for r in results},
             }
         )
     )
@@ -239,8 +255,16 @@ def main() -> int:
     # Every stream's pages wait on the limiter at once, so slots saved up while busy are rarely
     # there to use; a burst of 1 leaves the stand-in's whole burst (10) for arrival jitter.
     p.add_argument("--client-burst", type=float, default=1.0, help="client limiter burst")
-    p.add_argument("--fetch-workers", type=int, default=12, help="sub-list reads per stream")
-    p.add_argument("--list-slices", type=int, default=4, help="pages per stream at once")
+    # The product's defaults (what a deployed sync uses).
+    p.add_argument(
+        "--fetch-workers", type=int, default=DEFAULT_FETCH_WORKERS, help="sub-list reads per stream"
+    )
+    p.add_argument(
+        "--list-slices", type=int, default=DEFAULT_LIST_SLICES, help="pages per stream at once"
+    )
+    p.add_argument(
+        "--processes", type=int, default=0, help="processes for the streams (0: the default, 1)"
+    )
     p.add_argument("--sequential-streams", action="store_true", help="one stream after another")
     p.add_argument("--latency-ms", type=int, default=0, help="stand-in latency per request")
     p.add_argument("--small", action="store_true", help=f"{SMALL[0]} customers x {SMALL[1]} months")
@@ -281,7 +305,14 @@ def main() -> int:
         cwd=ROOT,
     )
     # (label prefix, child script, its environment, its extra arguments)
-    this_args = ["--list-slices", str(args.list_slices), "--client-burst", str(args.client_burst)]
+    this_args = [
+        "--list-slices",
+        str(args.list_slices),
+        "--client-burst",
+        str(args.client_burst),
+        "--processes",
+        str(args.processes),
+    ]
     if args.sequential_streams:
         this_args.append("--sequential-streams")
     variants = [("", __file__, {**os.environ}, this_args)]
@@ -294,7 +325,8 @@ def main() -> int:
                 "before:",
                 str(before / "bench" / "ingest_throughput.py"),
                 {**os.environ, "PYTHONPATH": f"{before}:{before / 'dev'}"},
-                ["--fetch-workers", "4"],
+                # main's bench defaults at 8e4726c (4 slices, 12 readers)
+                ["--fetch-workers", "12", "--list-slices", "4"],
             ),
             ("after:", __file__, {**os.environ}, this_args),
         ]

@@ -8,6 +8,7 @@ import dagster as dg
 from pydantic import PrivateAttr
 
 from finance_pipeline.settings import Settings, get_settings
+from finance_pipeline.stripe_sync.engine import DEFAULT_LIST_SLICES
 from finance_pipeline.warehouse import Warehouse, warehouse_for
 
 __all__ = ["StripeResource", "WarehouseResource", "warehouse_for"]
@@ -34,7 +35,7 @@ class StripeResource(dg.ConfigurableResource):
     page_size: int = 100
     max_attempts: int = 0
     # Pages of one stream read at once, in created-time slices (1: page after page).
-    list_slices: int = 4
+    list_slices: int = DEFAULT_LIST_SLICES
     # Workspaces synced at once by a stream's asset; each has its own key and rate limit.
     workspace_concurrency: int = 4
     timeout_seconds: float = 0.0  # 0 -> settings (30 s)

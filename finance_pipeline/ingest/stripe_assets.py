@@ -10,7 +10,11 @@ import dagster as dg
 from finance_pipeline.lib.backoff import BackoffPolicy
 from finance_pipeline.resources import StripeResource, WarehouseResource
 from finance_pipeline.stripe_sync.engine import Connection, StreamResult, StripeStreamSync
-from finance_pipeline.stripe_sync.gateway import StripeGateway, StripeSyncError
+from finance_pipeline.stripe_sync.gateway import (
+    StripeGateway,
+    StripeSyncError,
+    account_pacing_file,
+)
 from finance_pipeline.stripe_sync.streams import STREAMS, Stream
 from finance_pipeline.table_checks import table_metadata
 from finance_pipeline.tenancy import in_run_scope, stripe_connections
@@ -59,6 +63,8 @@ def run_stream(
             backoff=BackoffPolicy(max_attempts=stripe.effective_attempts()),
             workspace_id=conn.workspace_id,
             timeout_seconds=stripe.effective_timeout(),
+            # Stream steps running at once (the stripe_api pool) share the account's rate.
+            pacing_file=account_pacing_file(conn.api_base, conn.account_id, conn.livemode),
         )
         sync = StripeStreamSync(
             wh, gw, conn, page_size=stripe.page_size, list_slices=stripe.list_slices
@@ -73,6 +79,7 @@ def run_stream(
             sync.mark_attempt(stream.name, "error", f"{type(exc).__name__}: {exc}")
             raise
         finally:
+            gw.close()
             with lock:
                 totals["requests"] += gw.stats.requests
                 totals["retries"] += gw.stats.retries

@@ -9,25 +9,35 @@ stream's events checkpoint, plus any object still in a non-final status. A check
 
 from __future__ import annotations
 
+import contextlib
 import json
+import multiprocessing
+import os
+import pickle
+import queue
+import tempfile
 import threading
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
 from finance_pipeline.stripe_sync.extract import EXTRACTORS
-from finance_pipeline.stripe_sync.gateway import StripeGateway, StripeSyncError
+from finance_pipeline.stripe_sync.gateway import GatewayStats, StripeGateway, StripeSyncError
 from finance_pipeline.stripe_sync.streams import STREAMS, Stream, SubList
 from finance_pipeline.warehouse.db import Warehouse, json_doc
 
 T = TypeVar("T")
 # Reads of truncated sub-lists under way: (position of the parent, sub-list) -> all its items.
 Remote = dict[tuple[int, SubList], Future[list[dict[str, Any]]]]
+# A list page as read: (objects, has_more, reads of its truncated sub-lists).
+_Page = tuple[list[dict[str, Any]], bool, Remote]
 
 EVENT_RETENTION_SECONDS = 30 * 86400
 # Bind parameters per stale-children DELETE: far below SQLite's and PostgreSQL's limits.
@@ -39,6 +49,24 @@ LOOKBACK_SECONDS = 600
 # When a pass is cut into created-time slices, the slice being read keeps about this many pages
 # (at the density of its latest page) and the rest of its range becomes a new slice.
 SLICE_PAGES = 16
+# Defaults of a deployed sync: 8 created-time slices per stream and 12 sub-list/refresh readers
+# beside them. At 100 req/s and ~150 ms of latency, about 20 requests must be in flight at all
+# times, also once only the longest streams are left (bench/README.md, ingestion).
+DEFAULT_LIST_SLICES = 8
+DEFAULT_FETCH_WORKERS = 12
+# Pages of a slice read ahead of the ones written (memory: about that many pages per slice).
+READ_AHEAD = 2
+# Share of a typical account's synced JSON per stream, in percent (the simulator's 2,000 customers
+# x 24 months; bench/README.md): a sync split over processes balances the CPU of decoding,
+# encoding and writing by it. Invoices carry their lines, hence about half.
+STREAM_WEIGHTS: dict[str, int] = {
+    "invoices": 50,
+    "events": 18,
+    "charges": 15,
+    "balance_transactions": 6,
+    "subscriptions": 5,
+    "invoice_payments": 5,
+}
 
 
 @dataclass
@@ -48,7 +76,14 @@ class _Slice:
 
     gte: int | None
     lte: int | None
+    # Resume after this id: the last one written (checkpointed).
     after: str | None = None
+    # Request the next page after this id: the last one read (read ahead of `after`).
+    reading_after: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.reading_after is None:
+            self.reading_after = self.after
 
     def as_list(self) -> list[Any]:
         return [self.gte, self.lte, self.after]
@@ -63,23 +98,123 @@ class _EventsGate:
     is stored: listing may start. The refresh waits for the whole events pass.
     """
 
-    def __init__(self) -> None:
-        self.listed = threading.Event()
-        self.done = threading.Event()
+    def __init__(self, events: tuple[Any, Any, Any] | None = None) -> None:
+        # Across processes: three multiprocessing Events (listed, done, failed), see `events`.
+        self.listed, self.done, self.failed = events or (
+            threading.Event(),
+            threading.Event(),
+            threading.Event(),
+        )
         self.error: BaseException | None = None
+
+    def events(self) -> tuple[Any, Any, Any]:
+        """What a gate in another process is opened on."""
+        return self.listed, self.done, self.failed
 
     def fail(self, exc: BaseException) -> None:
         self.error = exc
+        self.failed.set()
         self.listed.set()
         self.done.set()
 
-    def wait(self, ev: threading.Event, workspace_id: str, stream: str) -> None:
+    def wait(self, ev: Any, workspace_id: str, stream: str) -> None:
         ev.wait()
-        if self.error is not None:
+        if self.failed.is_set():
+            # The error itself is known only in the process that synced events.
+            detail = f": {self.error}" if self.error is not None else " (see its error)"
             raise StripeSyncError(
                 f"workspace {workspace_id}: {stream} not synced because the events stream "
-                f"failed: {self.error}"
+                f"failed{detail}"
             )
+
+
+@dataclass(frozen=True)
+class _ProcessSpec:
+    """What a second process needs to sync some of the streams of a `sync_many` call."""
+
+    warehouse_url: str
+    gateway: dict[str, Any]
+    conn: Connection
+    now: float
+    page_size: int
+    fetch_workers: int
+    list_slices: int
+    slice_pages: int
+    stop_after_pages: int | None
+
+
+class _FixedClock:
+    """The parent's clock reading at the start of `sync_many`: every stream's pass starts then."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _portable(exc: BaseException) -> BaseException:
+    """`exc` if it survives a trip to another process, else a StripeSyncError saying what it was."""
+    try:
+        pickle.loads(pickle.dumps(exc))
+        return exc
+    except Exception:
+        return StripeSyncError(f"{type(exc).__name__}: {exc}")
+
+
+def _exit_with_parent(lifeline: Any) -> None:
+    """A stream process must not outlive the sync that started it (a killed run): it stops
+    once the parent's end of `lifeline` closes."""
+    with contextlib.suppress(EOFError, OSError):
+        lifeline.recv()
+    os._exit(1)
+
+
+def _sync_in_process(
+    spec: _ProcessSpec,
+    names: list[str],
+    gate_events: tuple[Any, Any, Any] | None,
+    out: Any,
+    lifeline: Any,
+    parent_end: Any,
+) -> None:
+    """Entry point of a stream process: sync `names` and send (results, errors, stats) back."""
+    # A forked process holds a copy of the parent's end of the lifeline: close it, or the
+    # lifeline never breaks.
+    parent_end.close()
+    threading.Thread(target=_exit_with_parent, args=(lifeline,), daemon=True).start()
+    results: dict[str, StreamResult] = {}
+    errors: dict[str, BaseException] = {}
+    stats = GatewayStats()
+    try:
+        wh = Warehouse(spec.warehouse_url)
+        wh.queue_writers_across_processes()
+        gw = StripeGateway(**spec.gateway)
+        stats = gw.stats
+        sync = StripeStreamSync(
+            wh,
+            gw,
+            spec.conn,
+            page_size=spec.page_size,
+            clock=_FixedClock(spec.now),
+            stop_after_pages=spec.stop_after_pages,
+            fetch_workers=spec.fetch_workers,
+            list_slices=spec.list_slices,
+            processes=1,
+        )
+        sync.slice_pages = spec.slice_pages
+        results, errors = sync._sync_threads(
+            names, None if gate_events is None else _EventsGate(gate_events)
+        )
+        wh.dispose()
+        gw.close()
+    except BaseException as exc:
+        errors = {name: exc for name in names if name not in results}
+    out.send((results, {n: _portable(e) for n, e in errors.items()}, stats))
+    out.close()
+    # No finalizers: a forked process holds copies of the parent's database connections, whose
+    # clean-up would close the parent's sessions.
+    os._exit(0)
 
 
 @dataclass(frozen=True)
@@ -108,6 +243,9 @@ class StreamResult:
     deleted: int = 0
     high_water: int | None = None
     notes: list[str] = field(default_factory=list)
+    # Wall-clock seconds the stream took (gate waits included), and the process that synced it.
+    seconds: float = 0.0
+    pid: int = 0
 
     @property
     def objects(self) -> int:
@@ -130,6 +268,11 @@ class _Fetcher:
             if workers > 0
             else None
         )
+
+    @property
+    def pooled(self) -> bool:
+        """True when reads run on worker threads (False: in the caller's thread)."""
+        return self._pool is not None
 
     def submit(self, fn: Callable[..., T], *args: Any) -> Future[T]:
         """Start `fn(*args)`; the future holds its result or its exception."""
@@ -160,8 +303,9 @@ class StripeStreamSync:
         page_size: int = 100,
         clock: Callable[[], float] = time.time,
         stop_after_pages: int | None = None,
-        fetch_workers: int = 4,
+        fetch_workers: int = DEFAULT_FETCH_WORKERS,
         list_slices: int = 1,
+        processes: int | None = 1,
     ) -> None:
         self.wh = wh
         self.gw = gateway
@@ -174,6 +318,13 @@ class StripeStreamSync:
         self.fetch_workers = fetch_workers
         # Created-time slices of one pass listed at once (1: one cursor, page after page).
         self.list_slices = max(1, list_slices)
+        # Processes `sync_many` splits its streams over (the decoding, encoding and writing hold
+        # the GIL, so one process uses one core). 1 by default: at load 20-30 two processes sent
+        # 1-3 requests too close together for a server at exactly the client's rate (429s,
+        # bench/README.md); None = one per core, at most 2.
+        self.processes = min(2, os.cpu_count() or 1) if processes is None else max(1, processes)
+        # Pages a slice keeps before the rest of its range becomes a new slice.
+        self.slice_pages = SLICE_PAGES
         # Set by sync_many while the events stream syncs beside the mutable ones.
         self._gate: _EventsGate | None = None
 
@@ -346,8 +497,11 @@ class StripeStreamSync:
     def sync(self, stream_name: str) -> StreamResult:
         """Bring one stream up to date; resumes an unfinished pass from its checkpoint."""
         gate = self._gate if stream_name == "events" else None
+        started = time.perf_counter()
         try:
             result = self._sync(stream_name)
+            result.seconds = round(time.perf_counter() - started, 2)
+            result.pid = os.getpid()
         except BaseException as exc:
             if gate is not None:
                 gate.fail(exc)
@@ -365,9 +519,119 @@ class StripeStreamSync:
         stored and refresh once it is complete (see `_EventsGate`), so they record the same
         checkpoints as when the events stream syncs first. A failed stream does not stop the
         others; once all are done the first failure (in `stream_names` order) is raised.
+
+        With `processes` > 1 the streams are split over that many processes by their usual
+        share of the work (STREAM_WEIGHTS; the events stream stays here), pacing through one
+        limiter shared by a file (`TokenBucket(state_file=...)`); a gateway or warehouse that
+        cannot be opened in another process (a test double, in-memory SQLite) keeps them here.
         """
         names = list(dict.fromkeys(stream_names))
-        self._gate = _EventsGate() if "events" in names and len(names) > 1 else None
+        groups = self._process_groups(names)
+        pacing = Path(tempfile.gettempdir()) / f"finance_pipeline-pacing-{uuid.uuid4().hex}"
+        spec = self._process_spec(str(pacing)) if len(groups) > 1 else None
+        if spec is None:
+            groups = [names]
+        # Forked when nothing else runs here (no lock can be held by another thread), so the
+        # second process starts at once; otherwise spawned (imports the engine first, ~1.5 s).
+        ctx = multiprocessing.get_context(
+            "fork" if threading.active_count() == 1 and os.name == "posix" else "spawn"
+        )
+        gate: _EventsGate | None = None
+        if "events" in names and len(names) > 1:
+            gate = _EventsGate((ctx.Event(), ctx.Event(), ctx.Event()) if spec else None)
+        children = []
+        try:
+            for group in groups[1:]:
+                recv, send = ctx.Pipe(duplex=False)
+                life_recv, life_send = ctx.Pipe(duplex=False)
+                proc = ctx.Process(
+                    target=_sync_in_process,
+                    args=(
+                        spec,
+                        group,
+                        gate.events() if gate else None,
+                        send,
+                        life_recv,
+                        life_send,
+                    ),
+                    name="stripe-streams",
+                    daemon=True,
+                )
+                proc.start()
+                send.close()
+                life_recv.close()
+                children.append((group, proc, recv, life_send))
+            results, errors = self._sync_threads(groups[0], gate)
+            for group, proc, recv, life_send in children:
+                try:
+                    child_results, child_errors, stats = recv.recv()
+                except EOFError:
+                    proc.join()
+                    child_results, stats = {}, GatewayStats()
+                    child_errors = {
+                        name: StripeSyncError(
+                            f"workspace {self.conn.workspace_id}: the process syncing "
+                            f"{', '.join(group)} exited with code {proc.exitcode}"
+                        )
+                        for name in group
+                    }
+                life_send.close()
+                proc.join()
+                results.update(child_results)
+                errors.update(child_errors)
+                self.gw.add_stats(stats)
+        finally:
+            for _, proc, _, life_send in children:
+                life_send.close()
+                proc.join(timeout=30)
+            pacing.unlink(missing_ok=True)
+        for name in names:
+            if name in errors:
+                raise errors[name]
+        return {name: results[name] for name in names}
+
+    def _process_groups(self, names: list[str]) -> list[list[str]]:
+        """`names` split over up to `processes` groups of about equal weight, events in the
+        first (this process's), each group in `names` order."""
+        count = min(self.processes, len(names))
+        if count <= 1:
+            return [names]
+        loads = [0] * count
+        groups: list[list[str]] = [[] for _ in range(count)]
+        ranked = sorted(names, key=lambda n: (n != "events", -STREAM_WEIGHTS.get(n, 1)))
+        for name in ranked:
+            i = 0 if name == "events" else min(range(count), key=lambda g: loads[g])
+            groups[i].append(name)
+            loads[i] += STREAM_WEIGHTS.get(name, 1)
+        order = {name: i for i, name in enumerate(names)}
+        return [sorted(g, key=order.__getitem__) for g in groups if g]
+
+    def _process_spec(self, pacing_file: str) -> _ProcessSpec | None:
+        """How another process re-opens this sync, or None when it cannot."""
+        database = self.wh.url.database
+        if self.wh.is_sqlite and (not database or database == ":memory:"):
+            return None
+        gateway = self.gw.process_spec(pacing_file) if type(self.gw) is StripeGateway else None
+        if gateway is None:
+            return None
+        self.wh.queue_writers_across_processes()
+        return _ProcessSpec(
+            warehouse_url=self.wh.url.render_as_string(hide_password=False),
+            gateway=gateway,
+            conn=self.conn,
+            now=self.clock(),
+            page_size=self.page_size,
+            fetch_workers=self.fetch_workers,
+            list_slices=self.list_slices,
+            slice_pages=self.slice_pages,
+            stop_after_pages=self.stop_after_pages,
+        )
+
+    def _sync_threads(
+        self, names: list[str], gate: _EventsGate | None
+    ) -> tuple[dict[str, StreamResult], dict[str, BaseException]]:
+        """Sync `names` at once on threads of this process: (results, errors) by stream."""
+        self._gate = gate
         results: dict[str, StreamResult] = {}
         errors: dict[str, BaseException] = {}
         try:
@@ -382,10 +646,7 @@ class StripeStreamSync:
                         errors[name] = exc
         finally:
             self._gate = None
-        for name in names:
-            if name in errors:
-                raise errors[name]
-        return results
+        return results, errors
 
     def _list_params(self, stream: Stream, sl: _Slice) -> dict[str, Any]:
         """A list request for the next page of `sl` (no `created` filter on an open range)."""
@@ -393,17 +654,17 @@ class StripeStreamSync:
         created = {k: v for k, v in (("gte", sl.gte), ("lte", sl.lte)) if v is not None}
         if created:
             params["created"] = created
-        if sl.after:
-            params["starting_after"] = sl.after
+        if sl.reading_after:
+            params["starting_after"] = sl.reading_after
         return params
 
     def _split(self, sl: _Slice, page: list[dict[str, Any]]) -> _Slice | None:
         """Cut the older part of `sl`'s remaining range off into a new slice, or None when
-        less than about SLICE_PAGES pages (at this page's density) remain."""
+        less than about `slice_pages` pages (at this page's density) remain."""
         newest, oldest = page[0].get("created"), page[-1].get("created")
         if not isinstance(newest, int) or not isinstance(oldest, int):
             return None
-        cut = oldest - SLICE_PAGES * max(1, newest - oldest)
+        cut = oldest - self.slice_pages * max(1, newest - oldest)
         if sl.gte is not None and cut <= sl.gte:
             return None
         older = _Slice(sl.gte, cut - 1)
@@ -467,41 +728,73 @@ class StripeStreamSync:
 
         # `list_slices` pages plus `fetch_workers` sub-list and refresh reads at a time.
         fetcher = _Fetcher(self.list_slices + self.fetch_workers if self.fetch_workers > 0 else 0)
-        # One page of each slice is read at a time, the next one as soon as its cursor is known.
-        reading: list[tuple[_Slice, Future[tuple[list[dict[str, Any]], bool, Remote]]]] = []
+        # A slice's next page is requested as soon as its previous page arrives (from the
+        # fetcher's thread, when it has one), up to READ_AHEAD pages ahead of the pages written,
+        # so a stream's pages are not held up while its thread writes. Pages arrive on `arrived`
+        # in each slice's page order (queued under `lock`, before the next page is requested).
+        # Re-entrant: a read that is already done runs its callback at once, lock held.
+        lock = threading.RLock()
+        arrived: queue.SimpleQueue[tuple[_Slice, Future[_Page]]] = queue.SimpleQueue()
+        chained = fetcher.pooled
+        unconsumed: dict[int, int] = {}  # id(slice) -> its pages read or reading, not written
+        stalled: set[int] = set()  # slices waiting for their written pages to catch up
+        closed = False
 
         def read(sl: _Slice) -> None:
-            reading.append(
-                (
-                    sl,
-                    fetcher.submit(self._read_page, stream, self._list_params(stream, sl), fetcher),
-                )
-            )
+            # Caller holds `lock`.
+            if closed:
+                return
+            unconsumed[id(sl)] = unconsumed.get(id(sl), 0) + 1
+            fut = fetcher.submit(self._read_page, stream, self._list_params(stream, sl), fetcher)
+            fut.add_done_callback(lambda f, sl=sl: on_read(sl, f))
+
+        def advance(sl: _Slice, page: list[dict[str, Any]], has_more: bool) -> None:
+            # Caller holds `lock`: cut a new slice off and request this slice's next page.
+            if not (page and has_more):
+                return
+            if len(slices) < self.list_slices:
+                older = self._split(sl, page)
+                if older is not None:
+                    slices.append(older)
+                    read(older)
+            sl.reading_after = page[-1]["id"]
+            if unconsumed[id(sl)] <= READ_AHEAD:
+                read(sl)
+            else:
+                stalled.add(id(sl))
+
+        def on_read(sl: _Slice, fut: Future[_Page]) -> None:
+            with lock:
+                arrived.put((sl, fut))
+                if chained and not fut.cancelled() and fut.exception() is None:
+                    page, has_more, _ = fut.result()
+                    advance(sl, page, has_more)
 
         try:
-            for sl in slices:
-                read(sl)
-            while reading:
-                ready = next((i for i, (_, f) in enumerate(reading) if f.done()), None)
-                if ready is None:
-                    wait([f for _, f in reading], return_when=FIRST_COMPLETED)
-                    continue
-                sl, fut = reading.pop(ready)
+            with lock:
+                for sl in list(slices):
+                    read(sl)
+            while True:
+                with lock:
+                    if not any(unconsumed.values()):
+                        break
+                sl, fut = arrived.get()
                 page, has_more, remote = fut.result()
                 if not page:
                     has_more = False
-                if has_more:
-                    if len(slices) < self.list_slices:
-                        older = self._split(sl, page)
-                        if older is not None:
-                            slices.append(older)
-                            read(older)
-                    # The slice's next page starts at this page's last id: read it while this
-                    # page is written.
-                    sl.after = page[-1]["id"]
-                    read(sl)
-                else:
-                    slices.remove(sl)
+                with lock:
+                    unconsumed[id(sl)] -= 1
+                    if not chained:
+                        advance(sl, page, has_more)
+                    elif id(sl) in stalled and unconsumed[id(sl)] <= READ_AHEAD:
+                        stalled.discard(id(sl))
+                        read(sl)
+                    if has_more:
+                        # Written with this page: the slice resumes after its last id.
+                        sl.after = page[-1]["id"]
+                    else:
+                        slices.remove(sl)
+                    checkpoint = cursor_json()
                 rows, subrows = self._rows_for(stream, page, now, remote)
                 if page:
                     page_max = max(int(o.get("created") or 0) for o in page)
@@ -513,7 +806,7 @@ class StripeStreamSync:
                     self._save_state(
                         db,
                         stream.name,
-                        cursor_json=cursor_json(),
+                        cursor_json=checkpoint,
                         last_attempt_at=now,
                         status="running",
                     )
@@ -533,6 +826,8 @@ class StripeStreamSync:
                     self._gate.wait(self._gate.done, self.conn.workspace_id, stream.name)
                 result.refreshed = self._refresh(stream, state, full, now, result, fetcher)
         finally:
+            with lock:
+                closed = True
             fetcher.close()
 
         if pass_max is None:

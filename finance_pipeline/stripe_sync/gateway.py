@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import stripe
@@ -18,7 +21,17 @@ from finance_pipeline.secrets import mask_key
 from finance_pipeline.stripe_sync.ratelimit import TokenBucket
 from finance_pipeline.stripe_sync.version import STRIPE_API_VERSION
 
-LIMITER_MAX_LATE_SECONDS = 0.05
+# Requests that woke late leave at most 30 ms worth beyond the rate (3 at 100 req/s): well
+# inside a Stripe-like server burst (~100 ms), whatever the scheduling of the processes sending.
+LIMITER_MAX_LATE_SECONDS = 0.03
+
+
+def account_pacing_file(api_base: str | None, account_id: str, livemode: bool) -> str:
+    """The file through which every process on this host paces its calls to one Stripe account
+    (`TokenBucket(state_file=...)`): Stripe's rate limit is per account, not per process."""
+    ident = f"{api_base or 'https://api.stripe.com'}|{account_id}|{'live' if livemode else 'test'}"
+    digest = hashlib.sha256(ident.encode()).hexdigest()[:24]
+    return str(Path(tempfile.gettempdir()) / "finance_pipeline-stripe-pacing" / digest)
 
 
 class StripeSyncError(RuntimeError):
@@ -110,6 +123,7 @@ class StripeGateway:
         sleep: Callable[[float], None] = time.sleep,
         workspace_id: str = "",
         timeout_seconds: float | None = None,
+        pacing_file: str | None = None,
     ) -> None:
         kwargs: dict[str, Any] = {"stripe_version": api_version, "max_network_retries": 0}
         if timeout_seconds is not None:
@@ -135,10 +149,30 @@ class StripeGateway:
         # (Stripe-like limiters allow ~100 ms), it leaves that much arrival jitter before a 429,
         # yet lets requests saved up during a CPU-bound stretch go out together afterwards.
         burst = max(1.0, rate_limit_rps / 20) if rate_limit_burst is None else rate_limit_burst
-        # Half of a ~100 ms server burst window: a starved process's missed slots never go out
-        # as one burst the server would answer with 429s.
+        # A starved process's missed slots never go out as one burst the server would answer
+        # with 429s (see LIMITER_MAX_LATE_SECONDS).
         self._limiter = TokenBucket(
-            rate_limit_rps, burst=burst, sleep=sleep, max_late=LIMITER_MAX_LATE_SECONDS
+            rate_limit_rps,
+            burst=burst,
+            sleep=sleep,
+            max_late=LIMITER_MAX_LATE_SECONDS,
+            state_file=pacing_file,
+        )
+        # What another process needs to open the same gateway (see `process_spec`).
+        self._spec: dict[str, Any] | None = (
+            {
+                "api_key": api_key,
+                "api_base": api_base,
+                "api_version": api_version,
+                "stripe_account": stripe_account,
+                "rate_limit_rps": rate_limit_rps,
+                "rate_limit_burst": burst,
+                "backoff": backoff,
+                "workspace_id": workspace_id,
+                "pacing_file": pacing_file,
+            }
+            if sleep is time.sleep and type(self) is StripeGateway
+            else None
         )
         self._backoff = backoff or BackoffPolicy()
         self._sleep = sleep
@@ -146,6 +180,37 @@ class StripeGateway:
         self.stats = GatewayStats()
         # Prefetching threads share this gateway; counters are updated under the lock.
         self._stats_lock = threading.Lock()
+
+    def process_spec(self, pacing_file: str) -> dict[str, Any] | None:
+        """Keyword arguments that open this gateway in another process, both pacing through
+        one file: this gateway's own `pacing_file` if it has one, else `pacing_file` (this
+        gateway switches to it now). None when this gateway cannot be re-created elsewhere (a
+        subclass, or a test's sleep)."""
+        if self._spec is None:
+            return None
+        if self._spec.get("pacing_file") is None:
+            old = self._limiter
+            self._limiter = TokenBucket(
+                old.rate,
+                burst=old.burst,
+                max_late=LIMITER_MAX_LATE_SECONDS,
+                state_file=pacing_file,
+            )
+            old.close()
+        return {**self._spec, "pacing_file": str(self._limiter.state_file)}
+
+    def add_stats(self, other: GatewayStats) -> None:
+        """Count another process's requests for this gateway's account as this gateway's."""
+        with self._stats_lock:
+            self.stats.requests += other.requests
+            self.stats.retries += other.retries
+            self.stats.throttled_seconds += other.throttled_seconds
+            for key, n in other.errors_by_status.items():
+                self.stats.errors_by_status[key] = self.stats.errors_by_status.get(key, 0) + n
+
+    def close(self) -> None:
+        """Release the pacing file, if any."""
+        self._limiter.close()
 
     @property
     def key_hint(self) -> str:

@@ -8,10 +8,13 @@ Reads (`rows`, `rows_in`, `read`, `scalar`) return JSON, dates and booleans deco
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import operator
+import os
 import re
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
@@ -149,6 +152,9 @@ class Warehouse:
         # SQLite has one writer at a time: threads of this process queue here for it instead of
         # polling in SQLite's busy handler (sleeps of up to 100 ms after the lock is free).
         self._write_lock = threading.RLock() if self.dialect == "sqlite" else None
+        # Set by `queue_writers_across_processes`: the same queue for other processes' writers.
+        self._write_fd: int | None = None
+        self._write_depth = 0
 
     def __repr__(self) -> str:
         return f"Warehouse({self.url.render_as_string(hide_password=True)!r})"
@@ -201,6 +207,20 @@ class Warehouse:
             self._tables[qualified] = tbl
             return tbl
 
+    def queue_writers_across_processes(self) -> None:
+        """SQLite: writers of every process that calls this on the same file queue on one lock
+        file (a blocking `flock`, woken when it is free) instead of polling in SQLite's busy
+        handler. For a sync split over processes (`StripeStreamSync.sync_many`)."""
+        database = self.url.database
+        if self._write_lock is None or not database or database == ":memory:":
+            return
+        with self._write_lock:
+            if self._write_fd is not None:
+                return
+            digest = hashlib.sha256(str(Path(database).resolve()).encode()).hexdigest()[:24]
+            path = Path(tempfile.gettempdir()) / f"finance_pipeline-sqlite-{digest}.lock"
+            self._write_fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+
     @contextmanager
     def begin(self) -> Iterator[Connection]:
         """One write transaction: everything inside commits together or not at all."""
@@ -210,10 +230,19 @@ class Warehouse:
             return
         # Bounded like SQLite's busy timeout: past it, SQLite's own locking decides as before.
         acquired = self._write_lock.acquire(timeout=60)
+        fd = self._write_fd if acquired else None
         try:
+            if fd is not None:
+                self._write_depth += 1
+                if self._write_depth == 1:
+                    fcntl.flock(fd, fcntl.LOCK_EX)
             with self._transaction() as conn:
                 yield conn
         finally:
+            if fd is not None:
+                self._write_depth -= 1
+                if self._write_depth == 0:
+                    fcntl.flock(fd, fcntl.LOCK_UN)
             if acquired:
                 self._write_lock.release()
 
