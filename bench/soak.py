@@ -757,6 +757,11 @@ class RunLauncher:
     ) -> None:
         self.env, self.workdir, self.sampler, self.workspaces = env, workdir, sampler, workspaces
         self.executor = executor
+        # Imported now, outside the event loop: the import (Dagster with it) takes seconds to a
+        # minute on a loaded machine, and would stall every request on the timetable meanwhile.
+        from finance_pipeline.partitions import restatement_window
+
+        self.window = restatement_window
         self.nice = ["nice", "-n", str(background_nice)] if background_nice else []
         self.running: dict[str, tuple[subprocess.Popen[bytes], float, str]] = {}
         self.done: list[dict[str, Any]] = []
@@ -781,10 +786,8 @@ class RunLauncher:
         self.running[name] = (proc, time.monotonic(), f"run_{self.n:03d}_{name}.log")
 
     def refresh(self) -> None:
-        from finance_pipeline.partitions import restatement_window
-
         yesterday = datetime.now(UTC).date() - timedelta(days=1)
-        first, _ = restatement_window(yesterday)
+        first, _ = self.window(yesterday)
         for ws in self.workspaces:
             name = f"daily_refresh:{ws}"
             if name in self.running:
