@@ -248,11 +248,10 @@ class Service:
     proc: subprocess.Popen[bytes]
 
     def stop(self) -> None:
-        """SIGTERM to its group, SIGKILL after 30 s."""
-        if self.proc.poll() is not None:
-            return
+        """SIGTERM to its group, SIGKILL after 30 s; then SIGKILL to what is left of the group."""
         try:
-            os.killpg(self.proc.pid, signal.SIGTERM)
+            if self.proc.poll() is None:
+                os.killpg(self.proc.pid, signal.SIGTERM)
             self.proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             with contextlib.suppress(ProcessLookupError):
@@ -260,6 +259,10 @@ class Service:
             self.proc.wait(timeout=10)
         except ProcessLookupError:
             pass
+        # Its group's stragglers too: the daemon's code servers outlive a SIGTERM to the group.
+        time.sleep(2)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
 
 
 def start(
