@@ -3,7 +3,9 @@ that launches one run per pending request, and the op that renders it into the r
 
 The CLI (and later the API) writes an app.report_exports row with status `processing`; the sensor
 requests a run keyed by the export id (so a request runs once); the op sets `completed` with the
-catalogue id, or `failed` with the reason.
+catalogue id, or `failed` with the reason. A run that ends without the op finishing the request (its
+launch timed out, its worker died, it was canceled) leaves it `processing`: the sensor runs it
+again under a new run key, up to MAX_EXPORT_RUNS runs, then marks it `failed` naming the last run.
 """
 
 import time
@@ -28,6 +30,11 @@ from finance_pipeline.warehouse.db import Warehouse
 EXPORT_FORMATS = ("csv", "pdf")
 # Requests launched per sensor tick; the rest wait for the next tick.
 MAX_RUNS_PER_TICK = 50
+EXPORT_TAG = "finance_pipeline/export_id"
+# Runs of one request at most (Dagster's own automatic retries included) before it is failed.
+MAX_EXPORT_RUNS = 3
+_WILL_RETRY_TAG = "dagster/will_retry"
+_AUTO_RETRY_RUN_ID_TAG = "dagster/auto_retry_run_id"
 
 
 def create_export(
@@ -166,26 +173,64 @@ def report_export_job() -> None:
     render_export()
 
 
+def next_run_key(instance: dg.DagsterInstance, wh: Warehouse, export_id: str) -> str | None:
+    """The run key of the next run of a request still processing: the export id for its first
+    run, `<id>:<n>` for the n-th after runs that ended without finishing it; None while a run of
+    it is under way (or Dagster will retry one), and None once MAX_EXPORT_RUNS runs failed, after
+    marking it failed with the last run's id."""
+    runs = instance.get_runs(filters=dg.RunsFilter(tags={EXPORT_TAG: export_id}))
+    if not runs:
+        return export_id
+    ended = [
+        r for r in runs if r.status in (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED)
+    ]
+    # A failure Dagster will retry (run_retries) whose retry does not exist yet: wait for it.
+    parents = {r.tags.get("dagster/parent_run_id") for r in runs}
+    retry_pending = any(
+        r.tags.get(_WILL_RETRY_TAG) == "true"
+        and not r.tags.get(_AUTO_RETRY_RUN_ID_TAG)
+        and r.run_id not in parents
+        for r in ended
+    )
+    # A run still going (or succeeded: its op has finished the request by now) needs no other.
+    if len(ended) < len(runs) or retry_pending:
+        return None
+    if len(ended) >= MAX_EXPORT_RUNS:
+        last = ended[0]  # get_runs lists the newest first
+        _finish(
+            wh,
+            export_id,
+            "failed",
+            error=f"the export's run ended without rendering it {len(ended)} times "
+            f"(last: run {last.run_id}, {last.status.value.lower()}); ask for the export again",
+        )
+        return None
+    return f"{export_id}:{len(ended) + 1}"
+
+
 @dg.sensor(
     job=report_export_job,
     minimum_interval_seconds=15,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Launch one run per export request still processing (run key = export id).",
+    description="Launch one run per export request still processing (run key = export id; a "
+    f"request whose run ended without rendering it runs again, {MAX_EXPORT_RUNS} runs at most).",
 )
 def report_export_sensor(
     context: dg.SensorEvaluationContext, warehouse: WarehouseResource
 ) -> dg.SensorResult | dg.SkipReason:
-    """A run request per pending export; run keys make each request run once."""
-    pending = pending_exports(warehouse.get())
-    if not pending:
-        return dg.SkipReason("no export requests waiting")
-    return dg.SensorResult(
-        run_requests=[
-            dg.RunRequest(
-                run_key=export_id,
-                run_config={"ops": {"render_export": {"config": {"export_id": export_id}}}},
-                tags={"finance_pipeline/export_id": export_id},
-            )
-            for export_id in pending
-        ]
-    )
+    """A run request per pending export without a run under way; run keys make each run once."""
+    wh = warehouse.get()
+    pending = pending_exports(wh)
+    keys = {export_id: next_run_key(context.instance, wh, export_id) for export_id in pending}
+    requests = [
+        dg.RunRequest(
+            run_key=key,
+            run_config={"ops": {"render_export": {"config": {"export_id": export_id}}}},
+            tags={EXPORT_TAG: export_id},
+        )
+        for export_id, key in keys.items()
+        if key is not None
+    ]
+    if not requests:
+        return dg.SkipReason("no export requests waiting for a run")
+    return dg.SensorResult(run_requests=requests)

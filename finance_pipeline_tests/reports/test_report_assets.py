@@ -18,9 +18,11 @@ import pytest
 import sqlalchemy as sa
 
 from finance_pipeline.lib.money import MICROS_PER_CENT, foot, foot_roll_forward
-from finance_pipeline.reports import pdf_tables
+from finance_pipeline.reports import exports, pdf_tables
 from finance_pipeline.reports.assets import report_assets
 from finance_pipeline.reports.exports import (
+    EXPORT_TAG,
+    MAX_EXPORT_RUNS,
     create_export,
     get_export,
     render_export,
@@ -575,3 +577,62 @@ def test_export_sensor_and_op(seeded: Warehouse, monkeypatch: pytest.MonkeyPatch
         instance=instance,
     )
     assert run.success and get_export(seeded, csv_id) == done
+
+
+def test_export_whose_run_ended_without_rendering_runs_again_then_fails(
+    seeded: Warehouse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by the soak (bench/soak.py): under load the daemon's launch of an export run timed out
+    (the run failed before its op ran) and the request stayed `processing` for ever, its run key
+    spent. Now the sensor runs it again under a new key, and after MAX_EXPORT_RUNS runs that
+    ended without rendering it, fails it with the reason instead of leaving the client polling."""
+    _clear_store(seeded)
+    resources = warehouse_resources(seeded)
+    instance = dg.DagsterInstance.ephemeral()
+    ctx = dg.build_sensor_context(instance=instance, resources=resources)
+    export_id = create_export(
+        seeded, WS, "mrr_breakdown", "csv", date(2026, 9, 1), date(2026, 9, 30)
+    )
+
+    def lost(*_a: Any, **_k: Any) -> dict[str, Any]:
+        raise RuntimeError("run worker lost before the export was rendered")
+
+    keys = []
+    for _ in range(MAX_EXPORT_RUNS):
+        [req] = report_export_sensor(ctx).run_requests
+        keys.append(req.run_key)
+        assert req.tags == {EXPORT_TAG: export_id}
+        with monkeypatch.context() as patched:
+            patched.setattr(exports, "run_export", lost)
+            run = report_export_job.execute_in_process(
+                run_config=req.run_config, resources=resources, instance=instance,
+                tags=req.tags, raise_on_error=False,
+            )  # fmt: skip
+        assert not run.success
+        assert get_export(seeded, export_id)["status"] == "processing"
+    assert keys == [export_id, f"{export_id}:2", f"{export_id}:3"]
+    # The third ended run: no fourth; the request fails, naming the last run.
+    assert isinstance(report_export_sensor(ctx), dg.SkipReason)
+    failed = get_export(seeded, export_id)
+    assert failed["status"] == "failed" and failed["catalogue_id"] is None
+    assert run.run_id in failed["error"] and "ask for the export again" in failed["error"]
+
+    # A run still queued or going: no second run of the same request.
+    other = create_export(seeded, WS, "revenue_trend", "csv", date(2026, 9, 1), date(2026, 9, 30))
+    instance.create_run_for_job(
+        report_export_job,
+        run_config={"ops": {"render_export": {"config": {"export_id": other}}}},
+        tags={EXPORT_TAG: other},
+    )
+    assert isinstance(report_export_sensor(ctx), dg.SkipReason)
+    # That run ends without rendering it; the second run renders it.
+    instance.report_run_failed(
+        instance.get_runs(filters=dg.RunsFilter(tags={EXPORT_TAG: other}))[0]
+    )
+    [req] = report_export_sensor(ctx).run_requests
+    assert req.run_key == f"{other}:2"
+    run = report_export_job.execute_in_process(
+        run_config=req.run_config, resources=resources, instance=instance, tags=req.tags
+    )
+    assert run.success and get_export(seeded, other)["status"] == "completed"
+    assert isinstance(report_export_sensor(ctx), dg.SkipReason)
