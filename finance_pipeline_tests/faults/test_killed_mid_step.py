@@ -279,11 +279,11 @@ CASES = [
 ]
 
 
-@pytest.fixture(scope="module")
-def chain(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+def _chain(
+    kind: str, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Chain]:
-    root = tmp_path_factory.mktemp(f"kill-{request.param}")
+    """Both sides of one warehouse kind, prepared, with the stand-in serving the account."""
+    root = tmp_path_factory.mktemp(f"kill-{kind}")
     sim = simulate(seed=11, customers=6, months=MONTHS, end=END, currencies=("usd", "eur"))
     standin = StandIn(sim.fixture)
     url = standin.start()
@@ -293,7 +293,7 @@ def chain(
             for name in ("clean", "killed"):
                 data = root / name
                 data.mkdir()
-                wh = stack.enter_context(fresh_warehouse(request.param, data, request))
+                wh = stack.enter_context(fresh_warehouse(kind, data, request))
                 side = Side(name, wh, data)
                 with side.instance():
                     pass  # writes DAGSTER_HOME's dagster.yaml (the embedded deployment's)
@@ -308,6 +308,21 @@ def chain(
             yield Chain(root, sides[0], sides[1], secrets)
     finally:
         standin.stop()
+
+
+# One chain per warehouse kind for the whole module: each case goes one step further on it.
+@pytest.fixture(scope="module")
+def postgresql_chain(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Chain]:
+    yield from _chain("postgresql", request, tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def sqlite_chain(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Chain]:
+    yield from _chain("sqlite", request, tmp_path_factory)
 
 
 def _snapshot(wh: Warehouse) -> dict[str, list[dict[str, Any]]]:
@@ -430,9 +445,10 @@ def _assert_same(chain: Chain) -> None:
     assert all(r["n"] == 1 for r in versions), versions
 
 
-@pytest.mark.parametrize(("chain", "index"), CASES, indirect=["chain"])
-def test_killed_run_worker(chain: Chain, index: int) -> None:
+@pytest.mark.parametrize(("kind", "index"), CASES)
+def test_killed_run_worker(kind: str, index: int, request: pytest.FixtureRequest) -> None:
     """A kill point: the next run ends as a clean run would. Last: no secret left behind."""
+    chain: Chain = request.getfixturevalue(f"{kind}_chain")
     if index == SCAN:
         _no_secret_left_behind(chain)
     else:
