@@ -26,6 +26,7 @@ from finance_pipeline.reports.close_assets import (
 from finance_pipeline.reports.exports import report_export_job, report_export_sensor
 from finance_pipeline.requests.sensors import make_request_sensors
 from finance_pipeline.resources import StripeResource, WarehouseResource
+from finance_pipeline.run_sweep import dead_run_sweep
 from finance_pipeline.settings import get_settings
 from finance_pipeline.table_checks import schema_checks, with_table_metadata
 from finance_pipeline.tenancy import WORKSPACE_TAG, list_workspaces
@@ -217,6 +218,7 @@ defs = dg.Definitions(
         report_export_sensor,
         month_end_close_sensor,
         closed_months_restated,
+        dead_run_sweep,
         *request_sensors,
     ],
     resources={"warehouse": WarehouseResource(), "stripe": StripeResource()},

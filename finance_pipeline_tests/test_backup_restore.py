@@ -27,26 +27,11 @@ from finance_pipeline.warehouse import Warehouse, apply_migrations
 from finance_pipeline_tests.conftest import fresh_pg_database
 from finance_pipeline_tests.dagster_runs import range_tags, warehouse_resources
 from finance_pipeline_tests.reports_pdf.dataset import build_account
+from finance_pipeline_tests.table_snapshot import table_rows
 
 pytestmark = pytest.mark.postgres
 
 END = date(2026, 10, 31)
-# Stamped at write time, not derived from the data: equal across a rerun only by accident.
-VOLATILE = {"created_at", "computed_at", "write_id", "built_at"}
-
-
-def _marts(wh: Warehouse) -> dict[str, list[dict[str, Any]]]:
-    tables = wh.rows(
-        "SELECT table_schema || '.' || table_name AS t FROM information_schema.tables"
-        " WHERE table_schema IN ('core', 'mart') ORDER BY 1"
-    )
-    out = {}
-    for t in (r["t"] for r in tables):
-        rows = [
-            {k: v for k, v in r.items() if k not in VOLATILE} for r in wh.rows(f"SELECT * FROM {t}")
-        ]
-        out[t] = sorted(rows, key=lambda r: json.dumps(r, sort_keys=True, default=str))
-    return out
 
 
 def _point_at(mp: pytest.MonkeyPatch, warehouse_url: str, dagster_url: str) -> None:
@@ -85,7 +70,7 @@ def test_a_restored_backup_holds_the_same_marts_and_reruns_identically(
             build_account(
                 wh, tmp_path / "landing", customers=5, months=2, end=END, seed=5, instance=instance
             )
-            before = _marts(wh)
+            before = table_rows(wh)
             runs = len(instance.get_runs())
             assert before["mart.mrr_daily"] and runs >= 2
             assert main(["backup", str(backup_dir)]) == 0
@@ -102,7 +87,7 @@ def test_a_restored_backup_holds_the_same_marts_and_reruns_identically(
         with _instance() as restored:
             wh2 = Warehouse(dst_wh)
             stack.callback(wh2.dispose)
-            assert _marts(wh2) == before
+            assert table_rows(wh2) == before
             assert len(restored.get_runs()) == runs
             # The last refresh again, on the restored pair (Stripe is not reachable here: the
             # refresh of the marts from the restored raw and core tables).
@@ -112,7 +97,7 @@ def test_a_restored_backup_holds_the_same_marts_and_reruns_identically(
             )
             assert result.success
             # core.build_state records how the core was last built (now incrementally): not data.
-            after = _marts(wh2)
+            after = table_rows(wh2)
             assert after.pop("core.build_state") != before["core.build_state"]
             assert after == {t: rows for t, rows in before.items() if t != "core.build_state"}
             assert len(restored.get_runs()) == runs + 1

@@ -9,6 +9,7 @@ so a stored report is never silently overwritten (the close relies on it).
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import os
 import re
@@ -122,10 +123,16 @@ class ReportWriteError(ReportStoreError):
 
 def write_atomic(target: Path, content: bytes) -> None:
     """Put `content` at `target` all at once: a reader sees the old file or the whole new one.
-    A refusal of the file system is a ReportWriteError naming the file, the folder and why."""
+    The caller serializes writers of one target (store_report's lock). A refusal of the file
+    system is a ReportWriteError naming the file, the folder and why."""
     tmp: str | None = None
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
+        # A temp file of this target left by a writer killed before its rename or its cleanup
+        # (SIGKILL, power loss). The caller holds the report's lock (store_report), so no live
+        # writer owns one: the next write of the target clears it.
+        for stale in target.parent.glob(f".{glob.escape(target.name)}.*.tmp"):
+            stale.unlink(missing_ok=True)
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as fh:
             fh.write(content)

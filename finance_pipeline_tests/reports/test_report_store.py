@@ -91,6 +91,20 @@ def test_failed_catalogue_insert_removes_the_file(warehouse: Warehouse, tmp_path
     assert len(_catalogue(warehouse)) == 1
 
 
+def test_a_temp_file_left_by_a_killed_writer_is_cleared_by_the_next_write(
+    warehouse: Warehouse, tmp_path: Path
+) -> None:
+    root = tmp_path / "reports"
+    folder = root / "ws1" / "2026-09"
+    folder.mkdir(parents=True)
+    # What a writer SIGKILLed between its temp file's fsync and the rename leaves behind.
+    (folder / ".margins-2026-09.csv.k1ll3d_x.tmp").write_bytes(b"half")
+    # Another report's temp file is not this write's to clear.
+    (folder / ".margins-2026-09.pdf.0therxyz.tmp").write_bytes(b"other")
+    entry = store_report(warehouse, root, SEPT, b"a,b\r\n")
+    assert _files(root) == sorted([entry.path, "ws1/2026-09/.margins-2026-09.pdf.0therxyz.tmp"])
+
+
 @pytest.mark.parametrize(
     "key",
     [
