@@ -26,8 +26,8 @@ from finance_pipeline.settings import get_settings
 from finance_pipeline.warehouse import Warehouse
 from finance_pipeline_tests.conftest import fresh_warehouse
 from finance_pipeline_tests.dagster_runs import range_tags
-from finance_pipeline_tests.faults.snapshots import duplicate_keys, snapshot
 from finance_pipeline_tests.reports_pdf.dataset import build_account, month_starts
+from finance_pipeline_tests.table_snapshot import duplicate_keys, snapshot
 
 END = date(2026, 10, 31)
 DAILY = (END - timedelta(days=20), END)

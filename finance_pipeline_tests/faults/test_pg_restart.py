@@ -29,9 +29,9 @@ from finance_pipeline.warehouse import Warehouse, apply_migrations
 from finance_pipeline_tests.api.conftest import ApiServer, register, server_settings, start_server
 from finance_pipeline_tests.api.test_v1_cfo import EXPENSE
 from finance_pipeline_tests.dagster_runs import range_tags, warehouse_resources
-from finance_pipeline_tests.faults.snapshots import duplicate_keys, snapshot
 from finance_pipeline_tests.private_postgres import PrivatePostgres, private_postgres, wait_until
 from finance_pipeline_tests.reports_pdf.dataset import build_account
+from finance_pipeline_tests.table_snapshot import duplicate_keys, snapshot
 
 pytestmark = pytest.mark.postgres
 

@@ -35,9 +35,9 @@ from finance_pipeline.stripe_sync.webhooks import set_webhook_secret
 from finance_pipeline.warehouse import Warehouse, apply_migrations
 from finance_pipeline_tests.api.conftest import server_settings, start_server
 from finance_pipeline_tests.dagster_runs import range_tags, warehouse_resources
-from finance_pipeline_tests.faults.snapshots import duplicate_keys, snapshot
 from finance_pipeline_tests.ingest import stripe_dataset
 from finance_pipeline_tests.ingest.test_stripe_sync import _register, warehouse_snapshot
+from finance_pipeline_tests.table_snapshot import duplicate_keys, snapshot
 
 WS = "ws_a"
 SECRET = "whsec_faults_0123456789abcdef"
