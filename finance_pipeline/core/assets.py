@@ -33,9 +33,6 @@ from finance_pipeline.warehouse.db import Warehouse
 
 # Customers whose raw inputs a history build holds at once.
 HISTORY_BATCH_CUSTOMERS = 2000
-# Charges (with their refunds and payments), or balance transactions, a full ledger build reads
-# at once.
-LEDGER_PAGE = 5000
 
 RAW_STRIPE = [
     "stripe_charges",
@@ -157,86 +154,6 @@ def _ledger_rows(
     # LedgerRow holds scalars only: a shallow copy of its fields is what `asdict` returns, without
     # the recursive deep copy that made this a hotspot of the rebuild.
     return [dict(vars(r)) for r in b.rows]
-
-
-def _ledger_row_chunks(
-    wh: Warehouse, ws: Workspace, only: Mapping[str, Collection[str]] | None = None
-) -> Iterator[list[dict]]:
-    """`_ledger_rows` in chunks: a full build reads the charges (with their refunds and invoice
-    payments) and then the balance transactions a page of LEDGER_PAGE objects at a time, so its
-    memory is bounded by a page, not by the workspace. Same rows as one read (each charge's
-    refunds come with it; a refund without a stored charge is read on its own, as one read
-    would leave it: ratio 1, no customer)."""
-    if only is not None:
-        yield _ledger_rows(wh, ws, only)
-        return
-    q = {"w": ws.id}
-    rates = fx_lookup(
-        wh.rows(
-            "SELECT base, currency, date, rate FROM core.fx_rates WHERE base = :b",
-            b=ws.reporting_currency,
-        ),
-        ws.reporting_currency,
-    )
-    b = LedgerBuilder(ws.id, ws.reporting_currency, ws.time_zone, rates)
-
-    def take() -> list[dict]:
-        # LedgerRow holds scalars only: a shallow copy of its fields is what `asdict` returns.
-        rows = [dict(vars(r)) for r in b.rows]
-        b.rows.clear()
-        return rows
-
-    refund_sql = (
-        "SELECT id, created, amount, currency, status, charge FROM raw.stripe_refunds"
-        " WHERE workspace_id = :w"
-    )
-    after = ""
-    while charges := wh.rows(
-        "SELECT id, created, amount, currency, status, customer FROM raw.stripe_charges"
-        " WHERE workspace_id = :w AND id > :after ORDER BY id LIMIT :n",
-        after=after,
-        n=LEDGER_PAGE,
-        **q,
-    ):
-        ids = [c["id"] for c in charges]
-        payments = wh.rows_in(
-            "SELECT p.id, p.charge, i.total, i.total_excluding_tax"
-            " FROM raw.stripe_invoice_payments p JOIN raw.stripe_invoices i"
-            " ON i.workspace_id = p.workspace_id AND i.id = p.invoice"
-            # No `p.charge IS NOT NULL` (the IN list implies it): with it SQLite scanned the
-            # index range charge > NULL for every page instead of looking the ids up.
-            " WHERE p.workspace_id = :w",
-            "p.charge",
-            ids,
-            **q,
-        )
-        # Several payments of one charge: the last by id gives the invoice, whatever the read.
-        invoice_for_charge = {r["charge"]: r for r in sorted(payments, key=lambda r: r["id"])}
-        b.stripe(charges, wh.rows_in(refund_sql, "charge", ids, **q), invoice_for_charge, ())
-        after = ids[-1]
-        yield take()
-    orphans = wh.rows(
-        "SELECT r.id, r.created, r.amount, r.currency, r.status, r.charge"
-        " FROM raw.stripe_refunds r WHERE r.workspace_id = :w AND (r.charge IS NULL OR NOT EXISTS"
-        " (SELECT 1 FROM raw.stripe_charges c WHERE c.workspace_id = r.workspace_id"
-        " AND c.id = r.charge))",
-        **q,
-    )
-    b.stripe((), orphans, {}, ())
-    yield take()
-    after = ""
-    while txns := wh.rows(
-        "SELECT id, created, fee, currency FROM raw.stripe_balance_transactions"
-        " WHERE workspace_id = :w AND id > :after ORDER BY id LIMIT :n",
-        after=after,
-        n=LEDGER_PAGE,
-        **q,
-    ):
-        b.stripe((), (), {}, txns)
-        after = txns[-1]["id"]
-        yield take()
-    b.manual(*[wh.rows(f"SELECT * FROM {t} WHERE workspace_id = :w", **q) for t in MANUAL_TABLES])
-    yield take()
 
 
 @dataclass(frozen=True)
@@ -436,33 +353,29 @@ def ledger(
     wh = warehouse.get()
     now = _now()
     plans: list[BuildPlan] = []
-    work: list[tuple[BuildPlan, dict[str, set[str]] | None, RowSpool]] = []
+    work: list[tuple[BuildPlan, dict[str, set[str]] | None, list[dict]]] = []
     counts: dict[str, dict[str, int]] = {}
     mismatches: list[LedgerMismatch] = []
     try:
-        # See cyclic_gc_paused: the build allocates rows by the hundred thousand.
+        # The build holds every row of the table in memory: see cyclic_gc_paused.
         with cyclic_gc_paused():
-            # Read first (watermarks, then changes, then rows), write after, all in one
-            # transaction. A full build's rows are read and built a page at a time and parked on
-            # disk, so memory is bounded by a page, not by the workspace.
+            # Read first (watermarks, then changes, then rows), write after, all in one transaction.
             for ws in scoped_workspaces(wh):
                 plan = plan_build(
                     wh, ws, "core.ledger", LEDGER_SOURCES, fx=True, force_full=config.full_rebuild
                 )
                 changes = None if plan.mode == "full" else ledger_changes(wh, ws, plan)
-                spool = RowSpool()
+                rows = _ledger_rows(wh, ws, changes)
                 plans.append(plan)
-                work.append((plan, changes, spool))
-                for chunk in _ledger_row_chunks(wh, ws, changes):
-                    spool.add(chunk)
+                work.append((plan, changes, rows))
             with wh.begin() as db:
-                for plan, changes, spool in work:
+                for plan, changes, rows in work:
                     if changes is None:
                         deleted = db.execute(
                             wh.text("DELETE FROM core.ledger WHERE workspace_id = :w"),
                             {"w": plan.workspace_id},
                         ).rowcount
-                        objects = spool.count
+                        objects = len(rows)
                     else:
                         deleted = _delete_in(
                             wh,
@@ -475,13 +388,12 @@ def ledger(
                         objects = sum(len(v) for v in changes.values())
                     # Driver-level insert: SQLAlchemy's per-row parameter processing was a tenth
                     # of a full ledger build.
-                    for chunk in spool.chunks():
-                        wh.insert(db, "core.ledger", chunk)
+                    wh.insert(db, "core.ledger", rows)
                     save_state(db, wh, "core.ledger", plan, now)
                     counts[plan.workspace_id] = {
                         "objects": objects,
                         "deleted": max(deleted or 0, 0),
-                        "inserted": spool.count,
+                        "inserted": len(rows),
                     }
                 # Validate the whole table inside the transaction, before it commits: a failed
                 # reconciliation rolls the build back, incremental or not, so nothing is written.
@@ -496,6 +408,7 @@ def ledger(
                 ]
                 if mismatches:
                     raise _ReconciliationFailed
+            work.clear()  # the rows are written: free them before the metadata queries
     except _ReconciliationFailed:
         yield dg.AssetCheckResult(
             check_name="ledger_matches_raw_stripe",
@@ -507,9 +420,6 @@ def ledger(
             f"core.ledger does not reconcile with raw Stripe data for {len(mismatches)} "
             "workspace/currency total(s); nothing was written"
         ) from None
-    finally:
-        for _plan, _changes, spool in work:
-            spool.close()
     # The whole table's totals per kind, entries without a rate per currency and the row count,
     # from one scan of the table.
     totals: dict[str, int] = {}

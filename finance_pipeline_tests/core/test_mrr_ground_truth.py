@@ -121,7 +121,7 @@ def test_mrr_window_is_the_same_whatever_the_customer_batch(warehouse: Warehouse
         one = compute_mrr_window(warehouse, ws, start, END, batch_customers=10**6)
         if start == first:
             assert rows(one) == rows(whole)
-        assert len(one.changes) > 100 and len(one.movements) > 20 and one.plans
+        assert len(one.changes) > (100 if start == first else 10) and one.movements and one.plans
         for batch in (1, 7):
             assert rows(compute_mrr_window(warehouse, ws, start, END, batch_customers=batch)) == (
                 rows(one)
