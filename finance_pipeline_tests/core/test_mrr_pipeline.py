@@ -310,7 +310,7 @@ def test_marts_written_a_few_customers_at_a_time_equal_one_batch(
 
     assert _run(resources, "2026-08-01", END.isoformat()).success
     whole = snapshot()
-    assert all(len(whole[t]) > 10 for t in tables), {t: len(v) for t, v in whole.items()}
+    assert all(whole.values()), {t: len(v) for t, v in whole.items()}
     for batch in (1, 7):
         monkeypatch.setattr(mrr_compute, "MRR_BATCH_CUSTOMERS", batch)
         assert _run(resources, "2026-08-01", END.isoformat()).success
