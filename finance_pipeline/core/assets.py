@@ -22,7 +22,7 @@ from finance_pipeline.core.incremental import (
     plan_build,
     save_state,
 )
-from finance_pipeline.lib.bulk import cyclic_gc_paused
+from finance_pipeline.lib.bulk import RowSpool, cyclic_gc_paused
 from finance_pipeline.lib.ledger import LedgerBuilder, fx_lookup
 from finance_pipeline.lib.money import micros_per_minor, round_half_away
 from finance_pipeline.lib.subscription_history import build_history_until
@@ -494,62 +494,87 @@ def _build_subscription_history(wh: Warehouse, full_rebuild: bool) -> dg.Materia
     """The body of `subscription_history`: plan, read, build and write every workspace."""
     now = _now()
     plans: list[BuildPlan] = []
-    work: list[tuple[BuildPlan, set[str] | None, list[dict], list[dict]]] = []
+    work: list[tuple[BuildPlan, set[str] | None, RowSpool, RowSpool, int]] = []
     n_subs = 0
-    for ws in scoped_workspaces(wh):
-        plan = plan_build(
-            wh,
-            ws,
-            "core.subscription_history",
-            HISTORY_SOURCES,
-            fx=False,
-            force_full=full_rebuild,
-        )
-        changed = None if plan.mode == "full" else history_changes(wh, ws, plan, now)
-        rows: list[dict] = []
-        due: list[dict] = []
-        # Raw inputs (payloads, invoices, lines) are read and built a batch of customers at a
-        # time and dropped: only the history rows are held until the write.
-        for batch in customer_batches(wh, ws.id, changed, HISTORY_BATCH_CUSTOMERS):
-            for inp in load_history_inputs(wh, ws.id, batch):
-                states, due_at = build_history_until(inp, now)
-                rows += history_rows(states)
-                if due_at is not None:
-                    due.append(
-                        {
-                            "workspace_id": ws.id,
-                            "subscription_id": inp.subscription["id"],
-                            "due_at": due_at,
-                        }
+    try:
+        for ws in scoped_workspaces(wh):
+            plan = plan_build(
+                wh,
+                ws,
+                "core.subscription_history",
+                HISTORY_SOURCES,
+                fx=False,
+                force_full=full_rebuild,
+            )
+            changed = None if plan.mode == "full" else history_changes(wh, ws, plan, now)
+            rows, due = RowSpool(), RowSpool()
+            plans.append(plan)
+            work.append((plan, changed, rows, due, 0))
+            built = 0
+            # Raw inputs (payloads, invoices, lines) are read and built a batch of customers at a
+            # time; the batch's history rows are parked on disk until the one write transaction,
+            # so memory is bounded by a batch, not by the workspace.
+            for batch in customer_batches(wh, ws.id, changed, HISTORY_BATCH_CUSTOMERS):
+                batch_rows: list[dict] = []
+                batch_due: list[dict] = []
+                for inp in load_history_inputs(wh, ws.id, batch):
+                    states, due_at = build_history_until(inp, now)
+                    batch_rows += history_rows(states)
+                    if due_at is not None:
+                        batch_due.append(
+                            {
+                                "workspace_id": ws.id,
+                                "subscription_id": inp.subscription["id"],
+                                "due_at": due_at,
+                            }
+                        )
+                    n_subs += 1
+                    built += bool(states)
+                rows.add(batch_rows)
+                due.add(batch_due)
+                del batch_rows, batch_due
+            work[-1] = (plan, changed, rows, due, built)
+        counts: dict[str, dict[str, int]] = {}
+        with wh.begin() as db:
+            wh.lock_windows(
+                db, ("core.subscription_history",), [plan.workspace_id for plan, *_ in work]
+            )
+            for plan, changed, rows, due, built in work:
+                w = plan.workspace_id
+                if changed is None:
+                    deleted = db.execute(
+                        wh.text("DELETE FROM core.subscription_history WHERE workspace_id = :w"),
+                        {"w": w},
+                    ).rowcount
+                    db.execute(
+                        wh.text(
+                            "DELETE FROM core.subscription_history_due WHERE workspace_id = :w"
+                        ),
+                        {"w": w},
                     )
-                n_subs += 1
-        plans.append(plan)
-        work.append((plan, changed, rows, due))
-    counts: dict[str, dict[str, int]] = {}
-    with wh.begin() as db:
-        wh.lock_windows(db, ("core.subscription_history",), [p.workspace_id for p in plans])
-        for plan, changed, rows, due in work:
-            w = plan.workspace_id
-            if changed is None:
-                deleted = db.execute(
-                    wh.text("DELETE FROM core.subscription_history WHERE workspace_id = :w"),
-                    {"w": w},
-                ).rowcount
-                db.execute(
-                    wh.text("DELETE FROM core.subscription_history_due WHERE workspace_id = :w"),
-                    {"w": w},
-                )
-                objects = len({r["subscription_id"] for r in rows})
-            else:
-                deleted = _delete_in(
-                    wh, db, "core.subscription_history", "subscription_id", w, changed
-                )
-                _delete_in(wh, db, "core.subscription_history_due", "subscription_id", w, changed)
-                objects = len(changed)
-            wh.insert(db, "core.subscription_history", rows)
-            wh.insert(db, "core.subscription_history_due", due)
-            save_state(db, wh, "core.subscription_history", plan, now)
-            counts[w] = {"objects": objects, "deleted": max(deleted or 0, 0), "inserted": len(rows)}
+                    objects = built
+                else:
+                    deleted = _delete_in(
+                        wh, db, "core.subscription_history", "subscription_id", w, changed
+                    )
+                    _delete_in(
+                        wh, db, "core.subscription_history_due", "subscription_id", w, changed
+                    )
+                    objects = len(changed)
+                for chunk in rows.chunks():
+                    wh.insert(db, "core.subscription_history", chunk)
+                for chunk in due.chunks():
+                    wh.insert(db, "core.subscription_history_due", chunk)
+                save_state(db, wh, "core.subscription_history", plan, now)
+                counts[w] = {
+                    "objects": objects,
+                    "deleted": max(deleted or 0, 0),
+                    "inserted": rows.count,
+                }
+    finally:
+        for _plan, _changed, rows, due, _built in work:
+            rows.close()
+            due.close()
     n_rows = int(wh.scalar("SELECT COUNT(*) FROM core.subscription_history") or 0)
     return dg.MaterializeResult(
         metadata={

@@ -61,11 +61,22 @@ class MoneyError(ValueError):
     """An amount or currency that cannot be represented exactly."""
 
 
+# Codes already validated (a few dozen at most): every state, entry and price normalizes one.
+_NORMALIZED: dict[str, str] = {}
+
+
 def normalize_currency(code: str) -> str:
     """Lower-case ISO 4217 code, validated to three letters (Stripe uses lower case)."""
+    if type(code) is str:
+        known = _NORMALIZED.get(code)
+        if known is not None:
+            return known
     if not isinstance(code, str) or len(code.strip()) != 3 or not code.strip().isalpha():
         raise MoneyError(f"invalid currency code {code!r}: expected three letters like 'usd'")
-    return code.strip().lower()
+    normalized = code.strip().lower()
+    if type(code) is str and len(_NORMALIZED) < 1024:
+        _NORMALIZED[code] = normalized
+    return normalized
 
 
 def minor_unit_exponent(currency: str) -> int:

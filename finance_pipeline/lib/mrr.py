@@ -171,7 +171,10 @@ class SubscriptionState:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "currency", normalize_currency(self.currency))
-        object.__setattr__(self, "items", tuple(SubscriptionItem(*i) for i in self.items))
+        items = self.items
+        # `replace` re-runs this on every split of an interval: items already typed stay as is.
+        if type(items) is not tuple or any(type(i) is not SubscriptionItem for i in items):
+            object.__setattr__(self, "items", tuple(SubscriptionItem(*i) for i in items))
         for item in self.items:
             if isinstance(item.quantity, bool) or not isinstance(item.quantity, int):
                 raise ValueError(

@@ -44,13 +44,17 @@ __all__ = [
     "MOVEMENT_KINDS",
     "MOVEMENT_SIGNS",
     "CompanyDay",
+    "CompanyTotals",
     "CurrencyFx",
     "ManualRecurring",
     "Movement",
     "MrrChange",
     "PlanDay",
+    "PlanTotals",
     "WindowChanges",
     "company_daily",
+    "company_days",
+    "company_totals",
     "customer_mrr_changes",
     "customer_mrr_window",
     "customers_with_mrr_before",
@@ -58,6 +62,8 @@ __all__ = [
     "expand_converted_trials",
     "period_movements",
     "plan_daily",
+    "plan_days",
+    "plan_totals",
     "round_micros",
 ]
 
@@ -896,66 +902,148 @@ def company_daily(
     per currency (exactly the sum of the customers' fx movements); fx rows in `movements`, if
     any, are not added again.
     """
-    wanted = sorted(set(days))
-    if not wanted:
-        return []
-    rates = _RateBook(fx, reporting_currency)
-    rows = sorted(changes, key=lambda r: r.day)
-    eval_days = sorted(set(wanted) | {d - ONE_DAY for d in wanted})
+    return company_days(company_totals(changes, movements, days), fx, reporting_currency)
 
-    mrr_native: dict[str, Fraction] = defaultdict(Fraction)
-    cmrr_native: dict[str, Fraction] = defaultdict(Fraction)
+
+@dataclass
+class CompanyTotals:
+    """Native changes of a set of customers, keyed by the evaluated day they first count on,
+    before conversion: the part of `company_daily` that adds up over disjoint sets of customers
+    (exactly, so the marts can be computed a batch of customers at a time and merged with `add`;
+    sparse, so merging costs the changes, not days x currencies)."""
+
+    days: list[date]
+    # Per evaluated day (each wanted day and the day before it): the change since the evaluated
+    # day before it in native MRR and CMRR per currency, active subscriptions, paying customers.
+    mrr_native: dict[date, dict[str, Fraction]] = field(default_factory=dict)
+    cmrr_native: dict[date, dict[str, Fraction]] = field(default_factory=dict)
+    active: dict[date, int] = field(default_factory=dict)
+    paying: dict[date, int] = field(default_factory=dict)
+    # Per wanted day: movement sums per kind and customer counts (new, reactivation, churn,
+    # delinquent).
+    sums: dict[date, dict[str, Fraction]] = field(default_factory=dict)
+    counts: dict[date, dict[str, int]] = field(default_factory=dict)
+
+    @property
+    def eval_days(self) -> list[date]:
+        """The wanted days and the day before each, ascending."""
+        return sorted(set(self.days) | {d - ONE_DAY for d in self.days})
+
+    def add(self, other: CompanyTotals) -> None:
+        """Add another, disjoint set of customers' totals (same days) into these."""
+        if other.days != self.days:
+            raise ValueError("company totals of different days cannot be added")
+        for mine, theirs in (
+            (self.mrr_native, other.mrr_native),
+            (self.cmrr_native, other.cmrr_native),
+            (self.sums, other.sums),
+            (self.counts, other.counts),
+        ):
+            for day, values in theirs.items():
+                into = mine.get(day)
+                if into is None:
+                    mine[day] = dict(values)
+                    continue
+                for k, v in values.items():
+                    into[k] = into[k] + v if k in into else v
+        for mine_n, theirs_n in ((self.active, other.active), (self.paying, other.paying)):
+            for day, n in theirs_n.items():
+                mine_n[day] = mine_n.get(day, 0) + n
+
+
+def company_totals(
+    changes: Iterable[MrrChange], movements: Iterable[Movement], days: Iterable[date]
+) -> CompanyTotals:
+    """The native, additive half of `company_daily` for the customers of `changes`."""
+    out = CompanyTotals(sorted(set(days)))
+    if not out.days:
+        return out
+    eval_days = out.eval_days
     current: dict[tuple[str, str, str], MrrChange] = {}
     positive_streams: dict[CustomerKey, int] = defaultdict(int)
-    active = 0
-    snapshots: dict[date, tuple[Fraction, Fraction, tuple[str, ...], int, int]] = {}
-    natives: dict[date, dict[str, Fraction]] = {}
-    index = 0
-    for day in eval_days:
-        while index < len(rows) and rows[index].day <= day:
-            row = rows[index]
-            index += 1
-            skey = (row.workspace_id, row.customer_id, row.currency)
-            ckey = (row.workspace_id, row.customer_id)
-            old = current.get(skey)
-            old_mrr = old.mrr if old else Fraction(0)
-            mrr_native[row.currency] += row.mrr - old_mrr
-            cmrr_native[row.currency] += row.cmrr - (old.cmrr if old else Fraction(0))
-            active += row.active_subscriptions - (old.active_subscriptions if old else 0)
-            positive_streams[ckey] += (row.mrr > 0) - (old_mrr > 0)
-            current[skey] = row
-        mrr = Fraction(0)
-        cmrr = Fraction(0)
-        skipped: list[str] = []
-        for cur in sorted(set(mrr_native) | set(cmrr_native)):
-            rate = rates.rate(cur, day)
-            if rate is None:
-                if mrr_native[cur] or cmrr_native[cur]:
-                    skipped.append(cur)
-                continue
-            mrr += mrr_native[cur] * rate
-            cmrr += cmrr_native[cur] * rate
-        paying = sum(1 for v in positive_streams.values() if v > 0)
-        snapshots[day] = (mrr, cmrr, tuple(skipped), active, paying)
-        natives[day] = {cur: v for cur, v in mrr_native.items() if v}
+    for row in sorted(changes, key=lambda r: r.day):
+        # A row counts from the first evaluated day on or after its own.
+        index = bisect.bisect_left(eval_days, row.day)
+        if index == len(eval_days):
+            break
+        day = eval_days[index]
+        skey = (row.workspace_id, row.customer_id, row.currency)
+        ckey = (row.workspace_id, row.customer_id)
+        old = current.get(skey)
+        old_mrr = old.mrr if old else _ZERO
+        cur = row.currency
+        mrr = out.mrr_native.setdefault(day, {})
+        mrr[cur] = mrr.get(cur, _ZERO) + (row.mrr - old_mrr)
+        cmrr = out.cmrr_native.setdefault(day, {})
+        cmrr[cur] = cmrr.get(cur, _ZERO) + (row.cmrr - (old.cmrr if old else _ZERO))
+        active = row.active_subscriptions - (old.active_subscriptions if old else 0)
+        if active:
+            out.active[day] = out.active.get(day, 0) + active
+        step = (row.mrr > 0) - (old_mrr > 0)
+        if step:
+            # Paying customers: those with a positive stream, counted as streams change.
+            before = positive_streams[ckey]
+            positive_streams[ckey] = before + step
+            paying = (before + step > 0) - (before > 0)
+            if paying:
+                out.paying[day] = out.paying.get(day, 0) + paying
+        current[skey] = row
 
-    sums: dict[date, dict[str, Fraction]] = defaultdict(lambda: defaultdict(Fraction))
-    counts: dict[date, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    wanted_set = set(wanted)
+    wanted_set = set(out.days)
     for m in movements:
         if m.day not in wanted_set or m.kind == "fx":
             continue
-        sums[m.day][m.kind] += m.amount
+        s = out.sums.setdefault(m.day, {})
+        s[m.kind] = s.get(m.kind, _ZERO) + m.amount
         if m.kind in ("new", "reactivation", "churn"):
-            counts[m.day][m.kind] += 1
+            c = out.counts.setdefault(m.day, {})
+            c[m.kind] = c.get(m.kind, 0) + 1
             if m.kind == "churn" and m.reason == "delinquent":
-                counts[m.day]["delinquent"] += 1
+                c["delinquent"] = c.get("delinquent", 0) + 1
+    return out
+
+
+def company_days(totals: CompanyTotals, fx: FxLookup, reporting_currency: str) -> list[CompanyDay]:
+    """`company_daily` from (merged) native totals: convert once per day, take fx per currency."""
+    wanted = totals.days
+    if not wanted:
+        return []
+    rates = _RateBook(fx, reporting_currency)
+    mrr_native: dict[str, Fraction] = {}
+    cmrr_native: dict[str, Fraction] = {}
+    active = paying = 0
+    snapshots: dict[date, tuple[Fraction, Fraction, tuple[str, ...], int, int]] = {}
+    natives: dict[date, dict[str, Fraction]] = {}
+    for day in totals.eval_days:
+        for into, delta in (
+            (mrr_native, totals.mrr_native.get(day, {})),
+            (cmrr_native, totals.cmrr_native.get(day, {})),
+        ):
+            for cur, v in delta.items():
+                into[cur] = into[cur] + v if cur in into else v
+        active += totals.active.get(day, 0)
+        paying += totals.paying.get(day, 0)
+        mrr = _ZERO
+        cmrr = _ZERO
+        skipped: list[str] = []
+        for cur in sorted(set(mrr_native) | set(cmrr_native)):
+            m = mrr_native.get(cur, _ZERO)
+            c = cmrr_native.get(cur, _ZERO)
+            rate = rates.rate(cur, day)
+            if rate is None:
+                if m or c:
+                    skipped.append(cur)
+                continue
+            mrr += m * rate
+            cmrr += c * rate
+        snapshots[day] = (mrr, cmrr, tuple(skipped), active, paying)
+        natives[day] = {cur: v for cur, v in mrr_native.items() if v}
 
     out: list[CompanyDay] = []
     for day in wanted:
-        mrr, cmrr, skipped, active_subs, paying = snapshots[day]
-        s = sums[day]
-        c = counts[day]
+        mrr, cmrr, skipped, active_subs, paying_customers = snapshots[day]
+        s = totals.sums.get(day, {})
+        c = totals.counts.get(day, {})
         fx_rows = _currency_fx(natives[day - ONE_DAY], day, rates)
         out.append(
             CompanyDay(
@@ -964,17 +1052,17 @@ def company_daily(
                 previous_mrr=snapshots[day - ONE_DAY][0],
                 cmrr=cmrr,
                 active_subscriptions=active_subs,
-                paying_customers=paying,
-                new=s["new"],
-                expansion=s["expansion"],
-                reactivation=s["reactivation"],
-                contraction=s["contraction"],
-                churn=s["churn"],
+                paying_customers=paying_customers,
+                new=s.get("new", _ZERO),
+                expansion=s.get("expansion", _ZERO),
+                reactivation=s.get("reactivation", _ZERO),
+                contraction=s.get("contraction", _ZERO),
+                churn=s.get("churn", _ZERO),
                 fx=sum((f.amount for f in fx_rows), _ZERO),
-                new_customers=c["new"],
-                reactivated_customers=c["reactivation"],
-                churned_customers=c["churn"],
-                delinquent_churned_customers=c["delinquent"],
+                new_customers=c.get("new", 0),
+                reactivated_customers=c.get("reactivation", 0),
+                churned_customers=c.get("churn", 0),
+                delinquent_churned_customers=c.get("delinquent", 0),
                 skipped_currencies=skipped,
                 fx_by_currency=fx_rows,
             )
@@ -1009,34 +1097,80 @@ def plan_daily(
 
     For the seeds' `plan_id` filter. Plans with neither MRR nor subscriptions that day have no row.
     """
+    return plan_days(plan_totals(changes, days), fx, reporting_currency)
+
+
+@dataclass
+class PlanTotals:
+    """Native per-plan changes of a set of customers, keyed by the requested day they first count
+    on, before conversion: the additive half of `plan_daily` (merge disjoint sets of customers
+    with `add`; sparse, so merging costs the changes, not days x plans)."""
+
+    days: list[date]
+    # Per requested day: the change in native MRR per (plan, currency) and in counting
+    # subscriptions per plan since the requested day before it.
+    native: dict[date, dict[tuple[str, str], Fraction]] = field(default_factory=dict)
+    subs: dict[date, dict[str, int]] = field(default_factory=dict)
+
+    def add(self, other: PlanTotals) -> None:
+        """Add another, disjoint set of customers' totals (same days) into these."""
+        if other.days != self.days:
+            raise ValueError("plan totals of different days cannot be added")
+        for mine, theirs in ((self.native, other.native), (self.subs, other.subs)):
+            for day, values in theirs.items():
+                into = mine.get(day)
+                if into is None:
+                    mine[day] = dict(values)
+                    continue
+                for k, v in values.items():
+                    into[k] = into[k] + v if k in into else v
+
+
+def plan_totals(changes: Iterable[MrrChange], days: Iterable[date]) -> PlanTotals:
+    """The native, additive half of `plan_daily` for the customers of `changes`."""
     wanted = sorted(set(days))
+    out = PlanTotals(wanted)
+    current: dict[tuple[str, str, str], MrrChange] = {}
+    for row in sorted(changes, key=lambda r: r.day):
+        # A row counts from the first requested day on or after its own.
+        index = bisect.bisect_left(wanted, row.day)
+        if index == len(wanted):
+            break
+        day = wanted[index]
+        native = out.native.setdefault(day, {})
+        subs = out.subs.setdefault(day, {})
+        skey = (row.workspace_id, row.customer_id, row.currency)
+        old = current.get(skey)
+        if old is not None:
+            for plan, amount in old.by_plan.items():
+                k = (plan, old.currency)
+                native[k] = native[k] - amount if k in native else -amount
+            for plan, n in old.plan_subscriptions.items():
+                subs[plan] = subs.get(plan, 0) - n
+        for plan, amount in row.by_plan.items():
+            k = (plan, row.currency)
+            native[k] = native[k] + amount if k in native else amount
+        for plan, n in row.plan_subscriptions.items():
+            subs[plan] = subs.get(plan, 0) + n
+        current[skey] = row
+    return out
+
+
+def plan_days(totals: PlanTotals, fx: FxLookup, reporting_currency: str) -> list[PlanDay]:
+    """`plan_daily` from (merged) native totals, converted at each day's rate."""
     rates = _RateBook(fx, reporting_currency)
     reporting = rates.reporting
-    rows = sorted(changes, key=lambda r: r.day)
-    native: dict[tuple[str, str], Fraction] = defaultdict(Fraction)  # (plan, currency)
-    subs: dict[str, int] = defaultdict(int)
-    current: dict[tuple[str, str, str], MrrChange] = {}
+    native: dict[tuple[str, str], Fraction] = {}  # (plan, currency), running
+    subs: dict[str, int] = {}
     out: list[PlanDay] = []
-    index = 0
-    for day in wanted:
-        while index < len(rows) and rows[index].day <= day:
-            row = rows[index]
-            index += 1
-            skey = (row.workspace_id, row.customer_id, row.currency)
-            old = current.get(skey)
-            if old is not None:
-                for plan, amount in old.by_plan.items():
-                    native[(plan, old.currency)] -= amount
-                for plan, n in old.plan_subscriptions.items():
-                    subs[plan] -= n
-            for plan, amount in row.by_plan.items():
-                native[(plan, row.currency)] += amount
-            for plan, n in row.plan_subscriptions.items():
-                subs[plan] += n
-            current[skey] = row
+    for day in totals.days:
+        for k, v in totals.native.get(day, {}).items():
+            native[k] = native[k] + v if k in native else v
+        for plan, n in totals.subs.get(day, {}).items():
+            subs[plan] = subs.get(plan, 0) + n
         # Most plans have one currency, most often the reporting one: no multiplication by a
         # rate of 1 and no addition to a zero, which made this loop a hotspot of a long window.
-        totals: dict[str, Fraction] = {}
+        values: dict[str, Fraction] = {}
         skipped: dict[str, set[str]] = {}
         plans = {p for p, n in subs.items() if n}
         for (plan, cur), amount in native.items():
@@ -1051,15 +1185,15 @@ def plan_daily(
                     skipped.setdefault(plan, set()).add(cur)
                     continue
                 value = amount * rate
-            total = totals.get(plan)
-            totals[plan] = value if total is None else total + value
+            total = values.get(plan)
+            values[plan] = value if total is None else total + value
         for plan in sorted(plans):
             gaps = skipped.get(plan)
             out.append(
                 PlanDay(
                     day,
                     plan,
-                    totals.get(plan, _ZERO),
+                    values.get(plan, _ZERO),
                     subs.get(plan, 0),
                     tuple(sorted(gaps)) if gaps else (),
                 )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from fractions import Fraction
@@ -11,17 +12,22 @@ from typing import Any
 from finance_pipeline.core.history_io import HISTORY_SELECT, states_from_rows
 from finance_pipeline.lib.ledger import fx_lookup
 from finance_pipeline.lib.money import round_half_away
-from finance_pipeline.lib.mrr import Settings
+from finance_pipeline.lib.mrr import Settings, SubscriptionState
 from finance_pipeline.lib.mrr_timeline import (
     MANUAL_CUSTOMER,
     CompanyDay,
+    CompanyTotals,
+    FxLookup,
     ManualRecurring,
     Movement,
-    company_daily,
+    PlanTotals,
+    company_days,
+    company_totals,
     customer_mrr_window,
     customers_with_mrr_before,
     daily_movements,
-    plan_daily,
+    plan_days,
+    plan_totals,
 )
 from finance_pipeline.lib.timeutil import day_start_ts
 from finance_pipeline.tenancy import Workspace
@@ -59,9 +65,35 @@ class MrrWindow:
     company: list[CompanyDay] = field(default_factory=list)
 
 
-def compute_mrr_window(wh: Warehouse, ws: Workspace, start: date, end: date) -> MrrWindow:
+# Customers whose MRR window is computed at once: the marts' memory is bounded by a batch, not by
+# the workspace (the company and plan summaries are summed over batches, exactly).
+MRR_BATCH_CUSTOMERS = 2000
+
+# Receives one batch's mart rows (changes, movements, counting) to write them; they are then
+# dropped instead of being held in the returned window.
+RowSink = Callable[[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]], None]
+
+
+def compute_mrr_window(
+    wh: Warehouse,
+    ws: Workspace,
+    start: date,
+    end: date,
+    *,
+    batch_customers: int | None = None,
+    sink: RowSink | None = None,
+) -> MrrWindow:
     """Change rows, movements, daily and per-plan summaries and the subscriptions' counting changes
-    for days start..end (exact, then rounded)."""
+    for days start..end (exact, then rounded).
+
+    Customers are computed `batch_customers` (default MRR_BATCH_CUSTOMERS) at a time: each one's
+    rows depend on its own history only, and the daily and per-plan summaries add up the batches'
+    native totals, exactly. With `sink`, each batch's change, movement and counting rows go to it
+    instead of into the result."""
+    if batch_customers is None:
+        batch_customers = MRR_BATCH_CUSTOMERS
+    if batch_customers < 1:
+        raise ValueError("batch_customers must be at least 1")
     manual = [
         ManualRecurring(
             ws.id,
@@ -83,93 +115,48 @@ def compute_mrr_window(wh: Warehouse, ws: Workspace, start: date, end: date) -> 
         ),
         ws.reporting_currency,
     )
+    settings = mrr_settings(ws)
     # Each customer is evaluated on the window's days from its state on start-1, so a daily run
     # costs the window's changes, not a replay of every customer's history: only intervals still
-    # in force at the start of start-1 are read...
-    settings = mrr_settings(ws)
-    history = HISTORY_SELECT + " WHERE workspace_id = :w"
-    states = states_from_rows(
-        wh.rows(
-            history + " AND (valid_to IS NULL OR valid_to > :t)",
-            w=ws.id,
-            t=day_start_ts(start - timedelta(days=1), ws.time_zone),
-        )
-    )
-    window = customer_mrr_window(states, manual, settings, start, end)
-    # ...and the full history only of customers who gain MRR in the window without having it on
-    # start-1, to tell a reactivation from a new customer (§5).
-    gaining = {
-        r.customer_id
-        for r in window.rows
-        if r.mrr > 0 and (ws.id, r.customer_id) not in window.had_mrr_before
-    }
-    if gaining:
-        window.had_mrr_before |= customers_with_mrr_before(
-            states_from_rows(wh.rows_in(history, "customer_id", gaining, w=ws.id)),
-            [m for m in manual if (m.customer_id or MANUAL_CUSTOMER) in gaining],
-            settings,
-            start - timedelta(days=1),
-        )
-    changes = window.opening + window.rows
-    # Customers' fx movements are customers x days: the marts keep fx per currency and day in
-    # mart.mrr_daily (fx_by_currency_json), which sums to the same amount exactly (§5).
-    movements = daily_movements(
-        changes,
-        fx,
-        ws.reporting_currency,
-        start=start,
-        end=end,
-        include_fx=False,
-        had_mrr_before=window.had_mrr_before,
+    # in force at the start of start-1 are read.
+    in_force = " WHERE workspace_id = :w AND (valid_to IS NULL OR valid_to > :t)"
+    params = {"w": ws.id, "t": day_start_ts(start - timedelta(days=1), ws.time_zone)}
+    customers = sorted(
+        {
+            r["customer_id"]
+            for r in wh.rows(
+                "SELECT DISTINCT customer_id FROM core.subscription_history" + in_force, **params
+            )
+        }
+        | {m.customer_id or MANUAL_CUSTOMER for m in manual}
     )
     days = [start + timedelta(days=i) for i in range((end - start).days + 1)]
-    company = company_daily(changes, movements, days, fx, ws.reporting_currency)
-    out = MrrWindow(company=company)
-    for c in window.rows:
-        if start <= c.day <= end:
-            out.changes.append(
-                {
-                    "workspace_id": ws.id,
-                    "customer_id": c.customer_id,
-                    "currency": c.currency,
-                    "day": c.day,
-                    "mrr_micros": round_half_away(c.mrr),
-                    "cmrr_micros": round_half_away(c.cmrr),
-                    "active_subscriptions": c.active_subscriptions,
-                    "mrr_exact": _exact(c.mrr),
-                    "cmrr_exact": _exact(c.cmrr),
-                    "by_plan_json": {k: _exact(v) for k, v in sorted(c.by_plan.items())},
-                    "churn_reason": c.churn_reason,
-                }
-            )
-    out.counting = [
-        {
-            "workspace_id": ws.id,
-            "subscription_id": c.subscription_id,
-            "customer_id": c.customer_id,
-            "day": c.day,
-            "counts": c.counts,
-        }
-        for c in window.counting
-    ]
-    # One row per customer, day and kind; the first movement's reason names it. Movements come
-    # sorted by day, customer and kind, so a repeated key is adjacent and is merged in one pass
-    # (no dict of every key). Each movement is released once its row is built, so the engine's
-    # objects and the mart rows are not all held at the peak.
-    pending: list[Any] | None = None  # [first movement, exact sum]
-    for i, m in enumerate(movements):
-        movements[i] = None  # type: ignore[call-overload]
-        if pending is not None:
-            first = pending[0]
-            if first.day == m.day and first.customer_id == m.customer_id and first.kind == m.kind:
-                pending[1] += m.amount
-                continue
-            out.movements.append(_movement_row(ws.id, first, pending[1]))
-        pending = [m, m.amount]
-    if pending is not None:
-        out.movements.append(_movement_row(ws.id, pending[0], pending[1]))
-    del movements
-    for d in company:
+    company = CompanyTotals(sorted(days))
+    plans = PlanTotals(sorted(days))
+    out = MrrWindow()
+    for lo in range(0, max(len(customers), 1), batch_customers):
+        batch = customers[lo : lo + batch_customers]
+        # One batch holding every customer reads without a list of ids.
+        ids = None if len(batch) == len(customers) else batch
+        rows = wh.rows_in(HISTORY_SELECT + in_force, "customer_id", ids, **params)
+        wanted = set(batch)
+        batch_manual = (
+            manual
+            if ids is None
+            else [m for m in manual if (m.customer_id or MANUAL_CUSTOMER) in wanted]
+        )
+        changes, movements, counting = _window_batch(
+            wh, ws, settings, fx, states_from_rows(rows), batch_manual, start, end, company, plans
+        )
+        del rows
+        if sink is not None:
+            sink(changes, movements, counting)
+        else:
+            out.changes += changes
+            out.movements += movements
+            out.counting += counting
+    out.company = company_days(company, fx, ws.reporting_currency)
+    for d in out.company:
         if not d.identity_holds():
             out.identity_failures.append(
                 f"{ws.id} {d.day}: MRR {_exact(d.mrr)} != previous {_exact(d.previous_mrr)} + "
@@ -207,7 +194,7 @@ def compute_mrr_window(wh: Warehouse, ws: Workspace, start: date, end: date) -> 
                 },
             }
         )
-    for p in plan_daily(changes, days, fx, ws.reporting_currency):
+    for p in plan_days(plans, fx, ws.reporting_currency):
         out.plans.append(
             {
                 "workspace_id": ws.id,
@@ -220,6 +207,101 @@ def compute_mrr_window(wh: Warehouse, ws: Workspace, start: date, end: date) -> 
             }
         )
     return out
+
+
+def _window_batch(
+    wh: Warehouse,
+    ws: Workspace,
+    settings: Settings,
+    fx: FxLookup,
+    states: list[SubscriptionState],
+    manual: list[ManualRecurring],
+    start: date,
+    end: date,
+    company: CompanyTotals,
+    plans: PlanTotals,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+    """One batch of customers: its change, movement and counting rows; its native daily and
+    per-plan totals are added into `company` and `plans`."""
+    window = customer_mrr_window(states, manual, settings, start, end)
+    del states
+    # The full history only of customers who gain MRR in the window without having it on
+    # start-1, to tell a reactivation from a new customer (§5).
+    gaining = {
+        r.customer_id
+        for r in window.rows
+        if r.mrr > 0 and (ws.id, r.customer_id) not in window.had_mrr_before
+    }
+    if gaining:
+        window.had_mrr_before |= customers_with_mrr_before(
+            states_from_rows(
+                wh.rows_in(
+                    HISTORY_SELECT + " WHERE workspace_id = :w", "customer_id", gaining, w=ws.id
+                )
+            ),
+            [m for m in manual if (m.customer_id or MANUAL_CUSTOMER) in gaining],
+            settings,
+            start - timedelta(days=1),
+        )
+    changes = window.opening + window.rows
+    # Customers' fx movements are customers x days: the marts keep fx per currency and day in
+    # mart.mrr_daily (fx_by_currency_json), which sums to the same amount exactly (§5).
+    movements = daily_movements(
+        changes,
+        fx,
+        ws.reporting_currency,
+        start=start,
+        end=end,
+        include_fx=False,
+        had_mrr_before=window.had_mrr_before,
+    )
+    company.add(company_totals(changes, movements, company.days))
+    plans.add(plan_totals(changes, plans.days))
+    change_rows = [
+        {
+            "workspace_id": ws.id,
+            "customer_id": c.customer_id,
+            "currency": c.currency,
+            "day": c.day,
+            "mrr_micros": round_half_away(c.mrr),
+            "cmrr_micros": round_half_away(c.cmrr),
+            "active_subscriptions": c.active_subscriptions,
+            "mrr_exact": _exact(c.mrr),
+            "cmrr_exact": _exact(c.cmrr),
+            "by_plan_json": {k: _exact(v) for k, v in sorted(c.by_plan.items())},
+            "churn_reason": c.churn_reason,
+        }
+        for c in window.rows
+        if start <= c.day <= end
+    ]
+    counting = [
+        {
+            "workspace_id": ws.id,
+            "subscription_id": c.subscription_id,
+            "customer_id": c.customer_id,
+            "day": c.day,
+            "counts": c.counts,
+        }
+        for c in window.counting
+    ]
+    del window, changes
+    # One row per customer, day and kind; the first movement's reason names it. Movements come
+    # sorted by day, customer and kind, so a repeated key is adjacent and is merged in one pass
+    # (no dict of every key). Each movement is released once its row is built.
+    movement_rows: list[dict[str, Any]] = []
+    pending: list[Any] | None = None  # [first movement, exact sum]
+    for i, m in enumerate(movements):
+        movements[i] = None  # type: ignore[call-overload]
+        if pending is not None:
+            first = pending[0]
+            if first.day == m.day and first.customer_id == m.customer_id and first.kind == m.kind:
+                pending[1] += m.amount
+                continue
+            movement_rows.append(_movement_row(ws.id, first, pending[1]))
+        pending = [m, m.amount]
+    if pending is not None:
+        movement_rows.append(_movement_row(ws.id, pending[0], pending[1]))
+    return change_rows, movement_rows, counting
 
 
 def _movement_row(workspace_id: str, m: Movement, exact: Fraction) -> dict[str, Any]:

@@ -356,3 +356,15 @@ def test_rows_ingested_in_the_same_second_as_the_last_build_are_built(
     assert build() == ("incremental", 2, 1, 2, 2)
     assert build() == ("incremental", 0, 0, 0, 2)
     assert _tables(wh)[0] == _full_rebuild_rows(wh, 2_000_000_000)[0]
+
+
+def test_full_build_in_small_batches_equals_one_read(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full build reads and builds the history a batch of customers at a time, parking its rows
+    on disk: with batches of 3 customers the tables equal one whole-workspace read, row for row."""
+    env.sync_at(day_start_ts(END))
+    monkeypatch.setattr(core_assets, "HISTORY_BATCH_CUSTOMERS", 3)
+    meta = env.build(full=True)
+    assert meta["subscription_history"]["subscriptions"] > 3 * 3
+    env.assert_equals_full()

@@ -14,7 +14,7 @@ from finance_pipeline.core.history_io import history_rows, load_history_inputs
 from finance_pipeline.lib.ledger import fx_lookup
 from finance_pipeline.lib.mrr_timeline import MrrChange, daily_movements
 from finance_pipeline.lib.subscription_history import build_history
-from finance_pipeline.metrics.mrr_compute import compute_mrr_window
+from finance_pipeline.metrics.mrr_compute import MrrWindow, compute_mrr_window
 from finance_pipeline.tenancy import list_workspaces
 from finance_pipeline.warehouse import Warehouse
 from finance_pipeline_tests.core.replay import END, replay, value_on
@@ -95,3 +95,47 @@ def test_replayed_pipeline_equals_ground_truth_every_customer_every_day(
         fx_days += bool(d.fx)
     assert fx_days > 100
     assert window.identity_failures == []
+
+
+def test_mrr_window_is_the_same_whatever_the_customer_batch(warehouse: Warehouse) -> None:
+    """Customers computed 1, 7 or all at a time give the same rows and summaries, exactly."""
+    _sim, _acct, first, whole = _replay(warehouse, 3, customers=40)
+    ws = list_workspaces(warehouse)[0]
+
+    def rows(w: MrrWindow) -> tuple[list, ...]:
+        def key(r: dict) -> str:
+            return repr(sorted(r.items()))
+
+        return (
+            sorted(w.changes, key=key),
+            sorted(w.movements, key=key),
+            sorted(w.counting, key=key),
+            w.daily,
+            w.plans,
+            w.company,
+            w.identity_failures,
+        )
+
+    # A window from the first day, and one starting mid-history (opening states, reactivations).
+    for start in (first, END - timedelta(days=75)):
+        one = compute_mrr_window(warehouse, ws, start, END, batch_customers=10**6)
+        if start == first:
+            assert rows(one) == rows(whole)
+        assert len(one.changes) > (100 if start == first else 10) and one.movements and one.plans
+        for batch in (1, 7):
+            assert rows(compute_mrr_window(warehouse, ws, start, END, batch_customers=batch)) == (
+                rows(one)
+            ), batch
+    # With a sink, the batches' rows go to it and not into the result.
+    parked: list[list] = [[], [], []]
+
+    def sink(*batch_rows: list) -> None:
+        for into, got in zip(parked, batch_rows, strict=True):
+            into += got
+
+    sunk = compute_mrr_window(warehouse, ws, first, END, batch_customers=7, sink=sink)
+    assert (sunk.changes, sunk.movements, sunk.counting) == ([], [], [])
+    assert sorted(map(repr, parked[0])) == sorted(map(repr, whole.changes))
+    assert sorted(map(repr, parked[1])) == sorted(map(repr, whole.movements))
+    assert sorted(map(repr, parked[2])) == sorted(map(repr, whole.counting))
+    assert (sunk.daily, sunk.plans) == (whole.daily, whole.plans)

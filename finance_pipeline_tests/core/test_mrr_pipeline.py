@@ -284,3 +284,34 @@ def test_invoice_check_reads_the_windows_renewals_and_finds_a_wrong_line(synced)
         f"| {mrr} {cur} | 1.00 {cur} |"
     )
     assert "1 unexplained mismatches" in (check.description or "")
+
+
+def test_marts_written_a_few_customers_at_a_time_equal_one_batch(
+    synced, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The asset parks each batch's rows and writes them at the end: every mart table is the same
+    with batches of 1 or 7 customers as with all of them at once."""
+    from finance_pipeline.metrics import mrr_compute
+
+    wh, resources, _ = synced
+    tables = (
+        "mart.mrr_daily",
+        "mart.mrr_movements",
+        "mart.mrr_changes",
+        "mart.mrr_plan_daily",
+        "mart.subscription_counting",
+    )
+
+    def snapshot() -> dict[str, list[str]]:
+        return {
+            t: sorted(repr(sorted(r.items())) for r in wh.rows(f"SELECT * FROM {t}"))
+            for t in tables
+        }
+
+    assert _run(resources, "2026-08-01", END.isoformat()).success
+    whole = snapshot()
+    assert all(whole.values()), {t: len(v) for t, v in whole.items()}
+    for batch in (1, 7):
+        monkeypatch.setattr(mrr_compute, "MRR_BATCH_CUSTOMERS", batch)
+        assert _run(resources, "2026-08-01", END.isoformat()).success
+        assert snapshot() == whole, batch
