@@ -794,11 +794,13 @@ class StripeStreamSync:
                         sl.after = page[-1]["id"]
                     else:
                         slices.remove(sl)
+                    # The checkpoint written with this page must carry its newest object, or a
+                    # pass resumed after it would end on a lower high-water mark.
+                    if page:
+                        page_max = max(int(o.get("created") or 0) for o in page)
+                        pass_max = page_max if pass_max is None else max(pass_max, page_max)
                     checkpoint = cursor_json()
                 rows, subrows = self._rows_for(stream, page, now, remote)
-                if page:
-                    page_max = max(int(o.get("created") or 0) for o in page)
-                    pass_max = page_max if pass_max is None else max(pass_max, page_max)
                 with self.wh.begin() as db:
                     result.sublist_rows += self._write(db, stream, rows, subrows)
                     # The checkpoint committed with a page's rows is every slice's position
