@@ -205,17 +205,12 @@ def _free_port() -> int:
 
 
 def _pg_admin() -> Any:
-    import sqlalchemy as sa
+    from finance_pipeline_dev.production import pg_admin_engine
 
-    for url in (PG_ADMIN_URL, PG_ADMIN_URL.replace("postgres@", "root@")):
-        eng = sa.create_engine(url, isolation_level="AUTOCOMMIT")
-        try:
-            with eng.connect() as c:
-                c.execute(sa.text("SELECT 1"))
-            return eng
-        except sa.exc.OperationalError:
-            eng.dispose()
-    raise RuntimeError(f"PostgreSQL is not reachable at {PG_ADMIN_URL}")
+    eng = pg_admin_engine(PG_ADMIN_URL)
+    if eng is None:
+        raise RuntimeError(f"PostgreSQL is not reachable at {PG_ADMIN_URL}")
+    return eng
 
 
 @contextlib.contextmanager

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from finance_pipeline_dev.production import fresh_pg_database
+from finance_pipeline_dev.production import fresh_pg_database, pg_admin_engine
 
 from finance_pipeline.warehouse import Warehouse, apply_migrations
 
@@ -21,15 +21,7 @@ PG_ADMIN_URL = os.environ.get(
 
 
 def _pg_admin() -> sa.Engine | None:
-    for url in (PG_ADMIN_URL, PG_ADMIN_URL.replace("postgres@", "root@")):
-        eng = sa.create_engine(url, isolation_level="AUTOCOMMIT")
-        try:
-            with eng.connect() as c:
-                c.execute(sa.text("SELECT 1"))
-            return eng
-        except sa.exc.OperationalError:
-            eng.dispose()
-    return None
+    return pg_admin_engine(PG_ADMIN_URL)
 
 
 @pytest.fixture(scope="session")

@@ -18,6 +18,20 @@ from finance_pipeline.settings import PROJECT_ROOT
 DAGSTER_PG_PORT = 5432
 
 
+def pg_admin_engine(url: str) -> sa.Engine | None:
+    """An AUTOCOMMIT engine on the server's maintenance database, as `postgres` or else as
+    `root` (a trust-auth server has either); None when the server cannot be reached."""
+    for candidate in (url, url.replace("postgres@", "root@")):
+        eng = sa.create_engine(candidate, isolation_level="AUTOCOMMIT")
+        try:
+            with eng.connect() as c:
+                c.execute(sa.text("SELECT 1"))
+            return eng
+        except sa.exc.OperationalError:
+            eng.dispose()
+    return None
+
+
 def production_env(
     warehouse_url: str, dagster_db_url: str, *, dagster_home: Path | None = None
 ) -> dict[str, str]:

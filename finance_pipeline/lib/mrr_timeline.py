@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
 from fractions import Fraction
+from typing import Any
 
 from finance_pipeline.lib.money import normalize_currency
 from finance_pipeline.lib.mrr import (
@@ -905,6 +906,17 @@ def company_daily(
     return company_days(company_totals(changes, movements, days), fx, reporting_currency)
 
 
+def _add_per_day(mine: dict[Any, dict[Any, Any]], theirs: dict[Any, dict[Any, Any]]) -> None:
+    """Add `theirs` into `mine`, day by day and key by key (exact sums of a batch's totals)."""
+    for day, values in theirs.items():
+        into = mine.get(day)
+        if into is None:
+            mine[day] = dict(values)
+            continue
+        for k, v in values.items():
+            into[k] = into[k] + v if k in into else v
+
+
 @dataclass
 class CompanyTotals:
     """Native changes of a set of customers, keyed by the evaluated day they first count on,
@@ -939,13 +951,7 @@ class CompanyTotals:
             (self.sums, other.sums),
             (self.counts, other.counts),
         ):
-            for day, values in theirs.items():
-                into = mine.get(day)
-                if into is None:
-                    mine[day] = dict(values)
-                    continue
-                for k, v in values.items():
-                    into[k] = into[k] + v if k in into else v
+            _add_per_day(mine, theirs)
         for mine_n, theirs_n in ((self.active, other.active), (self.paying, other.paying)):
             for day, n in theirs_n.items():
                 mine_n[day] = mine_n.get(day, 0) + n
@@ -1117,13 +1123,7 @@ class PlanTotals:
         if other.days != self.days:
             raise ValueError("plan totals of different days cannot be added")
         for mine, theirs in ((self.native, other.native), (self.subs, other.subs)):
-            for day, values in theirs.items():
-                into = mine.get(day)
-                if into is None:
-                    mine[day] = dict(values)
-                    continue
-                for k, v in values.items():
-                    into[k] = into[k] + v if k in into else v
+            _add_per_day(mine, theirs)
 
 
 def plan_totals(changes: Iterable[MrrChange], days: Iterable[date]) -> PlanTotals:
