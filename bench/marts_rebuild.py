@@ -379,7 +379,7 @@ def run_core(res: Any, out: dict[str, Any], *, full: bool = True, prefix: str = 
         events = _drain(_body(ledger)(context=None, config=config, warehouse=res))
     out[f"{prefix}core.ledger"]["metadata"] = _build_counts(events[0].metadata)
     with stage(out, f"{prefix}core.subscription_history"):
-        result = _body(subscription_history)(config=config, warehouse=res)
+        result = _body(subscription_history)(context=None, config=config, warehouse=res)
     out[f"{prefix}core.subscription_history"]["metadata"] = _build_counts(result.metadata)
 
 

@@ -6,7 +6,7 @@ import dagster as dg
 
 from finance_pipeline.advisory.assets import advisory_memos
 from finance_pipeline.alerts.assets import alerts
-from finance_pipeline.core.assets import fx_rates, ledger, subscription_history
+from finance_pipeline.core.assets import REBUILD_JOB, fx_rates, ledger, subscription_history
 from finance_pipeline.executors import executor_run_config, refresh_executor
 from finance_pipeline.fanout import STRIPE_TAG, STRIPE_TAG_VALUE, fan_out
 from finance_pipeline.forecasting.assets import forecasts
@@ -49,18 +49,14 @@ daily_refresh_job = dg.define_asset_job(
     executor_def=refresh_executor,
 )
 marts_job = dg.define_asset_job(
-    "rebuild_marts",
+    REBUILD_JOB,
     selection=core_assets | mrr | cfo,
     description="Rebuild core tables and the daily marts from raw (e.g. a full-history backfill).",
     executor_def=refresh_executor,
     # The core tables are rebuilt wholly from raw here (the daily refresh builds them from the
-    # changes since their last build); a run may override it in its run config.
-    config={
-        "ops": {
-            "core__ledger": {"config": {"full_rebuild": True}},
-            "core__subscription_history": {"config": {"full_rebuild": True}},
-        }
-    },
+    # changes since their last build): the core assets decide it from the run's job name, since
+    # job config would reach only single-partition runs (core/assets.py REBUILD_JOB); a run may
+    # still set full_rebuild: false in its run config.
 )
 # Refresh requests (API, CLI): the daily refresh without the Stripe ingest, over the requested days.
 # The core tables build incrementally (the changes since their last build), not wholly as in

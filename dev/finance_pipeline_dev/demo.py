@@ -549,7 +549,7 @@ def backfill_history(instance: Any, first_day: date, last_day: date, progress: P
         f"rebuild_marts {first_day}..{last_day}: {days} days x {len(after)} assets "
         "(alerts and memos, after the margins)"
     ):
-        # Only the ops' own config: the core ops' full_rebuild default is not in this subset.
+        # Only the loggers' config (QUIET without its other keys, should it gain any).
         _execute(
             instance,
             "rebuild_marts",

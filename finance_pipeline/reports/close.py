@@ -115,6 +115,25 @@ def latest_close(wh: Warehouse, workspace_id: str, month: str) -> Close | None:
     return _close(rows[0]) if rows else None
 
 
+def closed_workspaces(wh: Warehouse, month: str) -> dict[str, tuple[int, int]]:
+    """The workspaces whose newest close version of the month is closed (not reopened), with that
+    version and when it was closed (epoch seconds): what a new close of the month would leave
+    as it is."""
+    newest: dict[str, Mapping[str, Any]] = {}
+    for r in wh.rows(
+        "SELECT workspace_id, version, status, closed_at FROM app.closes WHERE month = :m",
+        m=month,
+    ):
+        seen = newest.get(r["workspace_id"])
+        if seen is None or int(r["version"]) > int(seen["version"]):
+            newest[r["workspace_id"]] = r
+    return {
+        ws: (int(r["version"]), int(r["closed_at"]))
+        for ws, r in sorted(newest.items())
+        if r["status"] == "closed"
+    }
+
+
 def list_closes(wh: Warehouse, workspace_id: str | None = None) -> list[Close]:
     """Every close version, by workspace, month and version."""
     sql = "SELECT * FROM app.closes"

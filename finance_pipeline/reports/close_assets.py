@@ -22,6 +22,7 @@ from finance_pipeline.reports.assets import month_bounds, partition_months, repo
 from finance_pipeline.reports.close import (
     CloseError,
     check_closed_months,
+    closed_workspaces,
     run_close,
 )
 from finance_pipeline.reports.email import deliver_close_pack
@@ -376,6 +377,29 @@ def _cursor_requested(cursor: str | None, month: str) -> tuple[bool, set[str]]:
     return False, set(state["requested"]) if state["month"] == month else set()
 
 
+def _listed(items: Sequence[str]) -> str:
+    """Items joined for a tick's message, which stays readable with a thousand workspaces."""
+    more = len(items) - _WAITING_LISTED
+    return "; ".join(items[:_WAITING_LISTED]) + (f"; and {more} more" if more > 0 else "")
+
+
+def _closed_note(closed: dict[str, tuple[int, int]]) -> str:
+    """Which workspaces the sensor leaves out because their month is closed already."""
+    return f"{len(closed)} already closed, not requested: " + _listed(
+        [
+            f"{ws} v{version} closed {datetime.fromtimestamp(at, UTC):%Y-%m-%d %H:%M} UTC"
+            for ws, (version, at) in closed.items()
+        ]
+    )
+
+
+def _all_closed(month: str, closed: dict[str, tuple[int, int]], requested: set[str]) -> str:
+    """The skip reason of a month with nothing left to request."""
+    parts = [f"{len(requested)} requested by this sensor"] if requested else []
+    parts += [_closed_note(closed)] if closed else []
+    return f"{month} has nothing left to close: " + "; ".join(parts)
+
+
 def make_close_sensor(job: Any) -> dg.SensorDefinition:
     """The sensor that requests `job` for last month, per workspace, once its last day is ready."""
 
@@ -388,7 +412,8 @@ def make_close_sensor(job: Any) -> dg.SensorDefinition:
         "freeze) for each workspace once the newest run that refreshed its last day of "
         "mart/mrr_daily for that workspace succeeded with passing blocking checks. One run per "
         "workspace (or batch, FP_FANOUT_BATCH_SIZE) and month; a workspace not ready holds back "
-        "only its own close, and the tick says why.",
+        "only its own close, and the tick says why; a workspace whose month is closed already "
+        "(by hand) is not requested, and the tick names it.",
     )
     def month_end_close_sensor(
         context: dg.SensorEvaluationContext, warehouse: WarehouseResource
@@ -399,23 +424,30 @@ def make_close_sensor(job: Any) -> dg.SensorDefinition:
         if done:
             return dg.SkipReason(f"{month} already requested")
         _, last_day = month_bounds(month)
-        ids = [ws.id for ws in list_workspaces(warehouse.get())]
+        wh = warehouse.get()
+        ids = [ws.id for ws in list_workspaces(wh)]
         if not ids:
             return dg.SkipReason("no workspaces to close")
-        todo = [ws for ws in ids if ws not in requested]
+        # A workspace whose month was closed without this sensor (by hand: `close run`, a run
+        # launched in the UI) gets no run: it would only find the month closed. A reopened month
+        # is requested again.
+        known = set(ids) - requested
+        closed = {ws: c for ws, c in closed_workspaces(wh, month).items() if ws in known}
+        todo = [ws for ws in ids if ws not in requested and ws not in closed]
+        if not todo:
+            # Nothing left: the month is done, and the UI says which closes were not ours.
+            return dg.SensorResult(skip_reason=_all_closed(month, closed, requested), cursor=month)
         readiness = workspace_readiness(context.instance, last_day, todo)
         ready = [ws for ws in todo if readiness[ws].ready]
         not_ready = [f"{ws}: {r.reason}" for ws, r in readiness.items() if not r.ready]
-        # A tick's message stays readable with a thousand workspaces waiting.
-        waiting = "; ".join(not_ready[:_WAITING_LISTED]) + (
-            f"; and {len(not_ready) - _WAITING_LISTED} more"
-            if len(not_ready) > _WAITING_LISTED
-            else ""
-        )
+        waiting = _listed(not_ready)
+        skipped = f" ({_closed_note(closed)})" if closed else ""
         if not ready:
-            return dg.SkipReason(f"waiting for {month}'s last day ({last_day}): {waiting}")
+            return dg.SkipReason(f"waiting for {month}'s last day ({last_day}): {waiting}{skipped}")
         if waiting:
             context.log.info(f"{month}: not ready yet: {waiting}")
+        if closed:
+            context.log.info(f"{month}: {_closed_note(closed)}")
         batch = get_settings().fanout_batch_size
         if batch <= 0 and (requested or len(ready) < len(ids)):
             batch = len(ready)  # no fan-out, but part of the workspaces: one tagged run of them
@@ -423,7 +455,7 @@ def make_close_sensor(job: Any) -> dg.SensorDefinition:
             f"month_end_close:{month}", {}, ready, batch, partition_key=f"{month}-01"
         )
         requested.update(ready)
-        all_in = requested.issuperset(ids)
+        all_in = requested.union(closed).issuperset(ids)
         cursor = month if all_in else json.dumps({"month": month, "requested": sorted(requested)})
         return dg.SensorResult(run_requests=requests, cursor=cursor)
 

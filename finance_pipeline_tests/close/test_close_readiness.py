@@ -7,7 +7,7 @@ through Dagster."""
 from __future__ import annotations
 
 import json
-from datetime import date
+from datetime import UTC, date, datetime
 
 import dagster as dg
 import pytest
@@ -15,7 +15,7 @@ from finance_pipeline_dev.fanout_seed import seed_workspaces
 
 from finance_pipeline.definitions import defs
 from finance_pipeline.reports import close_assets
-from finance_pipeline.reports.close import latest_close
+from finance_pipeline.reports.close import latest_close, reopen
 from finance_pipeline.reports.close_assets import close_pack, workspace_readiness
 from finance_pipeline.settings import get_settings
 from finance_pipeline.tenancy import WORKSPACE_TAG
@@ -145,3 +145,78 @@ def test_a_failed_workspace_holds_back_only_its_own_close(
     # Its pack's checks are those of its own successful refresh run.
     assert closed.manifest["checks"] and all(closed.manifest["checks"].values())
     assert _tick(instance, wh, late.cursor).skip_message == f"{OCT} already requested"
+
+
+def test_the_close_sensor_requests_last_month_once_its_last_day_is_in_and_skips_closed_ones(
+    warehouse: Warehouse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its own state: two workspaces refreshed by one run, nothing closed. The sensor asks for
+    each workspace's close of last month once; a workspace closed by hand is not asked for (the
+    tick names it), nor is a month every workspace closed, until a reopen."""
+    wh = warehouse
+    a, b = seed_workspaces(wh, 2)
+    instance = dg.DagsterInstance.ephemeral()
+    sensor = defs.resolve_sensor_def("month_end_close_sensor")
+    assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
+    monkeypatch.setattr(close_assets, "_today", lambda: date(2026, 11, 1))
+    # One refresh run over every workspace (untagged), as the daily refresh without fan-out.
+    refresh = defs.resolve_job_def("requested_refresh").execute_in_process(
+        instance=instance,
+        resources=warehouse_resources(wh),
+        tags=range_tags("2026-10-01", LAST_DAY),
+    )
+    assert refresh.success
+
+    tick = _tick(instance, wh, None)
+    # One run per workspace (the default fan-out), scoped by the workspace tag.
+    assert [(r.partition_key, r.run_key, r.tags[WORKSPACE_TAG]) for r in tick.run_requests] == [
+        (f"{OCT}-01", f"month_end_close:{OCT}:{ws}", ws) for ws in (a, b)
+    ]
+    assert tick.cursor == OCT  # every workspace requested: the month is done
+    again = _tick(instance, wh, OCT)
+    assert not again.run_requests and again.skip_message == f"{OCT} already requested"
+    # November's last day has not been refreshed: nothing yet.
+    monkeypatch.setattr(close_assets, "_today", lambda: date(2026, 12, 1))
+    later = _tick(instance, wh, OCT)
+    assert not later.run_requests and "waiting" in (later.skip_message or "")
+    monkeypatch.setattr(close_assets, "_today", lambda: date(2026, 11, 1))
+    # On an instance without the refresh run, nothing either.
+    empty = _tick(dg.DagsterInstance.ephemeral(), wh, None)
+    assert not empty.run_requests and "waiting" in (empty.skip_message or "")
+
+    # a's October is closed by hand (a close run launched for it alone): from a fresh cursor the
+    # sensor asks for b only, and the month is done.
+    assert _close(instance, wh, {WORKSPACE_TAG: a}) == {a: "closed"}
+    closed_at = latest_close(wh, a, OCT).closed_at
+    when = datetime.fromtimestamp(closed_at, UTC).strftime("%Y-%m-%d %H:%M")
+    tick = _tick(instance, wh, None)
+    [req] = tick.run_requests
+    assert req.tags[WORKSPACE_TAG] == b and req.run_key == f"month_end_close:{OCT}:{b}"
+    assert tick.cursor == OCT
+    # Without fan-out, still one run scoped to b (an untagged one would cover a as well).
+    monkeypatch.setenv("FP_FANOUT_BATCH_SIZE", "0")
+    get_settings.cache_clear()
+    [whole] = _tick(instance, wh, None).run_requests
+    assert whole.tags[WORKSPACE_TAG] == b
+    monkeypatch.delenv("FP_FANOUT_BATCH_SIZE")
+    get_settings.cache_clear()
+    # Had the sensor requested b before a was closed, its next tick requests nothing and says
+    # why a was left out.
+    partial = _tick(instance, wh, json.dumps({"month": OCT, "requested": [b]}))
+    assert not partial.run_requests and partial.cursor == OCT
+    assert partial.skip_message == (
+        f"{OCT} has nothing left to close: 1 requested by this sensor; "
+        f"1 already closed, not requested: {a} v1 closed {when} UTC"
+    )
+
+    # Both closed by hand: nothing to request, and the tick says so (not an empty run each).
+    assert _close(instance, wh, {WORKSPACE_TAG: b}) == {b: "closed"}
+    done = _tick(instance, wh, None)
+    assert not done.run_requests and done.cursor == OCT
+    assert (done.skip_message or "").startswith(
+        f"{OCT} has nothing left to close: 2 already closed, not requested: {a} v1 closed {when}"
+    )
+    # A reopened month is asked for again (its next close issues version 2).
+    reopen(wh, a, OCT, "late refund")
+    [req] = _tick(instance, wh, None).run_requests
+    assert req.tags[WORKSPACE_TAG] == a

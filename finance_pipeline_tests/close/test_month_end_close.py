@@ -1,8 +1,9 @@
 """The month-end close on a simulated account built through the real jobs (SQLite): the close
 freezes the month (manifest, catalogue close_id, the store refuses an overwrite), a rerun is a
 no-op with byte-identical files, a late refund becomes a restatement (closed files unchanged) that
-raises one close_restated alert (episode, webhook) and the next month's pack lists, a reopen issues version 2 with a diff page, and the close sensor asks
-for last month once the daily refresh of its last day succeeded. The tests run in order."""
+raises one close_restated alert (episode, webhook) and the next month's pack lists, a reopen issues version 2 with a diff page, and the alert resolves. The tests
+run in order: each continues the account's story. The close sensor's tests set up their own state
+(test_close_readiness.py)."""
 
 from __future__ import annotations
 
@@ -48,7 +49,6 @@ from finance_pipeline.reports.store import (
     store_report,
 )
 from finance_pipeline.settings import get_settings
-from finance_pipeline.tenancy import WORKSPACE_TAG
 from finance_pipeline.warehouse import Warehouse
 from finance_pipeline_tests.alerts.webhook_stub import WebhookStub
 from finance_pipeline_tests.conftest import fresh_warehouse
@@ -384,7 +384,9 @@ def test_the_restatement_raises_one_close_restated_alert(
     assert len(_restated_rows(wh, "mart.alert_episodes")) == 1
 
 
-def test_the_next_months_pack_lists_the_restatement(account: Account) -> None:
+def test_the_next_months_pack_lists_the_restatement(
+    account: Account, monkeypatch: pytest.MonkeyPatch
+) -> None:
     wh, root = account.wh, account.root
     # The close pack asset through dg.materialize, with the six CSV report assets upstream.
     result = dg.materialize(
@@ -412,6 +414,18 @@ def test_the_next_months_pack_lists_the_restatement(account: Account) -> None:
         assert "2026-10 (close version 1)" in text and "Revenue: refunds" in text
         n = len(nov.manifest["checks"])
         assert f"{n} of {n} passed" in text
+    # November was closed here, not by the close sensor: on December 1st it asks for nothing
+    # and says why (no run that would only find the month closed).
+    monkeypatch.setattr(close_assets, "_today", lambda: date(2026, 12, 1))
+    tick = defs.resolve_sensor_def("month_end_close_sensor").evaluate_tick(
+        dg.build_sensor_context(
+            instance=account.instance, definitions=defs, resources=_res(account)
+        )
+    )
+    assert not tick.run_requests and tick.cursor == NOV
+    assert f"{NOV} has nothing left to close: 1 already closed, not requested: {WORKSPACE} v1" in (
+        tick.skip_message or ""
+    )
 
 
 def test_reopen_issues_version_2_with_a_diff_page(
@@ -480,46 +494,3 @@ def test_the_re_close_resolves_the_alert(account: Account, stub: WebhookStub) ->
         "alert.resolved",
     ]
     clear_alert_webhook(wh, WORKSPACE)
-
-
-def test_the_close_sensor_requests_last_month_once_its_last_day_is_in(
-    account: Account, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    sensor = defs.resolve_sensor_def("month_end_close_sensor")
-    assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
-    monkeypatch.setattr(close_assets, "_today", lambda: date(2026, 12, 1))
-    ctx = dg.build_sensor_context(
-        instance=account.instance, definitions=defs, resources=_res(account)
-    )
-    tick = sensor.evaluate_tick(ctx)
-    [req] = tick.run_requests
-    # One run per workspace (the default fan-out), scoped by the workspace tag.
-    assert (req.partition_key, req.run_key) == (
-        "2026-11-01",
-        f"month_end_close:2026-11:{WORKSPACE}",
-    )
-    assert req.tags[WORKSPACE_TAG] == WORKSPACE
-    assert tick.cursor == NOV  # every workspace requested: the month is done
-    # Closing twice is a no-op: the cursor skips the month (and so would the run key).
-    again = sensor.evaluate_tick(
-        dg.build_sensor_context(
-            instance=account.instance, cursor=NOV, definitions=defs, resources=_res(account)
-        )
-    )
-    assert not again.run_requests
-    # December's last day has not been refreshed: nothing yet.
-    monkeypatch.setattr(close_assets, "_today", lambda: date(2027, 1, 1))
-    later = sensor.evaluate_tick(
-        dg.build_sensor_context(
-            instance=account.instance, cursor=NOV, definitions=defs, resources=_res(account)
-        )
-    )
-    assert not later.run_requests and "waiting" in (later.skip_message or "")
-    # On an instance without the refresh run, nothing either.
-    monkeypatch.setattr(close_assets, "_today", lambda: date(2026, 12, 1))
-    empty = sensor.evaluate_tick(
-        dg.build_sensor_context(
-            instance=dg.DagsterInstance.ephemeral(), definitions=defs, resources=_res(account)
-        )
-    )
-    assert not empty.run_requests

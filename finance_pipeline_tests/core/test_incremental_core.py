@@ -27,6 +27,7 @@ from finance_pipeline.stripe_sync.gateway import StripeGateway
 from finance_pipeline.stripe_sync.streams import STREAMS
 from finance_pipeline.tenancy import create_organization, create_workspace, list_workspaces
 from finance_pipeline.warehouse import Warehouse
+from finance_pipeline_tests.dagster_runs import range_tags
 
 END = date(2026, 10, 31)
 MONTHS = 3
@@ -301,15 +302,69 @@ def test_incremental_core_equals_full_rebuild_after_every_kind_of_change(env: En
     assert _tables(wh) == incremental
 
 
-def test_rebuild_marts_job_rebuilds_core_fully_and_daily_refresh_does_not() -> None:
-    """The backfill job's run config asks both core assets for a full rebuild; the daily one not."""
+def _cost_record(wh: Warehouse, external_id: str) -> None:
+    """A 5 USD cost record of workspace ws1 (one ledger entry), every one ingested in one second."""
+    row = {
+        "workspace_id": "ws1",
+        "external_id": external_id,
+        "name": external_id,
+        "amount_micros": 5_000_000,
+        "currency": "usd",
+        "category": "OTHER",
+        "is_recurring": False,
+        "note": None,
+        "date": date(2026, 1, 5),
+        "customer_tag": None,
+        "source": "test",
+        "ingested_at": 1_900_000_000,  # the same second for every row
+    }
+    with wh.begin() as db:
+        wh.upsert(db, "raw.cost_records", [row], key=("workspace_id", "external_id"))
+
+
+def test_rebuild_marts_rebuilds_core_fully_over_a_partition_range(
+    warehouse: Warehouse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rebuild_marts run over a range of days (a backfill's single run, the demo: range tags, no
+    partition key, so no job config reaches it) rebuilds both core tables wholly; the daily and
+    requested refreshes over the same range build incrementally, and a run config may say so."""
     from finance_pipeline.definitions import defs
 
-    full = {"config": {"full_rebuild": True}}
-    backfill = defs.resolve_job_def("rebuild_marts").get_run_config_for_partition_key("2026-10-01")
-    assert backfill["ops"] == {"core__ledger": full, "core__subscription_history": full}
-    daily = defs.resolve_job_def("daily_refresh").get_run_config_for_partition_key("2026-10-01")
-    assert "ops" not in daily
+    wh = warehouse
+    org = create_organization(wh, "o", org_id="o")
+    create_workspace(wh, org, "w", workspace_id="ws1")
+    monkeypatch.setattr(core_assets, "_now", lambda: 2_000_000_000)
+    resources = {"warehouse": WarehouseResource(url=wh.url.render_as_string(False))}
+    _cost_record(wh, "a")
+    instance = dg.DagsterInstance.ephemeral()
+
+    def modes(job: str, run_config: dict[str, Any] | None = None) -> tuple[Any, Any]:
+        result = defs.resolve_job_def(job).execute_in_process(
+            instance=instance,
+            resources=resources,
+            tags=range_tags("2026-10-30", "2026-10-31"),
+            run_config=run_config,
+        )
+        assert result.success and result.dagster_run.tags.get("dagster/partition") is None
+        return tuple(
+            result.asset_materializations_for_node(node)[0].metadata["mode"].value
+            for node in ("core__ledger", "core__subscription_history")
+        )
+
+    assert modes("requested_refresh") == ("full", "full")  # the first build
+    assert modes("daily_refresh") == ("incremental", "incremental")
+    assert modes("requested_refresh") == ("incremental", "incremental")
+    assert modes("rebuild_marts") == ("full", "full")
+    incremental = {"config": {"full_rebuild": False}}
+    ops = {"core__ledger": incremental, "core__subscription_history": incremental}
+    assert modes("rebuild_marts", {"ops": ops}) == ("incremental", "incremental")
+    # A single-partition run of rebuild_marts rebuilds wholly too.
+    result = defs.resolve_job_def("rebuild_marts").execute_in_process(
+        instance=instance, resources=resources, partition_key="2026-10-31"
+    )
+    [mat] = result.asset_materializations_for_node("core__ledger")
+    assert mat.metadata["mode"].value == "full"
+    assert _tables(wh)[0] == _full_rebuild_rows(wh, 2_000_000_000)[0]
 
 
 def test_rows_ingested_in_the_same_second_as_the_last_build_are_built(
@@ -323,24 +378,6 @@ def test_rows_ingested_in_the_same_second_as_the_last_build_are_built(
     monkeypatch.setattr(core_assets, "_now", lambda: 2_000_000_000)
     resources = {"warehouse": WarehouseResource(url=wh.url.render_as_string(False))}
 
-    def cost(external_id: str) -> None:
-        row = {
-            "workspace_id": "ws1",
-            "external_id": external_id,
-            "name": external_id,
-            "amount_micros": 5_000_000,
-            "currency": "usd",
-            "category": "OTHER",
-            "is_recurring": False,
-            "note": None,
-            "date": date(2026, 1, 5),
-            "customer_tag": None,
-            "source": "test",
-            "ingested_at": 1_900_000_000,  # the same second for both rows
-        }
-        with wh.begin() as db:
-            wh.upsert(db, "raw.cost_records", [row], key=("workspace_id", "external_id"))
-
     def build() -> tuple[Any, ...]:
         result = dg.materialize(
             [fx_rates, ledger], resources=resources, instance=dg.DagsterInstance.ephemeral()
@@ -349,9 +386,9 @@ def test_rows_ingested_in_the_same_second_as_the_last_build_are_built(
         m = {k: v.value for k, v in mat.metadata.items()}
         return m["mode"], m["objects_changed"], m["rows_deleted"], m["rows_rebuilt"], m["rows"]
 
-    cost("a")
+    _cost_record(wh, "a")
     assert build() == ("full", 1, 0, 1, 1)
-    cost("b")
+    _cost_record(wh, "b")
     # Every row of that second is built again: a's entry is replaced, b's added.
     assert build() == ("incremental", 2, 1, 2, 2)
     assert build() == ("incremental", 0, 0, 0, 2)
