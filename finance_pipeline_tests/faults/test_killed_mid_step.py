@@ -10,7 +10,7 @@ stamps aside), no table has a doubled row, the report folder holds exactly the c
 and each closed month has one close version. The killed run stays STARTED until the dead-run
 sweep (finance_pipeline/run_sweep.py) marks it failed and frees its Stripe pool slot; the next
 run is not blocked. Last, everything the kill points left behind is scanned for secrets.
-PostgreSQL (production) runs every kill point, SQLite the first.
+Every kill point runs on PostgreSQL (production) and on SQLite (the embedded default).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import contextlib
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -264,9 +265,10 @@ def _prepare(side: Side, sim: Any, api_base: str) -> dict[str, str]:
     return {"Stripe key": key, f"API key ({side.name})": api_key}
 
 
-# Every kill point on the production warehouse; on SQLite only the first, which needs no Stripe
-# sync before it (a kill inside SQLite's open write transaction: its journal rolls it back).
-# Each warehouse kind's last case scans what its kill points left behind for secrets.
+# Every kill point on the production warehouse and on the embedded default's SQLite (a kill
+# inside SQLite's open write transaction: the next connection rolls its journal back). One
+# chain per kind takes both sides through the steps once; each kind's last case scans what its
+# kill points left behind for secrets.
 SCAN = len(STEPS)
 CASES = [
     *(
@@ -274,7 +276,7 @@ CASES = [
         for i, s in enumerate(STEPS)
     ),
     pytest.param("postgresql", SCAN, marks=pytest.mark.postgres, id="postgresql-leftovers"),
-    pytest.param("sqlite", 0, id=f"sqlite-{STEPS[0].kill}"),
+    *(pytest.param("sqlite", i, id=f"sqlite-{s.kill}") for i, s in enumerate(STEPS)),
     pytest.param("sqlite", SCAN, id="sqlite-leftovers"),
 ]
 
@@ -419,6 +421,19 @@ def _close_midway(side: Side) -> None:
     assert packs == 1  # stored before the freeze
 
 
+def _sqlite_sound(wh: Warehouse) -> None:
+    """The SQLite file a killed writer left: intact once its WAL is recovered, and no lock held
+    (the dead worker's write lock went with it, so a writer gets it at once, not after the
+    busy timeout)."""
+    con = sqlite3.connect(str(wh.url.database), timeout=0, isolation_level=None)
+    try:
+        assert con.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+        con.execute("BEGIN IMMEDIATE")
+        con.execute("ROLLBACK")
+    finally:
+        con.close()
+
+
 def _assert_same(chain: Chain) -> None:
     """The killed side equals the clean twin: rows, files, one close per month, no doubles."""
     killed, clean = _snapshot(chain.killed.wh), _snapshot(chain.clean.wh)
@@ -464,6 +479,8 @@ def _killed_mid_step_then_next_run_equals_a_clean_run(chain: Chain, index: int) 
     assert killed.returncode == -signal.SIGKILL, killed.output[-3000:]
     # It died at the point under test, by its own hand, not earlier of something else.
     assert chain.marker(step.kill).read_text().splitlines()[1] == f"pid {killed.pid}"
+    if chain.killed.wh.url.get_backend_name() == "sqlite":
+        _sqlite_sound(chain.killed.wh)
     if step.kill in MIDWAY:
         MIDWAY[step.kill](chain.killed)
 
