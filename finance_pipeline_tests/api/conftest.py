@@ -1,11 +1,13 @@
 """The API over real HTTP: uvicorn on a free port against a fresh warehouse, and an httpx client.
 
 `api` is one server per test module (each test registers its own organizations, so tests stay
-independent); `api_server_factory` starts more with other settings or extra routes.
+independent); `api_server_factory` starts more with other settings or extra routes;
+`isolation_api` is the tenant-isolation suites' server, on SQLite or PostgreSQL.
 """
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
@@ -19,6 +21,7 @@ import httpx
 import pytest
 import uvicorn
 from fastapi import APIRouter, FastAPI
+from finance_pipeline_dev.production import fresh_pg_database
 
 from finance_pipeline.api import create_app
 from finance_pipeline.api.families import Family, include_family
@@ -122,6 +125,47 @@ def api_server_factory(tmp_path: Path) -> Iterator[ServerFactory]:
     yield make
     for server in started:
         server.stop()
+
+
+#: The tenant-isolation suites' server settings: requests only queued (no pipeline runs), reads
+#: never wait, no rate limit in the way, and a Stripe base that refuses connections (no request
+#: leaves the machine).
+ISOLATION_SETTINGS: dict[str, Any] = {
+    "requests_inline": False,
+    "api_read_wait_seconds": 0,
+    "api_rate_limit_per_minute": 1_000_000,
+    "stripe_api_base": "http://127.0.0.1:9",
+}
+
+#: Runs a test once per warehouse: `isolation_api` on SQLite and on PostgreSQL (production's).
+ON_BOTH_WAREHOUSES = pytest.mark.parametrize(
+    "isolation_api",
+    ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)],
+    indirect=True,
+)
+
+
+@pytest.fixture(scope="module")
+def isolation_api(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ApiServer]:
+    """The tenant-isolation suites' server (ISOLATION_SETTINGS), one per module and warehouse
+    kind: `request.param` "sqlite" (the default) or "postgresql", a database of its own on the
+    shared server, dropped after (parametrize with ON_BOTH_WAREHOUSES)."""
+    kind = getattr(request, "param", "sqlite")
+    with contextlib.ExitStack() as stack:
+        url = None
+        if kind == "postgresql":
+            url = stack.enter_context(fresh_pg_database(request.getfixturevalue("pg_admin")))
+        make, started = _factory(tmp_path_factory.mktemp(f"isolation_{kind}"))
+        try:
+            server = make(warehouse_url=url, **ISOLATION_SETTINGS)
+            assert server.wh.is_sqlite == (kind == "sqlite"), server.wh
+            yield server
+        finally:
+            # Before the database is dropped: the server's pool holds connections to it.
+            for started_server in started:
+                started_server.stop()
 
 
 @dataclass(frozen=True)

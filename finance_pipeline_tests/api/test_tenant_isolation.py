@@ -43,10 +43,10 @@ from finance_pipeline.margins.mappings import upsert_mapping
 from finance_pipeline.resources import WarehouseResource
 from finance_pipeline.tenancy import connect_stripe, set_org_tier
 from finance_pipeline_tests.api.conftest import (
+    ON_BOTH_WAREHOUSES,
     PASSWORD,
     Account,
     ApiServer,
-    _factory,
     bearer,
     register,
     unique_email,
@@ -152,19 +152,14 @@ class Tenant:
         return {i for i in ids if i}
 
 
+# Every test, once on SQLite and once on PostgreSQL (production's warehouse).
+pytestmark = ON_BOTH_WAREHOUSES
+
+
 @pytest.fixture(scope="module")
-def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
-    """One server: requests only queued (no pipeline runs), reads never wait, no rate limit in
-    the way, and a Stripe base that refuses connections."""
-    make, started = _factory(tmp_path_factory.mktemp("isolation"))
-    yield make(
-        requests_inline=False,
-        api_read_wait_seconds=0,
-        api_rate_limit_per_minute=1_000_000,
-        stripe_api_base="http://127.0.0.1:9",
-    )
-    for server in started:
-        server.stop()
+def api(isolation_api: ApiServer) -> ApiServer:
+    """The isolation suites' server (api/conftest.py), on the test's warehouse."""
+    return isolation_api
 
 
 def _ok(r: httpx.Response, status: int = 200) -> dict[str, Any]:

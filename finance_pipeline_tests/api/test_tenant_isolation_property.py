@@ -20,14 +20,15 @@ references). The properties:
 - no answer (body or headers) holds a byte of B's ids, names, emails or generated amounts;
 - B's rows, in every table, are the same after all of A's requests as before.
 
-Examples: FP_ISOLATION_EXAMPLES (3 by default, to keep CI short; derandomized there).
+Every test runs on SQLite and on PostgreSQL (production's warehouse), each on a server and
+database of its own. Examples: FP_ISOLATION_EXAMPLES on SQLite (3 by default, to keep CI short)
+and FP_ISOLATION_PG_EXAMPLES on PostgreSQL (2 by default); derandomized in CI.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -41,7 +42,7 @@ from hypothesis import strategies as st
 
 from finance_pipeline.lib.access import ORG_LEVEL
 from finance_pipeline.warehouse import Warehouse
-from finance_pipeline_tests.api.conftest import ApiServer, _factory, bearer
+from finance_pipeline_tests.api.conftest import ON_BOTH_WAREHOUSES, ApiServer, bearer
 from finance_pipeline_tests.api.test_tenant_isolation import (
     EXEMPT,
     MIN_OPERATIONS,
@@ -60,6 +61,8 @@ from finance_pipeline_tests.api.test_tenant_isolation import (
 )
 
 EXAMPLES = int(os.environ.get("FP_ISOLATION_EXAMPLES", "3"))
+#: Examples on PostgreSQL: fewer, since each one costs as much again on top of the SQLite run.
+PG_EXAMPLES = int(os.environ.get("FP_ISOLATION_PG_EXAMPLES", "2"))
 
 #: Every warehouse table with a workspace_id column, and how a seeded workspace comes to hold
 #: rows of it: "api" (the owner's requests in `_tenant`) or "generated" (a row of generated
@@ -147,37 +150,31 @@ REFERENCES: dict[tuple[str, str], str] = {("app.restatements", "close_id"): "app
 
 
 def workspace_tables(wh: Warehouse) -> set[str]:
-    """Every table of the migrated schema (sql/) that has a workspace_id column."""
+    """Every table of the migrated database that has a workspace_id column, as `schema.table`:
+    read from the database itself (every schema on PostgreSQL but the system ones, every table on
+    SQLite), so that a table added by a migration, in any schema, is in it."""
     inspector = sa.inspect(wh.engine)
     out = set()
     if wh.is_sqlite:
-        names = [(n.split("__", 1)[0], n.split("__", 1)[1]) for n in inspector.get_table_names()]
+        tables = [(None, n) for n in inspector.get_table_names()]
     else:
-        names = [
+        tables = [
             (schema, n)
-            for schema in ("app", "raw", "core", "mart")
+            for schema in inspector.get_schema_names()
+            if schema != "information_schema" and not schema.startswith("pg_")
             for n in inspector.get_table_names(schema=schema)
         ]
-    for schema, name in names:
-        qualified = f"{schema}.{name}"
-        if "workspace_id" in {c.name for c in wh.table(qualified).columns}:
-            out.add(qualified)
+    for schema, name in tables:
+        if "workspace_id" in {c["name"] for c in inspector.get_columns(name, schema=schema)}:
+            # SQLite's physical `raw__x` is `raw.x`.
+            out.add(f"{schema}.{name}" if schema else name.replace("__", ".", 1))
     return out
 
 
 @pytest.fixture(scope="module")
-def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
-    """One server: requests only queued, reads never wait, no rate limit in the way, and a
-    Stripe base that refuses connections (no request leaves the machine)."""
-    make, started = _factory(tmp_path_factory.mktemp("isolation_property"))
-    yield make(
-        requests_inline=False,
-        api_read_wait_seconds=0,
-        api_rate_limit_per_minute=1_000_000,
-        stripe_api_base="http://127.0.0.1:9",
-    )
-    for server in started:
-        server.stop()
+def api(isolation_api: ApiServer) -> ApiServer:
+    """The isolation suites' server (api/conftest.py), on the test's warehouse."""
+    return isolation_api
 
 
 # --- generated data ------------------------------------------------------------------------------
@@ -467,24 +464,54 @@ def _check(
         )
 
 
+def _property_settings(examples: int) -> settings:
+    return settings(
+        max_examples=examples,
+        deadline=None,
+        derandomize=bool(os.environ.get("CI")),
+        # No shrinking: every example seeds two organizations and sweeps the schema, and a
+        # failure already names the request and what it showed.
+        phases=[Phase.explicit, Phase.reuse, Phase.generate],
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
+
+
+#: An example: how many workspaces B has, the four workspaces' generated content, and the draws
+#: (B's target workspace, the slots mixed in, the credential) per operation.
+EXAMPLE = {
+    "b_workspaces": st.integers(1, 2),
+    "contents": st.lists(CONTENT, min_size=4, max_size=4, unique_by=lambda c: c.amount),
+    "data": st.data(),
+}
+
+
 @pytest.mark.slow
-@settings(
-    max_examples=EXAMPLES,
-    deadline=None,
-    derandomize=bool(os.environ.get("CI")),
-    # No shrinking: every example seeds two organizations and sweeps the schema, and a failure
-    # already names the request and what it showed.
-    phases=[Phase.explicit, Phase.reuse, Phase.generate],
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
-@given(
-    b_workspaces=st.integers(1, 2),
-    contents=st.lists(CONTENT, min_size=4, max_size=4, unique_by=lambda c: c.amount),
-    data=st.data(),
-)
+@pytest.mark.parametrize("isolation_api", ["sqlite"], indirect=True)
+@_property_settings(EXAMPLES)
+@given(**EXAMPLE)
 def test_no_request_reaches_shows_or_changes_another_tenants_data(
     api: ApiServer, b_workspaces: int, contents: list[Content], data: st.DataObject
 ) -> None:
+    _no_request_reaches_shows_or_changes_another_tenants_data(api, b_workspaces, contents, data)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "isolation_api", [pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True
+)
+@_property_settings(PG_EXAMPLES)
+@given(**EXAMPLE)
+def test_no_request_reaches_shows_or_changes_another_tenants_data_on_postgresql(
+    api: ApiServer, b_workspaces: int, contents: list[Content], data: st.DataObject
+) -> None:
+    """The same property on production's warehouse (PG_EXAMPLES examples)."""
+    _no_request_reaches_shows_or_changes_another_tenants_data(api, b_workspaces, contents, data)
+
+
+def _no_request_reaches_shows_or_changes_another_tenants_data(
+    api: ApiServer, b_workspaces: int, contents: list[Content], data: st.DataObject
+) -> None:
+    """The module's property for one example (its docstring)."""
     pair = _seed(api, b_workspaces, contents)
     a, b = pair.a, pair.b
     a_ws1, a_ws2 = a.workspaces
@@ -536,6 +563,7 @@ def test_no_request_reaches_shows_or_changes_another_tenants_data(
     assert _snapshot(api.wh, Tenant(a.owner, a.marker, [a_ws2]), org=False) == before_ws2
 
 
+@ON_BOTH_WAREHOUSES
 def test_every_stored_object_kind_is_seeded(api: ApiServer) -> None:
     """STORED_KINDS is every table with a workspace_id column, and a seeded workspace holds a
     row of each (so every kind is in the property above)."""
@@ -552,6 +580,21 @@ def test_every_stored_object_kind_is_seeded(api: ApiServer) -> None:
                 assert n, f"{table} holds nothing of workspace {ws.id}"
 
 
+def test_a_new_workspace_table_is_an_uncovered_kind(warehouse: Warehouse) -> None:
+    """The check above is not vacuous: a table a migration adds with a workspace_id column, in
+    a layer or (PostgreSQL) a schema of its own, is found and is not in STORED_KINDS."""
+    assert workspace_tables(warehouse) == set(STORED_KINDS)
+    added = {"mart.new_kind"}
+    with warehouse.begin() as db:
+        db.execute(warehouse.text("CREATE TABLE mart.new_kind (workspace_id TEXT, x BIGINT)"))
+        if not warehouse.is_sqlite:
+            db.execute(sa.text("CREATE SCHEMA extra"))
+            db.execute(sa.text("CREATE TABLE extra.kind (workspace_id TEXT)"))
+            added.add("extra.kind")
+    assert workspace_tables(warehouse) - set(STORED_KINDS) == added
+
+
+@ON_BOTH_WAREHOUSES
 def test_the_target_tenant_sees_its_own_generated_data(api: ApiServer) -> None:
     """A control: B's owner reads show B's generated rows somewhere (the scan above looks for
     data the API does serve), and its own requests answer without a 5xx."""
