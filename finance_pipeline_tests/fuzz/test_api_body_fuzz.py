@@ -455,7 +455,9 @@ def _spoil(target: str, item: dict[str, Any], how: str, draw: st.DrawFn) -> tupl
                 lambda f: not f.is_integer() and f > 0
             )
             if target.startswith("v1")
-            else st.sampled_from([0.1, 12.345, 1e-9, 1e300])
+            # finer than the minor unit of every drawn currency (2 decimals: 0.1 is 10 cents,
+            # accepted), or too large
+            else st.sampled_from([0.001, 12.345, 1e-9, 1e300])
         )
     elif how in ("amount NaN", "amount 1e400"):
         item[_amount_key(target)] = "__RAW__"
