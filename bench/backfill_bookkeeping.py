@@ -73,7 +73,6 @@ def _use_data_dir(data_dir: Path) -> None:
 
 def prepare(out: Path, customers: int, months: int) -> None:
     """Simulate, serve and ingest as the demo does, into a fresh data folder `out`."""
-    import urllib.request
     from datetime import UTC, datetime, timedelta
 
     if out.exists():
@@ -82,6 +81,7 @@ def prepare(out: Path, customers: int, months: int) -> None:
     _use_data_dir(out)
     from dagster import DagsterInstance
     from finance_pipeline_dev import demo
+    from finance_pipeline_dev.processes import standin_command, wait_for_standin
 
     from finance_pipeline.partitions import HISTORY_START
     from finance_pipeline.settings import get_settings
@@ -92,37 +92,10 @@ def prepare(out: Path, customers: int, months: int) -> None:
         get_settings(), customers=customers, months=months, seed=SEED, standin_url=url
     )
     standin = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "finance_pipeline_dev.standin.serve",
-            "--port",
-            str(port),
-            "--fixture",
-            str(fixture),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        standin_command(port, fixture), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     try:
-        key = next(
-            k
-            for a in sim.fixture["accounts"].values()
-            for k, v in a["keys"].items()
-            if v.get("permissions") is None
-        )
-        deadline = time.time() + 60
-        while True:
-            try:
-                req = urllib.request.Request(
-                    f"{url}/v1/account", headers={"Authorization": f"Bearer {key}"}
-                )
-                urllib.request.urlopen(req, timeout=5).read()
-                break
-            except OSError:
-                if time.time() > deadline:
-                    raise
-                time.sleep(0.3)
+        wait_for_standin(url, sim.fixture, 60)
         instance = DagsterInstance.get()
         for job in ("stripe_ingest", "ingest_landing_files"):
             demo._execute(instance, job, run_config=demo.QUIET)

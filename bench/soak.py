@@ -69,11 +69,19 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from finance_pipeline_dev.processes import (
+    api_command,
+    daemon_command,
+    standin_command,
+    start_in_session,
+    wait_for_standin,
+    wait_http,
+)
+
 ROOT = Path(__file__).resolve().parent.parent
 PG_ADMIN_URL = os.environ.get(
     "FP_BENCH_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )
-BIN = Path(sys.executable).parent
 PREFIX = "soak-"  # external ids of the rows the generator ingests
 WARMUP_FRACTION = 0.2
 GROWTH_LIMIT = 0.10
@@ -264,33 +272,7 @@ def start(
     role: str, cmd: list[str], env: dict[str, str], workdir: Path, cwd: Path = ROOT
 ) -> Service:
     """A service in its own session (its children with it), logging to workdir/<role>.log."""
-    log = (workdir / f"{role}.log").open("ab")
-    proc = subprocess.Popen(
-        cmd,
-        cwd=cwd,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    return Service(role, proc)
-
-
-def wait_http(url: str, seconds: float, headers: dict[str, str] | None = None) -> None:
-    """Until url answers (any HTTP status below 500)."""
-    import httpx
-
-    deadline = time.time() + seconds
-    last: Exception | None = None
-    while time.time() < deadline:
-        try:
-            if httpx.get(url, headers=headers or {}, timeout=5).status_code < 500:
-                return
-        except httpx.HTTPError as exc:
-            last = exc
-        time.sleep(0.5)
-    raise RuntimeError(f"{url} did not answer within {seconds:.0f} s: {last}")
+    return Service(role, start_in_session(cmd, workdir / f"{role}.log", env, cwd))
 
 
 # ------------------------------------------------------------------------------------ memory
@@ -779,17 +761,12 @@ class RunLauncher:
         self.n += 1
         if self.executor:
             argv = [*argv, "--executor", self.executor]
-        log = (self.workdir / f"run_{self.n:03d}_{name}.log").open("ab")
-        proc = subprocess.Popen(
-            [*self.nice, sys.executable, __file__, "run", *argv],
-            cwd=ROOT,
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+        log = f"run_{self.n:03d}_{name}.log"
+        proc = start_in_session(
+            [*self.nice, sys.executable, __file__, "run", *argv], self.workdir / log, self.env, ROOT
         )
         self.sampler.add_root(proc.pid, f"run:{name}")
-        self.running[name] = (proc, time.monotonic(), f"run_{self.n:03d}_{name}.log")
+        self.running[name] = (proc, time.monotonic(), log)
 
     def refresh(self) -> None:
         yesterday = datetime.now(UTC).date() - timedelta(days=1)
@@ -954,6 +931,15 @@ def driver(args: argparse.Namespace) -> int:
     services: list[Service] = []
     sampler = Sampler(args.sample_every)
     launcher: RunLauncher | None = None
+
+    def stop_all() -> None:
+        """Stop the runs, the sampler and the services this driver started (again is harmless)."""
+        if launcher is not None:
+            launcher.stop()
+        sampler.stop()
+        for s in reversed(services):
+            s.stop()
+
     try:
         with databases() as (wh_url, dg_url):
             try:
@@ -1004,29 +990,9 @@ def driver(args: argparse.Namespace) -> int:
                 )
                 fixture = workdir / "data" / "demo" / "stripe_fixture.json"
                 services.append(
-                    start(
-                        "standin",
-                        [
-                            sys.executable,
-                            "-m",
-                            "finance_pipeline_dev.standin.serve",
-                            "--port",
-                            str(standin_port),
-                            "--fixture",
-                            str(fixture),
-                        ],
-                        env,
-                        workdir,
-                    )
+                    start("standin", standin_command(standin_port, fixture), env, workdir)
                 )
-                fx = json.loads(fixture.read_text())
-                key = next(
-                    k
-                    for a in fx["accounts"].values()
-                    for k, v in a["keys"].items()
-                    if v.get("permissions") is None
-                )
-                wait_http(f"{standin}/v1/account", 180, {"Authorization": f"Bearer {key}"})
+                wait_for_standin(standin, json.loads(fixture.read_text()), 180)
                 seed = _child(["seed", "--first-day", prep["first_day"]], env, log)
                 out["seed_seconds"] = round(time.monotonic() - t, 1)
                 print(f"seeded in {out['seed_seconds']} s", flush=True)
@@ -1048,21 +1014,7 @@ def driver(args: argparse.Namespace) -> int:
                         ).scalar(),
                     }
                 eng.dispose()
-                api = start(
-                    "api",
-                    [
-                        str(BIN / "finance-pipeline"),
-                        "api",
-                        "--host",
-                        "127.0.0.1",
-                        "--port",
-                        str(api_port),
-                        "--workers",
-                        str(args.workers),
-                    ],
-                    env,
-                    workdir,
-                )
+                api = start("api", api_command(api_port, args.workers), env, workdir)
                 services.append(api)
                 base = f"http://127.0.0.1:{api_port}"
                 wait_http(f"{base}/openapi.json", 180)
@@ -1097,23 +1049,8 @@ def driver(args: argparse.Namespace) -> int:
                 print(f"unloaded reads: {out['unloaded']}", flush=True)
 
                 # Phase 2: the daemon, the runs, the mixed load.
-                daemon = start(
-                    "daemon",
-                    [
-                        *(
-                            ["nice", "-n", str(args.background_nice)]
-                            if args.background_nice
-                            else []
-                        ),
-                        str(BIN / "dagster-daemon"),
-                        "run",
-                        "-w",
-                        str(ROOT / "workspace.yaml"),
-                    ],
-                    env,
-                    workdir,
-                    cwd=home,
-                )
+                nice = ["nice", "-n", str(args.background_nice)] if args.background_nice else []
+                daemon = start("daemon", [*nice, *daemon_command()], env, workdir, cwd=home)
                 services.append(daemon)
                 sampler.add_root(daemon.proc.pid, "daemon")
                 state.records = []
@@ -1207,18 +1144,9 @@ def driver(args: argparse.Namespace) -> int:
                 out["memory"] = memory_report(sampler, soak_t0, soak_t1)
                 out["loadavg_end"] = loadavg()
             finally:
-                # Everything that uses the databases stops before they are dropped.
-                if launcher is not None:
-                    launcher.stop()
-                sampler.stop()
-                for s in reversed(services):
-                    s.stop()
+                stop_all()  # everything that uses the databases stops before they are dropped
     finally:
-        if launcher is not None:
-            launcher.stop()
-        sampler.stop()
-        for s in reversed(services):
-            s.stop()
+        stop_all()
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
     out["targets"] = targets(out, args)

@@ -11,7 +11,6 @@ import json
 import os
 import signal
 import socket
-import subprocess
 import sys
 import time
 import urllib.request
@@ -22,6 +21,15 @@ from typing import Any
 
 from finance_pipeline.deployment import dagster_home
 from finance_pipeline.settings import PROJECT_ROOT, Settings, get_settings
+from finance_pipeline_dev.processes import (
+    BIN,
+    api_command,
+    daemon_command,
+    standin_command,
+    start_in_session,
+    wait_for_standin,
+    wait_http,
+)
 
 SERVICES = ("stripe_standin", "dagster_daemon", "dagster_webserver", "finance_api")
 # The demo's size and ports; the dev CLI shows them in --help.
@@ -104,17 +112,7 @@ def _start_service(
     settings: Settings, name: str, cmd: list[str], env: dict[str, str], cwd: Path = PROJECT_ROOT
 ) -> int:
     _register_run_dir(_run_dir(settings), present=True)
-    log = open(_run_dir(settings) / f"{name}.log", "ab")  # noqa: SIM115 - the child owns it
-    # Its own session/process group: `dagster dev` ignores signals sent only to the parent.
-    proc = subprocess.Popen(
-        cmd,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        env=env,
-        cwd=cwd,
-        start_new_session=True,
-    )
+    proc = start_in_session(cmd, _run_dir(settings) / f"{name}.log", env, cwd)
     # The pid, then the command line: `stop` checks it so a reused pid is never signalled.
     (_run_dir(settings) / f"{name}.pid").write_text(f"{proc.pid}\n{' '.join(cmd)}\n")
     return proc.pid
@@ -171,20 +169,6 @@ def _port_free(port: int) -> bool:
         except OSError:
             return False
     return True
-
-
-def _wait_http(url: str, timeout: float, headers: dict[str, str] | None = None) -> None:
-    deadline = time.time() + timeout
-    last: Exception | None = None
-    while time.time() < deadline:
-        try:
-            req = urllib.request.Request(url, headers=headers or {})
-            with urllib.request.urlopen(req, timeout=5):
-                return
-        except Exception as exc:
-            last = exc
-            time.sleep(0.5)
-    raise RuntimeError(f"{url} did not come up within {timeout:.0f} s: {last}")
 
 
 def _dismiss_first_run_popup(ui: str) -> None:
@@ -306,20 +290,8 @@ def start_api(settings: Settings, port: int, env: dict[str, str]) -> str:
     (its FP_* settings: the same warehouse and Dagster home), once `/openapi.json` answers;
     returns its URL."""
     url = f"http://127.0.0.1:{port}"
-    _start_service(
-        settings,
-        "finance_api",
-        [
-            str(Path(sys.executable).parent / "finance-pipeline"),
-            "api",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        env,
-    )
-    _wait_http(f"{url}/openapi.json", 120)
+    _start_service(settings, "finance_api", api_command(port), env)
+    wait_http(f"{url}/openapi.json", 120)
     return url
 
 
@@ -688,7 +660,6 @@ def where_to_look(
     """The closing block: where each part is, and commands that work verbatim in a new shell
     (absolute paths, no reliance on `uv` or the working directory); with `api` and `access`, the
     read API, the owner's login and a token with a request to try it."""
-    bin_dir = Path(sys.executable).parent
     data = (
         ""
         if Path(settings.data_dir) == PROJECT_ROOT / "data"
@@ -725,9 +696,9 @@ def where_to_look(
         *_close_lines(settings),
         f"  Logs            {_run_dir(settings)}",
         "Commands (work from any folder)",
-        f"  $ {data}{bin_dir / 'finance-pipeline'} sync-status",
-        f"  $ {data}{bin_dir / 'finance-pipeline'} close status",
-        f"  $ {data}{bin_dir / 'finance-pipeline'} ingest-file "
+        f"  $ {data}{BIN / 'finance-pipeline'} sync-status",
+        f"  $ {data}{BIN / 'finance-pipeline'} close status",
+        f"  $ {data}{BIN / 'finance-pipeline'} ingest-file "
         f"{settings.resolved_landing_dir}/<workspace_id>/<file>.csv",
         *api_commands,
         f"  $ {PROJECT_ROOT / 'scripts' / 'demo.sh'} stop",
@@ -771,27 +742,8 @@ def run_demo(
         p["note"] = f" ({sim.first_day}..{sim.last_day})"
     env = {**os.environ, "DAGSTER_HOME": str(home)}
     with progress.phase(f"Stripe stand-in at {standin_url}"):
-        _start_service(
-            settings,
-            "stripe_standin",
-            [
-                sys.executable,
-                "-m",
-                "finance_pipeline_dev.standin.serve",
-                "--port",
-                str(standin_port),
-                "--fixture",
-                str(fixture_path),
-            ],
-            env,
-        )
-        key = next(
-            k
-            for a in sim.fixture["accounts"].values()
-            for k, v in a["keys"].items()
-            if v.get("permissions") is None
-        )
-        _wait_http(f"{standin_url}/v1/account", 120, {"Authorization": f"Bearer {key}"})
+        _start_service(settings, "stripe_standin", standin_command(standin_port, fixture_path), env)
+        wait_for_standin(standin_url, sim.fixture, 120)
 
     from dagster import DagsterInstance
 
@@ -820,19 +772,12 @@ def run_demo(
             # The webserver and the daemon (schedules, sensors, run queue) as two services, run
             # from DAGSTER_HOME so the production dagster.yaml in the project root is not used.
             workspace = str(PROJECT_ROOT / "workspace.yaml")
-            bin_dir = Path(sys.executable).parent
-            _start_service(
-                settings,
-                "dagster_daemon",
-                [str(bin_dir / "dagster-daemon"), "run", "-w", workspace],
-                env,
-                cwd=home,
-            )
+            _start_service(settings, "dagster_daemon", daemon_command(), env, cwd=home)
             _start_service(
                 settings,
                 "dagster_webserver",
                 [
-                    str(bin_dir / "dagster-webserver"),
+                    str(BIN / "dagster-webserver"),
                     "-h",
                     "127.0.0.1",
                     "-p",
@@ -843,7 +788,7 @@ def run_demo(
                 env,
                 cwd=home,
             )
-            _wait_http(f"{ui}/server_info", 180)
+            wait_http(f"{ui}/server_info", 180)
             _dismiss_first_run_popup(ui)
             backfill = launch_close_backfill(ui, backlog) if backlog.months else None
     api = f"http://127.0.0.1:{api_port}"

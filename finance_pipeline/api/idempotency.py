@@ -30,7 +30,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from finance_pipeline.api.auth import authenticate
 from finance_pipeline.api.errors import ApiError
 from finance_pipeline.api.families import dialect_for
-from finance_pipeline.api.middleware import database_unavailable
+from finance_pipeline.api.middleware import database_unavailable, request_body
 from finance_pipeline.secrets import decrypt_secret, encrypt_secret
 from finance_pipeline.settings import Settings
 from finance_pipeline.warehouse.db import Warehouse
@@ -196,7 +196,7 @@ class IdempotencyMiddleware:
         if owner is None:  # a bad credential: the route answers 401, nothing to store
             await self.app(scope, receive, send)
             return
-        body = await request.body()
+        body = request_body(scope)
         wh: Warehouse = scope["app"].state.ctx.wh
         ttl: int = scope["app"].state.ctx.settings.api_idempotency_ttl_seconds
         method, path, sha = scope["method"], scope["path"], body_sha256(body)
@@ -205,7 +205,8 @@ class IdempotencyMiddleware:
         if stored is not None:
             await self._answer_existing(stored, (method, path, sha), dialect, rid, scope, send)
             return
-        await self._run_and_store(scope, body, receive, send, owner, key)
+        # The body was taken from the scope, not from `receive`: the route still reads it there.
+        await self._run_and_store(scope, receive, send, owner, key)
 
     async def _owner(self, request: Request) -> str | None:
         """Whose keys these are: the credential's identity, or the client address without one."""
@@ -257,7 +258,6 @@ class IdempotencyMiddleware:
     async def _run_and_store(
         self,
         scope: Scope,
-        body: bytes,
         receive: Receive,
         send: Send,
         owner: str,
@@ -265,16 +265,6 @@ class IdempotencyMiddleware:
     ) -> None:
         wh: Warehouse = scope["app"].state.ctx.wh
         settings: Settings = scope["app"].state.ctx.settings
-        replayed = False
-
-        async def receive_body() -> Message:
-            # The body was read to hash it; hand it to the app once, then listen for disconnects.
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
         # The response is held back until it is stored: a client retrying the moment it
         # receives the response must find it completed, not still in progress.
         held: list[Message] = []
@@ -283,7 +273,7 @@ class IdempotencyMiddleware:
             held.append(message)
 
         try:
-            await self.app(scope, receive_body, hold)
+            await self.app(scope, receive, hold)
         except BaseException:
             await run_in_threadpool(release, wh, owner, key)
             raise

@@ -138,11 +138,40 @@ def _body_problem(content_type: str | None, body: bytes) -> ApiError | None:
     return None
 
 
+# Where RequestBodyMiddleware keeps the body it read, in the request's scope state.
+_BODY = "request_body"
+
+
+def request_body(scope: Scope) -> bytes:
+    """The request's body as RequestBodyMiddleware read it. Layers inside it (idempotency hashes
+    the body) take it from here, so the body is buffered once and the route still reads it."""
+    try:
+        return scope["state"][_BODY]
+    except KeyError:
+        raise RuntimeError("request_body() runs inside RequestBodyMiddleware") from None
+
+
+def _replaying(body: bytes, receive: Receive) -> Receive:
+    """A `receive` that hands the buffered body on as one message, then passes on what the
+    client sends next (a disconnect)."""
+    handed = False
+
+    async def replay() -> Message:
+        nonlocal handed
+        if not handed:
+            handed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
+
+
 class RequestBodyMiddleware:
     """Reads each request's body once, before any route or the idempotency layer sees it, and
     refuses what the API never takes: more than FP_API_MAX_BODY_BYTES (413, from Content-Length
     without reading it when declared), a body that is not JSON (415) or not UTF-8 (400). A refused
-    request reaches no route, so nothing is written. Otherwise the body is handed on unchanged."""
+    request reaches no route, so nothing is written. Otherwise the body is kept on the scope
+    (`request_body`) and handed on unchanged."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -176,16 +205,8 @@ class RequestBodyMiddleware:
         if problem is not None:
             await self._refuse(scope, receive, send, problem)
             return
-        handed = False
-
-        async def replay() -> Message:
-            nonlocal handed
-            if not handed:
-                handed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
+        scope.setdefault("state", {})[_BODY] = body
+        await self.app(scope, _replaying(body, receive), send)
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send, err: ApiError) -> None:
         rid = scope.get("state", {}).get("request_id", "")

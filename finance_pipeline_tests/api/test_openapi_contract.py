@@ -16,8 +16,8 @@ from schemathesis.generation.modes import GenerationMode
 from schemathesis.specs.openapi.checks import negative_data_rejection, positive_data_acceptance
 
 from finance_pipeline.api.families import dialect_for
-from finance_pipeline.tenancy import set_org_tier
-from finance_pipeline_tests.api.conftest import ApiServer, _factory, register
+from finance_pipeline_tests.api.conftest import ApiServer
+from finance_pipeline_tests.fuzz.api_server import generated_traffic_server, pro_owner
 from finance_pipeline_tests.fuzz.cases import tally
 from finance_pipeline_tests.fuzz.stored import stored_counts
 
@@ -34,34 +34,15 @@ CROSS_FIELD_400 = {
 
 @pytest.fixture(scope="module")
 def contract_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
-    """A server whose rate limit stays out of the way of the generated traffic."""
-    make, started = _factory(tmp_path_factory.mktemp("contract"))
-    # The Stripe base refuses connections at once (port 9, nothing listens), requests are only
-    # queued (no pipeline run) and reads never wait for a refresh: requests stay short and no
-    # generated request reaches Stripe or runs Dagster.
-    yield make(
-        api_rate_limit_per_minute=1_000_000,
-        stripe_api_base="http://127.0.0.1:9",
-        requests_inline=False,
-        api_read_wait_seconds=0,
-    )
-    for server in started:
-        server.stop()
+    """A server whose rate limit, Stripe and pipeline runs stay out of the way of the traffic."""
+    with generated_traffic_server(tmp_path_factory.mktemp("contract")) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
 def owner(contract_server: ApiServer) -> tuple[dict[str, str], str]:
-    """An owner's headers and their one workspace. The organization is on the pro tier, so the
-    003 margins API's routes run past their tier gate; the org-scoped families name the workspace
-    with X-Workspace-Id, since generated POST /v1/workspaces calls add workspaces and an org with
-    several answers 400 `workspace_required` without it."""
-    acct = register(contract_server.client)
-    set_org_tier(contract_server.wh, acct.org_id, "pro")
-    r = contract_server.client.post(
-        "/v1/workspaces", json={"name": "Seed", "cash_on_hand_cents": 100}, headers=acct.headers
-    )
-    workspace_id = r.json()["id"]
-    return {**acct.headers, "X-Workspace-Id": workspace_id}, workspace_id
+    """An owner's headers (pro tier, naming their workspace) and their one workspace."""
+    return pro_owner(contract_server, "Seed", 100)
 
 
 @pytest.mark.slow

@@ -8,7 +8,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Collection, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -17,49 +18,40 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from finance_pipeline.api.families import dialect_for
-from finance_pipeline.tenancy import set_org_tier
-from finance_pipeline_tests.api.conftest import ApiServer, _factory, register
+from finance_pipeline_tests.api.conftest import ApiServer
+from finance_pipeline_tests.fuzz.api_server import generated_traffic_server, pro_owner
 from finance_pipeline_tests.fuzz.badfiles import bad_currencies, bad_dates
 from finance_pipeline_tests.fuzz.cases import fuzz_settings, tally
 from finance_pipeline_tests.fuzz.stored import stored_counts
 
 LIMIT = 16 * 1024
 INT64 = 2**63
+JSON = "application/json"
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
-    """A server with a small body limit; no rate limit, no Stripe, no pipeline runs."""
-    make, started = _factory(tmp_path_factory.mktemp("fuzz_api"))
-    yield make(
-        api_rate_limit_per_minute=1_000_000,
-        stripe_api_base="http://127.0.0.1:9",
-        requests_inline=False,
-        api_read_wait_seconds=0,
-        api_max_body_bytes=LIMIT,
-    )
-    for s in started:
-        s.stop()
+    """A server for generated traffic with a small body limit."""
+    with generated_traffic_server(
+        tmp_path_factory.mktemp("fuzz_api"), api_max_body_bytes=LIMIT
+    ) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
 def owner(server: ApiServer) -> tuple[dict[str, str], str]:
     """An owner's headers (pro tier, naming their workspace) and the workspace id."""
-    acct = register(server.client)
-    set_org_tier(server.wh, acct.org_id, "pro")
-    r = server.client.post(
-        "/v1/workspaces",
-        json={"name": "Fuzz", "cash_on_hand_cents": 10_000_00},
-        headers=acct.headers,
-    )
-    assert r.status_code == 201, r.text
-    ws = r.json()["id"]
-    return {**acct.headers, "X-Workspace-Id": ws}, ws
+    return pro_owner(server, "Fuzz", 10_000_00)
 
 
-def body_operations(server: ApiServer) -> list[tuple[str, str]]:
+@pytest.fixture(scope="module")
+def spec(server: ApiServer) -> dict[str, Any]:
+    """The server's OpenAPI document."""
+    return server.app.openapi()
+
+
+def body_operations(spec: dict[str, Any]) -> list[tuple[str, str]]:
     """(method, path template) of every operation with a request body."""
-    spec = server.app.openapi()
     return sorted(
         (m.upper(), p)
         for p, ops in spec["paths"].items()
@@ -76,7 +68,7 @@ def fill(template: str, ws: str) -> str:
     return path.replace("{user_id}", "usr_nobody")
 
 
-def refused(server: ApiServer, path: str, r: httpx.Response, statuses: set[int]) -> str:
+def refused(server: ApiServer, path: str, r: httpx.Response, statuses: Collection[int]) -> str:
     """The response is one of these 4xx statuses in the family's envelope; its label."""
     assert r.status_code in statuses, (path, r.status_code, r.text[:300])
     body = r.json()
@@ -92,7 +84,7 @@ def send(
     method: str,
     path: str,
     content: bytes | Iterator[bytes],
-    content_type: str | None = "application/json",
+    content_type: str | None = JSON,
 ) -> httpx.Response:
     h = {k: v for k, v in headers.items() if k.lower() != "content-type"}
     if content_type is not None:
@@ -101,8 +93,8 @@ def send(
 
 
 @pytest.fixture(scope="module")
-def ops(server: ApiServer) -> list[tuple[str, str]]:
-    found = body_operations(server)
+def ops(spec: dict[str, Any]) -> list[tuple[str, str]]:
+    found = body_operations(spec)
     assert len(found) >= 20
     return found
 
@@ -112,25 +104,46 @@ def _nothing_stored(server: ApiServer, before: dict[str, int]) -> None:
     assert after == before, {t: (before.get(t), n) for t, n in after.items() if before.get(t) != n}
 
 
-@fuzz_settings(60, shrink=False)
-@given(data=st.data())
-def test_bodies_over_the_limit_are_413(
-    server: ApiServer, owner: tuple[dict[str, str], str], ops: list, data: st.DataObject
-) -> None:
-    headers, ws = owner
-    method, template = data.draw(st.sampled_from(ops), label="operation")
+def refused_storing_nothing(
+    server: ApiServer,
+    headers: dict[str, str],
+    method: str,
+    path: str,
+    content: bytes | Iterator[bytes],
+    statuses: Collection[int],
+    content_type: str | None = JSON,
+) -> tuple[httpx.Response, str]:
+    """Send the body: it is refused with one of `statuses` in the family's envelope and nothing
+    is stored. The response and its label."""
+    before = stored_counts(server.wh)
+    r = send(server, headers, method, path, content, content_type)
+    label = refused(server, path, r, statuses)
+    _nothing_stored(server, before)
+    return r, label
+
+
+# --------------------------------------------------------------------------------------------------
+# Bad bodies sent to every operation with a body
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BadBody:
+    """One way a body is bad: drawn for any operation, refused with one of `statuses`, counted
+    under `target`. `draw` gives the content, its Content-Type and a note added to the label."""
+
+    target: str
+    statuses: frozenset[int]
+    draw: Callable[[st.DataObject], tuple[bytes | Iterator[bytes], str | None, str]]
+
+
+def _over_the_limit(data: st.DataObject) -> tuple[bytes | Iterator[bytes], str | None, str]:
     size = data.draw(st.integers(LIMIT + 1, 4 * LIMIT), label="size")
     chunked = data.draw(st.booleans(), label="chunked")
     body = b'{"name": "' + b"x" * (size - 12) + b'"}'
-    content: bytes | Iterator[bytes] = (
-        iter([body[i : i + 4096] for i in range(0, len(body), 4096)]) if chunked else body
-    )
-    path = fill(template, ws)
-    before = stored_counts(server.wh)
-    r = send(server, headers, method, path, content)
-    label = refused(server, path, r, {413})
-    _nothing_stored(server, before)
-    tally("API: body over the limit", label + (" (chunked)" if chunked else ""))
+    if chunked:
+        return iter([body[i : i + 4096] for i in range(0, len(body), 4096)]), JSON, " (chunked)"
+    return body, JSON, ""
 
 
 CONTENT_TYPES = st.sampled_from(
@@ -148,20 +161,8 @@ CONTENT_TYPES = st.sampled_from(
 )
 
 
-@fuzz_settings(60, shrink=False)
-@given(data=st.data())
-def test_bodies_that_are_not_json_are_415(
-    server: ApiServer, owner: tuple[dict[str, str], str], ops: list, data: st.DataObject
-) -> None:
-    headers, ws = owner
-    method, template = data.draw(st.sampled_from(ops), label="operation")
-    content_type = data.draw(CONTENT_TYPES, label="content type")
-    path = fill(template, ws)
-    before = stored_counts(server.wh)
-    r = send(server, headers, method, path, b'{"name": "x"}', content_type)
-    label = refused(server, path, r, {415})
-    _nothing_stored(server, before)
-    tally("API: wrong Content-Type", label)
+def _wrong_content_type(data: st.DataObject) -> tuple[bytes, str | None, str]:
+    return b'{"name": "x"}', data.draw(CONTENT_TYPES, label="content type"), ""
 
 
 def _not_json(text: str) -> bool:
@@ -178,31 +179,11 @@ malformed = st.one_of(
 )
 
 
-@fuzz_settings(60, shrink=False)
-@given(data=st.data())
-def test_malformed_json_is_a_4xx(
-    server: ApiServer, owner: tuple[dict[str, str], str], ops: list, data: st.DataObject
-) -> None:
-    headers, ws = owner
-    method, template = data.draw(st.sampled_from(ops), label="operation")
-    text = data.draw(malformed, label="body")
-    path = fill(template, ws)
-    before = stored_counts(server.wh)
-    r = send(server, headers, method, path, text.encode())
-    # 400 invalid_json (validation_error in the margins API); the webhook checks its signature
-    # first (400 invalid_signature); an unknown member is 404 before the body is read.
-    label = refused(server, path, r, {400, 404})
-    _nothing_stored(server, before)
-    tally("API: malformed JSON", label)
+def _malformed_json(data: st.DataObject) -> tuple[bytes, str | None, str]:
+    return data.draw(malformed, label="body").encode(), JSON, ""
 
 
-@fuzz_settings(60, shrink=False)
-@given(data=st.data())
-def test_bodies_not_in_utf8_are_400(
-    server: ApiServer, owner: tuple[dict[str, str], str], ops: list, data: st.DataObject
-) -> None:
-    headers, ws = owner
-    method, template = data.draw(st.sampled_from(ops), label="operation")
+def _not_utf8(data: st.DataObject) -> tuple[bytes, str | None, str]:
     text = json.dumps({"name": data.draw(st.text(min_size=1, max_size=20), label="name") + "é"})
     text = text if data.draw(st.booleans(), label="raw") else text.replace("\\u00e9", "é")
     codec = data.draw(
@@ -212,12 +193,38 @@ def test_bodies_not_in_utf8_are_400(
     raw = text.encode(codec, errors="replace")
     if codec in ("latin-1", "cp1252"):
         raw += b"\xe9"  # at least one byte that is not UTF-8
+    return raw, JSON, f" ({codec})"
+
+
+BAD_BODIES = [
+    BadBody("API: body over the limit", frozenset({413}), _over_the_limit),
+    BadBody("API: wrong Content-Type", frozenset({415}), _wrong_content_type),
+    # 400 invalid_json (validation_error in the margins API); the webhook checks its signature
+    # first (400 invalid_signature); an unknown member is 404 before the body is read.
+    BadBody("API: malformed JSON", frozenset({400, 404}), _malformed_json),
+    BadBody("API: body not UTF-8", frozenset({400}), _not_utf8),
+]
+
+
+@pytest.mark.parametrize("bad", BAD_BODIES, ids=lambda b: b.target.removeprefix("API: "))
+@fuzz_settings(60, shrink=False)
+@given(data=st.data())
+def test_bad_bodies_are_refused_storing_nothing(
+    server: ApiServer,
+    owner: tuple[dict[str, str], str],
+    ops: list,
+    bad: BadBody,
+    data: st.DataObject,
+) -> None:
+    """Over the limit 413, not JSON 415, malformed or not UTF-8 400, on any operation."""
+    headers, ws = owner
+    method, template = data.draw(st.sampled_from(ops), label="operation")
+    content, content_type, note = bad.draw(data)
     path = fill(template, ws)
-    before = stored_counts(server.wh)
-    r = send(server, headers, method, path, raw)
-    label = refused(server, path, r, {400})
-    _nothing_stored(server, before)
-    tally("API: body not UTF-8", f"{label} ({codec})")
+    _, label = refused_storing_nothing(
+        server, headers, method, path, content, bad.statuses, content_type
+    )
+    tally(bad.target, label + note)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -313,8 +320,7 @@ def forecast_id(server: ApiServer, owner: tuple[dict[str, str], str]) -> str:
 
 
 @pytest.fixture(scope="module")
-def numeric_targets(server: ApiServer, ops: list) -> list[tuple[str, str, list]]:
-    spec = server.app.openapi()
+def numeric_targets(spec: dict[str, Any], ops: list) -> list[tuple[str, str, list]]:
     targets = []
     for method, template in ops:
         content = spec["paths"][template][method.lower()]["requestBody"]["content"]
@@ -352,13 +358,10 @@ def test_numbers_beyond_int64_are_a_4xx(
         if field[-1] == "monthly_cost_cents":
             base["delta"]["start_month"] = "2026-06"
     body = json.dumps(_put(base, field, value)).encode()
-    before = stored_counts(server.wh)
-    r = send(server, headers, method, path, body)
-    label = refused(server, path, r, {400, 422})
+    r, label = refused_storing_nothing(server, headers, method, path, body, {400, 422})
     # the body is otherwise valid: the error is about the huge number
     err = r.json()["error"]
     assert str(field[-1]) in f"{err['param']} {err['message']}", (field, err)
-    _nothing_stored(server, before)
     tally("API: numbers beyond int64 (every numeric body field)", label)
 
 
@@ -452,7 +455,9 @@ def _spoil(target: str, item: dict[str, Any], how: str, draw: st.DrawFn) -> tupl
                 lambda f: not f.is_integer() and f > 0
             )
             if target.startswith("v1")
-            else st.sampled_from([0.1, 12.345, 1e-9, 1e300])
+            # finer than the minor unit of every drawn currency (2 decimals: 0.1 is 10 cents,
+            # accepted), or too large
+            else st.sampled_from([0.001, 12.345, 1e-9, 1e300])
         )
     elif how in ("amount NaN", "amount 1e400"):
         item[_amount_key(target)] = "__RAW__"
@@ -482,17 +487,16 @@ def test_ingest_batches_are_stored_exactly_or_refused_whole(
     body = json.dumps({key: items} if key else items[0])
     if raw:
         body = body.replace('"__RAW__"', raw)
+    if how is not None:
+        _, label = refused_storing_nothing(server, headers, "POST", path, body.encode(), {400, 422})
+        tally(f"API ingest batch: {target}", f"{label} ({how})")
+        return
     before = stored_counts(server.wh)
     r = send(server, headers, "POST", path, body.encode())
-    if how is None:
-        assert r.status_code in (201, 202), r.text
-        after = stored_counts(server.wh)
-        assert after[table] - before[table] == size  # every item once
-        tally(f"API ingest batch: {target}", f"{r.status_code} stored")
-        return
-    label = refused(server, path, r, {400, 422})
-    _nothing_stored(server, before)
-    tally(f"API ingest batch: {target}", f"{label} ({how})")
+    assert r.status_code in (201, 202), r.text
+    after = stored_counts(server.wh)
+    assert after[table] - before[table] == size  # every item once
+    tally(f"API ingest batch: {target}", f"{r.status_code} stored")
 
 
 def test_a_refused_body_takes_no_idempotency_key(
@@ -505,10 +509,8 @@ def test_a_refused_body_takes_no_idempotency_key(
     item = {"subtype": "one_time_expense", "amount_cents": 500, "occurred_at": "2026-01-15"}
     big = json.dumps({"expenses": [{**item, "vendor": "v" * 200}] * 200}).encode()
     assert len(big) > LIMIT
-    before = stored_counts(server.wh)
-    refused(server, path, send(server, key, "POST", path, big), {413})
-    refused(server, path, send(server, key, "POST", path, b"{}", "text/plain"), {415})
-    _nothing_stored(server, before)
+    refused_storing_nothing(server, key, "POST", path, big, {413})
+    refused_storing_nothing(server, key, "POST", path, b"{}", {415}, "text/plain")
     r = server.client.post(path, json={"expenses": [item]}, headers=key)
     assert r.status_code == 202 and r.json()["inserted"] == 1, r.text
 
