@@ -110,7 +110,7 @@ def run_scenario(args: argparse.Namespace) -> None:
         clock=lambda: args.clock,
         fetch_workers=args.fetch_workers,
         list_slices=args.list_slices,
-        processes=args.processes or 1,
+        processes=args.processes or None,
     )
     cpu0 = time.process_time() + _children_cpu()
     t0 = time.perf_counter()
@@ -150,9 +150,31 @@ def run_scenario(args: argparse.Namespace) -> None:
                 "stream_process_peak_rss_mb": child_rss,
                 "stream_seconds": {r.stream: r.seconds for r in results},
                 "stream_pages": {r.stream: r.pages for r in results},
+                # Where each stream's thread spent its time, and per request tag (a stream's
+                # list pages, refreshes, or a sub-list resource) requests, seconds waited on the
+                # limiter and in the HTTP call, and requests sent per second from the start.
+                "stream_timings": {r.stream: r.timings for r in results},
+                "requests_by_tag": {
+                    tag: {k: round(v, 1) for k, v in c.items()}
+                    for tag, c in sorted(gw.stats.by_tag.items())
+                },
+                "timeline": _timeline(gw.stats.timeline),
             }
         )
     )
+
+
+def _timeline(timeline: dict[str, dict[int, int]]) -> dict[str, list[int]]:
+    """Requests per second by stream (a sub-list resource counts as its own), from the
+    first request of the run to the last."""
+    seconds = [sec for line in timeline.values() for sec in line]
+    if not seconds:
+        return {}
+    first, last = min(seconds), max(seconds)
+    return {
+        tag: [line.get(sec, 0) for sec in range(first, last + 1)]
+        for tag, line in sorted(timeline.items())
+    }
 
 
 def _post(url: str, body: dict[str, Any]) -> None:
@@ -263,7 +285,10 @@ def main() -> int:
         "--list-slices", type=int, default=DEFAULT_LIST_SLICES, help="pages per stream at once"
     )
     p.add_argument(
-        "--processes", type=int, default=0, help="processes for the streams (0: the default, 1)"
+        "--processes",
+        type=int,
+        default=0,
+        help="processes for the streams (0: the default, one per core, at most 2)",
     )
     p.add_argument("--sequential-streams", action="store_true", help="one stream after another")
     p.add_argument("--latency-ms", type=int, default=0, help="stand-in latency per request")
