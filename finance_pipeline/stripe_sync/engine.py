@@ -56,7 +56,10 @@ LOOKBACK_SECONDS = 600
 SLICE_PAGES = 16
 # Defaults of a deployed sync: 8 created-time slices per stream and 24 sub-list/refresh readers
 # beside them. At 100 req/s and ~150 ms of latency, about 20 requests must be in flight at all
-# times, also once only the longest streams are left (bench/README.md, ingestion).
+# times, also once only the longest streams are left. The limiter serves waiting requests in
+# turn, so a stream's share of the rate is its share of the requests waiting: invoices, about
+# half of all requests (~4 line pages per list page), keep their line reads waiting beside a full
+# set of list-page reads (64 readers measured no better; bench/README.md, ingestion).
 DEFAULT_LIST_SLICES = 8
 DEFAULT_FETCH_WORKERS = 24
 # Pages of a slice read ahead of the ones written (memory: about that many pages per slice).
