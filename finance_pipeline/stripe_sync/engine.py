@@ -29,7 +29,12 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 
 from finance_pipeline.stripe_sync.extract import EXTRACTORS
-from finance_pipeline.stripe_sync.gateway import GatewayStats, StripeGateway, StripeSyncError
+from finance_pipeline.stripe_sync.gateway import (
+    GatewayStats,
+    StripeGateway,
+    StripeSyncError,
+    request_tag,
+)
 from finance_pipeline.stripe_sync.streams import STREAMS, Stream, SubList
 from finance_pipeline.warehouse.db import Warehouse, json_doc
 
@@ -49,13 +54,19 @@ LOOKBACK_SECONDS = 600
 # When a pass is cut into created-time slices, the slice being read keeps about this many pages
 # (at the density of its latest page) and the rest of its range becomes a new slice.
 SLICE_PAGES = 16
-# Defaults of a deployed sync: 8 created-time slices per stream and 12 sub-list/refresh readers
+# Defaults of a deployed sync: 8 created-time slices per stream and 24 sub-list/refresh readers
 # beside them. At 100 req/s and ~150 ms of latency, about 20 requests must be in flight at all
-# times, also once only the longest streams are left (bench/README.md, ingestion).
+# times, also once only the longest streams are left. The limiter serves waiting requests in
+# turn, so a stream's share of the rate is its share of the requests waiting: invoices, about
+# half of all requests (~4 line pages per list page), keep their line reads waiting beside a full
+# set of list-page reads (64 readers measured no better; bench/README.md, ingestion).
 DEFAULT_LIST_SLICES = 8
-DEFAULT_FETCH_WORKERS = 12
+DEFAULT_FETCH_WORKERS = 24
 # Pages of a slice read ahead of the ones written (memory: about that many pages per slice).
 READ_AHEAD = 2
+# At most this many pages, already read, are written in one transaction (with the checkpoint as
+# of the last of them) when a stream's writes lag behind its reads.
+WRITE_BATCH_PAGES = 8
 # Share of a typical account's synced JSON per stream, in percent (the simulator's 2,000 customers
 # x 24 months; bench/README.md): a sync split over processes balances the CPU of decoding,
 # encoding and writing by it. Invoices carry their lines, hence about half.
@@ -246,6 +257,16 @@ class StreamResult:
     # Wall-clock seconds the stream took (gate waits included), and the process that synced it.
     seconds: float = 0.0
     pid: int = 0
+    # Seconds of the stream's own thread by what it waited on (benchmarks): `pages` (the next
+    # list page to arrive), `sublists` (a page's truncated sub-lists), `rows` (building rows),
+    # `write` (the transaction: upserts and commit), `refresh` (the refresh pass).
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def timed(self, key: str, since: float) -> float:
+        """Add the seconds from `since` (perf_counter) to `timings[key]`; returns now."""
+        now = time.perf_counter()
+        self.timings[key] = round(self.timings.get(key, 0.0) + now - since, 4)
+        return now
 
     @property
     def objects(self) -> int:
@@ -305,7 +326,7 @@ class StripeStreamSync:
         stop_after_pages: int | None = None,
         fetch_workers: int = DEFAULT_FETCH_WORKERS,
         list_slices: int = 1,
-        processes: int | None = 1,
+        processes: int | None = None,
     ) -> None:
         self.wh = wh
         self.gw = gateway
@@ -319,9 +340,7 @@ class StripeStreamSync:
         # Created-time slices of one pass listed at once (1: one cursor, page after page).
         self.list_slices = max(1, list_slices)
         # Processes `sync_many` splits its streams over (the decoding, encoding and writing hold
-        # the GIL, so one process uses one core). 1 by default: at load 20-30 two processes sent
-        # 1-3 requests too close together for a server at exactly the client's rate (429s,
-        # bench/README.md); None = one per core, at most 2.
+        # the GIL, so one process uses one core); None (the default) = one per core, at most 2.
         self.processes = min(2, os.cpu_count() or 1) if processes is None else max(1, processes)
         # Pages a slice keeps before the rest of its range becomes a new slice.
         self.slice_pages = SLICE_PAGES
@@ -382,6 +401,7 @@ class StripeStreamSync:
         embedded = parent.get(sub.key) or {}
         items = list(embedded.get("data") or [])
         has_more = bool(embedded.get("has_more"))
+        request_tag.name = sub.resource
         while has_more:
             params: dict[str, Any] = {"limit": 100}
             if items:
@@ -413,6 +433,7 @@ class StripeStreamSync:
         self, stream: Stream, params: dict[str, Any], fetcher: _Fetcher
     ) -> tuple[list[dict[str, Any]], bool, Remote]:
         """One list page, with the reads of its truncated sub-lists already under way."""
+        request_tag.name = f"{stream.name}/list"
         page, has_more = self.gw.list_page(stream.resource, params)
         return page, has_more, self._read_sublists(stream, page, fetcher)
 
@@ -421,6 +442,7 @@ class StripeStreamSync:
     ) -> tuple[dict[str, Any] | None, Remote]:
         """One object by id (None once deleted), with its truncated sub-lists under way."""
         # Same expansions as the list read, so a refreshed object keeps e.g. its discount objects.
+        request_tag.name = f"{stream.name}/refresh"
         obj = self.gw.retrieve(stream.resource, object_id, stream.retrieve_params)
         return obj, ({} if obj is None else self._read_sublists(stream, [obj], fetcher))
 
@@ -705,7 +727,9 @@ class StripeStreamSync:
                 "checkpoint older than Stripe's 30-day event retention: full re-read"
             )
         if stream.mutable and self._gate is not None:
+            t = time.perf_counter()
             self._gate.wait(self._gate.listed, self.conn.workspace_id, stream.name)
+            result.timed("gate", t)
         # Events seen before the pass started are the ones the refresh below must cover.
         events_hw = self._events_high_water() if stream.mutable else None
 
@@ -726,8 +750,15 @@ class StripeStreamSync:
                 "slices": [s.as_list() for s in slices],
             }
 
-        # `list_slices` pages plus `fetch_workers` sub-list and refresh reads at a time.
-        fetcher = _Fetcher(self.list_slices + self.fetch_workers if self.fetch_workers > 0 else 0)
+        # List pages on one pool, as many as the slices may have in flight; sub-list and refresh
+        # reads on their own (`fetch_workers`). The limiter serves whoever waits first, so a
+        # stream's share of the rate is its share of the requests waiting: a stream with
+        # sub-lists (invoices: ~4 line pages per list page, half of all requests) keeps its
+        # sub-list reads in flight beside a full set of page reads instead of taking threads
+        # from them, and its list pages never queue behind its sub-lists.
+        pooled = self.fetch_workers > 0
+        fetcher = _Fetcher(self.list_slices * (READ_AHEAD + 1) if pooled else 0)
+        reads = _Fetcher(self.fetch_workers if pooled else 0)
         # A slice's next page is requested as soon as its previous page arrives (from the
         # fetcher's thread, when it has one), up to READ_AHEAD pages ahead of the pages written,
         # so a stream's pages are not held up while its thread writes. Pages arrive on `arrived`
@@ -745,7 +776,7 @@ class StripeStreamSync:
             if closed:
                 return
             unconsumed[id(sl)] = unconsumed.get(id(sl), 0) + 1
-            fut = fetcher.submit(self._read_page, stream, self._list_params(stream, sl), fetcher)
+            fut = fetcher.submit(self._read_page, stream, self._list_params(stream, sl), reads)
             fut.add_done_callback(lambda f, sl=sl: on_read(sl, f))
 
         def advance(sl: _Slice, page: list[dict[str, Any]], has_more: bool) -> None:
@@ -774,48 +805,99 @@ class StripeStreamSync:
             with lock:
                 for sl in list(slices):
                     read(sl)
+            # A page that arrived failed while others were being batched: raised on its turn.
+            held: tuple[_Slice, Future[_Page]] | None = None
             while True:
                 with lock:
                     if not any(unconsumed.values()):
                         break
-                sl, fut = arrived.get()
-                page, has_more, remote = fut.result()
-                if not page:
-                    has_more = False
-                with lock:
-                    unconsumed[id(sl)] -= 1
-                    if not chained:
-                        advance(sl, page, has_more)
-                    elif id(sl) in stalled and unconsumed[id(sl)] <= READ_AHEAD:
-                        stalled.discard(id(sl))
-                        read(sl)
-                    if has_more:
-                        # Written with this page: the slice resumes after its last id.
-                        sl.after = page[-1]["id"]
-                    else:
-                        slices.remove(sl)
-                    # The checkpoint written with this page must carry its newest object, or a
-                    # pass resumed after it would end on a lower high-water mark.
-                    if page:
-                        page_max = max(int(o.get("created") or 0) for o in page)
-                        pass_max = page_max if pass_max is None else max(pass_max, page_max)
-                    checkpoint = cursor_json()
-                rows, subrows = self._rows_for(stream, page, now, remote)
-                with self.wh.begin() as db:
-                    result.sublist_rows += self._write(db, stream, rows, subrows)
-                    # The checkpoint committed with a page's rows is every slice's position
-                    # after it (this slice's: this page's last id).
-                    self._save_state(
-                        db,
-                        stream.name,
-                        cursor_json=checkpoint,
-                        last_attempt_at=now,
-                        status="running",
-                    )
-                if stream.name == "events" and self._gate is not None:
-                    self._gate.listed.set()
-                result.listed += len(rows)
-                result.pages += 1
+                t = time.perf_counter()
+                if held is not None:
+                    batch, held = [held], None
+                else:
+                    batch = [arrived.get()]
+                # Pages that arrived while the last transaction was written go into this one
+                # too: a stream whose writes lag behind its reads (invoices with their lines)
+                # commits once per batch instead of once per page. The test hook's count of
+                # committed pages stays exact.
+                most = WRITE_BATCH_PAGES
+                if self.stop_after_pages is not None:
+                    most = max(1, min(most, self.stop_after_pages - result.pages))
+                while len(batch) < most and batch[-1][1].exception() is None:
+                    try:
+                        batch.append(arrived.get_nowait())
+                    except queue.Empty:
+                        break
+                if len(batch) > 1 and batch[-1][1].exception() is not None:
+                    held = batch.pop()
+                t = result.timed("pages", t)
+                # Per page, in arrival order (each slice's pages in order): its objects and
+                # sub-lists, and the checkpoint as of it (every slice's position after it).
+                done: list[tuple[list[dict[str, Any]], Remote, dict[str, Any] | None]] = []
+                for sl, fut in batch:
+                    page, has_more, remote = fut.result()
+                    if not page:
+                        has_more = False
+                    with lock:
+                        unconsumed[id(sl)] -= 1
+                        if not chained:
+                            advance(sl, page, has_more)
+                        elif id(sl) in stalled and unconsumed[id(sl)] <= READ_AHEAD:
+                            stalled.discard(id(sl))
+                            read(sl)
+                        if has_more:
+                            # Written with this page: the slice resumes after its last id.
+                            sl.after = page[-1]["id"]
+                        else:
+                            slices.remove(sl)
+                        # The checkpoint written with this page must carry its newest object,
+                        # or a pass resumed after it would end on a lower high-water mark.
+                        if page:
+                            page_max = max(int(o.get("created") or 0) for o in page)
+                            pass_max = page_max if pass_max is None else max(pass_max, page_max)
+                        done.append((page, remote, cursor_json()))
+                rows: list[dict[str, Any]] = []
+                subrows: dict[SubList, tuple[list[str], list[dict[str, Any]]]] = {
+                    s: ([], []) for s in stream.sublists
+                }
+                written = 0
+                failure: BaseException | None = None
+                for page, remote, _ in done:
+                    for f in remote.values():
+                        f.exception()
+                    t = result.timed("sublists", t)
+                    try:
+                        page_rows, page_subrows = self._rows_for(stream, page, now, remote)
+                    except BaseException as exc:
+                        # The pages before the failing one are committed, as page by page.
+                        failure = exc
+                        break
+                    t = result.timed("rows", t)
+                    rows += page_rows
+                    for sub, (parents, children) in page_subrows.items():
+                        subrows[sub][0].extend(parents)
+                        subrows[sub][1].extend(children)
+                    written += 1
+                if written:
+                    with self.wh.begin() as db:
+                        result.sublist_rows += self._write(db, stream, rows, subrows)
+                        # The checkpoint committed with the pages' rows is every slice's
+                        # position after the last of them.
+                        self._save_state(
+                            db,
+                            stream.name,
+                            cursor_json=done[written - 1][2],
+                            last_attempt_at=now,
+                            status="running",
+                        )
+                    result.timed("write", t)
+                    result.timings["commits"] = result.timings.get("commits", 0) + 1
+                    if stream.name == "events" and self._gate is not None:
+                        self._gate.listed.set()
+                    result.listed += len(rows)
+                    result.pages += written
+                if failure is not None:
+                    raise failure
                 if (
                     self.stop_after_pages is not None
                     and result.pages >= self.stop_after_pages
@@ -824,13 +906,17 @@ class StripeStreamSync:
                     raise KeyboardInterrupt("stopped after page (test hook)")
 
             if stream.mutable:
+                t = time.perf_counter()
                 if self._gate is not None:
                     self._gate.wait(self._gate.done, self.conn.workspace_id, stream.name)
-                result.refreshed = self._refresh(stream, state, full, now, result, fetcher)
+                    t = result.timed("gate", t)
+                result.refreshed = self._refresh(stream, state, full, now, result, reads)
+                result.timed("refresh", t)
         finally:
             with lock:
                 closed = True
             fetcher.close()
+            reads.close()
 
         if pass_max is None:
             # Nothing exists yet: everything created before this pass (minus index lag) is seen.

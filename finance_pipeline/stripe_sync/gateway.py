@@ -54,6 +54,32 @@ class GatewayStats:
     retries: int = 0
     throttled_seconds: float = 0.0
     errors_by_status: dict[str, int] = field(default_factory=dict)
+    # Per request tag (the stream a thread reads for, see `request_tag`): requests, seconds
+    # waited on the limiter, seconds in the HTTP call (benchmarks read where a stream's time goes).
+    by_tag: dict[str, dict[str, float]] = field(default_factory=dict)
+    # Per tag, requests sent in each whole second of the wall clock (`int(time.time())`).
+    timeline: dict[str, dict[int, int]] = field(default_factory=dict)
+
+    def add(self, other: GatewayStats) -> None:
+        """Add another gateway's counters (another process's, for the same account) to these."""
+        self.requests += other.requests
+        self.retries += other.retries
+        self.throttled_seconds += other.throttled_seconds
+        for key, n in other.errors_by_status.items():
+            self.errors_by_status[key] = self.errors_by_status.get(key, 0) + n
+        for tag, counters in other.by_tag.items():
+            mine = self.by_tag.setdefault(tag, {})
+            for key, v in counters.items():
+                mine[key] = mine.get(key, 0.0) + v
+        for tag, seconds in other.timeline.items():
+            line = self.timeline.setdefault(tag, {})
+            for sec, n in seconds.items():
+                line[sec] = line.get(sec, 0) + n
+
+
+# The label a thread's requests are counted under in `GatewayStats.by_tag` (the sync engine sets
+# it to the stream a thread reads for); unset: "".
+request_tag = threading.local()
 
 
 # resource name -> (list path template, retrieve path template)
@@ -202,11 +228,7 @@ class StripeGateway:
     def add_stats(self, other: GatewayStats) -> None:
         """Count another process's requests for this gateway's account as this gateway's."""
         with self._stats_lock:
-            self.stats.requests += other.requests
-            self.stats.retries += other.retries
-            self.stats.throttled_seconds += other.throttled_seconds
-            for key, n in other.errors_by_status.items():
-                self.stats.errors_by_status[key] = self.stats.errors_by_status.get(key, 0) + n
+            self.stats.add(other)
 
     def close(self) -> None:
         """Release the pacing file, if any."""
@@ -222,11 +244,21 @@ class StripeGateway:
         while True:
             attempt += 1
             waited = self._limiter.acquire()
+            tag = getattr(request_tag, "name", "")
+            sent = time.time()
             with self._stats_lock:
                 self.stats.throttled_seconds += waited
                 self.stats.requests += 1
+                counters = self.stats.by_tag.setdefault(tag, {})
+                counters["requests"] = counters.get("requests", 0.0) + 1
+                counters["limiter_s"] = counters.get("limiter_s", 0.0) + waited
+                line = self.stats.timeline.setdefault(tag, {})
+                line[int(sent)] = line.get(int(sent), 0) + 1
             try:
-                return fn()
+                try:
+                    return fn()
+                finally:
+                    self._count_http(tag, sent)
             except stripe.PermissionError as exc:
                 self._count(exc)
                 raise StripePermissionDenied(
@@ -254,6 +286,13 @@ class StripeGateway:
                 with self._stats_lock:
                     self.stats.retries += 1
                 self._sleep(delay)
+
+    def _count_http(self, tag: str, sent: float) -> None:
+        # Seconds from sending a request to its decoded answer (GIL waits included).
+        took = time.time() - sent
+        with self._stats_lock:
+            counters = self.stats.by_tag.setdefault(tag, {})
+            counters["http_s"] = counters.get("http_s", 0.0) + took
 
     def _count(self, exc: stripe.StripeError) -> None:
         key = str(exc.http_status or type(exc).__name__)

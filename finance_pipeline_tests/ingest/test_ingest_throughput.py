@@ -25,6 +25,7 @@ from finance_pipeline.resources import StripeResource, WarehouseResource
 from finance_pipeline.stripe_sync import engine as engine_mod
 from finance_pipeline.stripe_sync.engine import Connection, StripeStreamSync
 from finance_pipeline.stripe_sync.gateway import (
+    GatewayStats,
     StripeGateway,
     StripePermissionDenied,
     StripeSyncError,
@@ -711,3 +712,78 @@ def test_token_bucket_spaces_callers_that_all_wake_up_late_without_losing_slots(
     # After a quiet second, a caller goes at once.
     t.now += 1.0
     assert round(bucket.acquire(), 6) == 0.0
+
+
+# ---- pages written together; requests counted per stream ---------------------------------------
+
+
+def test_pages_already_read_commit_together_with_the_last_ones_checkpoint(
+    loaded: TestStandIn, warehouse: Warehouse, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ref = _reference(loaded, tmp_path)
+    monkeypatch.setattr(engine_mod, "SLICE_PAGES", 2)
+    conn = _register(warehouse, loaded)
+    gw = _gateway(loaded, conn)
+    # Reads in the caller's thread: a page that cuts a new slice off also reads that slice's
+    # first page and its own next one, so two pages are waiting when it has been written.
+    killed = StripeStreamSync(
+        warehouse,
+        gw,
+        conn,
+        clock=loaded.now,
+        page_size=10,
+        list_slices=4,
+        fetch_workers=0,
+        stop_after_pages=5,
+    )
+    with pytest.raises(KeyboardInterrupt):
+        killed.sync("customers")
+    # Exactly 5 pages committed (the batch before the kill is cut to fit), with every slice's
+    # position after the last of them.
+    committed = warehouse.scalar("SELECT COUNT(*) FROM raw.stripe_customers")
+    assert 40 < committed <= 50
+    resumed = StripeStreamSync(
+        warehouse, gw, conn, clock=loaded.now, page_size=10, list_slices=4, fetch_workers=0
+    ).sync("customers")
+    assert (resumed.mode, resumed.listed) == ("resumed", 230 - committed)
+    assert resumed.timings["commits"] < resumed.pages
+    assert (
+        warehouse_snapshot(warehouse, "ws_a")["raw.stripe_customers"]
+        == warehouse_snapshot(ref, "ws_a")["raw.stripe_customers"]
+    )
+    whole = Warehouse(f"sqlite:///{tmp_path / 'whole.sqlite'}")
+    apply_migrations(whole)
+    conn = _register(whole, loaded)
+    result = StripeStreamSync(
+        whole, gw, conn, clock=loaded.now, page_size=10, list_slices=4, fetch_workers=0
+    ).sync("invoices")
+    assert result.timings["commits"] < result.pages
+    assert (
+        warehouse_snapshot(whole, "ws_a")["raw.stripe_invoice_lines"]
+        == warehouse_snapshot(ref, "ws_a")["raw.stripe_invoice_lines"]
+    )
+    assert _sync_state(whole)["invoices"] == _sync_state(ref)["invoices"]
+    whole.dispose()
+    ref.dispose()
+
+
+def test_gateway_counts_requests_by_the_stream_a_thread_reads_for(
+    loaded: TestStandIn, sqlite_warehouse: Warehouse
+) -> None:
+    conn = _register(sqlite_warehouse, loaded)
+    gw = _gateway(loaded, conn)
+    sync = StripeStreamSync(sqlite_warehouse, gw, conn, clock=loaded.now, page_size=100)
+    sync.sync("invoices")
+    by_tag = gw.stats.by_tag
+    # 230 invoices: 3 list pages; in_00011's 25 lines need one page beyond the 10 embedded.
+    long_invoices = 1
+    assert by_tag["invoices/list"]["requests"] == 3
+    assert by_tag["invoice_lines"]["requests"] == long_invoices
+    assert sum(c["requests"] for c in by_tag.values()) == gw.stats.requests
+    assert sum(sum(line.values()) for line in gw.stats.timeline.values()) == gw.stats.requests
+    # Another process's counters add up tag by tag.
+    total = GatewayStats()
+    total.add(gw.stats)
+    total.add(gw.stats)
+    assert total.by_tag["invoice_lines"]["requests"] == 2 * long_invoices
+    assert total.requests == 2 * gw.stats.requests
