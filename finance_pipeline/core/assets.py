@@ -2,7 +2,7 @@
 raw since their last build (or wholly, on request)."""
 
 import time
-from collections.abc import Callable, Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -85,15 +85,32 @@ def fx_rates(warehouse: WarehouseResource) -> dg.MaterializeResult:
     )
 
 
+# Ledger rows parked at once by a full build (one pickled chunk of the spool).
+LEDGER_SPOOL_CHUNK = 5000
+
+
 def _ledger_rows(
-    wh: Warehouse, ws: Workspace, only: Mapping[str, Collection[str]] | None = None
+    wh: Warehouse,
+    ws: Workspace,
+    only: Mapping[str, Collection[str]] | None = None,
+    spool: RowSpool | None = None,
 ) -> list[dict]:
     """The workspace's ledger rows: all of them, or only those of the source objects in `only`
-    (source table -> ids), computed exactly as in the full build."""
+    (source table -> ids), computed exactly as in the full build. With `spool`, the rows are
+    parked there a chunk at a time instead (none returned).
+
+    Whole tables are read through one streamed cursor each and processed as their pages come, so
+    with a spool a full build's memory is bounded by a page and the charges' tax ratios, not by
+    the workspace (one query per page made SQLite plan `IN (...)` lists badly: twice the CPU)."""
     q = {"w": ws.id}
 
     def ids(table: str) -> Collection[str] | None:
         return None if only is None else only.get(table, ())
+
+    def read(sql: str, column: str, wanted: Collection[str] | None) -> Iterable[dict]:
+        if wanted is None:
+            return (row for page in wh.stream(sql, **q) for row in page)
+        return wh.rows_in(sql, column, wanted, **q)
 
     rates = fx_lookup(
         wh.rows(
@@ -102,18 +119,20 @@ def _ledger_rows(
         ),
         ws.reporting_currency,
     )
-    b = LedgerBuilder(ws.id, ws.reporting_currency, ws.time_zone, rates)
+    sink = None if spool is None else (lambda rows: spool.add([dict(vars(r)) for r in rows]))
+    b = LedgerBuilder(
+        ws.id, ws.reporting_currency, ws.time_zone, rates, sink=sink, sink_every=LEDGER_SPOOL_CHUNK
+    )
     charge_sql = (
         "SELECT id, created, amount, currency, status, customer FROM raw.stripe_charges"
         " WHERE workspace_id = :w"
     )
-    charges = wh.rows_in(charge_sql, "id", ids("raw.stripe_charges"), **q)
-    refunds = wh.rows_in(
+    charges = read(charge_sql, "id", ids("raw.stripe_charges"))
+    refunds = read(
         "SELECT id, created, amount, currency, status, charge FROM raw.stripe_refunds"
         " WHERE workspace_id = :w",
         "id",
         ids("raw.stripe_refunds"),
-        **q,
     )
     refunded: list[dict] = []
     if only is not None:
@@ -122,38 +141,58 @@ def _ledger_rows(
         refunded = wh.rows_in(
             charge_sql, "id", {r["charge"] for r in refunds if r["charge"]} - have, **q
         )
-    payments = wh.rows_in(
+    payments = read(
         "SELECT p.id, p.charge, i.total, i.total_excluding_tax FROM raw.stripe_invoice_payments p"
         " JOIN raw.stripe_invoices i ON i.workspace_id = p.workspace_id AND i.id = p.invoice"
         " WHERE p.workspace_id = :w AND p.charge IS NOT NULL",
         "p.charge",
         None if only is None else {c["id"] for c in charges} | {c["id"] for c in refunded},
-        **q,
     )
     # Several payments of one charge: the last by id gives the invoice, whatever the read.
-    invoice_for_charge = {r["charge"]: r for r in sorted(payments, key=lambda r: r["id"])}
+    invoice_for_charge: dict[str, dict] = {}
+    for r in payments:
+        seen = invoice_for_charge.get(r["charge"])
+        if seen is None or r["id"] > seen["id"]:
+            invoice_for_charge[r["charge"]] = r
+    # The charges, refunds and balance transactions are consumed one stream after the other.
     b.stripe(
         charges,
         refunds,
         invoice_for_charge,
-        wh.rows_in(
+        read(
             "SELECT id, created, fee, currency FROM raw.stripe_balance_transactions"
             " WHERE workspace_id = :w",
             "id",
             ids("raw.stripe_balance_transactions"),
-            **q,
         ),
         refunded_charges=refunded,
     )
     b.manual(
         *[
-            wh.rows_in(f"SELECT * FROM {t} WHERE workspace_id = :w", "external_id", ids(t), **q)
+            read(f"SELECT * FROM {t} WHERE workspace_id = :w", "external_id", ids(t))
             for t in MANUAL_TABLES
         ]
     )
+    if spool is not None:
+        b.flush()
+        return []
     # LedgerRow holds scalars only: a shallow copy of its fields is what `asdict` returns, without
     # the recursive deep copy that made this a hotspot of the rebuild.
     return [dict(vars(r)) for r in b.rows]
+
+
+def _row_count(rows: list[dict] | RowSpool) -> int:
+    return rows.count if isinstance(rows, RowSpool) else len(rows)
+
+
+def _close_spools(
+    work: list[tuple[BuildPlan, dict[str, set[str]] | None, list[dict] | RowSpool]],
+) -> None:
+    """Drop the built rows: lists freed, parked files deleted."""
+    for *_, rows in work:
+        if isinstance(rows, RowSpool):
+            rows.close()
+    work.clear()
 
 
 @dataclass(frozen=True)
@@ -371,7 +410,7 @@ def ledger(
     now = _now()
     full_rebuild = _full_rebuild(config, context)
     plans: list[BuildPlan] = []
-    work: list[tuple[BuildPlan, dict[str, set[str]] | None, list[dict]]] = []
+    work: list[tuple[BuildPlan, dict[str, set[str]] | None, list[dict] | RowSpool]] = []
     counts: dict[str, dict[str, int]] = {}
     mismatches: list[LedgerMismatch] = []
     try:
@@ -383,9 +422,16 @@ def ledger(
                     wh, ws, "core.ledger", LEDGER_SOURCES, fx=True, force_full=full_rebuild
                 )
                 changes = None if plan.mode == "full" else ledger_changes(wh, ws, plan)
-                rows = _ledger_rows(wh, ws, changes)
+                rows: list[dict] | RowSpool
+                if changes is None:
+                    # A full build parks its rows on disk until the write (memory: one chunk).
+                    rows = RowSpool()
+                    work.append((plan, changes, rows))  # closed below even if the read fails
+                    _ledger_rows(wh, ws, None, rows)
+                else:
+                    rows = _ledger_rows(wh, ws, changes)
+                    work.append((plan, changes, rows))
                 plans.append(plan)
-                work.append((plan, changes, rows))
             with wh.begin() as db:
                 wh.lock_windows(db, ("core.ledger",), [p.workspace_id for p in plans])
                 for plan, changes, rows in work:
@@ -394,7 +440,7 @@ def ledger(
                             wh.text("DELETE FROM core.ledger WHERE workspace_id = :w"),
                             {"w": plan.workspace_id},
                         ).rowcount
-                        objects = len(rows)
+                        objects = _row_count(rows)
                     else:
                         deleted = _delete_in(
                             wh,
@@ -407,12 +453,13 @@ def ledger(
                         objects = sum(len(v) for v in changes.values())
                     # Driver-level insert: SQLAlchemy's per-row parameter processing was a tenth
                     # of a full ledger build.
-                    wh.insert(db, "core.ledger", rows)
+                    for chunk in rows.chunks() if isinstance(rows, RowSpool) else (rows,):
+                        wh.insert(db, "core.ledger", chunk)
                     save_state(db, wh, "core.ledger", plan, now)
                     counts[plan.workspace_id] = {
                         "objects": objects,
                         "deleted": max(deleted or 0, 0),
-                        "inserted": len(rows),
+                        "inserted": _row_count(rows),
                     }
                 # Validate the whole table inside the transaction, before it commits: a failed
                 # reconciliation rolls the build back, incremental or not, so nothing is written.
@@ -427,7 +474,7 @@ def ledger(
                 ]
                 if mismatches:
                     raise _ReconciliationFailed
-            work.clear()  # the rows are written: free them before the metadata queries
+            _close_spools(work)  # the rows are written: free them before the metadata queries
     except _ReconciliationFailed:
         yield dg.AssetCheckResult(
             check_name="ledger_matches_raw_stripe",
@@ -439,6 +486,8 @@ def ledger(
             f"core.ledger does not reconcile with raw Stripe data for {len(mismatches)} "
             "workspace/currency total(s); nothing was written"
         ) from None
+    finally:
+        _close_spools(work)  # also when the build failed: the parked files are deleted
     # The whole table's totals per kind, entries without a rate per currency and the row count,
     # from one scan of the table.
     totals: dict[str, int] = {}

@@ -98,13 +98,24 @@ class LedgerBuilder:
     """Collects ledger rows for one workspace."""
 
     def __init__(
-        self, workspace_id: str, reporting_currency: str, tz: str, rate: RateLookup
+        self,
+        workspace_id: str,
+        reporting_currency: str,
+        tz: str,
+        rate: RateLookup,
+        *,
+        sink: Callable[[list[LedgerRow]], None] | None = None,
+        sink_every: int = 5000,
     ) -> None:
+        """With `sink`, every `sink_every` rows are handed to it and dropped from `rows` (a full
+        build parks them on disk: memory bounded by a chunk, not by the workspace)."""
         self.workspace_id = workspace_id
         self.reporting = reporting_currency
         self.tz = tz
         self.rate = rate
         self.rows: list[LedgerRow] = []
+        self._sink = sink
+        self._sink_every = sink_every
         self._rate_texts: dict[Fraction, str] = {}
 
     def add(
@@ -156,6 +167,14 @@ class LedgerBuilder:
                 description=description,
             )
         )
+        if self._sink is not None and len(self.rows) >= self._sink_every:
+            self.flush()
+
+    def flush(self) -> None:
+        """Hand the rows collected so far to the sink (if any) and start a new list."""
+        if self._sink is not None and self.rows:
+            self._sink(self.rows)
+            self.rows = []
 
     def stripe(
         self,

@@ -120,53 +120,46 @@ class _Period:
     paid_at: int | None = None
 
 
+# Subscriptions compared at once: the check's memory (invoice lines with their JSON discounts and
+# taxes, and the subscriptions' histories) is bounded by a batch, not by the workspace.
+INVOICE_CHECK_BATCH_SUBSCRIPTIONS = 2000
+
+
 def invoice_mrr_mismatches(
     wh: Warehouse,
     workspace_id: str,
     settings: Settings,
     periods_from: int | None = None,
     periods_to: int | None = None,
+    *,
+    batch_subscriptions: int | None = None,
 ) -> InvoiceReconciliation:
     """Compare the non-proration, non-metered subscription periods starting in
     [periods_from, periods_to) (epoch seconds; every period when omitted) with MRR, so a daily run
-    checks its window's renewals, not the whole history."""
-    window = ""
-    params: dict[str, Any] = {"w": workspace_id, "f": False}
-    if periods_from is not None:
-        window += " AND l.period_start >= :pa"
-        params["pa"] = periods_from
-    if periods_to is not None:
-        window += " AND l.period_start < :pb"
-        params["pb"] = periods_to
-    lines = wh.rows(
-        "SELECT l.subscription, l.price, l.amount, l.currency, l.period_start, l.period_end,"
-        " i.status, i.customer, i.paid_at, "
-        f"{wh.json_field('l.payload', 'discount_amounts')} AS discount_amounts_json, "
-        f"{wh.json_field('l.payload', 'taxes')} AS taxes_json, "
-        f"{wh.json_field('i.payload', 'discounts')} AS invoice_discounts_json"
-        " FROM raw.stripe_invoice_lines l JOIN raw.stripe_invoices i"
-        " ON i.workspace_id = l.workspace_id AND i.id = l.invoice"
-        " WHERE l.workspace_id = :w AND l.subscription IS NOT NULL AND l.proration = :f" + window,
-        **params,
-    )
+    checks its window's renewals, not the whole history.
+
+    Periods are per subscription, so subscriptions are compared `batch_subscriptions` (default
+    INVOICE_CHECK_BATCH_SUBSCRIPTIONS) at a time, by ranges of subscription ids, and the batches'
+    counts and lists added up: the same outcome as one pass over the workspace."""
+    if batch_subscriptions is None:
+        batch_subscriptions = INVOICE_CHECK_BATCH_SUBSCRIPTIONS
+    if batch_subscriptions < 1:
+        raise ValueError("batch_subscriptions must be at least 1")
     # Events are kept from the first one on (index on workspace_id, created): one cheap lookup.
     complete_from = wh.scalar(
         "SELECT MIN(created) FROM raw.stripe_events WHERE workspace_id = :w", w=workspace_id
     )
     complete_from = None if complete_from is None else int(complete_from)
-    subscriptions = {ln["subscription"] for ln in lines}
-    if not subscriptions:
-        return InvoiceReconciliation(history_complete_from=complete_from)
-    states = defaultdict(list)
-    for st in states_from_rows(
-        wh.rows_in(
-            HISTORY_SELECT + " WHERE workspace_id = :w",
-            "subscription_id",
-            subscriptions if window else None,
-            w=workspace_id,
-        )
-    ):
-        states[st.subscription_id].append(st)
+    # Batch bounds from the stored histories (their primary key's index, no table read), in the
+    # database's own order so that the ranges below cover every subscription id exactly once,
+    # including lines of subscriptions without a history.
+    subs = wh.rows(
+        "SELECT DISTINCT subscription_id AS s FROM core.subscription_history"
+        " WHERE workspace_id = :w ORDER BY subscription_id",
+        w=workspace_id,
+    )
+    bounds = [r["s"] for r in subs[batch_subscriptions::batch_subscriptions]]
+    del subs
     prices = {
         r["id"]: r
         for r in wh.rows(
@@ -175,6 +168,95 @@ def invoice_mrr_mismatches(
             w=workspace_id,
         )
     }
+    checked = compared = 0
+    approximations: list[LineMismatch] = []
+    mismatches: list[LineMismatch] = []
+    for k in range(len(bounds) + 1):
+        # Batch k: ids in [bounds[k-1], bounds[k]); one batch (no bound) reads as before.
+        lo = bounds[k - 1] if k > 0 else None
+        hi = bounds[k] if k < len(bounds) else None
+        lines, periods, found = _check_batch(
+            wh, workspace_id, settings, periods_from, periods_to, lo, hi, prices
+        )
+        checked += lines
+        compared += periods
+        for m in found:
+            # Before the first stored event the history was rebuilt from invoices: explained.
+            approximate = complete_from is None or m.period_start < complete_from
+            (approximations if approximate else mismatches).append(m)
+    # The order of one pass (by subscription and period start), whatever the database's collation.
+    approximations.sort(key=_period_key)
+    mismatches.sort(key=_period_key)
+    return InvoiceReconciliation(checked, compared, approximations, mismatches, complete_from)
+
+
+def _period_key(m: LineMismatch) -> tuple[str, int]:
+    return (m.subscription_id, m.period_start)
+
+
+def _check_batch(
+    wh: Warehouse,
+    workspace_id: str,
+    settings: Settings,
+    periods_from: int | None,
+    periods_to: int | None,
+    lo: str | None,
+    hi: str | None,
+    prices: Mapping[str, Mapping[str, Any]],
+) -> tuple[int, int, list[LineMismatch]]:
+    """One batch of `invoice_mrr_mismatches`, the subscriptions with ids in [lo, hi) (None: no
+    bound): lines checked, periods compared and the disagreeing periods in order."""
+    window = ""
+    params: dict[str, Any] = {"w": workspace_id, "f": False}
+    if periods_from is not None:
+        window += " AND l.period_start >= :pa"
+        params["pa"] = periods_from
+    if periods_to is not None:
+        window += " AND l.period_start < :pb"
+        params["pb"] = periods_to
+    bound = ""
+    if lo is not None:
+        bound += " AND l.subscription >= :lo"
+        params["lo"] = lo
+    if hi is not None:
+        bound += " AND l.subscription < :hi"
+        params["hi"] = hi
+    lines = wh.rows(
+        "SELECT l.subscription, l.price, l.amount, l.currency, l.period_start, l.period_end,"
+        " i.status, i.customer, i.paid_at, "
+        f"{wh.json_field('l.payload', 'discount_amounts')} AS discount_amounts_json, "
+        f"{wh.json_field('l.payload', 'taxes')} AS taxes_json, "
+        f"{wh.json_field('i.payload', 'discounts')} AS invoice_discounts_json"
+        " FROM raw.stripe_invoice_lines l JOIN raw.stripe_invoices i"
+        " ON i.workspace_id = l.workspace_id AND i.id = l.invoice"
+        " WHERE l.workspace_id = :w AND l.subscription IS NOT NULL AND l.proration = :f"
+        + window
+        + bound,
+        **params,
+    )
+    subscriptions = {ln["subscription"] for ln in lines}
+    if not subscriptions:
+        return 0, 0, []
+    history_sql = HISTORY_SELECT + " WHERE workspace_id = :w"
+    history_params: dict[str, Any] = {"w": workspace_id}
+    if not window:
+        # Every period: the batch's whole range of histories, without a list of ids.
+        if lo is not None:
+            history_sql += " AND subscription_id >= :lo"
+            history_params["lo"] = lo
+        if hi is not None:
+            history_sql += " AND subscription_id < :hi"
+            history_params["hi"] = hi
+    states = defaultdict(list)
+    for st in states_from_rows(
+        wh.rows_in(
+            history_sql,
+            "subscription_id",
+            subscriptions if window else None,
+            **history_params,
+        )
+    ):
+        states[st.subscription_id].append(st)
     periods: dict[tuple[str, int], _Period] = {}
     checked = 0
     for ln in lines:
@@ -237,7 +319,7 @@ def invoice_mrr_mismatches(
     # uncollectible invoice, a renewal awaiting payment): by definition, not a billing disagreement.
     billed = dataclasses.replace(settings, count_paused=True, past_due_grace_days=None)
     all_discounts = dataclasses.replace(billed, discount_mode="all_active")
-    approximations, mismatches = [], []
+    found_periods: list[LineMismatch] = []
     for (sub, start), per in sorted(periods.items()):
         exact_switch = per.separable
         invoiced = per.under_switch if exact_switch else per.after_all
@@ -259,6 +341,5 @@ def invoice_mrr_mismatches(
             found = LineMismatch(
                 sub, start, invoiced, value, per.customer_id, per.currency, per.period_end
             )
-            approximate = complete_from is None or start < complete_from
-            (approximations if approximate else mismatches).append(found)
-    return InvoiceReconciliation(checked, len(periods), approximations, mismatches, complete_from)
+            found_periods.append(found)
+    return checked, len(periods), found_periods

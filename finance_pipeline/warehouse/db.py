@@ -494,31 +494,50 @@ class Warehouse:
             decoders = self._decoders[keys] = sqlite_decoders(keys)
         return decoders
 
+    def stream(self, sql: str, **params: Any) -> Iterator[list[dict[str, Any]]]:
+        """`rows` a page at a time from one cursor (a server-side one on PostgreSQL), for a
+        caller that processes and drops each page: memory bounded by a page, not by the table,
+        at the cost of one query. The connection stays open until the pages are consumed."""
+        # A server-side cursor lives in a transaction: the plain engine, not the autocommit one.
+        with self.engine.connect() as conn:
+            if not self.is_sqlite:
+                conn = conn.execution_options(stream_results=True, max_row_buffer=_FETCH_BATCH)
+            yield from self._pages(conn.execute(self.text(sql), params))
+
     def _decoded(self, result: Result[Any]) -> list[dict[str, Any]]:
         """Dict rows of a result, with SQLite's encoded columns decoded (one pass, no copies on
         PostgreSQL): the per-row work is what the callers' own decoding used to be."""
+        out: list[dict[str, Any]] = []
+        for page in self._pages(result):
+            out += page
+        return out
+
+    def _pages(self, result: Result[Any]) -> Iterator[list[dict[str, Any]]]:
+        """The decoded dict rows of a result, a fetched batch at a time."""
         keys = tuple(result.keys())
         decoders = self._decoders_for(keys)
         # The driver's own tuples, fetched in batches: a SQLAlchemy Row per fetched row was a
         # third of the read cost of a full rebuild (text queries have no result processors).
-        out: list[dict[str, Any]] = []
         # Only a plain cursor result is read from the driver: a buffered one (RETURNING, streamed
         # results) holds rows SQLAlchemy has already fetched.
         plain = type(result.cursor_strategy) is CursorFetchStrategy and result.cursor is not None
         fetch = result.cursor.fetchmany if plain else result.fetchmany
-        while batch := fetch(_FETCH_BATCH):
-            if not decoders:
-                out += [dict(zip(keys, row, strict=True)) for row in batch]
-                continue
-            for row in batch:
-                values = list(row)
-                for i, decode in decoders:
-                    value = values[i]
-                    if value is not None:
-                        values[i] = decode(value)
-                out.append(dict(zip(keys, values, strict=True)))
-        result.close()
-        return out
+        try:
+            while batch := fetch(_FETCH_BATCH):
+                if not decoders:
+                    yield [dict(zip(keys, row, strict=True)) for row in batch]
+                    continue
+                page = []
+                for row in batch:
+                    values = list(row)
+                    for i, decode in decoders:
+                        value = values[i]
+                        if value is not None:
+                            values[i] = decode(value)
+                    page.append(dict(zip(keys, values, strict=True)))
+                yield page
+        finally:
+            result.close()
 
     def rows_in(
         self, sql: str, column: str, ids: Collection[str] | None, **params: Any

@@ -398,10 +398,34 @@ def test_rows_ingested_in_the_same_second_as_the_last_build_are_built(
 def test_full_build_in_small_batches_equals_one_read(
     env: Env, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A full build reads and builds the history a batch of customers at a time, parking its rows
-    on disk: with batches of 3 customers the tables equal one whole-workspace read, row for row."""
+    """A full build reads and builds the history a batch of customers at a time, and the ledger
+    from streamed pages, parking their rows on disk: with batches of 3 customers, pages of 3 rows
+    and ledger chunks of 7 rows the tables equal one whole-workspace read, row for row, and the
+    ledger equals its rows read by lists of ids (every source object named)."""
+    import finance_pipeline.warehouse.db as warehouse_db
+
     env.sync_at(day_start_ts(END))
     monkeypatch.setattr(core_assets, "HISTORY_BATCH_CUSTOMERS", 3)
+    monkeypatch.setattr(core_assets, "LEDGER_SPOOL_CHUNK", 7)
+    monkeypatch.setattr(warehouse_db, "_FETCH_BATCH", 3)
     meta = env.build(full=True)
     assert meta["subscription_history"]["subscriptions"] > 3 * 3
+    assert meta["ledger"]["rows_rebuilt"] > 7 * 3
     env.assert_equals_full()
+    wh = env.wh
+    by_ids: list[dict[str, Any]] = []
+    for ws in list_workspaces(wh):
+        only = {
+            t: {
+                r["i"]
+                for r in wh.rows(f"SELECT {c} AS i FROM {t} WHERE workspace_id = :w", w=ws.id)
+            }
+            for t, c in (
+                ("raw.stripe_charges", "id"),
+                ("raw.stripe_refunds", "id"),
+                ("raw.stripe_balance_transactions", "id"),
+                *((t, "external_id") for t in core_assets.MANUAL_TABLES),
+            )
+        }
+        by_ids += _ledger_rows(wh, ws, only)
+    assert _tables(wh)[0] == _rowset(by_ids)

@@ -315,3 +315,84 @@ def test_marts_written_a_few_customers_at_a_time_equal_one_batch(
         monkeypatch.setattr(mrr_compute, "MRR_BATCH_CUSTOMERS", batch)
         assert _run(resources, "2026-08-01", END.isoformat()).success
         assert snapshot() == whole, batch
+
+
+def test_invoice_check_by_batches_of_subscriptions_equals_one_pass(
+    synced, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The invoice check compares a range of subscriptions at a time: with batches of 1, 7 or all
+    of them, the counts, the lists (in the same order) and the check's metadata are the same,
+    including lines of subscriptions without a history sorting before, between and after the
+    stored ones."""
+    from finance_pipeline.metrics import reconcile
+
+    wh, resources, _ = synced
+    assert _run(resources, "2026-08-01", END.isoformat()).success
+    ws = list_workspaces(wh)[0]
+    settings = mrr_settings(ws)
+    subs = [
+        r["subscription_id"]
+        for r in wh.rows(
+            "SELECT DISTINCT subscription_id FROM core.subscription_history ORDER BY 1"
+        )
+    ]
+    assert len(subs) > 14
+    line = wh.rows(
+        "SELECT l.id FROM raw.stripe_invoice_lines l WHERE l.proration = :f"
+        " AND l.subscription IS NOT NULL ORDER BY l.id LIMIT 1",
+        f=False,
+    )[0]["id"]
+    names = list(wh.rows("SELECT * FROM raw.stripe_invoice_lines WHERE id = :i", i=line)[0])
+    with wh.begin() as db:
+        # Orphan lines (no stored history): before the first id, between two, after the last.
+        for k, orphan in enumerate(("sub_", subs[len(subs) // 2] + "0", subs[-1] + "z")):
+            select = ", ".join(
+                f":id{k}" if n == "id" else f":s{k}" if n == "subscription" else n for n in names
+            )
+            db.execute(
+                wh.text(
+                    f"INSERT INTO raw.stripe_invoice_lines ({', '.join(names)})"
+                    f" SELECT {select} FROM raw.stripe_invoice_lines WHERE id = :i"
+                ),
+                {f"id{k}": f"il_orphan_{k}", f"s{k}": orphan, "i": line},
+            )
+        # And a wrong amount on a stored subscription's line after the first event.
+        db.execute(
+            wh.text(
+                "UPDATE raw.stripe_invoice_lines SET amount = amount + 100 WHERE id IN ("
+                " SELECT id FROM raw.stripe_invoice_lines WHERE proration = :f"
+                " AND subscription IS NOT NULL ORDER BY period_start DESC, id LIMIT 1)"
+            ),
+            {"f": False},
+        )
+    windows = [
+        (None, None),
+        (day_start_ts(date(2026, 8, 1)), day_start_ts(date(2026, 11, 1))),
+        (day_start_ts(date(2026, 10, 1)), None),
+    ]
+    for window in windows:
+        whole = invoice_mrr_mismatches(wh, "ws1", settings, *window, batch_subscriptions=10**9)
+        if window == (None, None):
+            found = {m.subscription_id for m in whole.approximations + whole.mismatches}
+            assert {"sub_", subs[len(subs) // 2] + "0", subs[-1] + "z"} <= found
+            assert whole.approximations and whole.mismatches
+        for batch in (1, 7, len(subs) - 1):
+            assert (
+                invoice_mrr_mismatches(wh, "ws1", settings, *window, batch_subscriptions=batch)
+                == whole
+            ), (window, batch)
+
+    def check_metadata() -> dict:
+        result = materialize_days([mrr_marts], wh, date(2026, 8, 1), END)
+        [check] = [
+            e.asset_check_evaluation_data
+            for e in result.all_events
+            if e.event_type_value == "ASSET_CHECK_EVALUATION"
+            and e.asset_check_evaluation_data.check_name == "invoices_reconcile_with_mrr"
+        ]
+        return {k: v.value for k, v in check.metadata.items()}
+
+    one = check_metadata()
+    assert one["mismatches"] > 0 and one["lines_checked"] > 0
+    monkeypatch.setattr(reconcile, "INVOICE_CHECK_BATCH_SUBSCRIPTIONS", 3)
+    assert check_metadata() == one
