@@ -3,6 +3,12 @@
 Fixed one-minute windows: each request upserts its (bucket, window) row and reads the new count in
 one atomic statement; over the limit, the caller answers 429 with Retry-After (seconds to the
 window's end).
+
+Every request of a credential writes the same row, so whatever delays one count delays them all
+(each waits for the row lock): on PostgreSQL the table is UNLOGGED (sql/0032; no WAL to write or
+flush for a count: it never waits behind a run's bulk writes for the WAL, at the price of the
+counts being emptied after a crash) and the upsert is one autocommit statement (the row lock is
+released by the server as the statement ends, not a COMMIT round trip later).
 """
 
 from __future__ import annotations
@@ -46,20 +52,14 @@ def hit(
     until the window ends (the Retry-After)."""
     now = time.time() if now is None else now
     window = _window(now, window_seconds)
-    with wh.begin() as db:
-        if not wh.is_sqlite:
-            # A count need not wait for its WAL flush: a crash could forget the last fraction of
-            # a second of counts, never let a request past a count it has read. This keeps the
-            # disk's fsync (milliseconds, all requests of a credential queued on the one row
-            # lock) out of every request; other writes keep synchronous commit.
-            db.execute(wh.text("SET LOCAL synchronous_commit = off"))
-        hits = db.execute(wh.text(_HIT), {"b": bucket, "w": window}).scalar_one()
-        if hits == 1:
-            # A bucket's first request of a window sweeps windows long over (cheap, indexed).
-            db.execute(
-                wh.text("DELETE FROM app.rate_limit_windows WHERE window_start < :old"),
-                {"old": int(now) - _SWEEP_AFTER_SECONDS},
-            )
+    hits = int(wh.write_scalar(_HIT, b=bucket, w=window))
+    if hits == 1:
+        # A bucket's first request of a window sweeps windows long over (cheap, indexed); after
+        # the count, so the count's row lock is never held while it runs.
+        wh.write_scalar(
+            "DELETE FROM app.rate_limit_windows WHERE window_start < :old",
+            old=int(now) - _SWEEP_AFTER_SECONDS,
+        )
     if hits <= limit:
         return None
     return _retry_after(now, window_seconds)

@@ -477,6 +477,24 @@ class Warehouse:
             value = decoders[0][1](value)
         return value
 
+    def write_scalar(self, sql: str, **params: Any) -> Any:
+        """Run one write statement as a transaction of its own; its first value (RETURNING),
+        None without a returned row.
+
+        On PostgreSQL the statement runs in autocommit: the server commits it as it ends, so the
+        row locks it takes are held for the statement alone, not until this process sends a
+        COMMIT (a round trip later, or much later when its thread waits for the GIL or a CPU
+        meanwhile: every writer of the same row waits that long too)."""
+        if self.is_sqlite:
+            with self.begin() as db:
+                result = db.execute(self.text(sql), params)
+                row = result.first() if result.returns_rows else None
+        else:
+            with self._reads.connect() as conn:
+                result = conn.execute(self.text(sql), params)
+                row = result.first() if result.returns_rows else None
+        return None if row is None else row[0]
+
     def rows(self, sql: str, **params: Any) -> list[dict[str, Any]]:
         """Run a query with layer-qualified names and return plain dict rows, values decoded."""
         with self._engine_for(sql).connect() as conn:
