@@ -7,7 +7,9 @@ holding data of every object kind the warehouse keeps per workspace: what the AP
 connection, a webhook secret, API keys, members) and, for every other table with a
 `workspace_id` column, a row of generated names, emails and amounts. `STORED_KINDS` lists those
 tables; a table added to `sql/` without a way to seed it fails
-`test_every_stored_object_kind_is_seeded`. Then, for every operation of the served schema (the
+`test_every_stored_object_kind_is_seeded`. Tables tied to an organization otherwise
+(organizations, memberships, users, org-wide API keys, idempotency keys with their stored
+responses) are `ORG_KINDS`, checked against the schema the same way. Then, for every operation of the served schema (the
 same coverage as test_tenant_isolation.py), A's owner (access token or API key) and A's key
 scoped to its workspace 1 send the request with B's (or workspace 2's) ids in every slot, and
 with generated mixes of A's own and B's slots (path ids, query filters, X-Workspace-Id, body
@@ -18,7 +20,9 @@ references). The properties:
 - a reference to B's object in a query filter or body is never a 5xx, and a body reference to an
   object of B's is refused (4xx);
 - no answer (body or headers) holds a byte of B's ids, names, emails or generated amounts;
-- B's rows, in every table, are the same after all of A's requests as before.
+- B's rows, in every table, are the same after all of A's requests as before;
+- B's stored responses are never served to A: the same request under B's Idempotency-Key runs
+  afresh for A.
 
 Every test runs on SQLite and on PostgreSQL (production's warehouse), each on a server and
 database of its own. Examples: FP_ISOLATION_EXAMPLES on SQLite (3 by default, to keep CI short)
