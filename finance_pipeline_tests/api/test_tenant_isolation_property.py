@@ -7,7 +7,9 @@ holding data of every object kind the warehouse keeps per workspace: what the AP
 connection, a webhook secret, API keys, members) and, for every other table with a
 `workspace_id` column, a row of generated names, emails and amounts. `STORED_KINDS` lists those
 tables; a table added to `sql/` without a way to seed it fails
-`test_every_stored_object_kind_is_seeded`. Then, for every operation of the served schema (the
+`test_every_stored_object_kind_is_seeded`. Tables tied to an organization otherwise
+(organizations, memberships, users, org-wide API keys, idempotency keys with their stored
+responses) are `ORG_KINDS`, checked against the schema the same way. Then, for every operation of the served schema (the
 same coverage as test_tenant_isolation.py), A's owner (access token or API key) and A's key
 scoped to its workspace 1 send the request with B's (or workspace 2's) ids in every slot, and
 with generated mixes of A's own and B's slots (path ids, query filters, X-Workspace-Id, body
@@ -18,7 +20,9 @@ references). The properties:
 - a reference to B's object in a query filter or body is never a 5xx, and a body reference to an
   object of B's is refused (4xx);
 - no answer (body or headers) holds a byte of B's ids, names, emails or generated amounts;
-- B's rows, in every table, are the same after all of A's requests as before.
+- B's rows, in every table, are the same after all of A's requests as before;
+- B's stored responses are never served to A: the same request under B's Idempotency-Key runs
+  afresh for A.
 
 Every test runs on SQLite and on PostgreSQL (production's warehouse), each on a server and
 database of its own. Examples: FP_ISOLATION_EXAMPLES on SQLite (3 by default, to keep CI short)
@@ -29,6 +33,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -149,26 +154,65 @@ CHECKED_STATUS: dict[str, str] = {
 REFERENCES: dict[tuple[str, str], str] = {("app.restatements", "close_id"): "app.closes"}
 
 
+def _tables(wh: Warehouse) -> list[tuple[str | None, str, str]]:
+    """Every table of the migrated database as (schema, physical name, `schema.table`): every
+    schema on PostgreSQL but the system ones, every table on SQLite (`raw__x` is `raw.x`)."""
+    inspector = sa.inspect(wh.engine)
+    if wh.is_sqlite:
+        return [(None, n, n.replace("__", ".", 1)) for n in inspector.get_table_names()]
+    return [
+        (schema, n, f"{schema}.{n}")
+        for schema in inspector.get_schema_names()
+        if schema != "information_schema" and not schema.startswith("pg_")
+        for n in inspector.get_table_names(schema=schema)
+    ]
+
+
 def workspace_tables(wh: Warehouse) -> set[str]:
     """Every table of the migrated database that has a workspace_id column, as `schema.table`:
-    read from the database itself (every schema on PostgreSQL but the system ones, every table on
-    SQLite), so that a table added by a migration, in any schema, is in it."""
+    read from the database itself, so that a table added by a migration, in any schema, is in it."""
     inspector = sa.inspect(wh.engine)
-    out = set()
-    if wh.is_sqlite:
-        tables = [(None, n) for n in inspector.get_table_names()]
-    else:
-        tables = [
-            (schema, n)
-            for schema in inspector.get_schema_names()
-            if schema != "information_schema" and not schema.startswith("pg_")
-            for n in inspector.get_table_names(schema=schema)
-        ]
-    for schema, name in tables:
-        if "workspace_id" in {c["name"] for c in inspector.get_columns(name, schema=schema)}:
-            # SQLite's physical `raw__x` is `raw.x`.
-            out.add(f"{schema}.{name}" if schema else name.replace("__", ".", 1))
-    return out
+    return {
+        qualified
+        for schema, name, qualified in _tables(wh)
+        if "workspace_id" in {c["name"] for c in inspector.get_columns(name, schema=schema)}
+    }
+
+
+#: Columns that tie a row to an organization without a workspace: the organization itself, or
+#: the credential acting for it (idempotency keys are owned by `user@org` or an API key's id).
+ORG_COLUMNS = frozenset({"org_id", "organization_id", "principal"})
+
+
+def org_tables(wh: Warehouse) -> set[str]:
+    """Every table whose rows belong to an organization other than through a workspace_id, as
+    `schema.table`, read from the database: app.organizations, a table with an ORG_COLUMNS
+    column, a table with a foreign key (not workspace_id) to one of those, and a table one of
+    those refers to (users, through memberships); to a fixed point, so a chain is followed."""
+    inspector = sa.inspect(wh.engine)
+    qualified_of = {(schema, name): q for schema, name, q in _tables(wh)}
+    by_physical = {name: q for (_, name), q in qualified_of.items()}  # SQLite: no schema
+    edges: list[tuple[str, str]] = []  # (referring, referred), workspace_id references left out
+    tied: set[str] = {"app.organizations"}
+    for (schema, name), q in qualified_of.items():
+        if ORG_COLUMNS & {c["name"] for c in inspector.get_columns(name, schema=schema)}:
+            tied.add(q)
+        for fk in inspector.get_foreign_keys(name, schema=schema):
+            if fk["constrained_columns"] == ["workspace_id"]:
+                continue
+            referred = fk["referred_table"]
+            target = (
+                by_physical.get(referred)
+                if wh.is_sqlite
+                else qualified_of.get((fk["referred_schema"] or schema, referred))
+            )
+            if target is not None:
+                edges.append((q, target))
+    while True:
+        grown = tied | {a for a, b in edges if b in tied} | {b for a, b in edges if a in tied}
+        if grown == tied:
+            return tied
+        tied = grown
 
 
 @pytest.fixture(scope="module")
@@ -261,34 +305,61 @@ def _generate_rows(wh: Warehouse, ws: Ws, content: Content) -> None:
             db.execute(sa.insert(table), [row])
 
 
+def _org_api_key_ids(wh: Warehouse, org_id: str) -> Any:
+    keys = wh.table("app.api_keys")
+    return sa.select(keys.c.id).where(keys.c.org_id == org_id)
+
+
+#: Every table `org_tables` finds, and the query for an organization's rows of it: what the
+#: snapshot compares beyond the workspaces' rows. A table tied to an organization but missing
+#: here fails test_every_org_table_is_snapshotted.
+ORG_KINDS: dict[str, Callable[[Warehouse, str], Any]] = {
+    "app.organizations": lambda wh, org: sa.select(wh.table("app.organizations")).where(
+        wh.table("app.organizations").c.id == org
+    ),
+    "app.workspaces": lambda wh, org: sa.select(wh.table("app.workspaces")).where(
+        wh.table("app.workspaces").c.org_id == org
+    ),
+    "app.memberships": lambda wh, org: sa.select(wh.table("app.memberships")).where(
+        wh.table("app.memberships").c.org_id == org
+    ),
+    # Users belong to an organization through their memberships.
+    "app.users": lambda wh, org: sa.select(wh.table("app.users")).where(
+        wh.table("app.users").c.id.in_(
+            sa.select(wh.table("app.memberships").c.user_id).where(
+                wh.table("app.memberships").c.org_id == org
+            )
+        )
+    ),
+    # Org-wide keys too (workspace_id NULL), which the workspaces' rows leave out.
+    "app.api_keys": lambda wh, org: sa.select(wh.table("app.api_keys")).where(
+        wh.table("app.api_keys").c.org_id == org
+    ),
+    # Owned by the credential (auth.Principal.key): `user@org` for a user, the key's id for a key.
+    "app.idempotency_keys": lambda wh, org: sa.select(wh.table("app.idempotency_keys")).where(
+        sa.or_(
+            wh.table("app.idempotency_keys").c.principal.endswith(f"@{org}"),
+            wh.table("app.idempotency_keys").c.principal.in_(_org_api_key_ids(wh, org)),
+        )
+    ),
+}
+
+
 def _snapshot(wh: Warehouse, t: Tenant, org: bool = True) -> dict[str, list[str]]:
-    """Every row of tenant `t`'s workspaces (and, with `org`, of its organization: members, users,
-    keys), by table, as sorted JSON lines."""
+    """Every row of tenant `t`'s workspaces (and, with `org`, of its organization: every
+    ORG_KINDS table), by table, as sorted JSON lines."""
     ws_ids = [ws.id for ws in t.workspaces]
     queries: dict[str, Any] = {
         **{
             q: (sa.select(wh.table(q)).where(wh.table(q).c.workspace_id.in_(ws_ids)))
             for q in STORED_KINDS
         },
-        "app.workspaces": sa.select(wh.table("app.workspaces")).where(
+        "workspace rows": sa.select(wh.table("app.workspaces")).where(
             wh.table("app.workspaces").c.id.in_(ws_ids)
         ),
     }
     if org:
-        queries |= {
-            "app.organizations": sa.select(wh.table("app.organizations")).where(
-                wh.table("app.organizations").c.id == t.owner.org_id
-            ),
-            "app.memberships": sa.select(wh.table("app.memberships")).where(
-                wh.table("app.memberships").c.org_id == t.owner.org_id
-            ),
-            "org api keys": sa.select(wh.table("app.api_keys")).where(
-                wh.table("app.api_keys").c.org_id == t.owner.org_id
-            ),
-            "app.users": sa.select(wh.table("app.users")).where(
-                wh.table("app.users").c.id.in_(sorted(t.user_ids))
-            ),
-        }
+        queries |= {f"org {q}": query(wh, t.owner.org_id) for q, query in ORG_KINDS.items()}
     out = {}
     with wh.engine.connect() as c:
         for name, query in queries.items():
@@ -329,7 +400,45 @@ def _seed(api: ApiServer, b_workspaces: int, contents: list[Content]) -> Pair:
     # A key scoped to each other workspace too (API keys are an object kind of the workspace).
     for t, ws in [(a, a.workspaces[1])] + [(b, ws) for ws in b.workspaces]:
         t.key_prefixes.add(_key(api, t, "member", ws.id)["prefix"])
+    # Stored responses (app.idempotency_keys): each tenant's owner, by token and by key, creates
+    # an API key under an Idempotency-Key; B's under the key A replays in the property.
+    for t, idem in [(a, f"idem-{a.marker}"), (b, SHARED_IDEMPOTENCY_KEY)]:
+        for cred in (t.owner.headers, bearer(t.owner_key)):
+            r = _idempotent_key_request(api, cred, idem)
+            assert r.status_code == 201, r.text
+            t.key_prefixes.add(r.json()["prefix"])
     return Pair(a, b, content, scoped["key"])
+
+
+#: The Idempotency-Key B's owner used (in _seed) and A's owner sends again in the property.
+SHARED_IDEMPOTENCY_KEY = "idem-isolation-shared"
+#: A request whose stored response holds a credential shown once, and names no tenant.
+IDEMPOTENT_BODY = {"name": "idempotent", "role": "member"}
+
+
+def _idempotent_key_request(api: ApiServer, cred: dict[str, str], idem: str) -> httpx.Response:
+    return api.client.post(
+        "/v1/api_keys", json=IDEMPOTENT_BODY, headers={**cred, "Idempotency-Key": idem}
+    )
+
+
+def _replays_nothing_of_the_targets(
+    api: ApiServer, creds: dict[str, dict[str, str]], target: Tenant, secret: set[str]
+) -> list[str]:
+    """The target's stored responses are never served to another principal: the same request
+    under the target's Idempotency-Key runs afresh for each of `creds` (a new key of the caller's
+    own, not a replay) and shows nothing of the target's."""
+    failures = []
+    for label, cred in creds.items():
+        r = _idempotent_key_request(api, cred, SHARED_IDEMPOTENCY_KEY)
+        where = f"{label} replaying {target.marker}'s Idempotency-Key"
+        if r.status_code != 201 or r.headers.get("Idempotent-Replayed"):
+            failures.append(f"{where}: {r.status_code} {dict(r.headers)} {r.text[:200]}")
+        elif r.json()["prefix"] in target.key_prefixes:
+            failures.append(f"{where}: served the target's key {r.json()['prefix']}")
+        if leaked := _leaks(r, secret):
+            failures.append(f"{where}: answer shows the target's {leaked}")
+    return failures
 
 
 # --- the property --------------------------------------------------------------------------------
@@ -554,6 +663,7 @@ def _no_request_reaches_shows_or_changes_another_tenants_data(
                 api, op, call, bearer(pair.a_scoped_key), ws2_secret, addressed, org_level,
                 failures, "A key scoped to workspace 1",
             )  # fmt: skip
+    failures += _replays_nothing_of_the_targets(api, creds, b, b_secret)
     assert failures == []
     # Every operation of the schema was sent naming the other tenant, but those that name nothing
     # of a tenant's (they act in the caller's own organization).
@@ -565,9 +675,11 @@ def _no_request_reaches_shows_or_changes_another_tenants_data(
 
 @ON_BOTH_WAREHOUSES
 def test_every_stored_object_kind_is_seeded(api: ApiServer) -> None:
-    """STORED_KINDS is every table with a workspace_id column, and a seeded workspace holds a
-    row of each (so every kind is in the property above)."""
+    """STORED_KINDS is every table with a workspace_id column and ORG_KINDS every table tied to
+    an organization otherwise, and a seeded tenant holds a row of each (so every kind is in the
+    property above)."""
     assert set(STORED_KINDS) == workspace_tables(api.wh)
+    assert set(ORG_KINDS) == org_tables(api.wh)
     pair = _seed(api, 1, [Content("n", "l", 900_000_000 + i) for i in range(1, 5)])
     for t in (pair.a, pair.b):
         empty = {table for table, rows in _snapshot(api.wh, t).items() if not rows}
@@ -592,6 +704,31 @@ def test_a_new_workspace_table_is_an_uncovered_kind(warehouse: Warehouse) -> Non
             db.execute(sa.text("CREATE TABLE extra.kind (workspace_id TEXT)"))
             added.add("extra.kind")
     assert workspace_tables(warehouse) - set(STORED_KINDS) == added
+
+
+def test_a_new_org_table_is_an_uncovered_kind(warehouse: Warehouse) -> None:
+    """The ORG_KINDS check is not vacuous: a table a migration adds with an org_id column, one
+    with a foreign key to organizations under another name, one reached through a chain of
+    foreign keys, and one keyed by a credential's principal are found and are not in ORG_KINDS;
+    a table tied only through workspace_id is a workspace kind, not one of these."""
+    assert org_tables(warehouse) == set(ORG_KINDS)
+    added = {"app.org_notes", "app.org_owned", "app.org_owned_child", "app.principal_state"}
+    statements = [
+        "CREATE TABLE app.org_notes (org_id TEXT, note TEXT)",
+        "CREATE TABLE app.org_owned (id TEXT PRIMARY KEY,"
+        " owner TEXT REFERENCES app.organizations (id))",
+        "CREATE TABLE app.org_owned_child (parent TEXT REFERENCES app.org_owned (id))",
+        "CREATE TABLE app.principal_state (principal TEXT, x BIGINT)",
+        "CREATE TABLE mart.ws_only (workspace_id TEXT REFERENCES app.workspaces (id))",
+    ]
+    with warehouse.begin() as db:
+        for statement in statements:
+            db.execute(warehouse.text(statement))
+        if not warehouse.is_sqlite:
+            db.execute(sa.text("CREATE SCHEMA extra"))
+            db.execute(sa.text("CREATE TABLE extra.org_kind (organization_id TEXT)"))
+            added.add("extra.org_kind")
+    assert org_tables(warehouse) - set(ORG_KINDS) == added
 
 
 @ON_BOTH_WAREHOUSES
