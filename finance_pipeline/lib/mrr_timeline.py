@@ -29,6 +29,7 @@ from finance_pipeline.lib.mrr import (
     COUNTING_STATUSES,
     NOT_IN_FORCE,
     ChurnReason,
+    Exact,
     Settings,
     SubscriptionState,
     SubscriptionValue,
@@ -83,8 +84,9 @@ MOVEMENT_SIGNS = {
     "fx": 1,
 }
 ONE_DAY = timedelta(days=1)
-_ZERO = Fraction(0)
-_ONE = Fraction(1)
+# Exact values stay plain ints while whole (lib.mrr.Exact): the reporting currency's rate is 1.
+_ZERO: Exact = 0
+_ONE: Exact = 1
 
 FxLookup = Callable[[str, date], Fraction | None]
 CustomerKey = tuple[str, str]
@@ -141,10 +143,10 @@ def _values(row: MrrChange | _Agg) -> tuple[object, ...]:
 class _Agg:
     """Mutable per-currency accumulator for one customer on one day."""
 
-    mrr: Fraction = Fraction(0)
-    cmrr: Fraction = Fraction(0)
+    mrr: Exact = 0
+    cmrr: Exact = 0
     active_subscriptions: int = 0
-    by_plan: dict[str, Fraction] = field(default_factory=dict)
+    by_plan: dict[str, Exact] = field(default_factory=dict)
     plan_subscriptions: dict[str, int] = field(default_factory=dict)
 
 
@@ -379,18 +381,18 @@ class _CustomerEngine:
             agg.cmrr += value.cmrr
             agg.active_subscriptions += 1
             for plan, amount in value.by_plan.items():
-                agg.by_plan[plan] = agg.by_plan.get(plan, Fraction(0)) + amount
+                agg.by_plan[plan] = agg.by_plan.get(plan, 0) + amount
             for plan in value.plans:
                 agg.plan_subscriptions[plan] = agg.plan_subscriptions.get(plan, 0) + 1
         lo = bisect.bisect_left(self.manual_days, day - timedelta(days=MANUAL_WINDOW_DAYS - 1))
         hi = bisect.bisect_right(self.manual_days, day)
         for entry in self.manual[lo:hi]:
             agg = per_currency.setdefault(entry.currency, _Agg())
-            amount = Fraction(entry.amount_micros)
+            amount = entry.amount_micros
             agg.mrr += amount
             agg.cmrr += amount
             plan = entry.plan_id or MANUAL_PLAN
-            agg.by_plan[plan] = agg.by_plan.get(plan, Fraction(0)) + amount
+            agg.by_plan[plan] = agg.by_plan.get(plan, 0) + amount
         for agg in per_currency.values():
             agg.by_plan = {k: v for k, v in agg.by_plan.items() if v}
         return per_currency, per_sub
@@ -606,7 +608,7 @@ class _Stream:
 
     def mrr_on(self, day: date) -> Fraction:
         row = self.row_on(day)
-        return row.mrr if row is not None else Fraction(0)
+        return row.mrr if row is not None else _ZERO
 
 
 class _RateBook:
@@ -824,9 +826,9 @@ def _classify(
     include_fx: bool = True,
 ) -> list[Movement]:
     """§5 for one customer and day; amounts summed over the customer's currencies."""
-    p_at_r = Fraction(0)  # yesterday's MRR at today's rates
-    p_at_prev = Fraction(0)  # yesterday's MRR at yesterday's rates (what MRR(D-1) holds)
-    q_at_r = Fraction(0)
+    p_at_r: Exact = 0  # yesterday's MRR at today's rates
+    p_at_prev: Exact = 0  # yesterday's MRR at yesterday's rates (what MRR(D-1) holds)
+    q_at_r: Exact = 0
     gap = False
     unconverted_q: set[str] = set()
     unconverted_p: set[str] = set()
