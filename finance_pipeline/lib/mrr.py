@@ -372,7 +372,8 @@ def apply_discounts(
             per_month = _per_month(*billing_interval(state))
             net = net - scaled(discount.amount_off * micros_per_minor(state.currency), *per_month)
         net = max(0, whole(net))
-    return net
+    # A percentage followed by a coupon in another currency skips the floor: whole() here too.
+    return whole(net)
 
 
 def grace_expiry(state: SubscriptionState, settings: Settings) -> int | None:
