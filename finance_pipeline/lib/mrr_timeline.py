@@ -1162,31 +1162,49 @@ def plan_days(totals: PlanTotals, fx: FxLookup, reporting_currency: str) -> list
     """`plan_daily` from (merged) native totals, converted at each day's rate."""
     rates = _RateBook(fx, reporting_currency)
     reporting = rates.reporting
-    native: dict[tuple[str, str], Fraction] = {}  # (plan, currency), running
+    # Running native MRR, nonzero entries only: per plan in the reporting currency (its value
+    # needs no conversion, so it is kept from day to day and only changes on a delta), and per
+    # (plan, currency) in the others (converted at each day's rate). The per-day work is then
+    # the foreign amounts and the rows, not every plan's every currency: this loop is days x plans.
+    in_reporting: dict[str, Exact] = {}
+    foreign: dict[tuple[str, str], Exact] = {}
     subs: dict[str, int] = {}
+    with_subs: set[str] = set()
     out: list[PlanDay] = []
     for day in totals.days:
-        for k, v in totals.native.get(day, {}).items():
-            native[k] = native[k] + v if k in native else v
-        for plan, n in totals.subs.get(day, {}).items():
-            subs[plan] = subs.get(plan, 0) + n
-        # Most plans have one currency, most often the reporting one: no multiplication by a
-        # rate of 1 and no addition to a zero, which made this loop a hotspot of a long window.
-        values: dict[str, Fraction] = {}
-        skipped: dict[str, set[str]] = {}
-        plans = {p for p, n in subs.items() if n}
-        for (plan, cur), amount in native.items():
-            if not amount:
-                continue
-            plans.add(plan)
+        for (plan, cur), v in totals.native.get(day, {}).items():
             if cur == reporting:
-                value = amount
+                running = in_reporting.get(plan)
+                value = v if running is None else running + v
+                if value:
+                    in_reporting[plan] = value
+                elif running is not None:
+                    del in_reporting[plan]
             else:
-                rate = rates.rate(cur, day)
-                if rate is None:
-                    skipped.setdefault(plan, set()).add(cur)
-                    continue
-                value = amount * rate
+                k = (plan, cur)
+                running = foreign.get(k)
+                value = v if running is None else running + v
+                if value:
+                    foreign[k] = value
+                elif running is not None:
+                    del foreign[k]
+        for plan, n in totals.subs.get(day, {}).items():
+            count = subs.get(plan, 0) + n
+            subs[plan] = count
+            if count:
+                with_subs.add(plan)
+            else:
+                with_subs.discard(plan)
+        values: dict[str, Exact] = dict(in_reporting)
+        plans = with_subs | values.keys()
+        skipped: dict[str, set[str]] = {}
+        for (plan, cur), amount in foreign.items():
+            plans.add(plan)
+            rate = rates.rate(cur, day)
+            if rate is None:
+                skipped.setdefault(plan, set()).add(cur)
+                continue
+            value = amount * rate
             total = values.get(plan)
             values[plan] = value if total is None else total + value
         for plan in sorted(plans):

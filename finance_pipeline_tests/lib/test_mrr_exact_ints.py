@@ -7,6 +7,7 @@ The references below are the previous all-Fraction formulas, kept here verbatim 
 
 from __future__ import annotations
 
+from datetime import date, timedelta
 from decimal import Decimal
 from fractions import Fraction
 
@@ -29,6 +30,7 @@ from finance_pipeline.lib.mrr import (
     scaled,
     whole,
 )
+from finance_pipeline.lib.mrr_timeline import PlanDay, PlanTotals, plan_days
 
 _PER_YEAR = {"day": 365, "week": 52, "month": 12, "year": 1}
 
@@ -223,3 +225,73 @@ def test_ledger_amount_times_tax_ratio(micros: int, excl: int, total: int) -> No
     got = _times(micros, ratio)
     assert got == micros * ratio
     assert type(got) is int if ratio == 1 else got == micros * ratio
+
+
+def _ref_plan_days(totals: PlanTotals, fx, reporting: str) -> list[PlanDay]:
+    """The previous plan_days: every (plan, currency) converted on every day, Fractions."""
+    native: dict[tuple[str, str], Fraction] = {}
+    subs: dict[str, int] = {}
+    out = []
+    for day in totals.days:
+        for k, v in totals.native.get(day, {}).items():
+            native[k] = native.get(k, Fraction(0)) + v
+        for plan, n in totals.subs.get(day, {}).items():
+            subs[plan] = subs.get(plan, 0) + n
+        values: dict[str, Fraction] = {}
+        skipped: dict[str, set[str]] = {}
+        plans = {p for p, n in subs.items() if n}
+        for (plan, cur), amount in native.items():
+            if not amount:
+                continue
+            plans.add(plan)
+            rate = Fraction(1) if cur == reporting else fx(cur, day)
+            if rate is None:
+                skipped.setdefault(plan, set()).add(cur)
+                continue
+            values[plan] = values.get(plan, Fraction(0)) + amount * rate
+        out += [
+            PlanDay(
+                day,
+                p,
+                values.get(p, Fraction(0)),
+                subs.get(p, 0),
+                tuple(sorted(skipped.get(p, ()))),
+            )
+            for p in sorted(plans)
+        ]
+    return out
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, 9),
+            st.sampled_from(["basic", "pro", "team"]),
+            st.sampled_from(["usd", "eur", "jpy"]),
+            st.integers(-3, 3).map(lambda n: n * 10_000) | st.fractions(-5, 5),
+            st.integers(-1, 1),
+        ),
+        max_size=25,
+    ),
+    st.dictionaries(
+        st.tuples(st.sampled_from(["eur", "jpy"]), st.integers(0, 9)),
+        st.fractions(min_value=Fraction(1, 200), max_value=2),
+    ),
+)
+def test_plan_days_equal_every_currency_converted_every_day(
+    deltas: list[tuple[int, str, str, Fraction | int, int]],
+    rates: dict[tuple[str, int], Fraction],
+) -> None:
+    d0 = date(2024, 1, 1)
+    totals = PlanTotals([d0 + timedelta(days=i) for i in range(10)])
+    for offset, plan, cur, amount, n in deltas:
+        day = d0 + timedelta(days=offset)
+        native = totals.native.setdefault(day, {})
+        native[(plan, cur)] = native.get((plan, cur), 0) + amount
+        totals.subs.setdefault(day, {})[plan] = totals.subs.get(day, {}).get(plan, 0) + n
+
+    def fx(cur: str, day: date) -> Fraction | None:
+        return rates.get((cur, (day - d0).days))
+
+    assert plan_days(totals, fx, "usd") == _ref_plan_days(totals, fx, "usd")
