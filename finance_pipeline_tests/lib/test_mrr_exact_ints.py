@@ -295,3 +295,12 @@ def test_plan_days_equal_every_currency_converted_every_day(
         return rates.get((cur, (day - d0).days))
 
     assert plan_days(totals, fx, "usd") == _ref_plan_days(totals, fx, "usd")
+
+
+@given(st.integers(-(2**33), 2**34))
+def test_utc_local_day_fast_path_equals_the_zone_conversion(ts: int) -> None:
+    from datetime import UTC, datetime
+
+    from finance_pipeline.lib.timeutil import local_day, zone
+
+    assert local_day(ts) == datetime.fromtimestamp(ts, UTC).astimezone(zone("UTC")).date()
