@@ -475,16 +475,19 @@ def _differs(a: Obj, b: Obj, items: Sequence[Obj]) -> bool:
 
 def _finish(states: list[SubscriptionState]) -> list[SubscriptionState]:
     """Drop empty intervals, merge equal neighbours, and date the start of each past_due run."""
-    out: list[SubscriptionState] = []
+    # [first state of a run of equal states, the run's valid_to]: each run's state is copied
+    # once with its final valid_to, not once per merged neighbour.
+    runs: list[list[Any]] = []
     for st in states:
         if st.valid_to is not None and st.valid_to <= st.valid_from:
             continue
-        if out and _same(out[-1], st):
-            out[-1] = replace(out[-1], valid_to=st.valid_to)
+        if runs and _same(runs[-1][0], st):
+            runs[-1][1] = st.valid_to
             continue
-        if out and out[-1].valid_to != st.valid_from:
-            out[-1] = replace(out[-1], valid_to=st.valid_from)
-        out.append(st)
+        if runs and runs[-1][1] != st.valid_from:
+            runs[-1][1] = st.valid_from
+        runs.append([st, st.valid_to])
+    out = [st if st.valid_to == to else replace(st, valid_to=to) for st, to in runs]
     since = None
     final = []
     for st in out:
