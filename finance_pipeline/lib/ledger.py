@@ -68,6 +68,9 @@ class LedgerRow:
     description: str | None = None
 
 
+_ONE = Fraction(1)
+
+
 def fx_lookup(rates: Iterable[Row], reporting_currency: str) -> RateLookup:
     """Daily rates (rows of base, currency, date, rate) into a lookup; the base itself is 1."""
     table: dict[tuple[str, date], Fraction] = {}
@@ -78,7 +81,7 @@ def fx_lookup(rates: Iterable[Row], reporting_currency: str) -> RateLookup:
 
     def rate(currency: str, day: date) -> Fraction | None:
         if currency == reporting_currency:
-            return Fraction(1)
+            return _ONE  # immutable: one object serves every entry in the reporting currency
         return table.get((currency, day))
 
     return rate
@@ -116,7 +119,8 @@ class LedgerBuilder:
         self.rows: list[LedgerRow] = []
         self._sink = sink
         self._sink_every = sink_every
-        self._rate_texts: dict[Fraction, str] = {}
+        # Rate texts per (currency, day): a tuple key hashes far cheaper than a Fraction.
+        self._rate_texts: dict[tuple[str, date], str] = {}
 
     def add(
         self,
@@ -143,10 +147,10 @@ class LedgerBuilder:
             reporting = rate_text = None
         else:
             reporting = native if rate == 1 else round_half_away(exact * rate)
-            rate_text = self._rate_texts.get(rate)
+            rate_text = self._rate_texts.get((currency, day))
             if rate_text is None:
                 # One rate per currency and day serves many entries.
-                rate_text = self._rate_texts[rate] = _rate_text(rate)
+                rate_text = self._rate_texts[(currency, day)] = _rate_text(rate)
         self.rows.append(
             LedgerRow(
                 workspace_id=self.workspace_id,
@@ -206,7 +210,7 @@ class LedgerBuilder:
                 day=local_day(int(ch["created"]), self.tz),
                 occurred_at=int(ch["created"]),
                 kind="gross_revenue",
-                amount=minor_to_micros(int(ch["amount"]), ch["currency"]) * ratio,
+                amount=_times(minor_to_micros(int(ch["amount"]), ch["currency"]), ratio),
                 currency=ch["currency"],
                 customer_id=ch.get("customer"),
                 source_table="raw.stripe_charges",
@@ -222,7 +226,7 @@ class LedgerBuilder:
                 day=local_day(int(rf["created"]), self.tz),
                 occurred_at=int(rf["created"]),
                 kind="refund",
-                amount=-minor_to_micros(int(rf["amount"]), rf["currency"]) * ratio,
+                amount=_times(-minor_to_micros(int(rf["amount"]), rf["currency"]), ratio),
                 currency=rf["currency"],
                 customer_id=charge_customer.get(rf.get("charge") or ""),
                 source_table="raw.stripe_refunds",
@@ -316,6 +320,11 @@ class LedgerBuilder:
                 source_id=u["external_id"],
                 description=u.get("model"),
             )
+
+
+def _times(micros: int, ratio: Fraction) -> Fraction | int:
+    """micros x ratio, exactly; without tax (a ratio of 1) the whole micros themselves."""
+    return micros if ratio == 1 else micros * ratio
 
 
 def _day(value: Any) -> date:

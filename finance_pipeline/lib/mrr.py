@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from decimal import Decimal
 from fractions import Fraction
+from functools import lru_cache
 from typing import Literal, NamedTuple
 
 from finance_pipeline.lib.money import micros_per_minor, normalize_currency, round_half_away
@@ -35,16 +36,40 @@ DiscountMode = Literal["all_active", "forever_only", "none"]
 ChurnReason = Literal["delinquent", "voluntary"]
 
 
+# An exact amount: a whole number of micro-units is a plain int (most MRR values are: integer
+# arithmetic is many times cheaper than Fraction's), a Fraction only where a proration, a
+# percentage or a rate really leaves a remainder. Both compare, hash and add exactly alike.
+Exact = Fraction | int
+
+
 def round_micros(value: Fraction | int) -> int:
     """Exact micro-units -> whole micro-units, half away from zero (only at the reported grain)."""
     return round_half_away(value)
 
 
-def _decimal(value: str | Decimal | int | None) -> Fraction:
-    """Stripe `*_decimal` string (minor units, may be fractional) -> exact Fraction; None is 0."""
+def whole(value: Exact) -> Exact:
+    """The same exact value, as an int when it is whole."""
+    if type(value) is not int and value.denominator == 1:
+        return value.numerator
+    return value
+
+
+def scaled(value: Exact, num: int, den: int) -> Exact:
+    """value x num / den, exactly; an int when the result is whole."""
+    if type(value) is int:
+        n = value * num
+        return n // den if n % den == 0 else Fraction(n, den)
+    return whole(value * Fraction(num, den))
+
+
+@lru_cache(maxsize=4096)
+def _decimal(value: str | Decimal | int | None) -> Exact:
+    """Stripe `*_decimal` string (minor units, may be fractional) -> exact value; None is 0.
+
+    Cached: a workspace has a few hundred distinct prices, evaluated on every breakpoint."""
     if value is None:
-        return Fraction(0)
-    return Fraction(Decimal(str(value)))
+        return 0
+    return whole(Fraction(Decimal(str(value))))
 
 
 @dataclass(frozen=True)
@@ -219,9 +244,9 @@ class SubscriptionValue:
     """
 
     counts: bool = False
-    mrr: Fraction = Fraction(0)
-    cmrr: Fraction = Fraction(0)
-    by_plan: dict[str, Fraction] = field(default_factory=dict)
+    mrr: Exact = 0
+    cmrr: Exact = 0
+    by_plan: dict[str, Exact] = field(default_factory=dict)
     plans: tuple[str, ...] = ()
     stop_reason: ChurnReason | None = None
 
@@ -238,7 +263,13 @@ def monthly_factor(interval: str, count: int) -> Fraction:
     return Fraction(_PERIODS_PER_YEAR[interval], 12 * count)
 
 
-def item_period_amount(price: PriceSpec, quantity: int) -> Fraction:
+def _per_month(interval: str, count: int) -> tuple[int, int]:
+    """`monthly_factor` as (numerator, denominator), for integer arithmetic."""
+    factor = monthly_factor(interval, count)
+    return factor.numerator, factor.denominator
+
+
+def item_period_amount(price: PriceSpec, quantity: int) -> Exact:
     """Amount per billing period in micro-units, excluding tax and before discounts (§3.1)."""
     if quantity < 0:
         raise ValueError(f"quantity must be >= 0, got {quantity}")
@@ -255,11 +286,11 @@ def item_period_amount(price: PriceSpec, quantity: int) -> Fraction:
         minor = _graduated_amount(price.tiers, quantity)
     if price.tax_behavior == "inclusive" and price.inclusive_tax_rate_percent:
         # Tax-inclusive prices carry the tax inside the amount; MRR excludes tax.
-        minor = minor / (1 + Fraction(price.inclusive_tax_rate_percent) / 100)
+        minor = whole(minor / (1 + Fraction(price.inclusive_tax_rate_percent) / 100))
     return minor * micros_per_minor(price.currency)
 
 
-def _volume_amount(tiers: tuple[TierSpec, ...], quantity: int) -> Fraction:
+def _volume_amount(tiers: tuple[TierSpec, ...], quantity: int) -> Exact:
     """All units at the rate of the tier containing the quantity, plus that tier's flat amount."""
     for tier in tiers:
         if tier.up_to is None or quantity <= tier.up_to:
@@ -269,12 +300,12 @@ def _volume_amount(tiers: tuple[TierSpec, ...], quantity: int) -> Fraction:
     raise AssertionError("validated tiers always end with up_to=None")
 
 
-def _graduated_amount(tiers: tuple[TierSpec, ...], quantity: int) -> Fraction:
+def _graduated_amount(tiers: tuple[TierSpec, ...], quantity: int) -> Exact:
     """Each tier's units at its rate, plus the flat amount of every tier reached.
 
     The first tier is always reached (also at quantity 0), like the volume tier containing 0.
     """
-    total = Fraction(0)
+    total: Exact = 0
     lower = 0
     for index, tier in enumerate(tiers):
         if index > 0 and quantity <= lower:
@@ -288,12 +319,16 @@ def _graduated_amount(tiers: tuple[TierSpec, ...], quantity: int) -> Fraction:
     return total
 
 
-def item_mrr(price: PriceSpec, quantity: int) -> Fraction:
-    """An item's MRR in micro-units: period amount x periods per month; metered items give 0."""
+@lru_cache(maxsize=16384)
+def item_mrr(price: PriceSpec, quantity: int) -> Exact:
+    """An item's MRR in micro-units: period amount x periods per month; metered items give 0.
+
+    Cached per (price, quantity): the same few hundred prices are evaluated on every breakpoint
+    of every subscription and billing period (the specs are frozen, the result immutable)."""
     if price.usage_type == "metered":
-        return Fraction(0)
-    return item_period_amount(price, quantity) * monthly_factor(
-        price.interval, price.interval_count
+        return 0
+    return scaled(
+        item_period_amount(price, quantity), *_per_month(price.interval, price.interval_count)
     )
 
 
@@ -320,11 +355,10 @@ def discount_applies(discount: DiscountSpec, instant: int, mode: DiscountMode) -
 
 
 def apply_discounts(
-    gross: Fraction, state: SubscriptionState, instant: int, settings: Settings
-) -> Fraction:
+    gross: Exact, state: SubscriptionState, instant: int, settings: Settings
+) -> Exact:
     """Net MRR after the discounts in force, applied in order and floored at 0 (§3)."""
     net = gross
-    per_month = monthly_factor(*billing_interval(state))
     for discount in state.discounts:
         if not discount_applies(discount, instant, settings.discount_mode):
             continue
@@ -335,9 +369,11 @@ def apply_discounts(
             if normalize_currency(currency) != state.currency:
                 # Stripe never applies an amount_off coupon in another currency to an invoice.
                 continue
-            net = net - discount.amount_off * micros_per_minor(state.currency) * per_month
-        net = max(Fraction(0), net)
-    return net
+            per_month = _per_month(*billing_interval(state))
+            net = net - scaled(discount.amount_off * micros_per_minor(state.currency), *per_month)
+        net = max(0, whole(net))
+    # A percentage followed by a coupon in another currency skips the floor: whole() here too.
+    return whole(net)
 
 
 def grace_expiry(state: SubscriptionState, settings: Settings) -> int | None:
@@ -389,7 +425,7 @@ def evaluate_at(state: SubscriptionState, instant: int, settings: Settings) -> S
     reason = _stop_reason(state, instant, settings)
     if reason is not None:
         return SubscriptionValue(stop_reason=reason)
-    gross_by_plan: dict[str, Fraction] = {}
+    gross_by_plan: dict[str, Exact] = {}
     plans: list[str] = []
     for item in state.items:
         key = plan_key(item.price, settings)
@@ -397,12 +433,18 @@ def evaluate_at(state: SubscriptionState, instant: int, settings: Settings) -> S
             plans.append(key)
         value = item_mrr(item.price, item.quantity)
         if value:
-            gross_by_plan[key] = gross_by_plan.get(key, Fraction(0)) + value
-    gross = sum(gross_by_plan.values(), Fraction(0))
-    net = apply_discounts(gross, state, instant, settings)
-    # Discounts are per subscription; spread them over plans pro rata so plans sum to the total.
-    by_plan = {k: v * net / gross for k, v in gross_by_plan.items()} if net else {}
-    cmrr = Fraction(0) if state.cancel_scheduled else net
+            gross_by_plan[key] = gross_by_plan[key] + value if key in gross_by_plan else value
+    gross = whole(sum(gross_by_plan.values(), 0))
+    net = apply_discounts(gross, state, instant, settings) if state.discounts else gross
+    # Discounts are per subscription; spread them over plans pro rata so plans sum to the total
+    # (without a discount in force, each plan's share is its gross: no division).
+    if not net:
+        by_plan = {}
+    elif net == gross:
+        by_plan = {k: whole(v) for k, v in gross_by_plan.items()}
+    else:
+        by_plan = {k: whole(Fraction(v) * net / gross) for k, v in gross_by_plan.items()}
+    cmrr = 0 if state.cancel_scheduled else net
     return SubscriptionValue(True, net, cmrr, by_plan, tuple(sorted(plans)), None)
 
 

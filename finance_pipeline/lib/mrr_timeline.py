@@ -29,6 +29,7 @@ from finance_pipeline.lib.mrr import (
     COUNTING_STATUSES,
     NOT_IN_FORCE,
     ChurnReason,
+    Exact,
     Settings,
     SubscriptionState,
     SubscriptionValue,
@@ -83,8 +84,9 @@ MOVEMENT_SIGNS = {
     "fx": 1,
 }
 ONE_DAY = timedelta(days=1)
-_ZERO = Fraction(0)
-_ONE = Fraction(1)
+# Exact values stay plain ints while whole (lib.mrr.Exact): the reporting currency's rate is 1.
+_ZERO: Exact = 0
+_ONE: Exact = 1
 
 FxLookup = Callable[[str, date], Fraction | None]
 CustomerKey = tuple[str, str]
@@ -141,10 +143,10 @@ def _values(row: MrrChange | _Agg) -> tuple[object, ...]:
 class _Agg:
     """Mutable per-currency accumulator for one customer on one day."""
 
-    mrr: Fraction = Fraction(0)
-    cmrr: Fraction = Fraction(0)
+    mrr: Exact = 0
+    cmrr: Exact = 0
     active_subscriptions: int = 0
-    by_plan: dict[str, Fraction] = field(default_factory=dict)
+    by_plan: dict[str, Exact] = field(default_factory=dict)
     plan_subscriptions: dict[str, int] = field(default_factory=dict)
 
 
@@ -379,18 +381,18 @@ class _CustomerEngine:
             agg.cmrr += value.cmrr
             agg.active_subscriptions += 1
             for plan, amount in value.by_plan.items():
-                agg.by_plan[plan] = agg.by_plan.get(plan, Fraction(0)) + amount
+                agg.by_plan[plan] = agg.by_plan.get(plan, 0) + amount
             for plan in value.plans:
                 agg.plan_subscriptions[plan] = agg.plan_subscriptions.get(plan, 0) + 1
         lo = bisect.bisect_left(self.manual_days, day - timedelta(days=MANUAL_WINDOW_DAYS - 1))
         hi = bisect.bisect_right(self.manual_days, day)
         for entry in self.manual[lo:hi]:
             agg = per_currency.setdefault(entry.currency, _Agg())
-            amount = Fraction(entry.amount_micros)
+            amount = entry.amount_micros
             agg.mrr += amount
             agg.cmrr += amount
             plan = entry.plan_id or MANUAL_PLAN
-            agg.by_plan[plan] = agg.by_plan.get(plan, Fraction(0)) + amount
+            agg.by_plan[plan] = agg.by_plan.get(plan, 0) + amount
         for agg in per_currency.values():
             agg.by_plan = {k: v for k, v in agg.by_plan.items() if v}
         return per_currency, per_sub
@@ -606,7 +608,7 @@ class _Stream:
 
     def mrr_on(self, day: date) -> Fraction:
         row = self.row_on(day)
-        return row.mrr if row is not None else Fraction(0)
+        return row.mrr if row is not None else _ZERO
 
 
 class _RateBook:
@@ -824,9 +826,9 @@ def _classify(
     include_fx: bool = True,
 ) -> list[Movement]:
     """§5 for one customer and day; amounts summed over the customer's currencies."""
-    p_at_r = Fraction(0)  # yesterday's MRR at today's rates
-    p_at_prev = Fraction(0)  # yesterday's MRR at yesterday's rates (what MRR(D-1) holds)
-    q_at_r = Fraction(0)
+    p_at_r: Exact = 0  # yesterday's MRR at today's rates
+    p_at_prev: Exact = 0  # yesterday's MRR at yesterday's rates (what MRR(D-1) holds)
+    q_at_r: Exact = 0
     gap = False
     unconverted_q: set[str] = set()
     unconverted_p: set[str] = set()
@@ -1160,31 +1162,49 @@ def plan_days(totals: PlanTotals, fx: FxLookup, reporting_currency: str) -> list
     """`plan_daily` from (merged) native totals, converted at each day's rate."""
     rates = _RateBook(fx, reporting_currency)
     reporting = rates.reporting
-    native: dict[tuple[str, str], Fraction] = {}  # (plan, currency), running
+    # Running native MRR, nonzero entries only: per plan in the reporting currency (its value
+    # needs no conversion, so it is kept from day to day and only changes on a delta), and per
+    # (plan, currency) in the others (converted at each day's rate). The per-day work is then
+    # the foreign amounts and the rows, not every plan's every currency: this loop is days x plans.
+    in_reporting: dict[str, Exact] = {}
+    foreign: dict[tuple[str, str], Exact] = {}
     subs: dict[str, int] = {}
+    with_subs: set[str] = set()
     out: list[PlanDay] = []
     for day in totals.days:
-        for k, v in totals.native.get(day, {}).items():
-            native[k] = native[k] + v if k in native else v
-        for plan, n in totals.subs.get(day, {}).items():
-            subs[plan] = subs.get(plan, 0) + n
-        # Most plans have one currency, most often the reporting one: no multiplication by a
-        # rate of 1 and no addition to a zero, which made this loop a hotspot of a long window.
-        values: dict[str, Fraction] = {}
-        skipped: dict[str, set[str]] = {}
-        plans = {p for p, n in subs.items() if n}
-        for (plan, cur), amount in native.items():
-            if not amount:
-                continue
-            plans.add(plan)
+        for (plan, cur), v in totals.native.get(day, {}).items():
             if cur == reporting:
-                value = amount
+                running = in_reporting.get(plan)
+                value = v if running is None else running + v
+                if value:
+                    in_reporting[plan] = value
+                elif running is not None:
+                    del in_reporting[plan]
             else:
-                rate = rates.rate(cur, day)
-                if rate is None:
-                    skipped.setdefault(plan, set()).add(cur)
-                    continue
-                value = amount * rate
+                k = (plan, cur)
+                running = foreign.get(k)
+                value = v if running is None else running + v
+                if value:
+                    foreign[k] = value
+                elif running is not None:
+                    del foreign[k]
+        for plan, n in totals.subs.get(day, {}).items():
+            count = subs.get(plan, 0) + n
+            subs[plan] = count
+            if count:
+                with_subs.add(plan)
+            else:
+                with_subs.discard(plan)
+        values: dict[str, Exact] = dict(in_reporting)
+        plans = with_subs | values.keys()
+        skipped: dict[str, set[str]] = {}
+        for (plan, cur), amount in foreign.items():
+            plans.add(plan)
+            rate = rates.rate(cur, day)
+            if rate is None:
+                skipped.setdefault(plan, set()).add(cur)
+                continue
+            value = amount * rate
             total = values.get(plan)
             values[plan] = value if total is None else total + value
         for plan in sorted(plans):

@@ -18,8 +18,9 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from decimal import Decimal
+from operator import attrgetter
 from typing import Any
 
 from finance_pipeline.lib.mrr import (
@@ -150,12 +151,28 @@ class _Builder:
         for it in inp.items:
             if it.get("tax_rates"):
                 self.item_tax_rates[it["id"]] = list(it["tax_rates"])
+        # Specs already built from a payload (by its id, the payload kept alive alongside so the
+        # id stays its own): every interval of a subscription names the same few prices and
+        # discounts, and building a spec each time was a large part of the history build.
+        self._prices: dict[tuple[int, Any], tuple[Obj, PriceSpec]] = {}
+        self._discounts: dict[int, tuple[Obj, DiscountSpec]] = {}
+        self._once_ends: dict[int, int | None] = {}
 
     # -- conversions ---------------------------------------------------------------------------
     def price(self, price: Any, tax_rates: Iterable[Obj] = ()) -> PriceSpec | None:
         pid = _id(price)
         payload = self.inp.prices.get(pid or "") or (price if isinstance(price, Mapping) else None)
-        return None if payload is None else price_spec(payload, tax_rates)
+        if payload is None:
+            return None
+        # The tax rates matter only to an inclusive price (`price_spec`).
+        rates = tuple(tax_rates) if payload.get("tax_behavior") == "inclusive" else ()
+        key = (id(payload), tuple((r.get("inclusive"), r.get("percentage")) for r in rates))
+        hit = self._prices.get(key)
+        if hit is not None and hit[0] is payload:
+            return hit[1]
+        spec = price_spec(payload, rates)
+        self._prices[key] = (payload, spec)
+        return spec
 
     def discounts_of(self, obj: Obj) -> tuple[DiscountSpec, ...]:
         out = []
@@ -163,7 +180,11 @@ class _Builder:
             payload = d if isinstance(d, Mapping) else self.inp.discounts.get(str(d))
             if payload is None:
                 continue  # unknown discount id: nothing to apply (reported by reconciliation)
-            out.append(discount_spec(payload, self.once_end(payload)))
+            hit = self._discounts.get(id(payload))
+            if hit is None or hit[0] is not payload:
+                hit = (payload, discount_spec(payload, self.once_end(payload)))
+                self._discounts[id(payload)] = hit
+            out.append(hit[1])
         return tuple(out)
 
     def known_discounts(self, anchor: Obj) -> list[Obj]:
@@ -190,6 +211,12 @@ class _Builder:
     def once_end(self, discount: Obj) -> int | None:
         """End of the first billing period a `once` discount applied to."""
         start = int(discount.get("start") or 0)
+        if start in self._once_ends:
+            return self._once_ends[start]
+        self._once_ends[start] = end = self._once_end(start)
+        return end
+
+    def _once_end(self, start: int) -> int | None:
         ends = sorted(
             int(ln["period_end"])
             for ln in self.inp.lines
@@ -343,6 +370,8 @@ class _Builder:
         if scheduled and cancel_at and start <= int(cancel_at) < until:
             breaks.add(int(cancel_at))
         points = sorted(breaks)
+        # The same discount objects for every interval (their specs are then built once).
+        known = self.known_discounts(anchor)
         out: list[SubscriptionState] = []
         for i, t in enumerate(points):
             end = points[i + 1] if i + 1 < len(points) else until
@@ -361,7 +390,7 @@ class _Builder:
                     status = st
             obj = {
                 **anchor,
-                "discounts": self.known_discounts(anchor),
+                "discounts": known,
                 "status": status,
                 "items": {"data": items_obj, "has_more": False},
                 "cancel_at_period_end": scheduled
@@ -446,16 +475,19 @@ def _differs(a: Obj, b: Obj, items: Sequence[Obj]) -> bool:
 
 def _finish(states: list[SubscriptionState]) -> list[SubscriptionState]:
     """Drop empty intervals, merge equal neighbours, and date the start of each past_due run."""
-    out: list[SubscriptionState] = []
+    # [first state of a run of equal states, the run's valid_to]: each run's state is copied
+    # once with its final valid_to, not once per merged neighbour.
+    runs: list[list[Any]] = []
     for st in states:
         if st.valid_to is not None and st.valid_to <= st.valid_from:
             continue
-        if out and _same(out[-1], st):
-            out[-1] = replace(out[-1], valid_to=st.valid_to)
+        if runs and _same(runs[-1][0], st):
+            runs[-1][1] = st.valid_to
             continue
-        if out and out[-1].valid_to != st.valid_from:
-            out[-1] = replace(out[-1], valid_to=st.valid_from)
-        out.append(st)
+        if runs and runs[-1][1] != st.valid_from:
+            runs[-1][1] = st.valid_from
+        runs.append([st, st.valid_to])
+    out = [st if st.valid_to == to else replace(st, valid_to=to) for st, to in runs]
     since = None
     final = []
     for st in out:
@@ -468,8 +500,15 @@ def _finish(states: list[SubscriptionState]) -> list[SubscriptionState]:
     return final
 
 
+# Every field of a state but its interval.
+_STATE_VALUES = attrgetter(
+    *(f.name for f in fields(SubscriptionState) if f.name not in ("valid_from", "valid_to"))
+)
+
+
 def _same(a: SubscriptionState, b: SubscriptionState) -> bool:
-    return replace(a, valid_from=0, valid_to=None) == replace(b, valid_from=0, valid_to=None)
+    """Equal states apart from their intervals (so two neighbours merge)."""
+    return _STATE_VALUES(a) == _STATE_VALUES(b)
 
 
 def build_history(inp: HistoryInputs, now: int) -> list[SubscriptionState]:

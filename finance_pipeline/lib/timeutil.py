@@ -32,8 +32,15 @@ def day_start_ts(day: date, tz: str = "UTC") -> int:
     return int(day_start(day, tz).timestamp())
 
 
+_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
+
+
 def local_day(ts: int | float | datetime, tz: str = "UTC") -> date:
     """The local day in zone `tz` that contains the instant `ts` (Unix seconds or aware datetime)."""
+    if tz == "UTC" and type(ts) is int:
+        # Unix days are UTC days (no leap seconds): the ledger and the MRR engine call this for
+        # every entry and breakpoint, and the datetime round trip was a hotspot of a rebuild.
+        return date.fromordinal(_EPOCH_ORDINAL + ts // 86_400)
     if isinstance(ts, datetime):
         if ts.tzinfo is None:
             raise ValueError("naive datetimes are ambiguous; pass an aware UTC datetime")

@@ -35,7 +35,7 @@ from typing import Any
 
 from finance_pipeline.core.history_io import HISTORY_SELECT, states_from_rows
 from finance_pipeline.lib.money import micros_to_decimal, minor_to_micros
-from finance_pipeline.lib.mrr import Settings, evaluate_at, monthly_factor
+from finance_pipeline.lib.mrr import Exact, Settings, evaluate_at, monthly_factor, scaled, whole
 from finance_pipeline.lib.timeutil import local_day
 from finance_pipeline.warehouse.db import Warehouse
 
@@ -114,8 +114,8 @@ class _Period:
     customer_id: str
     currency: str
     period_end: int | None = None
-    under_switch: Fraction = Fraction(0)  # after the discounts the switch counts
-    after_all: Fraction = Fraction(0)  # after every discount (the invoice as billed)
+    under_switch: Exact = 0  # after the discounts the switch counts
+    after_all: Exact = 0  # after every discount (the invoice as billed)
     separable: bool = True  # under_switch is exact
     paid_at: int | None = None
 
@@ -288,10 +288,13 @@ def _check_batch(
             for t in ln["taxes_json"] or ()
             if t.get("tax_behavior") == "inclusive"
         )
-        excl_under_switch = Fraction(under_switch)
+        # Exact values stay ints while whole (lib.mrr.Exact): most lines have no inclusive tax.
+        excl_under_switch: Exact = under_switch
         if inclusive:
             if after_all:
-                excl_under_switch -= Fraction(inclusive * under_switch, after_all)
+                excl_under_switch = whole(
+                    under_switch - Fraction(inclusive * under_switch, after_all)
+                )
             else:
                 separable = False
         factor = monthly_factor(
@@ -305,9 +308,13 @@ def _check_batch(
             per.paid_at = int(ln["paid_at"])
         if ln["period_end"] is not None:
             per.period_end = max(per.period_end or 0, int(ln["period_end"]))
-        micros = minor_to_micros(1, ln["currency"]) * factor
-        per.after_all += (after_all - inclusive) * micros
-        per.under_switch += excl_under_switch * micros
+        micros = minor_to_micros(1, ln["currency"]) * factor.numerator
+        per.after_all = whole(
+            per.after_all + scaled(after_all - inclusive, micros, factor.denominator)
+        )
+        per.under_switch = whole(
+            per.under_switch + scaled(excl_under_switch, micros, factor.denominator)
+        )
         per.separable = per.separable and separable
     # A subscription's intervals do not overlap: the one in force just after an instant is the
     # last starting before it, found by bisection instead of evaluating every interval.
