@@ -31,7 +31,7 @@ def _simulate(
     waiter wakes. Returns (time, flow) of every request let through."""
     end = clock.now + seconds
     granted: list[tuple[float, str]] = []
-    events: list[tuple[float, int, str]] = []
+    events: list[tuple[float, int, int]] = []
     for i, (flow, weight) in enumerate(waiters):
         bucket = buckets[i % len(buckets)]
         heapq.heappush(events, (clock.now, i, bucket.enqueue(flow, weight)))
