@@ -149,7 +149,12 @@ class TokenBucket:
             wait = waited = self.take(ticket)
             while wait > 0:
                 self._sleep(wait)
-                wait = self.take(ticket)
+                try:
+                    wait = self.take(ticket)
+                except KeyError:
+                    # Dropped as dead (this thread was starved for that long): queue again.
+                    ticket = self.enqueue(flow, weight, tokens)
+                    wait = self.take(ticket)
                 waited += wait
             with self._lock:
                 self.waited_seconds += waited

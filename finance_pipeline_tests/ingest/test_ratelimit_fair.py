@@ -136,3 +136,23 @@ def test_acquire_with_a_flow_returns_the_seconds_waited() -> None:
     assert bucket.waited_seconds == pytest.approx(0.02)
     with pytest.raises(ValueError):
         bucket.enqueue("charges", 0)
+
+
+def test_a_waiter_dropped_as_dead_queues_again() -> None:
+    clock = _Clock()
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        # The first sleep overruns by 20 s (a stopped process); another waiter meanwhile
+        # checks the queue and drops this one's ticket.
+        clock.now += seconds + (20.0 if len(slept) == 1 else 0.0)
+        if len(slept) == 1:
+            other.take(other.enqueue("charges", 15))
+
+    bucket = TokenBucket(10, burst=1, clock=clock, sleep=sleep)
+    other = bucket
+    bucket.take(bucket.enqueue("charges", 15))  # the token is taken: the next one waits
+    # (the seconds waited are those it meant to sleep; the overrun is not counted)
+    assert bucket.acquire(flow="invoices", weight=50) == pytest.approx(0.1)
+    assert bucket._tickets == []
