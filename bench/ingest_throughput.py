@@ -299,6 +299,9 @@ def main() -> int:
     p.add_argument("--latency-ms", type=int, default=0, help="stand-in latency per request")
     p.add_argument("--small", action="store_true", help=f"{SMALL[0]} customers x {SMALL[1]} months")
     p.add_argument("--before", default="", help="run the child of this checkout (A/B)")
+    p.add_argument(
+        "--before-same-args", action="store_true", help="the --before child gets this run's options"
+    )
     p.add_argument("--page-size", type=int, default=100, help=argparse.SUPPRESS)
     p.add_argument("--keep", action="store_true", help="keep the temporary fixture and warehouses")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -355,8 +358,12 @@ def main() -> int:
                 "before:",
                 str(before / "bench" / "ingest_throughput.py"),
                 {**os.environ, "PYTHONPATH": f"{before}:{before / 'dev'}"},
-                # main's bench defaults at 8e4726c (4 slices, 12 readers)
-                ["--fetch-workers", "12", "--list-slices", "4"],
+                # main's bench defaults at 8e4726c (4 slices, 12 readers), or this run's own
+                (
+                    ["--fetch-workers", str(args.fetch_workers), *this_args]
+                    if args.before_same_args
+                    else ["--fetch-workers", "12", "--list-slices", "4"]
+                ),
             ),
             ("after:", __file__, {**os.environ}, this_args),
         ]

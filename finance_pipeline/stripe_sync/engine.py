@@ -80,6 +80,14 @@ STREAM_WEIGHTS: dict[str, int] = {
 }
 
 
+def _tag_flow(stream: Stream) -> None:
+    """This thread's requests are `stream`'s for the limiter: while streams wait on a binding
+    rate limit, each gets a share by its weight (its share of the work, so the heavy stream,
+    invoices with their lines, does not end long after the others), not by its waiters."""
+    request_tag.flow = stream.name
+    request_tag.weight = STREAM_WEIGHTS.get(stream.name, 1)
+
+
 @dataclass
 class _Slice:
     """Part of a pass's `created` range (both ends inclusive, None = open), read newest first
@@ -397,11 +405,14 @@ class StripeStreamSync:
             row[parent_column] = parent_id
         return row
 
-    def _complete_sublist(self, parent: dict[str, Any], sub: SubList) -> list[dict[str, Any]]:
+    def _complete_sublist(
+        self, stream: Stream, parent: dict[str, Any], sub: SubList
+    ) -> list[dict[str, Any]]:
         embedded = parent.get(sub.key) or {}
         items = list(embedded.get("data") or [])
         has_more = bool(embedded.get("has_more"))
         request_tag.name = sub.resource
+        _tag_flow(stream)
         while has_more:
             params: dict[str, Any] = {"limit": 100}
             if items:
@@ -426,7 +437,7 @@ class StripeStreamSync:
                 continue
             for sub in stream.sublists:
                 if (obj.get(sub.key) or {}).get("has_more"):
-                    remote[(i, sub)] = fetcher.submit(self._complete_sublist, obj, sub)
+                    remote[(i, sub)] = fetcher.submit(self._complete_sublist, stream, obj, sub)
         return remote
 
     def _read_page(
@@ -434,6 +445,7 @@ class StripeStreamSync:
     ) -> tuple[list[dict[str, Any]], bool, Remote]:
         """One list page, with the reads of its truncated sub-lists already under way."""
         request_tag.name = f"{stream.name}/list"
+        _tag_flow(stream)
         page, has_more = self.gw.list_page(stream.resource, params)
         return page, has_more, self._read_sublists(stream, page, fetcher)
 
@@ -443,6 +455,7 @@ class StripeStreamSync:
         """One object by id (None once deleted), with its truncated sub-lists under way."""
         # Same expansions as the list read, so a refreshed object keeps e.g. its discount objects.
         request_tag.name = f"{stream.name}/refresh"
+        _tag_flow(stream)
         obj = self.gw.retrieve(stream.resource, object_id, stream.retrieve_params)
         return obj, ({} if obj is None else self._read_sublists(stream, [obj], fetcher))
 

@@ -78,7 +78,8 @@ class GatewayStats:
 
 
 # The label a thread's requests are counted under in `GatewayStats.by_tag` (the sync engine sets
-# it to the stream a thread reads for); unset: "".
+# it to the stream a thread reads for); unset: "". `flow` and `weight`: the stream whose share of
+# the rate the request takes, and its weight (`TokenBucket.acquire`); unset: first come, first served.
 request_tag = threading.local()
 
 
@@ -243,7 +244,11 @@ class StripeGateway:
         attempt = 0
         while True:
             attempt += 1
-            waited = self._limiter.acquire()
+            # The stream's weighted share of the rate (engine `_tag_flow`); none: first come.
+            waited = self._limiter.acquire(
+                flow=getattr(request_tag, "flow", None),
+                weight=getattr(request_tag, "weight", 1.0),
+            )
             tag = getattr(request_tag, "name", "")
             sent = time.time()
             with self._stats_lock:
