@@ -64,7 +64,16 @@ def _counting(original: Callable[..., Any], after: Callable[[int], None]) -> Any
 def install(point: str, marker: Path) -> None:
     """Patch the product function of `point` so this process dies inside it."""
     if point == "stripe_page":
+        from finance_pipeline.stripe_sync import engine
         from finance_pipeline.stripe_sync.engine import StripeStreamSync
+
+        # Pages that have arrived are written up to WRITE_BATCH_PAGES at a time, one transaction
+        # with the last page's checkpoint; the local stand-in answers this small account's pages
+        # at once, so with the default (8) its invoices pass has too few batches for a kill
+        # between two of them. One page a batch (what a slow Stripe gives) keeps the page-level
+        # kill point; the multi-page batch's kill and resume are covered in
+        # finance_pipeline_tests/ingest (the batched-write tests).
+        engine.WRITE_BATCH_PAGES = 1
 
         save_state = StripeStreamSync._save_state
         pages = 0
