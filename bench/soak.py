@@ -72,6 +72,7 @@ from typing import Any
 from finance_pipeline_dev.processes import (
     api_command,
     daemon_command,
+    proc_table,
     standin_command,
     start_in_session,
     wait_for_standin,
@@ -278,21 +279,6 @@ def start(
 # ------------------------------------------------------------------------------------ memory
 
 
-def _proc_table() -> dict[int, tuple[int, str]]:
-    """pid -> (parent pid, command line) of every process."""
-    out: dict[int, tuple[int, str]] = {}
-    for d in Path("/proc").iterdir():
-        if not d.name.isdigit():
-            continue
-        try:
-            ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except (OSError, IndexError, ValueError):
-            continue
-        out[int(d.name)] = (ppid, cmd.strip())
-    return out
-
-
 def _rss_kb(pid: int) -> int | None:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -332,7 +318,7 @@ class Sampler(threading.Thread):
             self.roots[pid] = role
 
     def sample(self) -> None:
-        table = _proc_table()
+        table = proc_table()
         children: dict[int, list[int]] = {}
         for pid, (ppid, _) in table.items():
             children.setdefault(ppid, []).append(pid)

@@ -29,23 +29,10 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
+from finance_pipeline_dev.processes import proc_table
+
 PG_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 _SS = re.compile(r"127\.0\.0\.1:(\d+)\s+127\.0\.0\.1:5432\s+users:\(\(\"[^\"]*\",pid=(\d+)")
-
-
-def proc_table() -> dict[int, tuple[int, str]]:
-    """pid -> (parent pid, command line)."""
-    out: dict[int, tuple[int, str]] = {}
-    for d in Path("/proc").iterdir():
-        if not d.name.isdigit():
-            continue
-        try:
-            ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except (OSError, IndexError, ValueError):
-            continue
-        out[int(d.name)] = (ppid, cmd)
-    return out
 
 
 def schedstat(pid: int) -> dict[int, tuple[int, int]]:

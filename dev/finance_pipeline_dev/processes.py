@@ -86,3 +86,18 @@ def wait_http(url: str, timeout: float, headers: dict[str, str] | None = None) -
             last = exc
             time.sleep(0.5)
     raise RuntimeError(f"{url} did not come up within {timeout:.0f} s: {last}")
+
+
+def proc_table() -> dict[int, tuple[int, str]]:
+    """pid -> (parent pid, command line) of every process on the host, read from /proc."""
+    out: dict[int, tuple[int, str]] = {}
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except (OSError, IndexError, ValueError):
+            continue
+        out[int(d.name)] = (ppid, cmd.strip())
+    return out
