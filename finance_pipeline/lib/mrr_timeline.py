@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
 from fractions import Fraction
-from typing import Any
+from typing import Any, TypeVar
 
 from finance_pipeline.lib.money import normalize_currency
 from finance_pipeline.lib.mrr import (
@@ -1158,6 +1158,19 @@ def plan_totals(changes: Iterable[MrrChange], days: Iterable[date]) -> PlanTotal
     return out
 
 
+_Key = TypeVar("_Key")
+
+
+def _add_running(running: dict[_Key, Exact], key: _Key, change: Exact) -> None:
+    """Add `change` to the running total at `key`; a total that reaches zero leaves the dict, so
+    only non-zero totals are carried from day to day."""
+    value = running[key] + change if key in running else change
+    if value:
+        running[key] = value
+    else:
+        running.pop(key, None)
+
+
 def plan_days(totals: PlanTotals, fx: FxLookup, reporting_currency: str) -> list[PlanDay]:
     """`plan_daily` from (merged) native totals, converted at each day's rate."""
     rates = _RateBook(fx, reporting_currency)
@@ -1174,20 +1187,9 @@ def plan_days(totals: PlanTotals, fx: FxLookup, reporting_currency: str) -> list
     for day in totals.days:
         for (plan, cur), v in totals.native.get(day, {}).items():
             if cur == reporting:
-                running = in_reporting.get(plan)
-                value = v if running is None else running + v
-                if value:
-                    in_reporting[plan] = value
-                elif running is not None:
-                    del in_reporting[plan]
+                _add_running(in_reporting, plan, v)
             else:
-                k = (plan, cur)
-                running = foreign.get(k)
-                value = v if running is None else running + v
-                if value:
-                    foreign[k] = value
-                elif running is not None:
-                    del foreign[k]
+                _add_running(foreign, (plan, cur), v)
         for plan, n in totals.subs.get(day, {}).items():
             count = subs.get(plan, 0) + n
             subs[plan] = count
